@@ -1,0 +1,303 @@
+#!/usr/bin/env node
+// Troupe's command-line entry point (package.json "bin", `npm start`, `npm test`).
+//
+// Plain JavaScript with node: builtins only, because it runs before `npm install`:
+//   1. installs the npm dependencies when node_modules is missing or older than package-lock.json;
+//   2. makes sure a nats-server >= 2.10 is available ($TROUPE_NATS_SERVER, PATH, or
+//      <data dir>/bin/nats-server; on Debian-like systems it fetches Debian 13's package);
+//   3. `ensure-nats`: prints the server's path and version and exits;
+//      anything else: runs `node --import tsx runtime/cli.ts <args>` with TROUPE_NATS_SERVER set.
+//
+// Environment: TROUPE_NATS_SERVER (a nats-server binary to use), TROUPE_DATA_DIR (data folder,
+// default <repo>/.troupe), TROUPE_NATS_DEBIAN_SUITE (Debian suite to fetch from, default trixie).
+
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, chmodSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, resolve, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DATA_DIR = process.env.TROUPE_DATA_DIR ? resolve(process.env.TROUPE_DATA_DIR) : join(ROOT, '.troupe');
+const LOCAL_BIN = join(DATA_DIR, 'bin', 'nats-server');
+const SUITE = process.env.TROUPE_NATS_DEBIAN_SUITE || 'trixie';
+const MIN = [2, 10];
+
+class Failure extends Error {}
+
+function say(msg) {
+  process.stderr.write(`troupe: ${msg}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// npm dependencies
+
+function mtime(p) {
+  try {
+    return statSync(p).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
+function ensureDeps() {
+  // Installed as a dependency of another package: npm already installed (and hoisted) our deps.
+  if (ROOT.split(sep).includes('node_modules')) return;
+  const lock = join(ROOT, 'package-lock.json');
+  const marker = join(ROOT, 'node_modules', '.package-lock.json');
+  const nodeModules = mtime(join(ROOT, 'node_modules'));
+  const markerTime = mtime(marker);
+  const lockTime = mtime(lock);
+  let reason;
+  if (nodeModules === undefined) reason = 'node_modules is missing';
+  else if (lockTime !== undefined && (markerTime === undefined || markerTime < lockTime)) reason = 'package-lock.json is newer than node_modules';
+  if (!reason) return;
+  // npm ci would empty the directory a node_modules symlink points to (someone else's install).
+  if (nodeModules !== undefined && lstatSync(join(ROOT, 'node_modules')).isSymbolicLink()) {
+    say(`${reason}, but node_modules is a symbolic link: not reinstalling; run \`npm ci\` yourself if needed`);
+    return;
+  }
+  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  const useCi = lockTime !== undefined;
+  say(`${reason}: running \`npm ${useCi ? 'ci' : 'install'}\` in ${ROOT}`);
+  let r = spawnSync(npm, [useCi ? 'ci' : 'install'], { cwd: ROOT, stdio: 'inherit' });
+  if (useCi && r.status !== 0) {
+    say('`npm ci` failed; trying `npm install`');
+    r = spawnSync(npm, ['install'], { cwd: ROOT, stdio: 'inherit' });
+  }
+  if (r.error) throw new Failure(`could not run npm: ${r.error.message}`);
+  if (r.status !== 0) throw new Failure(`installing npm dependencies failed (exit ${r.status ?? r.signal})`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// nats-server
+
+function isExecutable(p) {
+  try {
+    accessSync(p, constants.X_OK);
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function versionOf(bin) {
+  const r = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) return undefined;
+  return /v?(\d+\.\d+\.\d+\S*)/.exec(`${r.stdout}${r.stderr}`)?.[1];
+}
+
+function versionOk(v) {
+  const m = /^(\d+)\.(\d+)/.exec(v);
+  if (!m) return false;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  return major > MIN[0] || (major === MIN[0] && minor >= MIN[1]);
+}
+
+const INSTALL_ADVICE = 'Install nats-server >= 2.10 from the NATS releases (https://github.com/nats-io/nats-server/releases) ' +
+  'and put it on PATH, or set TROUPE_NATS_SERVER to its path.';
+
+function tooOld(found) {
+  return `nats-server ${found.version} (${found.path}) is too old; Troupe needs nats-server >= 2.10. ` +
+    'nats-server 2.9 does not serialize the expected-last-subject-sequence check on replicated streams ' +
+    '(nats-server#4320): two writers with the same expectation can both be accepted, so Troupe cannot ' +
+    'fence a stale writer and the log could fork.';
+}
+
+/** Returns {path, version, old?}: a good server, or undefined plus the first too-old one seen. */
+function findServer() {
+  const fromEnv = process.env.TROUPE_NATS_SERVER;
+  if (fromEnv) {
+    const p = resolve(fromEnv);
+    if (!isExecutable(p)) throw new Failure(`TROUPE_NATS_SERVER=${fromEnv} is not an executable file. ${INSTALL_ADVICE}`);
+    const v = versionOf(p);
+    if (!v) throw new Failure(`TROUPE_NATS_SERVER=${fromEnv}: \`${p} --version\` failed.`);
+    if (!versionOk(v)) throw new Failure(`${tooOld({ path: p, version: v })} Unset TROUPE_NATS_SERVER or point it at a newer server.`);
+    return { found: { path: p, version: v } };
+  }
+  let old;
+  const candidates = (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'nats-server'));
+  candidates.push(LOCAL_BIN);
+  for (const c of candidates) {
+    if (!isExecutable(c)) continue;
+    const v = versionOf(c);
+    if (!v) continue;
+    if (versionOk(v)) return { found: { path: c, version: v } };
+    old ??= { path: c, version: v };
+  }
+  return { old };
+}
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', ...opts });
+  if (r.error) throw new Failure(`could not run ${cmd}: ${r.error.message}`);
+  return r;
+}
+
+function hasCommand(cmd) {
+  return (process.env.PATH ?? '').split(delimiter).filter(Boolean).some((d) => isExecutable(join(d, cmd)));
+}
+
+/** The URI of the mirror apt uses for the main Debian archive (not security, not a third party). */
+function debianMirror() {
+  // --no-release-info lists every configured source, downloaded lists or not.
+  let r = run('apt-get', ['indextargets', '--no-release-info', '--format', '$(REPO_URI) $(RELEASE) $(TARGET_OF)']);
+  if (r.status !== 0) r = run('apt-get', ['indextargets', '--format', '$(REPO_URI) $(RELEASE) $(TARGET_OF)']);
+  if (r.status !== 0) throw new Failure(`\`apt-get indextargets\` failed: ${r.stderr.trim()}`);
+  const rows = [];
+  for (const line of r.stdout.split('\n')) {
+    const [uri, release, targetOf] = line.trim().split(/\s+/);
+    if (!uri || !release) continue;
+    if (targetOf && targetOf !== 'deb') continue;
+    let path;
+    try {
+      path = new URL(uri).pathname;
+    } catch {
+      continue;
+    }
+    // The Debian archive proper: a path segment named exactly "debian" (so not debian-security,
+    // debian-ports, or a third-party repository).
+    if (!path.split('/').includes('debian')) continue;
+    rows.push({ uri: uri.endsWith('/') ? uri : `${uri}/`, main: !/[-/]/.test(release) });
+  }
+  const pick = rows.find((x) => x.main) ?? rows[0];
+  return pick?.uri;
+}
+
+/** Fetch Debian's nats-server package (suite SUITE) through apt and install its binary at LOCAL_BIN. */
+function fetchFromDebian() {
+  const mirror = debianMirror();
+  if (!mirror) throw new Failure('apt has no Debian archive among its sources, so Debian\'s nats-server package cannot be fetched.');
+  say(`fetching nats-server from Debian ${SUITE} (${mirror}) with apt; the system's apt sources and lists are not changed`);
+  const tmp = mkdtempSync(join(tmpdir(), 'troupe-nats-apt-'));
+  try {
+    const lists = join(tmp, 'lists');
+    const cache = join(tmp, 'cache');
+    const debDir = join(tmp, 'deb');
+    const extract = join(tmp, 'root');
+    for (const d of [join(lists, 'partial'), join(cache, 'archives', 'partial'), debDir, extract]) mkdirSync(d, { recursive: true });
+    const sources = join(tmp, 'sources.list');
+    writeFileSync(sources, `deb ${mirror} ${SUITE} main\n`);
+    const aptOpts = [
+      '-o', `Dir::Etc::SourceList=${sources}`,
+      '-o', 'Dir::Etc::SourceParts=/dev/null',
+      '-o', `Dir::State::Lists=${lists}`,
+      // Keep apt's package cache (pkgcache.bin) out of /var/cache/apt too.
+      '-o', `Dir::Cache=${cache}`,
+      // The temp dir is not readable by the _apt user; download as the invoking user.
+      '-o', 'APT::Sandbox::User=root',
+      '-o', 'Acquire::Languages=none',
+      '-q',
+    ];
+    // Output of apt goes to stderr so that `ensure-nats` prints only its result on stdout.
+    const aptStdio = ['ignore', 2, 2];
+    let r = run('apt-get', [...aptOpts, 'update'], { stdio: aptStdio, cwd: tmp });
+    if (r.status !== 0) throw new Failure(`\`apt-get update\` for Debian ${SUITE} failed (exit ${r.status ?? r.signal}).`);
+    r = run('apt-get', [...aptOpts, 'download', 'nats-server'], { stdio: aptStdio, cwd: debDir });
+    if (r.status !== 0) throw new Failure(`\`apt-get download nats-server\` from Debian ${SUITE} failed (exit ${r.status ?? r.signal}).`);
+    const deb = run('sh', ['-c', 'ls -1 *.deb'], { cwd: debDir }).stdout.trim().split('\n')[0];
+    if (!deb) throw new Failure('apt-get download produced no .deb file.');
+    r = run('dpkg-deb', ['-x', join(debDir, deb), extract]);
+    if (r.status !== 0) throw new Failure(`\`dpkg-deb -x ${deb}\` failed: ${r.stderr.trim()}`);
+    const bin = join(extract, 'usr', 'sbin', 'nats-server');
+    if (!existsSync(bin)) throw new Failure(`${deb} has no usr/sbin/nats-server.`);
+    mkdirSync(dirname(LOCAL_BIN), { recursive: true });
+    const partial = `${LOCAL_BIN}.partial-${process.pid}`;
+    copyFileSync(bin, partial);
+    chmodSync(partial, 0o755);
+    const v = versionOf(partial);
+    if (!v) {
+      rmSync(partial, { force: true });
+      throw new Failure(`the nats-server from ${deb} does not run on this machine (\`nats-server --version\` failed).`);
+    }
+    if (!versionOk(v)) {
+      rmSync(partial, { force: true });
+      throw new Failure(tooOld({ path: deb, version: v }));
+    }
+    renameSync(partial, LOCAL_BIN);
+    say(`installed nats-server ${v} at ${LOCAL_BIN} (from ${deb})`);
+    return { path: LOCAL_BIN, version: v };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function ensureNats() {
+  const { found, old } = findServer();
+  if (found) return found;
+  const problem = old ? tooOld(old) : 'nats-server (>= 2.10) was not found on PATH, in TROUPE_NATS_SERVER, or at ' + LOCAL_BIN + '.';
+  if (process.platform === 'linux' && hasCommand('apt-get') && hasCommand('dpkg-deb')) {
+    if (old) say(`${tooOld(old)} Fetching a newer one.`);
+    try {
+      return fetchFromDebian();
+    } catch (err) {
+      if (!(err instanceof Failure)) throw err;
+      throw new Failure(`${problem}\nFetching Debian ${SUITE}'s nats-server package failed: ${err.message}\n${INSTALL_ADVICE}`);
+    }
+  }
+  throw new Failure(`${problem}\n${INSTALL_ADVICE}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+function tsxImport() {
+  try {
+    return import.meta.resolve('tsx');
+  } catch {
+    const local = join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs');
+    return existsSync(local) ? pathToFileURL(local).href : 'tsx';
+  }
+}
+
+function main() {
+  const args = process.argv.slice(2);
+  const sub = args[0];
+  if (sub === undefined) {
+    process.stderr.write('usage: troupe ensure-nats | troupe <command> [args...]   (start, send, state, history, ...; `troupe --help` for the full list)\n');
+    process.exitCode = 1;
+    return;
+  }
+  ensureDeps();
+  const nats = ensureNats();
+  if (sub === 'ensure-nats') {
+    process.stdout.write(`nats-server ${nats.version} ${nats.path}\n`);
+    return;
+  }
+  const cli = join(ROOT, 'runtime', 'cli.ts');
+  if (!existsSync(cli)) throw new Failure(`${cli} does not exist yet.`);
+  const child = spawn(process.execPath, ['--import', tsxImport(), cli, ...args], {
+    stdio: 'inherit',
+    env: { ...process.env, TROUPE_NATS_SERVER: nats.path },
+  });
+  const forward = (signal) => {
+    try {
+      child.kill(signal);
+    } catch {
+      // already gone
+    }
+  };
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, () => forward(s));
+  child.on('error', (err) => {
+    say(`could not start the CLI: ${err.message}`);
+    process.exit(1);
+  });
+  child.on('exit', (code, signal) => {
+    if (signal) {
+      const n = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }[signal] ?? 0;
+      process.exit(128 + n);
+    }
+    process.exit(code ?? 1);
+  });
+}
+
+try {
+  main();
+} catch (err) {
+  if (err instanceof Failure) {
+    say(err.message);
+    process.exit(1);
+  }
+  throw err;
+}
