@@ -8,3 +8,5 @@ export {
   NotFoundError, TimeoutError, InvalidOptionError, InvalidDefinitionError, StoppedError, reject, isTroupeError, toWire, fromWire,
 } from './errors.ts';
 export type { ErrorCode, ErrorData, WireError } from './errors.ts';
+export { given, testActor, Given, Scenario, TestActor, msgpackrTestCodec, DEFAULT_TEST_NOW } from './testkit.ts';
+export type { TestKitOptions, TestCodec, RecordedEvent, RejectionMatcher, RestartOptions } from './testkit.ts';
