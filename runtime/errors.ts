@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'INVALID_OPTION'
   | 'INVALID_DEFINITION'
   | 'STOPPED'
+  | 'WORKER_LOST'
   | 'NATS_SERVER_UNSUPPORTED'
   | 'INTERNAL';
 
@@ -92,7 +93,8 @@ export class DecideFailedError extends TroupeError {
 export class ConcurrencyError extends TroupeError {
   override name = 'ConcurrencyError';
   constructor(code: 'CONCURRENCY' | 'SHARD_NOT_OWNED', message: string, data: ErrorData = {}, cause?: unknown) {
-    super(code, message, data, { cause, retryable: code === 'SHARD_NOT_OWNED' });
+    // Retryable: the command was not stored; a retry is decided against the state the log now holds.
+    super(code, message, data, { cause, retryable: true });
   }
 }
 
@@ -146,6 +148,14 @@ export class StoppedError extends TroupeError {
   }
 }
 
+/** The worker thread hosting the command's shard died; the shard is re-opened from the log on another. */
+export class WorkerLostError extends TroupeError {
+  override name = 'WorkerLostError';
+  constructor(message: string, data: ErrorData = {}, cause?: unknown) {
+    super('WORKER_LOST', message, data, { cause, retryable: true });
+  }
+}
+
 export interface WireError {
   code: ErrorCode;
   message: string;
@@ -187,6 +197,7 @@ export function fromWire(w: WireError): TroupeError {
     case 'INVALID_OPTION': return new InvalidOptionError(message, data);
     case 'INVALID_DEFINITION': return new InvalidDefinitionError(message, data);
     case 'STOPPED': return new StoppedError(message, data);
+    case 'WORKER_LOST': return new WorkerLostError(message, data);
     default: return new TroupeError(code, message, data, { retryable: w.retryable });
   }
 }

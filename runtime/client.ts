@@ -1,0 +1,173 @@
+/**
+ * TroupeClient: send commands to Troupe nodes from another process, over NATS.
+ *
+ * Commands sent in one event-loop turn travel together in one request message (up to
+ * `maxBatch`); replies are matched by hand under one wildcard inbox. Every command gets a
+ * commandId on the client, so a retry after a timeout is safe: the node answers it once.
+ */
+import { connect, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { decode, encode, type EventEnvelope } from './codec.ts';
+import { newId, type CommandMetadata, type CommandResult } from './envelope.ts';
+import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from './errors.ts';
+import { PROTOCOL, type RemoteCommand, type RemoteOutcome } from './service.ts';
+import type { Command } from './system.ts';
+
+export interface ClientOptions {
+  servers?: string;
+  subjectPrefix?: string;
+  /** How long a command may wait for its reply. Default 30 s. */
+  timeoutMs?: number;
+  /** Commands per request message. Default 1024. */
+  maxBatch?: number;
+}
+
+interface Waiting {
+  resolves: ((r: CommandResult) => void)[];
+  rejects: ((e: unknown) => void)[];
+  sentAt: number;
+}
+
+export class TroupeClient {
+  private readonly inbox = `_INBOX.troupe-client.${nuid.next()}.`;
+  private readonly sub: Subscription;
+  private readonly waiting = new Map<number, Waiting>();
+  private batch: RemoteCommand[] = [];
+  private resolves: ((r: CommandResult) => void)[] = [];
+  private rejects: ((e: unknown) => void)[] = [];
+  private scheduled = false;
+  private next = 1;
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly subject: string;
+  private readonly timeoutMs: number;
+  private readonly maxBatch: number;
+
+  private constructor(readonly nc: NatsConnection, private readonly options: ClientOptions) {
+    this.subject = `${options.subjectPrefix ?? 'troupe'}.cmd`;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.maxBatch = options.maxBatch ?? 1024;
+    this.sub = nc.subscribe(`${this.inbox}*`, { callback: (_e, msg) => this.onReply(msg) });
+    this.sweeper = setInterval(() => this.sweep(), 250);
+    this.sweeper.unref();
+  }
+
+  static async connect(options: ClientOptions = {}): Promise<TroupeClient> {
+    const servers = options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+    let nc: NatsConnection;
+    try {
+      nc = await connect({ servers: servers.split(','), name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    } catch (e) {
+      throw new JournalUnavailableError(`cannot connect to NATS at ${servers}: ${(e as Error).message}`, {}, e);
+    }
+    return new TroupeClient(nc, options);
+  }
+
+  send(aggregateType: string, aggregateId: string, command: Command): Promise<CommandResult>;
+  send(aggregateType: string, aggregateId: string, commandType: string, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult>;
+  send(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult> {
+    const c: RemoteCommand = typeof command === 'string'
+      ? { ...metadata, type: command, payload: payload ?? {}, aggregateType, aggregateId }
+      : { ...command, aggregateType, aggregateId };
+    c.commandId ??= newId();
+    return new Promise<CommandResult>((resolve, reject) => {
+      this.batch.push(c);
+      this.resolves.push(resolve);
+      this.rejects.push(reject);
+      if (this.batch.length >= this.maxBatch) this.flush();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.batch.length === 0) return;
+    const id = this.next++;
+    const commands = this.batch;
+    this.waiting.set(id, { resolves: this.resolves, rejects: this.rejects, sentAt: Date.now() });
+    this.batch = [];
+    this.resolves = [];
+    this.rejects = [];
+    try {
+      this.nc.publish(this.subject, encode([PROTOCOL, commands]), { reply: this.inbox + id });
+    } catch (e) {
+      this.fail(id, new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}`, {}, e));
+    }
+  }
+
+  private onReply(msg: Msg): void {
+    const id = Number(msg.subject.slice(this.inbox.length));
+    const w = this.waiting.get(id);
+    if (w === undefined) return;
+    this.waiting.delete(id);
+    if (msg.headers?.code === 503) {
+      this.failWaiting(w, new JournalUnavailableError(`no Troupe node serves ${this.subject}; start one (npm start)`));
+      return;
+    }
+    let body: RemoteOutcome[] | { error: WireError };
+    try {
+      body = decode(msg.data);
+    } catch (e) {
+      this.failWaiting(w, new ValidationError('MALFORMED_COMMAND', `unreadable reply from the node: ${(e as Error).message}`, {}));
+      return;
+    }
+    if (!Array.isArray(body)) {
+      this.failWaiting(w, fromWire(body.error));
+      return;
+    }
+    for (let i = 0; i < w.resolves.length; i++) {
+      const [e, r] = body[i] ?? [{ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: {}, retryable: true }, null];
+      if (e === null) w.resolves[i]!(r!);
+      else w.rejects[i]!(fromWire(e));
+    }
+  }
+
+  private fail(id: number, e: unknown): void {
+    const w = this.waiting.get(id);
+    if (w === undefined) return;
+    this.waiting.delete(id);
+    this.failWaiting(w, e);
+  }
+
+  private failWaiting(w: Waiting, e: unknown): void {
+    for (const reject of w.rejects) reject(e);
+  }
+
+  private sweep(): void {
+    const limit = Date.now() - this.timeoutMs;
+    for (const [id, w] of this.waiting) {
+      if (w.sentAt > limit) break;
+      this.fail(id, new TimeoutError(`no reply from a Troupe node within ${this.timeoutMs} ms; retry: commands carry their commandId, so a retry is answered once`));
+    }
+  }
+
+  private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string): Promise<T> {
+    let reply: Msg;
+    try {
+      reply = await this.nc.request(`${this.options.subjectPrefix ?? 'troupe'}.${kind}`, encode([aggregateType, aggregateId]), { timeout: this.timeoutMs });
+    } catch (e) {
+      throw new JournalUnavailableError(`${kind} of ${aggregateType} ${aggregateId} got no answer: ${(e as Error).message}`, { aggregateType, aggregateId }, e);
+    }
+    const [e, r] = decode<[WireError | null, T]>(reply.data);
+    if (e !== null) throw fromWire(e);
+    return r;
+  }
+
+  query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {
+    return this.read('query', aggregateType, aggregateId);
+  }
+
+  history(aggregateType: string, aggregateId: string): Promise<EventEnvelope[]> {
+    return this.read('history', aggregateType, aggregateId);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    this.flush();
+    const until = Date.now() + 5_000;
+    while (this.waiting.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    this.sub.unsubscribe();
+    await this.nc.drain().catch(() => {});
+  }
+}

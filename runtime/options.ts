@@ -1,0 +1,163 @@
+/**
+ * Options of a Troupe node: types, named defaults, and one `resolveOptions()` that checks,
+ * fills and freezes them. Resolved options cross to worker threads as plain data.
+ */
+import { availableParallelism, hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { InvalidOptionError } from './errors.ts';
+
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+export const DEFAULT_STREAM = 'TROUPE';
+export const DEFAULT_SUBJECT_PREFIX = 'troupe';
+export const DEFAULT_SHARDS = 64;
+export const DEFAULT_DATA_DIR = '.troupe/data';
+/** A flush never exceeds this many bytes; the server's default max_payload is 1 MiB. */
+export const DEFAULT_MAX_BATCH_BYTES = 512 * 1024;
+export const DEFAULT_MAX_BATCH_COMMITS = 4096;
+export const DEFAULT_LINGER_MS = 0;
+export const DEFAULT_MAX_COMMAND_BYTES = 64 * 1024;
+export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
+export const DEFAULT_MAX_QUEUED_COMMANDS = 200_000;
+export const DEFAULT_MAX_TASKS_PER_WORKER = 4;
+export const DEFAULT_MAX_COMMANDS_PER_TASK = 2048;
+export const DEFAULT_MAX_RESIDENT_ACTORS = 200_000;
+export const DEFAULT_IDLE_ACTOR_MS = 5 * 60_000;
+export const DEFAULT_COMMAND_ID_TTL_MS = 24 * 60 * 60_000;
+export const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60_000;
+export const DEFAULT_LEASE_TTL_MS = 10_000;
+
+export interface TroupeOptions {
+  /** Paths (or file: URLs) of modules whose exports include actor definitions. Workers import them. */
+  actors: (string | URL)[];
+  /** NATS servers, comma separated. Default: NATS_URL, else nats://127.0.0.1:4222. */
+  servers?: string;
+  stream?: string;
+  subjectPrefix?: string;
+  /** Fixed per deployment: changing it moves actors between shards. */
+  shards?: number;
+  /** Worker threads hosting shards. Default: min(2, cores). */
+  workers?: number;
+  /** Folder of the node's LMDB environment. Deleting it loses nothing. */
+  dataDir?: string;
+  /** JetStream replicas of the stream (3 on a cluster). */
+  replicas?: number;
+  maxBatchBytes?: number;
+  maxBatchCommits?: number;
+  /** Extra time a flush waits to gather commits. 0 flushes at the end of each event-loop turn. */
+  lingerMs?: number;
+  maxCommandBytes?: number;
+  ackTimeoutMs?: number;
+  /** Commands queued on the node before `send` fails with OVERLOADED. */
+  maxQueuedCommands?: number;
+  maxTasksPerWorker?: number;
+  maxCommandsPerTask?: number;
+  /** Actors kept in memory per worker; the least recently used beyond this are passivated. */
+  maxResidentActors?: number;
+  /** Actors idle this long are passivated (snapshot written, memory freed). */
+  idleActorMs?: number;
+  /** How long processed commandIds are remembered in LMDB. */
+  commandIdTtlMs?: number;
+  duplicateWindowMs?: number;
+  /** `lease`: shards are owned through leases in NATS KV. `none`: rely on log fencing alone. */
+  ownership?: 'lease' | 'none';
+  leaseTtlMs?: number;
+  /** This node's stable name; a restarted node with the same name takes its leases back at once. */
+  nodeName?: string;
+  /** `source` field of every event. */
+  source?: string;
+  /** Serve commands from other processes over NATS request/reply. Default true. */
+  serve?: boolean;
+}
+
+export interface ResolvedOptions {
+  readonly actors: readonly string[];
+  readonly servers: string;
+  readonly stream: string;
+  readonly subjectPrefix: string;
+  readonly shards: number;
+  readonly workers: number;
+  readonly dataDir: string;
+  readonly replicas: number;
+  readonly maxBatchBytes: number;
+  readonly maxBatchCommits: number;
+  readonly lingerMs: number;
+  readonly maxCommandBytes: number;
+  readonly ackTimeoutMs: number;
+  readonly maxQueuedCommands: number;
+  readonly maxTasksPerWorker: number;
+  readonly maxCommandsPerTask: number;
+  readonly maxResidentActors: number;
+  readonly idleActorMs: number;
+  readonly commandIdTtlMs: number;
+  readonly duplicateWindowMs: number;
+  readonly ownership: 'lease' | 'none';
+  readonly leaseTtlMs: number;
+  readonly nodeName: string;
+  readonly source: string;
+  readonly serve: boolean;
+}
+
+function int(o: Record<string, unknown>, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const v = o[name] ?? fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `between ${min} and ${max}`;
+    throw new InvalidOptionError(`options.${name} must be an integer ${range}, got ${JSON.stringify(v)}`, { field: name });
+  }
+  return v;
+}
+
+function str(o: Record<string, unknown>, name: string, fallback: string, pattern?: RegExp): string {
+  const v = o[name] ?? fallback;
+  if (typeof v !== 'string' || v.length === 0 || (pattern !== undefined && !pattern.test(v))) {
+    throw new InvalidOptionError(`options.${name} must be a non-empty string${pattern ? ` matching ${pattern}` : ''}, got ${JSON.stringify(v)}`, { field: name });
+  }
+  return v;
+}
+
+export function resolveOptions(input: TroupeOptions): ResolvedOptions {
+  if (typeof input !== 'object' || input === null) throw new InvalidOptionError('options must be an object');
+  const o = input as unknown as Record<string, unknown>;
+  if (!Array.isArray(input.actors) || input.actors.length === 0) {
+    throw new InvalidOptionError('options.actors must list at least one module path that exports actor definitions', { field: 'actors' });
+  }
+  const actors = input.actors.map((a) => {
+    if (a instanceof URL) return a.pathname;
+    if (typeof a !== 'string' || a.length === 0) throw new InvalidOptionError(`options.actors entries must be paths or file URLs, got ${JSON.stringify(a)}`, { field: 'actors' });
+    return a.startsWith('file:') ? new URL(a).pathname : resolve(a);
+  });
+  const dataDir = resolve(str(o, 'dataDir', DEFAULT_DATA_DIR));
+  const ownership = o.ownership ?? 'lease';
+  if (ownership !== 'lease' && ownership !== 'none') throw new InvalidOptionError(`options.ownership must be 'lease' or 'none', got ${JSON.stringify(ownership)}`, { field: 'ownership' });
+  const maxBatchBytes = int(o, 'maxBatchBytes', DEFAULT_MAX_BATCH_BYTES, 4096, 64 * 1024 * 1024);
+  const maxCommandBytes = int(o, 'maxCommandBytes', DEFAULT_MAX_COMMAND_BYTES, 256, maxBatchBytes);
+  const defaultName = `${hostname()}-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}`;
+  const resolved: ResolvedOptions = {
+    actors,
+    servers: str(o, 'servers', process.env.NATS_URL || DEFAULT_NATS_URL),
+    stream: str(o, 'stream', DEFAULT_STREAM, /^[A-Za-z0-9_-]+$/),
+    subjectPrefix: str(o, 'subjectPrefix', DEFAULT_SUBJECT_PREFIX, /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/),
+    shards: int(o, 'shards', DEFAULT_SHARDS, 1, 65536),
+    workers: int(o, 'workers', Math.min(2, availableParallelism()), 1, 256),
+    dataDir,
+    replicas: int(o, 'replicas', 1, 1, 5),
+    maxBatchBytes,
+    maxBatchCommits: int(o, 'maxBatchCommits', DEFAULT_MAX_BATCH_COMMITS, 1, 65535),
+    lingerMs: int(o, 'lingerMs', DEFAULT_LINGER_MS, 0, 1000),
+    maxCommandBytes,
+    ackTimeoutMs: int(o, 'ackTimeoutMs', DEFAULT_ACK_TIMEOUT_MS, 100),
+    maxQueuedCommands: int(o, 'maxQueuedCommands', DEFAULT_MAX_QUEUED_COMMANDS, 1),
+    maxTasksPerWorker: int(o, 'maxTasksPerWorker', DEFAULT_MAX_TASKS_PER_WORKER, 1, 1024),
+    maxCommandsPerTask: int(o, 'maxCommandsPerTask', DEFAULT_MAX_COMMANDS_PER_TASK, 1),
+    maxResidentActors: int(o, 'maxResidentActors', DEFAULT_MAX_RESIDENT_ACTORS, 1),
+    idleActorMs: int(o, 'idleActorMs', DEFAULT_IDLE_ACTOR_MS, 10),
+    commandIdTtlMs: int(o, 'commandIdTtlMs', DEFAULT_COMMAND_ID_TTL_MS, 1000),
+    duplicateWindowMs: int(o, 'duplicateWindowMs', DEFAULT_DUPLICATE_WINDOW_MS, 1000),
+    ownership,
+    leaseTtlMs: int(o, 'leaseTtlMs', DEFAULT_LEASE_TTL_MS, 1000),
+    nodeName: str(o, 'nodeName', defaultName, /^[A-Za-z0-9_.-]+$/),
+    source: str(o, 'source', 'troupe'),
+    serve: (o.serve ?? true) === true,
+  };
+  return Object.freeze(resolved);
+}

@@ -1,0 +1,556 @@
+/**
+ * One shard hosted on a worker: its actors, its commit buffer, its single in-flight append.
+ *
+ *   opening ──catch-up done──▶ ready ──append refused / no ack──▶ broken ──next use──▶ opening
+ *      ▲                                                                                  │
+ *      └──────────────────────────────────────────────────────────────────────────────────┘
+ *
+ * - opening: reads the shard's log from its LMDB checkpoint to the end, indexing every commit
+ *   (history positions, processed commandIds). Commands that arrive meanwhile are stashed.
+ * - ready: commands are decided at once against each actor's pending state; commits wait in
+ *   `buffer`; one JetStream message per flush carries many of them, with the expected last
+ *   subject sequence, so a second writer is refused (fencing) and the log never forks.
+ *   A shard has at most one message in flight: the next expectation is the previous ack.
+ * - broken: an append failed or its outcome is unknown. Every uncommitted commit failed with a
+ *   typed error; resident actors were dropped; the next use re-opens from the log, which also
+ *   learns any commit whose ack was lost, so a retry with the same commandId is answered from it.
+ */
+import { commitEvents, decodeCommits, encodeBatch, encodeCommit, isoTime, BATCH_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
+import type { CommandEnvelope, CommandResult } from './envelope.ts';
+import { newId } from './envelope.ts';
+import {
+  ConcurrencyError, DecideFailedError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
+  type WireError,
+} from './errors.ts';
+import { headers, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from './journal.ts';
+import type { ResolvedOptions } from './options.ts';
+import { schemaError, type Registered, type Registry } from './registry.ts';
+import type { CommandRecord, Store } from './snapshots.ts';
+import type { CommandContext, EventDraft } from './define.ts';
+
+export type Reply = (error: WireError | null, result: CommandResult | null) => void;
+
+export interface ShardContext {
+  readonly options: ResolvedOptions;
+  readonly registry: Registry;
+  readonly store: Store;
+  readonly journal: Journal;
+  readonly publisher: LeanPublisher;
+  /** Unique per worker incarnation: part of every Nats-Msg-Id. */
+  readonly writerId: string;
+  scheduleFlush(shard: ShardHost): void;
+}
+
+type Phase = 'activating' | 'running' | 'passivating';
+
+/** One actor in memory. `state`/`version` are committed; `pending*` include decided, unacknowledged commits. */
+export class ActorCell {
+  state: unknown;
+  version = 0;
+  pending: unknown;
+  pendingVersion = 0;
+  snapshotVersion = 0;
+  lastUsed = 0;
+  phase: Phase = 'activating';
+  stash: [CommandEnvelope, Reply][] | null = null;
+  /** Settles when an asynchronous activation (replay from the log) ends. */
+  activated: Promise<void> | null = null;
+  lastPending: PendingCommit | null = null;
+  constructor(readonly key: string, readonly reg: Registered, readonly id: string, readonly generation: number) {}
+}
+
+interface PendingCommit {
+  cell: ActorCell;
+  commandId: string;
+  bytes: Buffer;
+  firstSeq: number;
+  lastSeq: number;
+  stateAfter: unknown;
+  events: { eventId: string; eventType: string; sequence: number }[];
+  reply: Reply;
+  /** Replies decided after this commit that must not be given before it is stored. */
+  followers: (() => void)[] | null;
+  failFollowers: ((e: WireError) => void)[] | null;
+}
+
+type ShardState = 'opening' | 'ready' | 'broken' | 'closed';
+
+export class ShardHost {
+  state: ShardState = 'broken';
+  private expectedSeq = 0;
+  private generation = 0;
+  readonly cells = new Map<string, ActorCell>();
+  private buffer: PendingCommit[] = [];
+  private inflight: PendingCommit[] | null = null;
+  private stash: [CommandEnvelope, Reply][] = [];
+  private opening: Promise<void> | null = null;
+  /** Commands acknowledged, or waiting for an ack, whose LMDB record may not be committed yet. */
+  private readonly recent = new Map<string, CommandRecord>();
+  private readonly inProgress = new Map<string, PendingCommit>();
+  readonly subject: string;
+
+  constructor(readonly shard: number, private readonly ctx: ShardContext) {
+    this.subject = shardSubject(ctx.options.subjectPrefix, shard);
+  }
+
+  get residentActors(): number {
+    return this.cells.size;
+  }
+
+  get queuedCommits(): number {
+    return this.buffer.length + (this.inflight?.length ?? 0);
+  }
+
+  // ── opening ─────────────────────────────────────────────────────────────────────────────
+
+  /** Catch up from the checkpoint; idempotent while an open is under way. */
+  open(): Promise<void> {
+    if (this.state === 'ready') return Promise.resolve();
+    if (this.state === 'closed') return Promise.reject(new StoppedError());
+    this.opening ??= this.catchUp().finally(() => { this.opening = null; });
+    return this.opening;
+  }
+
+  private async catchUp(): Promise<void> {
+    this.state = 'opening';
+    this.generation++;
+    this.cells.clear();
+    const { store, journal } = this.ctx;
+    try {
+      const last = await lastSequenceOf(journal, this.subject);
+      let from = store.getCheckpoint(this.shard) + 1;
+      if (from > last + 1) from = 1; // the cache is ahead of the log: it describes something else
+      const cutoff = Date.now() - this.ctx.options.commandIdTtlMs;
+      await readSubject(journal, this.subject, from, last, (data, seq) => {
+        for (const c of decodeCommits(data)) this.index(c, seq, cutoff);
+      });
+      await store.putCheckpoint(this.shard, last);
+      store.refresh();
+      this.expectedSeq = last;
+      this.recent.clear();
+      this.state = 'ready';
+    } catch (e) {
+      this.state = 'broken';
+      const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`shard ${this.shard} cannot catch up with the log: ${(e as Error).message}`, { shard: this.shard }, e));
+      const stash = this.stash;
+      this.stash = [];
+      for (const [, reply] of stash) reply(err, null);
+      throw e;
+    }
+    const stash = this.stash;
+    this.stash = [];
+    for (const [cmd, reply] of stash) this.submit(cmd, reply);
+  }
+
+  /** Record where a commit lives and that its command was processed. */
+  private index(c: WireCommit, position: number, cutoff: number): void {
+    const [commandId, type, id, , , ts, , first, events] = c;
+    const last = first + events.length - 1;
+    this.ctx.store.putHistory(type, id, first, last, position);
+    if (ts >= cutoff) this.ctx.store.putCommand(commandId, [type, id, first, last, position], ts);
+  }
+
+  // ── commands ────────────────────────────────────────────────────────────────────────────
+
+  submit(cmd: CommandEnvelope, reply: Reply): void {
+    if (this.state !== 'ready') {
+      if (this.state === 'closed') { reply(toWire(new StoppedError(undefined, { shard: this.shard })), null); return; }
+      if (this.stash.length >= this.ctx.options.maxQueuedCommands) {
+        reply(toWire(new JournalUnavailableError(`shard ${this.shard} is not ready and its stash is full`, { shard: this.shard })), null);
+        return;
+      }
+      this.stash.push([cmd, reply]);
+      this.open().catch(() => { /* stashed commands were failed by catchUp */ });
+      return;
+    }
+    if (this.answerDuplicate(cmd, reply)) return;
+    const reg = this.ctx.registry.get(cmd.aggregateType);
+    if (reg === undefined || !reg.def.commands.has(cmd.type)) {
+      // The door checks this; a node whose actor modules differ from the sender's still answers clearly.
+      try { this.ctx.registry.check(cmd.aggregateType, cmd.type, cmd.payload, cmd); } catch (e) { reply(toWire(e), null); }
+      return;
+    }
+    const key = `${cmd.aggregateType}\u0000${cmd.aggregateId}`;
+    let cell = this.cells.get(key);
+    if (cell === undefined) {
+      cell = new ActorCell(key, reg, cmd.aggregateId, this.generation);
+      this.cells.set(key, cell);
+      this.activate(cell);
+    }
+    if (cell.phase === 'activating') {
+      (cell.stash ??= []).push([cmd, reply]);
+      return;
+    }
+    cell.phase = 'running';
+    this.decide(cell, cmd, reply);
+  }
+
+  /** A command already processed (or in flight) gets its first result again, and nothing is appended. */
+  private answerDuplicate(cmd: CommandEnvelope, reply: Reply): boolean {
+    const inFlight = this.inProgress.get(cmd.commandId);
+    if (inFlight !== undefined) {
+      (inFlight.followers ??= []).push(() => reply(null, this.resultOf(inFlight, true)));
+      (inFlight.failFollowers ??= []).push((e) => reply(e, null));
+      return true;
+    }
+    const rec = this.recent.get(cmd.commandId) ?? this.ctx.store.getCommand(cmd.commandId);
+    if (rec === undefined) return false;
+    const [type, id] = rec;
+    if (type !== cmd.aggregateType || id !== cmd.aggregateId) {
+      reply(toWire(new ValidationError('VALIDATION', `commandId ${cmd.commandId} was already used for ${type} ${id}; use a new commandId for a new command`, { commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId })), null);
+      return true;
+    }
+    this.storedResult(cmd.commandId, rec).then((r) => reply(null, r), (e) => reply(toWire(e), null));
+    return true;
+  }
+
+  private async storedResult(commandId: string, rec: CommandRecord): Promise<CommandResult> {
+    const [type, id, first, last, position] = rec;
+    const msg = await readMessage(this.ctx.journal, position);
+    const commit = decodeCommits(msg.data).find((c) => c[0] === commandId);
+    const events = commit === undefined ? [] : commit[8].map(([eventId, eventType], i) => ({ eventId, eventType, sequence: first + i }));
+    return { commandId, aggregateType: type, aggregateId: id, version: last, events, position, duplicate: true };
+  }
+
+  private activate(cell: ActorCell): void {
+    const { store } = this.ctx;
+    const def = cell.reg.def;
+    const snap = store.getSnapshot(def.type, cell.id);
+    const usable = snap !== undefined && snap.sv === def.stateVersion;
+    let state = usable ? snap.state : def.initialState();
+    let version = usable ? snap.version : 0;
+    const entries = store.historyAfter(def.type, cell.id, version);
+    const ready = () => {
+      cell.state = cell.pending = state;
+      cell.version = cell.pendingVersion = version;
+      cell.snapshotVersion = usable ? snap.version : 0;
+      cell.phase = 'running';
+      cell.lastUsed = Date.now();
+    };
+    if (entries.length === 0) {
+      ready();
+      return;
+    }
+    // Replay the commits after the snapshot, read from the log.
+    cell.activated = (async () => {
+      try {
+        for (const { position } of dedupePositions(entries)) {
+          const msg = await readMessage(this.ctx.journal, position);
+          for (const c of decodeCommits(msg.data)) {
+            if (c[1] !== def.type || c[2] !== cell.id) continue;
+            const first = c[7];
+            const n = c[8].length;
+            if (first + n - 1 <= version) continue;
+            if (first !== version + 1) throw new TroupeError('INTERNAL', `${def.type} ${cell.id}: the log jumps from version ${version} to ${first}`, { aggregateType: def.type, aggregateId: cell.id });
+            state = applyEvents(cell.reg, state, c, position);
+            version = first + n - 1;
+          }
+        }
+        if (cell.generation !== this.generation) throw new JournalUnavailableError(`shard ${this.shard} re-opened during activation`, { shard: this.shard });
+        ready();
+        const stash = cell.stash ?? [];
+        cell.stash = null;
+        for (const [cmd, reply] of stash) this.decide(cell, cmd, reply);
+      } catch (e) {
+        if (this.cells.get(cell.key) === cell) this.cells.delete(cell.key);
+        const stash = cell.stash ?? [];
+        cell.stash = null;
+        if (cell.generation !== this.generation) {
+          for (const [cmd, reply] of stash) this.submit(cmd, reply);
+          return;
+        }
+        const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`${def.type} ${cell.id} could not be activated: ${(e as Error).message}`, { aggregateType: def.type, aggregateId: cell.id }, e));
+        for (const [, reply] of stash) reply(err, null);
+        throw e;
+      }
+    })();
+    cell.activated.catch(() => {});
+  }
+
+  private decide(cell: ActorCell, cmd: CommandEnvelope, reply: Reply): void {
+    const def = cell.reg.def;
+    const now = Date.now();
+    cell.lastUsed = now;
+    const spec = def.commands.get(cmd.type)!;
+    const ctx: CommandContext = {
+      aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, commandType: cmd.type,
+      userId: cmd.userId ?? undefined, correlationId: cmd.correlationId, version: cell.pendingVersion, now,
+    };
+    let drafts: readonly EventDraft[];
+    try {
+      const out = spec.decide(cell.pending, cmd.payload, ctx);
+      drafts = out === undefined || out === null ? [] : Array.isArray(out) ? out : [out as EventDraft];
+    } catch (e) {
+      this.replyAfterPending(cell, reply, toWire(e instanceof TroupeError ? e : new DecideFailedError(
+        `${def.type}.${cmd.type} threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, commandType: cmd.type }, e)), null);
+      return;
+    }
+    if (drafts.length === 0) {
+      this.replyAfterPending(cell, reply, null, { commandId: cmd.commandId, aggregateType: def.type, aggregateId: cell.id, version: cell.pendingVersion, events: [], position: 0, duplicate: false });
+      return;
+    }
+    const first = cell.pendingVersion + 1;
+    const wireEvents: WireEvent[] = new Array(drafts.length);
+    const events: PendingCommit['events'] = new Array(drafts.length);
+    let state = cell.pending;
+    const timestamp = isoTime(now);
+    try {
+      for (let i = 0; i < drafts.length; i++) {
+        const d = drafts[i]!;
+        const spec = d !== null && typeof d === 'object' ? def.events.get(d.type) : undefined;
+        if (spec === undefined) {
+          throw new ValidationError('VALIDATION', `${def.type}.${cmd.type} decided an event of undeclared type ${JSON.stringify((d as EventDraft | null)?.type)}; declare it under events`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, eventType: String((d as EventDraft | null)?.type) });
+        }
+        const validate = cell.reg.eventValidators.get(d.type);
+        if (validate !== undefined && !validate(d.payload)) {
+          throw schemaError('event', def.type, d.type, validate.errors, { aggregateId: cell.id, commandId: cmd.commandId });
+        }
+        const eventId = newId();
+        wireEvents[i] = [eventId, d.type, spec.version, d.payload];
+        events[i] = { eventId, eventType: d.type, sequence: first + i };
+        state = spec.evolve(state, d.payload, { sequence: first + i, eventType: d.type, timestamp });
+      }
+    } catch (e) {
+      this.replyAfterPending(cell, reply, toWire(e instanceof TroupeError ? e : new DecideFailedError(
+        `${def.type}.${cmd.type}: applying its events threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId }, e)), null);
+      return;
+    }
+    const bytes = encodeCommit([cmd.commandId, def.type, cell.id, cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents]);
+    if (bytes.length > this.ctx.options.maxCommandBytes) {
+      this.replyAfterPending(cell, reply, toWire(new ValidationError('COMMAND_TOO_LARGE',
+        `${def.type}.${cmd.type} decided ${bytes.length} bytes of events; the limit is options.maxCommandBytes = ${this.ctx.options.maxCommandBytes}`,
+        { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, bytes: bytes.length })), null);
+      return;
+    }
+    const pc: PendingCommit = {
+      cell, commandId: cmd.commandId, bytes, firstSeq: first, lastSeq: first + drafts.length - 1, stateAfter: state, events, reply,
+      followers: null, failFollowers: null,
+    };
+    cell.pending = state;
+    cell.pendingVersion = pc.lastSeq;
+    cell.lastPending = pc;
+    this.inProgress.set(cmd.commandId, pc);
+    this.buffer.push(pc);
+    this.ctx.scheduleFlush(this);
+  }
+
+  /** Reply now, or once the actor's last uncommitted commit is stored (a decision may rest on it). */
+  private replyAfterPending(cell: ActorCell, reply: Reply, error: WireError | null, result: CommandResult | null): void {
+    const last = cell.lastPending;
+    if (last === null) {
+      reply(error, result);
+      return;
+    }
+    (last.followers ??= []).push(() => reply(error, result));
+    (last.failFollowers ??= []).push((e) => reply(e, null));
+  }
+
+  // ── appending ───────────────────────────────────────────────────────────────────────────
+
+  /** Send one message of buffered commits, if none is in flight. Called by the worker's flush loop. */
+  flush(): void {
+    if (this.inflight !== null || this.buffer.length === 0 || this.state !== 'ready') return;
+    const { maxBatchBytes, maxBatchCommits } = this.ctx.options;
+    let n = 0;
+    let bytes = BATCH_OVERHEAD;
+    const buffer = this.buffer;
+    while (n < buffer.length && n < maxBatchCommits && bytes + buffer[n]!.bytes.length <= maxBatchBytes) {
+      bytes += buffer[n]!.bytes.length;
+      n++;
+    }
+    const batch = n === buffer.length ? buffer : buffer.slice(0, n);
+    this.buffer = n === buffer.length ? [] : buffer.slice(n);
+    this.inflight = batch;
+    const parts = new Array<Uint8Array>(batch.length);
+    for (let i = 0; i < batch.length; i++) parts[i] = batch[i]!.bytes;
+    const data = encodeBatch(parts, bytes - BATCH_OVERHEAD);
+    const h = headers();
+    h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
+    h.set('Nats-Msg-Id', `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`);
+    h.set('Troupe-Format', 'commit-batch/1');
+    const generation = this.generation;
+    this.ctx.publisher.publish(this.subject, data, h, (err, ack) => {
+      if (generation !== this.generation) return;
+      if (err !== null) this.onAppendFailed(err);
+      else this.onAppended(ack!);
+    });
+  }
+
+  private onAppended(ack: PublishAck): void {
+    const batch = this.inflight!;
+    this.inflight = null;
+    this.expectedSeq = ack.seq;
+    const { store } = this.ctx;
+    const position = ack.seq;
+    const now = Date.now();
+    for (let i = 0; i < batch.length; i++) {
+      const pc = batch[i]!;
+      const cell = pc.cell;
+      const type = cell.reg.def.type;
+      cell.state = pc.stateAfter;
+      cell.version = pc.lastSeq;
+      if (cell.lastPending === pc) cell.lastPending = null;
+      this.inProgress.delete(pc.commandId);
+      const rec: CommandRecord = [type, cell.id, pc.firstSeq, pc.lastSeq, position];
+      this.recent.set(pc.commandId, rec);
+      store.putHistory(type, cell.id, pc.firstSeq, pc.lastSeq, position);
+      store.putCommand(pc.commandId, rec, now);
+      if (cell.version - cell.snapshotVersion >= cell.reg.def.snapshotEvery && cell.lastPending === null) {
+        void store.putSnapshot(type, cell.id, { sv: cell.reg.def.stateVersion, version: cell.version, position, state: cell.state });
+        cell.snapshotVersion = cell.version;
+      }
+      pc.reply(null, this.resultOf(pc, false));
+      if (pc.followers !== null) for (const f of pc.followers) f();
+    }
+    void store.putCheckpoint(this.shard, position);
+    // Once these puts are committed LMDB answers duplicates; until then `recent` does.
+    const ids = batch;
+    store.flushed().then(() => { for (const pc of ids) this.recent.delete(pc.commandId); }, () => {});
+    if (this.buffer.length > 0) this.flush();
+  }
+
+  private resultOf(pc: PendingCommit, duplicate: boolean): CommandResult {
+    return {
+      commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id, version: pc.lastSeq,
+      events: pc.events, position: this.expectedSeq, duplicate,
+    };
+  }
+
+  /** Everything uncommitted fails; actors are dropped; the next use re-opens from the log. */
+  private onAppendFailed(cause: TroupeError): void {
+    const fenced = cause.code === 'CONCURRENCY';
+    const error = toWire(fenced
+      ? new ConcurrencyError('CONCURRENCY', `another writer appended to shard ${this.shard} (${cause.message}); nothing of this command was stored. Retry: the actor is reloaded from the log`, { shard: this.shard }, cause)
+      : new JournalUnavailableError(`${cause.message}; retry with the same commandId: it is answered once, whatever happened`, { shard: this.shard }, cause));
+    const failed = [...(this.inflight ?? []), ...this.buffer];
+    this.inflight = null;
+    this.buffer = [];
+    this.state = 'broken';
+    this.generation++;
+    for (const cell of this.cells.values()) {
+      if (cell.stash !== null) {
+        const stash = cell.stash;
+        cell.stash = null;
+        for (const [cmd, reply] of stash) this.stash.push([cmd, reply]);
+      }
+    }
+    this.cells.clear();
+    this.inProgress.clear();
+    for (const pc of failed) {
+      const data = { ...error.data, commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id };
+      pc.reply({ ...error, data }, null);
+      if (pc.failFollowers !== null) for (const f of pc.failFollowers) f(error);
+    }
+    if (this.stash.length > 0) this.open().catch(() => {});
+  }
+
+  // ── reads ───────────────────────────────────────────────────────────────────────────────
+
+  /** The committed state and version of an actor (activating it if needed). */
+  async query(type: string, id: string): Promise<{ state: unknown; version: number }> {
+    await this.open();
+    const reg = this.ctx.registry.get(type);
+    if (reg === undefined) throw this.ctx.registry.check(type, '', undefined, { aggregateId: id });
+    const key = `${type}\u0000${id}`;
+    let cell = this.cells.get(key);
+    if (cell === undefined) {
+      cell = new ActorCell(key, reg, id, this.generation);
+      this.cells.set(key, cell);
+      this.activate(cell);
+    }
+    if (cell.phase === 'activating') {
+      await cell.activated;
+      return this.query(type, id);
+    }
+    if (cell.phase === 'passivating') cell.phase = 'running';
+    cell.lastUsed = Date.now();
+    return { state: cell.state, version: cell.version };
+  }
+
+  /** Every committed event of an actor, in order, as full envelopes. */
+  async history(type: string, id: string): Promise<EventEnvelope[]> {
+    await this.open();
+    await this.ctx.store.flushed();
+    this.ctx.store.refresh();
+    const out: EventEnvelope[] = [];
+    for (const { position } of dedupePositions(this.ctx.store.historyAfter(type, id, 0))) {
+      const msg = await readMessage(this.ctx.journal, position);
+      for (const c of decodeCommits(msg.data)) {
+        if (c[1] === type && c[2] === id) for (const e of commitEvents(c, position)) out.push(e);
+      }
+    }
+    return out;
+  }
+
+  // ── passivation ─────────────────────────────────────────────────────────────────────────
+
+  /** Write a snapshot if the actor moved since the last one, then free it. */
+  passivate(cell: ActorCell): void {
+    if (cell.phase !== 'running' || cell.lastPending !== null || cell.stash !== null) return;
+    const def = cell.reg.def;
+    if (cell.version > cell.snapshotVersion) {
+      cell.phase = 'passivating';
+      cell.snapshotVersion = cell.version;
+      this.ctx.store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state })
+        .then(() => { if (cell.phase === 'passivating' && this.cells.get(cell.key) === cell) this.cells.delete(cell.key); }, () => { cell.phase = 'running'; });
+    } else {
+      this.cells.delete(cell.key);
+    }
+  }
+
+  /** Snapshot every actor that moved since its last snapshot (graceful stop). */
+  snapshotAll(): void {
+    for (const cell of this.cells.values()) {
+      if (cell.phase !== 'running' || cell.version <= cell.snapshotVersion) continue;
+      const def = cell.reg.def;
+      void this.ctx.store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state });
+      cell.snapshotVersion = cell.version;
+    }
+  }
+
+  /** Resolves when nothing is buffered or in flight. */
+  async drain(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while ((this.inflight !== null || this.buffer.length > 0) && this.state === 'ready' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  close(): void {
+    const err = toWire(new StoppedError(undefined, { shard: this.shard }));
+    this.state = 'closed';
+    this.generation++;
+    for (const [, reply] of this.stash) reply(err, null);
+    this.stash = [];
+    const failed = [...(this.inflight ?? []), ...this.buffer];
+    this.inflight = null;
+    this.buffer = [];
+    for (const pc of failed) {
+      pc.reply(err, null);
+      if (pc.failFollowers !== null) for (const f of pc.failFollowers) f(err);
+    }
+    this.cells.clear();
+  }
+}
+
+function dedupePositions<T extends { position: number }>(entries: T[]): T[] {
+  const seen = new Set<number>();
+  return entries.filter((e) => (seen.has(e.position) ? false : (seen.add(e.position), true)));
+}
+
+/** Fold a commit's events into state with the actor's evolve functions. */
+export function applyEvents(reg: Registered, state: unknown, c: WireCommit, _position: number): unknown {
+  const first = c[7];
+  const timestamp = isoTime(c[5]);
+  const events = c[8];
+  for (let i = 0; i < events.length; i++) {
+    const [, eventType, , payload] = events[i]!;
+    const spec = reg.def.events.get(eventType);
+    if (spec === undefined) {
+      throw new TroupeError('INTERNAL', `${reg.def.type}: the log holds event type ${eventType}, which the definition no longer declares`, { aggregateType: reg.def.type, eventType });
+    }
+    state = spec.evolve(state, payload, { sequence: first + i, eventType, timestamp });
+  }
+  return state;
+}
+

@@ -1,0 +1,254 @@
+/**
+ * The facade of a Troupe node: start, send, query, history, stop.
+ *
+ * start: load actor modules → connect NATS (2.10+, JetStream on) → ensure the stream → check
+ * the LMDB cache describes this stream → take shard leases → start the worker pool → open the
+ * owned shards (catch-up from checkpoint) → serve commands over NATS.
+ */
+import type { EventEnvelope } from './codec.ts';
+import type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
+import { newId, shardOf } from './envelope.ts';
+import { ConcurrencyError, StoppedError, ValidationError } from './errors.ts';
+import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from './journal.ts';
+import { resolveOptions, type ResolvedOptions, type TroupeOptions } from './options.ts';
+import { Ownership } from './ownership.ts';
+import { WorkerPool } from './pool.ts';
+import { loadRegistry, type Registry } from './registry.ts';
+import { CommandService } from './service.ts';
+import { Store } from './snapshots.ts';
+import type { WorkerStats } from './worker.ts';
+
+/** A command as one object: the form `send(type, id, command)` and the NATS client take. */
+export interface Command extends CommandMetadata {
+  type: string;
+  payload?: unknown;
+}
+
+export interface NodeStats {
+  nodeName: string;
+  ownedShards: number;
+  queuedCommands: number;
+  workers: WorkerStats[];
+}
+
+const ID = /^[\x21-\x7e]{1,256}$/;
+
+export class Troupe {
+  private stopping: Promise<void> | null = null;
+  private readonly expiry: NodeJS.Timeout;
+
+  private constructor(
+    readonly options: ResolvedOptions,
+    private readonly registry: Registry,
+    private readonly nc: NatsConnection,
+    readonly journal: Journal,
+    private readonly store: Store,
+    private readonly pool: WorkerPool,
+    private readonly ownership: Ownership | null,
+    private service: CommandService | null,
+  ) {
+    this.expiry = setInterval(() => void this.store.expireCommands().catch(() => {}), Math.min(options.commandIdTtlMs, 3_600_000));
+    this.expiry.unref();
+  }
+
+  static async start(input: TroupeOptions): Promise<Troupe> {
+    const options = resolveOptions(input);
+    const registry = await loadRegistry(options.actors);
+    const nc = await connectNats(options.servers, `troupe-${options.nodeName}`);
+    const cleanup: (() => Promise<unknown>)[] = [() => nc.close()];
+    try {
+      assertServerVersion(nc);
+      const journal = await openJournal(nc, {
+        servers: options.servers, stream: options.stream, subjectPrefix: options.subjectPrefix, replicas: options.replicas,
+        maxMessageBytes: Math.max(options.maxBatchBytes + 1024, 1024 * 1024), duplicateWindowMs: options.duplicateWindowMs,
+      });
+      await ensureStream(journal);
+      const info = await journal.jsm.streams.info(options.stream);
+      const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
+      cleanup.unshift(() => store.close());
+      const identity = `${info.created}`;
+      if (store.getStreamIdentity() !== identity) await store.resetFor(identity);
+
+      let ownership: Ownership | null = null;
+      if (options.ownership === 'lease') {
+        ownership = await Ownership.open(nc, options.stream, options.nodeName, options.shards, options.leaseTtlMs, options.replicas);
+        await ownership.start();
+        const o = ownership;
+        cleanup.unshift(() => o.release());
+      }
+      const pool = new WorkerPool(options);
+      cleanup.unshift(() => pool.destroy());
+      await pool.ready();
+      const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null);
+      if (ownership !== null) {
+        ownership.onLost = (shard) => void node.releaseShards([shard]);
+        ownership.onGained = (shards) => void node.openShards(shards).catch(() => {});
+      }
+      await node.openShards(ownership?.owned ?? Array.from({ length: options.shards }, (_, i) => i));
+      if (options.serve) node.service = await CommandService.start(nc, options, node);
+      return node;
+    } catch (e) {
+      for (const c of cleanup) await c().catch(() => {});
+      throw e;
+    }
+  }
+
+  get nodeName(): string {
+    return this.options.nodeName;
+  }
+
+  /** Shards this node writes. */
+  get ownedShards(): number[] {
+    return this.ownership?.owned ?? Array.from({ length: this.options.shards }, (_, i) => i);
+  }
+
+  private async openShards(shards: number[]): Promise<void> {
+    const bySlot = new Map<number, number[]>();
+    for (const s of shards) {
+      const slot = this.pool.slotOf(s);
+      bySlot.set(slot, [...(bySlot.get(slot) ?? []), s]);
+    }
+    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'open', shards: list })));
+  }
+
+  private async releaseShards(shards: number[]): Promise<void> {
+    await Promise.all(shards.map((s) => this.pool.runOn(this.pool.slotOf(s), { kind: 'release', shards: [s] }).catch(() => {})));
+  }
+
+  /**
+   * Send a command to an actor. Resolves once JetStream has stored the events it decided,
+   * with their sequence numbers and the actor's new version. Rejects with a typed error.
+   */
+  send(aggregateType: string, aggregateId: string, command: Command): Promise<CommandResult>;
+  send(aggregateType: string, aggregateId: string, commandType: string, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult>;
+  send(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult> {
+    let envelope: CommandEnvelope;
+    try {
+      envelope = this.envelope(aggregateType, aggregateId, command, payload, metadata);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.pool.submit(envelope);
+  }
+
+  /** Validate at the door and build the envelope; throws typed errors. */
+  envelope(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): CommandEnvelope {
+    if (this.stopping !== null) throw new StoppedError();
+    let type: unknown = command;
+    let meta: CommandMetadata | undefined = metadata;
+    if (typeof command === 'object' && command !== null) {
+      type = command.type;
+      payload = command.payload;
+      meta = command;
+    }
+    if (typeof aggregateType !== 'string' || aggregateType.length === 0) throw new ValidationError('MALFORMED_COMMAND', 'the actor type is missing: send(type, id, command)', {});
+    if (typeof aggregateId !== 'string' || !ID.test(aggregateId)) {
+      throw new ValidationError('MALFORMED_COMMAND', `the actor id must be 1-256 printable characters without spaces, got ${JSON.stringify(aggregateId)}`, { aggregateType });
+    }
+    if (typeof type !== 'string' || type.length === 0) throw new ValidationError('MALFORMED_COMMAND', 'the command type is missing', { aggregateType, aggregateId });
+    const commandId = meta?.commandId ?? newId();
+    if (typeof commandId !== 'string' || !ID.test(commandId)) throw new ValidationError('MALFORMED_COMMAND', `commandId must be 1-256 printable characters, got ${JSON.stringify(commandId)}`, { aggregateType, aggregateId });
+    if (payload === undefined) payload = {};
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+      throw new ValidationError('MALFORMED_COMMAND', `the payload of ${aggregateType}.${type} must be an object, got ${Array.isArray(payload) ? 'an array' : String(payload === null ? 'null' : typeof payload)}`, { aggregateType, aggregateId, commandId, commandType: type });
+    }
+    const size = approxSize(payload, this.options.maxCommandBytes);
+    if (size > this.options.maxCommandBytes) {
+      throw new ValidationError('COMMAND_TOO_LARGE', `the payload of ${aggregateType}.${type} is over options.maxCommandBytes (${this.options.maxCommandBytes} bytes)`, { aggregateType, aggregateId, commandId, commandType: type });
+    }
+    this.registry.check(aggregateType, type, payload, { aggregateId, commandId });
+    const shard = shardOf(aggregateType, aggregateId, this.options.shards);
+    if (this.ownership !== null && !this.ownership.owns(shard)) {
+      throw new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${this.ownership.holderOf(shard) ?? 'unknown'}, not ${this.options.nodeName}; send it there`, { aggregateType, aggregateId, commandId, shard, owner: this.ownership.holderOf(shard) });
+    }
+    return {
+      commandId, type, aggregateType, aggregateId, payload,
+      userId: meta?.userId ?? null,
+      correlationId: meta?.correlationId ?? commandId,
+      causationId: meta?.causationId ?? null,
+      shard,
+    };
+  }
+
+  /** Submit an already-validated envelope (the NATS service uses this). */
+  submit(envelope: CommandEnvelope): Promise<CommandResult> {
+    return this.pool.submit(envelope);
+  }
+
+  /** An actor's committed state and version. A never-used actor has its initial state and version 0. */
+  async query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {
+    this.checkRead(aggregateType, aggregateId);
+    const shard = shardOf(aggregateType, aggregateId, this.options.shards);
+    return await this.pool.runOn(this.pool.slotOf(shard), { kind: 'query', shard, aggregateType, aggregateId }) as { state: S; version: number };
+  }
+
+  /** Every committed event of an actor, in order, with the full envelope. */
+  async history(aggregateType: string, aggregateId: string): Promise<EventEnvelope[]> {
+    this.checkRead(aggregateType, aggregateId);
+    const shard = shardOf(aggregateType, aggregateId, this.options.shards);
+    return await this.pool.runOn(this.pool.slotOf(shard), { kind: 'history', shard, aggregateType, aggregateId }) as EventEnvelope[];
+  }
+
+  private checkRead(aggregateType: string, aggregateId: string): void {
+    if (this.stopping !== null) throw new StoppedError();
+    if (this.registry.get(aggregateType) === undefined) {
+      throw new ValidationError('UNKNOWN_ACTOR_TYPE', `unknown actor type ${JSON.stringify(aggregateType)}; this node hosts ${this.registry.names().join(', ')}`, { aggregateType, aggregateId });
+    }
+    if (typeof aggregateId !== 'string' || !ID.test(aggregateId)) throw new ValidationError('MALFORMED_COMMAND', `the actor id must be 1-256 printable characters, got ${JSON.stringify(aggregateId)}`, { aggregateType });
+  }
+
+  /** Actor types this node hosts. */
+  actorTypes(): string[] {
+    return this.registry.names();
+  }
+
+  async stats(): Promise<NodeStats> {
+    const workers = await this.pool.runOnAll({ kind: 'stats' }) as WorkerStats[];
+    return { nodeName: this.options.nodeName, ownedShards: this.ownedShards.length, queuedCommands: this.pool.queuedCommands, workers };
+  }
+
+  /** For tests of worker replacement: crash the worker that hosts `shard`. */
+  async crashWorkerOf(shard: number): Promise<void> {
+    await this.pool.runOn(this.pool.slotOf(shard), { kind: 'crash' });
+  }
+
+  /**
+   * Stop taking commands, finish in-flight commits, write snapshots, drain NATS, close LMDB.
+   * Commands still queued fail with a retryable STOPPED error.
+   */
+  stop(timeoutMs = 10_000): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.expiry);
+      await this.service?.stop().catch(() => {});
+      await this.pool.idle(timeoutMs);
+      this.pool.close();
+      await this.pool.runOnAll({ kind: 'stop' }).catch(() => {});
+      await this.pool.destroy().catch(() => {});
+      await this.ownership?.release().catch(() => {});
+      await this.store.close().catch(() => {});
+      await this.nc.drain().catch(() => {});
+    })();
+    return this.stopping;
+  }
+}
+
+/** A cheap upper-bound-ish size of a JSON-like value, stopping once past `limit`. */
+function approxSize(value: unknown, limit: number): number {
+  let total = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0 && total <= limit) {
+    const v = stack.pop();
+    switch (typeof v) {
+      case 'string': total += v.length + 5; break;
+      case 'number': case 'boolean': case 'bigint': total += 9; break;
+      case 'object':
+        if (v === null) { total += 1; break; }
+        if (ArrayBuffer.isView(v)) { total += v.byteLength + 5; break; }
+        if (Array.isArray(v)) { total += 5; for (const x of v) stack.push(x); break; }
+        for (const k in v as Record<string, unknown>) { total += k.length + 5; stack.push((v as Record<string, unknown>)[k]); }
+        break;
+      default: total += 1;
+    }
+  }
+  return total;
+}
