@@ -29,7 +29,7 @@ export const DEFAULT_LEASE_TTL_MS = 10_000;
 
 export interface TroupeOptions {
   /** Paths (or file: URLs) of modules whose exports include actor definitions. Workers import them. */
-  actors: (string | URL)[];
+  actors: readonly (string | URL)[];
   /** NATS servers, comma separated. Default: NATS_URL, else nats://127.0.0.1:4222. */
   servers?: string;
   stream?: string;
