@@ -7,7 +7,7 @@
  * 1 and 2 connections (best kept), plain at C = 64 and C = 4096. Writes /tmp/baselines.json,
  * /tmp/baselines.svg and /tmp/baselines.md.
  */
-import { ceilingRow, plainRow, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
+import { ceilingRow, pickBestCeiling, plainRow, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
 import { startBenchNats } from './nats.ts';
 import { machineInfo, printTable, steps, writeJson, writeResultsMd, writeSvgChart, type BenchRow } from './report.ts';
 import { expectedOutcome, generateCommands } from './workload.ts';
@@ -42,10 +42,7 @@ async function main(): Promise<void> {
         throw err;
       }
     }
-    const ok = ceilingRuns.filter((r) => r.errors === 0);
-    const pool = ok.length > 0 ? ok : ceilingRuns;
-    const best = pool.reduce((a, b) => (b.msgsPerSec > a.msgsPerSec ? b : a));
-    rows.push(ceilingRow({ best, runs: ceilingRuns }));
+    rows.push(ceilingRow(pickBestCeiling(ceilingRuns)));
 
     for (const concurrency of concurrencies) {
       const label = `plain C=${concurrency}, ${accounts.toLocaleString('en-US')} accounts, ${commandCount.toLocaleString('en-US')} commands`;

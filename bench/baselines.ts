@@ -14,6 +14,7 @@ import {
   jetstreamManager,
   StorageType,
   type JetStreamManager,
+  type JsMsg,
 } from '@nats-io/jetstream';
 import { Packr } from 'msgpackr';
 import {
@@ -232,14 +233,21 @@ export interface BestCeilingResult {
   readonly runs: readonly CeilingResult[];
 }
 
-/** Ceiling with 1 and with 2 connections; the best by msgs/s (error-free runs preferred). */
+/** The best run by msgs/s, preferring runs without errors. */
+export function pickBestCeiling(runs: readonly CeilingResult[]): BestCeilingResult {
+  const ok = runs.filter((r) => r.errors === 0);
+  const pool = ok.length > 0 ? ok : runs;
+  const first = pool[0];
+  if (first === undefined) throw new Error('no ceiling runs');
+  const best = pool.reduce((a, b) => (b.msgsPerSec > a.msgsPerSec ? b : a), first);
+  return { best, runs };
+}
+
+/** Ceiling with 1 and with 2 connections; keeps the best. */
 export async function runCeilingBest(opts: Omit<CeilingOptions, 'connections'>): Promise<BestCeilingResult> {
   const runs: CeilingResult[] = [];
   for (const connections of [1, 2] as const) runs.push(await runCeiling({ ...opts, connections }));
-  const ok = runs.filter((r) => r.errors === 0);
-  const pool = ok.length > 0 ? ok : runs;
-  const best = pool.reduce((a, b) => (b.msgsPerSec > a.msgsPerSec ? b : a));
-  return { best, runs };
+  return pickBestCeiling(runs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,7 +280,7 @@ export interface PlainOptions {
   readonly onPhase?: (phase: 'open' | 'commands' | 'verify') => void;
 }
 
-export interface PlainVerification {
+export interface LedgerVerification {
   readonly ok: boolean;
   readonly failures: readonly string[];
   readonly eventsRead: number;
@@ -303,7 +311,7 @@ export interface PlainResult {
   /** Messages in the stream after the run (one per event). */
   readonly jetstreamMessages: number;
   readonly verifyOk: boolean;
-  readonly verification: PlainVerification;
+  readonly verification: LedgerVerification;
   /** Phase 2: this process (peak RSS, CPU) and nats-server if `serverPid` was given. */
   readonly resources: ResourceReport;
 }
@@ -405,8 +413,8 @@ export async function runPlain(opts: PlainOptions): Promise<PlainResult> {
       accounts,
       accepted: phase2.accepted,
       jetstreamMessages,
-      decode: (data) => packr.unpack(data) as PlainEvent,
-      expectedBalances: (id) => state.get(id)?.balance,
+      decode: (m) => packr.unpack(m.data) as PlainEvent,
+      expectedBalance: (id) => state.get(id)?.balance,
       commands,
     });
 
@@ -442,115 +450,184 @@ export async function runPlain(opts: PlainOptions): Promise<PlainResult> {
 // Verification
 // ---------------------------------------------------------------------------------------------
 
-export interface VerifyOptions<E extends PlainEvent> {
-  readonly nc: NatsConnection;
-  readonly stream: string;
+/** What the verifier needs of an event; Troupe's envelope and PlainEvent both fit. */
+export interface LedgerEventLike {
+  readonly eventType: string;
+  readonly aggregateId: string;
+  /** The aggregate's sequence number after the event; checked for contiguity when present. */
+  readonly seq?: number;
+  readonly payload: { readonly amount?: number };
+}
+
+export interface LedgerVerifierOptions {
   readonly accounts: number;
   /** Accepted phase-2 commands as counted by the driver. */
   readonly accepted: number;
-  /** Messages the stream reports; every one of them must be read back. */
-  readonly jetstreamMessages: number;
-  readonly decode: (data: Uint8Array) => E;
   /** The writer's in-memory balance, if it has one, to compare with the rebuilt one. */
-  readonly expectedBalances?: (accountId: string) => number | undefined;
+  readonly expectedBalance?: (accountId: string) => number | undefined;
   /** The generated commands, to compare with a sequential replay (expectedOutcome). */
   readonly commands?: readonly LedgerCommand[];
 }
 
-/**
- * Rebuilds every account from the stream alone (an ordered consumer from the first message)
- * and checks: each account opened once and first; per-account sequence numbers contiguous; no
- * balance ever negative; sum(balances) = sum(Deposited) − sum(Withdrawn); event count =
- * accounts + accepted = stream messages; and, when given, balances equal the writer's state and
- * a sequential replay of the commands.
- *
- * Works for any store with one event per message; a batched layout needs its own decoder loop.
- */
-export async function verifyLedgerStream<E extends PlainEvent>(opts: VerifyOptions<E>): Promise<PlainVerification> {
-  const start = performance.now();
-  const failures: string[] = [];
-  const fail = (msg: string): void => {
-    if (failures.length < 20) failures.push(msg);
-  };
-  const balances = new Map<string, AccountState>();
-  let deposited = 0;
-  let withdrawn = 0;
-  let eventsRead = 0;
-  let negative = 0;
+interface RebuiltAccount {
+  balance: number;
+  seq: number;
+}
 
-  if (opts.jetstreamMessages > 0) {
-    const js = jetstream(opts.nc);
-    const consumer = await js.consumers.get(opts.stream); // no name: an ordered consumer
-    const msgs = await consumer.consume({ max_messages: 1000 });
-    for await (const m of msgs) {
-      eventsRead++;
-      const e = opts.decode(m.data);
-      const s = balances.get(e.aggregateId);
-      if (e.eventType === 'AccountOpened') {
-        if (s !== undefined) fail(`${e.aggregateId} opened twice (stream seq ${m.seq})`);
-        else balances.set(e.aggregateId, { balance: 0, seq: 1 });
-        if (e.seq !== 1) fail(`${e.aggregateId} AccountOpened has seq ${e.seq}`);
-      } else if (s === undefined) {
-        fail(`${e.aggregateId} ${e.eventType} before AccountOpened (stream seq ${m.seq})`);
-      } else {
-        const amount = e.payload.amount ?? Number.NaN;
-        if (!(amount > 0)) fail(`${e.aggregateId} ${e.eventType} with amount ${String(amount)}`);
-        if (e.eventType === 'Deposited') {
-          s.balance += amount;
-          deposited += amount;
-        } else {
-          s.balance -= amount;
-          withdrawn += amount;
-          if (s.balance < 0) {
-            negative++;
-            fail(`${e.aggregateId} negative balance ${s.balance} at stream seq ${m.seq}`);
-          }
-        }
-        if (e.seq !== s.seq + 1) fail(`${e.aggregateId} seq ${e.seq} after ${s.seq}`);
-        s.seq = e.seq;
-      }
-      if (m.info.pending === 0 || eventsRead >= opts.jetstreamMessages) break;
+/**
+ * Rebuilds every account from events fed in log order, then checks: each account opened once
+ * and first; per-account sequence numbers contiguous (when events carry one); no balance ever
+ * negative; sum(balances) = sum(Deposited) − sum(Withdrawn); event count = accounts + accepted;
+ * and, when given, balances equal the writer's state and a sequential replay of the commands.
+ *
+ * Independent of the storage layout: a store with many events per message decodes each message
+ * and calls add() for every event in it.
+ */
+export class LedgerVerifier {
+  private readonly accounts = new Map<string, RebuiltAccount>();
+  private readonly failures: string[] = [];
+  private deposited = 0;
+  private withdrawn = 0;
+  private events = 0;
+  private negative = 0;
+  private readonly started = performance.now();
+
+  constructor(private readonly opts: LedgerVerifierOptions) {}
+
+  /** Record a failure (at most 20 are kept; the verdict counts all). */
+  fail(msg: string): void {
+    if (this.failures.length < 20) this.failures.push(msg);
+    else if (this.failures.length === 20) this.failures.push('…');
+  }
+
+  /** Apply one event; `where` (e.g. a stream sequence) goes into failure messages. */
+  add(e: LedgerEventLike, where: string | number = this.events + 1): void {
+    this.events++;
+    const s = this.accounts.get(e.aggregateId);
+    if (e.eventType === 'AccountOpened') {
+      if (s !== undefined) this.fail(`${e.aggregateId} opened twice (at ${where})`);
+      else this.accounts.set(e.aggregateId, { balance: 0, seq: e.seq ?? 1 });
+      return;
     }
+    if (s === undefined) {
+      this.fail(`${e.aggregateId} ${e.eventType} before AccountOpened (at ${where})`);
+      return;
+    }
+    const amount = e.payload.amount ?? Number.NaN;
+    if (!(amount > 0)) this.fail(`${e.aggregateId} ${e.eventType} with amount ${String(amount)} (at ${where})`);
+    if (e.eventType === 'Deposited') {
+      s.balance += amount;
+      this.deposited += amount;
+    } else if (e.eventType === 'Withdrawn') {
+      s.balance -= amount;
+      this.withdrawn += amount;
+      if (s.balance < 0) {
+        this.negative++;
+        this.fail(`${e.aggregateId} negative balance ${s.balance} (at ${where})`);
+      }
+    } else {
+      this.fail(`unknown event type ${e.eventType} (at ${where})`);
+    }
+    if (e.seq !== undefined) {
+      if (e.seq !== s.seq + 1) this.fail(`${e.aggregateId} seq ${e.seq} after ${s.seq} (at ${where})`);
+      s.seq = e.seq;
+    }
+  }
+
+  /** The final checks; call once after the last event. */
+  finish(): LedgerVerification {
+    const { accounts, accepted, expectedBalance, commands } = this.opts;
+    let balanceSum = 0;
+    for (const s of this.accounts.values()) balanceSum += s.balance;
+    const expectedEvents = accounts + accepted;
+    if (this.events !== expectedEvents) this.fail(`event count ${this.events} ≠ accounts + accepted = ${expectedEvents}`);
+    if (this.accounts.size !== accounts) this.fail(`${this.accounts.size} accounts opened, expected ${accounts}`);
+    if (this.negative > 0) this.fail(`${this.negative} negative balances`);
+    if (balanceSum !== this.deposited - this.withdrawn) {
+      this.fail(`sum(balances) ${balanceSum} ≠ deposited − withdrawn ${this.deposited - this.withdrawn}`);
+    }
+    if (expectedBalance !== undefined) {
+      let mismatches = 0;
+      for (const [id, s] of this.accounts) {
+        const b = expectedBalance(id);
+        if (b !== undefined && b !== s.balance) mismatches++;
+      }
+      if (mismatches > 0) this.fail(`${mismatches} rebuilt balances differ from the writer's state`);
+    }
+    if (commands !== undefined) {
+      const exp = expectedOutcome(accounts, commands);
+      if (exp.accepted !== accepted) this.fail(`accepted ${accepted}, a sequential replay accepts ${exp.accepted}`);
+      let mismatches = 0;
+      for (let i = 0; i < accounts; i++) {
+        const s = this.accounts.get(accountId(i));
+        if (s !== undefined && s.balance !== exp.balances[i]) mismatches++;
+      }
+      if (mismatches > 0) this.fail(`${mismatches} balances differ from a sequential replay of the commands`);
+    }
+    return {
+      ok: this.failures.length === 0,
+      failures: [...this.failures],
+      eventsRead: this.events,
+      deposited: this.deposited,
+      withdrawn: this.withdrawn,
+      balanceSum,
+      durationMs: performance.now() - this.started,
+    };
+  }
+}
+
+/**
+ * Reads every message of `stream` in order with an ordered consumer (no durable state on the
+ * server) and hands each to `onMessage`; stops at the last one. Returns the number read.
+ */
+export async function readWholeStream(
+  nc: NatsConnection,
+  stream: string,
+  onMessage: (msg: JsMsg) => void,
+): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  const total = (await jsm.streams.info(stream)).state.messages;
+  if (total === 0) return 0;
+  const consumer = await jetstream(nc).consumers.get(stream); // no name: an ordered consumer
+  const msgs = await consumer.consume({ max_messages: 1000 });
+  let read = 0;
+  try {
+    for await (const m of msgs) {
+      read++;
+      onMessage(m);
+      if (m.info.pending === 0 || read >= total) break;
+    }
+  } finally {
     await msgs.close();
   }
+  return read;
+}
 
-  let balanceSum = 0;
-  for (const s of balances.values()) balanceSum += s.balance;
+export interface VerifyStreamOptions extends LedgerVerifierOptions {
+  readonly nc: NatsConnection;
+  readonly stream: string;
+  /** Messages the stream reports; every one of them must be read back. */
+  readonly jetstreamMessages: number;
+  /** The events of one message, in order (one for a one-event-per-message layout). */
+  readonly decode: (msg: JsMsg) => LedgerEventLike | readonly LedgerEventLike[];
+}
 
-  if (eventsRead !== opts.jetstreamMessages) fail(`read ${eventsRead} events, stream holds ${opts.jetstreamMessages}`);
-  const expectedEvents = opts.accounts + opts.accepted;
-  if (eventsRead !== expectedEvents) fail(`event count ${eventsRead} ≠ accounts + accepted = ${expectedEvents}`);
-  if (balances.size !== opts.accounts) fail(`${balances.size} accounts opened, expected ${opts.accounts}`);
-  if (negative > 0) fail(`${negative} negative balances`);
-  if (balanceSum !== deposited - withdrawn) fail(`sum(balances) ${balanceSum} ≠ deposited − withdrawn ${deposited - withdrawn}`);
-  if (opts.expectedBalances !== undefined) {
-    let mismatches = 0;
-    for (const [id, s] of balances) {
-      const b = opts.expectedBalances(id);
-      if (b !== undefined && b !== s.balance) mismatches++;
+/** LedgerVerifier over a whole stream; also checks that every stored message was read. */
+export async function verifyLedgerStream(opts: VerifyStreamOptions): Promise<LedgerVerification> {
+  const verifier = new LedgerVerifier(opts);
+  const read = await readWholeStream(opts.nc, opts.stream, (m) => {
+    let decoded: LedgerEventLike | readonly LedgerEventLike[];
+    try {
+      decoded = opts.decode(m);
+    } catch (err) {
+      verifier.fail(`stream seq ${m.seq}: cannot decode: ${String(err)}`);
+      return;
     }
-    if (mismatches > 0) fail(`${mismatches} rebuilt balances differ from the writer's state`);
-  }
-  if (opts.commands !== undefined) {
-    const exp = expectedOutcome(opts.accounts, opts.commands);
-    if (exp.accepted !== opts.accepted) fail(`accepted ${opts.accepted}, sequential replay accepts ${exp.accepted}`);
-    let mismatches = 0;
-    for (let i = 0; i < opts.accounts; i++) {
-      const s = balances.get(accountId(i));
-      if (s !== undefined && s.balance !== exp.balances[i]) mismatches++;
-    }
-    if (mismatches > 0) fail(`${mismatches} balances differ from a sequential replay of the commands`);
-  }
-
-  return {
-    ok: failures.length === 0,
-    failures,
-    eventsRead,
-    deposited,
-    withdrawn,
-    balanceSum,
-    durationMs: performance.now() - start,
-  };
+    if (Array.isArray(decoded)) for (const e of decoded as readonly LedgerEventLike[]) verifier.add(e, `stream seq ${m.seq}`);
+    else verifier.add(decoded as LedgerEventLike, `stream seq ${m.seq}`);
+  });
+  if (read !== opts.jetstreamMessages) verifier.fail(`read ${read} messages, the stream holds ${opts.jetstreamMessages}`);
+  return verifier.finish();
 }
 
 // ---------------------------------------------------------------------------------------------
