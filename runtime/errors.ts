@@ -78,7 +78,14 @@ export class DomainRejection extends TroupeError {
 
 /** Throw this from a decide function to reject a command with a reason callers can branch on. */
 export function reject(reason: string, details: Record<string, unknown> = {}): never {
-  throw new DomainRejection(reason, { reason, ...details });
+  // A rejection is an answer, not a bug: skip the stack trace, which costs more than the decision.
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    throw new DomainRejection(reason, { reason, ...details });
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }
 
 /** A decide function threw something that is not a domain rejection: a bug in the actor. */
@@ -176,6 +183,17 @@ function isWireError(e: unknown): e is WireError {
 
 /** Rebuild the right error class from its wire form. */
 export function fromWire(w: WireError): TroupeError {
+  // The stack would point here, not where the error happened: skip it (it is costly).
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return rebuild(w);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
+function rebuild(w: WireError): TroupeError {
   const { code, message, data } = w;
   switch (code) {
     case 'VALIDATION':

@@ -12,10 +12,10 @@
  * new one takes the free slot, and its shards re-open from LMDB checkpoint plus log tail.
  */
 import { Piscina } from 'piscina';
-import type { CommandEnvelope, CommandResult } from './envelope.ts';
-import { fromWire, OverloadedError, StoppedError, WorkerLostError } from './errors.ts';
+import { OUTCOME_STRIDE, flattenCommands, readOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
+import { fromWire, OverloadedError, StoppedError, WorkerLostError, type WireError } from './errors.ts';
 import type { ResolvedOptions } from './options.ts';
-import type { CommandOutcome, WorkerTask } from './worker.ts';
+import type { WorkerTask } from './worker.ts';
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
 
@@ -129,12 +129,12 @@ export class WorkerPool {
         }
         q.inFlight++;
         this.queued -= commands.length;
-        this.runOn(slot, { kind: 'commands', commands }).then(
+        this.runOn(slot, { kind: 'commands', commands: flattenCommands(commands) }).then(
           (outcomes) => {
-            const out = outcomes as CommandOutcome[];
-            for (let i = 0; i < out.length; i++) {
-              const [e, r] = out[i]!;
-              if (e === null) resolves[i]!(r!);
+            const out = outcomes as unknown[];
+            for (let i = 0; i < commands.length; i++) {
+              const e = out[i * OUTCOME_STRIDE] as WireError | null;
+              if (e === null) resolves[i]!(readOutcome(out, i, commands[i]!));
               else rejects[i]!(fromWire(e));
             }
           },

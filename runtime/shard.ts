@@ -15,7 +15,7 @@
  *   typed error; resident actors were dropped; the next use re-opens from the log, which also
  *   learns any commit whose ack was lost, so a retry with the same commandId is answered from it.
  */
-import { commitEvents, decodeCommits, encodeBatch, encodeCommit, isoTime, BATCH_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
+import { commitEvents, decodeCommits, encodeBatch, encodeCommit, estimateSize, isoTime, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
 import type { CommandEnvelope, CommandResult } from './envelope.ts';
 import { newId } from './envelope.ts';
 import {
@@ -28,7 +28,10 @@ import { schemaError, type Registered, type Registry } from './registry.ts';
 import type { CommandRecord, Store } from './snapshots.ts';
 import type { CommandContext, EventDraft } from './define.ts';
 
-export type Reply = (error: WireError | null, result: CommandResult | null) => void;
+/** A command inside a worker, with where its outcome goes (no closure per command on the hot path). */
+export interface InboundCommand extends CommandEnvelope {
+  reply(error: WireError | null, result: CommandResult | null): void;
+}
 
 export interface ShardContext {
   readonly options: ResolvedOptions;
@@ -52,22 +55,64 @@ export class ActorCell {
   snapshotVersion = 0;
   lastUsed = 0;
   phase: Phase = 'activating';
-  stash: [CommandEnvelope, Reply][] | null = null;
+  stash: InboundCommand[] | null = null;
   /** Settles when an asynchronous activation (replay from the log) ends. */
   activated: Promise<void> | null = null;
   lastPending: PendingCommit | null = null;
-  constructor(readonly key: string, readonly reg: Registered, readonly id: string, readonly generation: number) {}
+  constructor(readonly reg: Registered, readonly id: string, readonly generation: number) {}
+}
+
+/** Resident actors by type, then id: no key string is built per command. */
+export class CellMap {
+  private readonly byType = new Map<string, Map<string, ActorCell>>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(type: string, id: string): ActorCell | undefined {
+    return this.byType.get(type)?.get(id);
+  }
+
+  add(cell: ActorCell): void {
+    const type = cell.reg.def.type;
+    let ids = this.byType.get(type);
+    if (ids === undefined) this.byType.set(type, (ids = new Map()));
+    if (!ids.has(cell.id)) this.count++;
+    ids.set(cell.id, cell);
+  }
+
+  /** Remove this very cell (not a newer one for the same actor). */
+  remove(cell: ActorCell): void {
+    const ids = this.byType.get(cell.reg.def.type);
+    if (ids?.get(cell.id) === cell) {
+      ids.delete(cell.id);
+      this.count--;
+    }
+  }
+
+  *values(): IterableIterator<ActorCell> {
+    for (const ids of this.byType.values()) yield* ids.values();
+  }
+
+  clear(): void {
+    this.byType.clear();
+    this.count = 0;
+  }
 }
 
 interface PendingCommit {
   cell: ActorCell;
   commandId: string;
-  bytes: Buffer;
+  commit: WireCommit;
+  /** Upper-ish estimate of the commit's encoded size. */
+  size: number;
   firstSeq: number;
   lastSeq: number;
   stateAfter: unknown;
   events: { eventId: string; eventType: string; sequence: number }[];
-  reply: Reply;
+  cmd: InboundCommand;
   /** Replies decided after this commit that must not be given before it is stored. */
   followers: (() => void)[] | null;
   failFollowers: ((e: WireError) => void)[] | null;
@@ -79,10 +124,10 @@ export class ShardHost {
   state: ShardState = 'broken';
   private expectedSeq = 0;
   private generation = 0;
-  readonly cells = new Map<string, ActorCell>();
+  readonly cells = new CellMap();
   private buffer: PendingCommit[] = [];
   private inflight: PendingCommit[] | null = null;
-  private stash: [CommandEnvelope, Reply][] = [];
+  private stash: InboundCommand[] = [];
   private opening: Promise<void> | null = null;
   /** Commands acknowledged, or waiting for an ack, whose LMDB record may not be committed yet. */
   private readonly recent = new Map<string, CommandRecord>();
@@ -134,12 +179,12 @@ export class ShardHost {
       const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`shard ${this.shard} cannot catch up with the log: ${(e as Error).message}`, { shard: this.shard }, e));
       const stash = this.stash;
       this.stash = [];
-      for (const [, reply] of stash) reply(err, null);
+      for (const c of stash) c.reply(err, null);
       throw e;
     }
     const stash = this.stash;
     this.stash = [];
-    for (const [cmd, reply] of stash) this.submit(cmd, reply);
+    for (const c of stash) this.submit(c);
   }
 
   /** Record where a commit lives and that its command was processed. */
@@ -152,55 +197,55 @@ export class ShardHost {
 
   // ── commands ────────────────────────────────────────────────────────────────────────────
 
-  submit(cmd: CommandEnvelope, reply: Reply): void {
+  submit(cmd: InboundCommand): void {
     if (this.state !== 'ready') {
-      if (this.state === 'closed') { reply(toWire(new StoppedError(undefined, { shard: this.shard })), null); return; }
+      if (this.state === 'closed') { cmd.reply(toWire(new StoppedError(undefined, { shard: this.shard })), null); return; }
       if (this.stash.length >= this.ctx.options.maxQueuedCommands) {
-        reply(toWire(new JournalUnavailableError(`shard ${this.shard} is not ready and its stash is full`, { shard: this.shard })), null);
+        cmd.reply(toWire(new JournalUnavailableError(`shard ${this.shard} is not ready and its stash is full`, { shard: this.shard })), null);
         return;
       }
-      this.stash.push([cmd, reply]);
+      this.stash.push(cmd);
       this.open().catch(() => { /* stashed commands were failed by catchUp */ });
       return;
     }
-    if (this.answerDuplicate(cmd, reply)) return;
+    if (this.answerDuplicate(cmd)) return;
     const reg = this.ctx.registry.get(cmd.aggregateType);
     if (reg === undefined || !reg.def.commands.has(cmd.type)) {
       // The door checks this; a node whose actor modules differ from the sender's still answers clearly.
-      try { this.ctx.registry.check(cmd.aggregateType, cmd.type, cmd.payload, cmd); } catch (e) { reply(toWire(e), null); }
+      try { this.ctx.registry.check(cmd.aggregateType, cmd.type, cmd.payload, cmd); } catch (e) { cmd.reply(toWire(e), null); }
       return;
     }
-    const key = `${cmd.aggregateType}\u0000${cmd.aggregateId}`;
-    let cell = this.cells.get(key);
+    let cell = this.cells.get(cmd.aggregateType, cmd.aggregateId);
     if (cell === undefined) {
-      cell = new ActorCell(key, reg, cmd.aggregateId, this.generation);
-      this.cells.set(key, cell);
+      cell = new ActorCell(reg, cmd.aggregateId, this.generation);
+      this.cells.add(cell);
       this.activate(cell);
     }
     if (cell.phase === 'activating') {
-      (cell.stash ??= []).push([cmd, reply]);
+      (cell.stash ??= []).push(cmd);
       return;
     }
     cell.phase = 'running';
-    this.decide(cell, cmd, reply);
+    this.decide(cell, cmd);
   }
 
   /** A command already processed (or in flight) gets its first result again, and nothing is appended. */
-  private answerDuplicate(cmd: CommandEnvelope, reply: Reply): boolean {
+  private answerDuplicate(cmd: InboundCommand): boolean {
+    if (!cmd.idGiven) return false;
     const inFlight = this.inProgress.get(cmd.commandId);
     if (inFlight !== undefined) {
-      (inFlight.followers ??= []).push(() => reply(null, this.resultOf(inFlight, true)));
-      (inFlight.failFollowers ??= []).push((e) => reply(e, null));
+      (inFlight.followers ??= []).push(() => cmd.reply(null, this.resultOf(inFlight, true)));
+      (inFlight.failFollowers ??= []).push((e) => cmd.reply(e, null));
       return true;
     }
     const rec = this.recent.get(cmd.commandId) ?? this.ctx.store.getCommand(cmd.commandId);
     if (rec === undefined) return false;
     const [type, id] = rec;
     if (type !== cmd.aggregateType || id !== cmd.aggregateId) {
-      reply(toWire(new ValidationError('VALIDATION', `commandId ${cmd.commandId} was already used for ${type} ${id}; use a new commandId for a new command`, { commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId })), null);
+      cmd.reply(toWire(new ValidationError('VALIDATION', `commandId ${cmd.commandId} was already used for ${type} ${id}; use a new commandId for a new command`, { commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId })), null);
       return true;
     }
-    this.storedResult(cmd.commandId, rec).then((r) => reply(null, r), (e) => reply(toWire(e), null));
+    this.storedResult(cmd.commandId, rec).then((r) => cmd.reply(null, r), (e) => cmd.reply(toWire(e), null));
     return true;
   }
 
@@ -250,24 +295,24 @@ export class ShardHost {
         ready();
         const stash = cell.stash ?? [];
         cell.stash = null;
-        for (const [cmd, reply] of stash) this.decide(cell, cmd, reply);
+        for (const c of stash) this.decide(cell, c);
       } catch (e) {
-        if (this.cells.get(cell.key) === cell) this.cells.delete(cell.key);
+        this.cells.remove(cell);
         const stash = cell.stash ?? [];
         cell.stash = null;
         if (cell.generation !== this.generation) {
-          for (const [cmd, reply] of stash) this.submit(cmd, reply);
+          for (const c of stash) this.submit(c);
           return;
         }
         const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`${def.type} ${cell.id} could not be activated: ${(e as Error).message}`, { aggregateType: def.type, aggregateId: cell.id }, e));
-        for (const [, reply] of stash) reply(err, null);
+        for (const c of stash) c.reply(err, null);
         throw e;
       }
     })();
     cell.activated.catch(() => {});
   }
 
-  private decide(cell: ActorCell, cmd: CommandEnvelope, reply: Reply): void {
+  private decide(cell: ActorCell, cmd: InboundCommand): void {
     const def = cell.reg.def;
     const now = Date.now();
     cell.lastUsed = now;
@@ -281,12 +326,12 @@ export class ShardHost {
       const out = spec.decide(cell.pending, cmd.payload, ctx);
       drafts = out === undefined || out === null ? [] : Array.isArray(out) ? out : [out as EventDraft];
     } catch (e) {
-      this.replyAfterPending(cell, reply, toWire(e instanceof TroupeError ? e : new DecideFailedError(
+      this.replyAfterPending(cell, cmd, toWire(e instanceof TroupeError ? e : new DecideFailedError(
         `${def.type}.${cmd.type} threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, commandType: cmd.type }, e)), null);
       return;
     }
     if (drafts.length === 0) {
-      this.replyAfterPending(cell, reply, null, { commandId: cmd.commandId, aggregateType: def.type, aggregateId: cell.id, version: cell.pendingVersion, events: [], position: 0, duplicate: false });
+      this.replyAfterPending(cell, cmd, null, { commandId: cmd.commandId, aggregateType: def.type, aggregateId: cell.id, version: cell.pendingVersion, events: [], position: 0, duplicate: false });
       return;
     }
     const first = cell.pendingVersion + 1;
@@ -311,38 +356,43 @@ export class ShardHost {
         state = spec.evolve(state, d.payload, { sequence: first + i, eventType: d.type, timestamp });
       }
     } catch (e) {
-      this.replyAfterPending(cell, reply, toWire(e instanceof TroupeError ? e : new DecideFailedError(
+      this.replyAfterPending(cell, cmd, toWire(e instanceof TroupeError ? e : new DecideFailedError(
         `${def.type}.${cmd.type}: applying its events threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId }, e)), null);
       return;
     }
-    const bytes = encodeCommit([cmd.commandId, def.type, cell.id, cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents]);
-    if (bytes.length > this.ctx.options.maxCommandBytes) {
-      this.replyAfterPending(cell, reply, toWire(new ValidationError('COMMAND_TOO_LARGE',
-        `${def.type}.${cmd.type} decided ${bytes.length} bytes of events; the limit is options.maxCommandBytes = ${this.ctx.options.maxCommandBytes}`,
-        { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, bytes: bytes.length })), null);
+    const commit: WireCommit = [cmd.commandId, def.type, cell.id, cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents];
+    const limit = this.ctx.options.maxCommandBytes;
+    let size = COMMIT_OVERHEAD + drafts.length * EVENT_OVERHEAD;
+    for (let i = 0; i < drafts.length && size <= limit; i++) size += estimateSize(drafts[i]!.payload, limit);
+    // The estimate only errs high: measure exactly before refusing.
+    if (size > limit / 2) size = encodeCommit(commit).length;
+    if (size > limit) {
+      this.replyAfterPending(cell, cmd, toWire(new ValidationError('COMMAND_TOO_LARGE',
+        `${def.type}.${cmd.type} decided ${size} bytes of events; the limit is options.maxCommandBytes = ${limit}`,
+        { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, bytes: size })), null);
       return;
     }
     const pc: PendingCommit = {
-      cell, commandId: cmd.commandId, bytes, firstSeq: first, lastSeq: first + drafts.length - 1, stateAfter: state, events, reply,
+      cell, commandId: cmd.commandId, commit, size, firstSeq: first, lastSeq: first + drafts.length - 1, stateAfter: state, events, cmd,
       followers: null, failFollowers: null,
     };
     cell.pending = state;
     cell.pendingVersion = pc.lastSeq;
     cell.lastPending = pc;
-    this.inProgress.set(cmd.commandId, pc);
+    if (cmd.idGiven) this.inProgress.set(cmd.commandId, pc);
     this.buffer.push(pc);
     this.ctx.scheduleFlush(this);
   }
 
   /** Reply now, or once the actor's last uncommitted commit is stored (a decision may rest on it). */
-  private replyAfterPending(cell: ActorCell, reply: Reply, error: WireError | null, result: CommandResult | null): void {
+  private replyAfterPending(cell: ActorCell, cmd: InboundCommand, error: WireError | null, result: CommandResult | null): void {
     const last = cell.lastPending;
     if (last === null) {
-      reply(error, result);
+      cmd.reply(error, result);
       return;
     }
-    (last.followers ??= []).push(() => reply(error, result));
-    (last.failFollowers ??= []).push((e) => reply(e, null));
+    (last.followers ??= []).push(() => cmd.reply(error, result));
+    (last.failFollowers ??= []).push((e) => cmd.reply(e, null));
   }
 
   // ── appending ───────────────────────────────────────────────────────────────────────────
@@ -352,18 +402,18 @@ export class ShardHost {
     if (this.inflight !== null || this.buffer.length === 0 || this.state !== 'ready') return;
     const { maxBatchBytes, maxBatchCommits } = this.ctx.options;
     let n = 0;
-    let bytes = BATCH_OVERHEAD;
+    let bytes = 8;
     const buffer = this.buffer;
-    while (n < buffer.length && n < maxBatchCommits && bytes + buffer[n]!.bytes.length <= maxBatchBytes) {
-      bytes += buffer[n]!.bytes.length;
+    while (n < buffer.length && n < maxBatchCommits && (n === 0 || bytes + buffer[n]!.size <= maxBatchBytes)) {
+      bytes += buffer[n]!.size;
       n++;
     }
     const batch = n === buffer.length ? buffer : buffer.slice(0, n);
     this.buffer = n === buffer.length ? [] : buffer.slice(n);
     this.inflight = batch;
-    const parts = new Array<Uint8Array>(batch.length);
-    for (let i = 0; i < batch.length; i++) parts[i] = batch[i]!.bytes;
-    const data = encodeBatch(parts, bytes - BATCH_OVERHEAD);
+    const commits = new Array<WireCommit>(batch.length);
+    for (let i = 0; i < batch.length; i++) commits[i] = batch[i]!.commit;
+    const data = encodeBatch(commits);
     const h = headers();
     h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
     h.set('Nats-Msg-Id', `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`);
@@ -383,6 +433,7 @@ export class ShardHost {
     const { store } = this.ctx;
     const position = ack.seq;
     const now = Date.now();
+    let remembered = false;
     for (let i = 0; i < batch.length; i++) {
       const pc = batch[i]!;
       const cell = pc.cell;
@@ -390,22 +441,24 @@ export class ShardHost {
       cell.state = pc.stateAfter;
       cell.version = pc.lastSeq;
       if (cell.lastPending === pc) cell.lastPending = null;
-      this.inProgress.delete(pc.commandId);
-      const rec: CommandRecord = [type, cell.id, pc.firstSeq, pc.lastSeq, position];
-      this.recent.set(pc.commandId, rec);
       store.putHistory(type, cell.id, pc.firstSeq, pc.lastSeq, position);
-      store.putCommand(pc.commandId, rec, now);
+      if (pc.cmd.idGiven) {
+        this.inProgress.delete(pc.commandId);
+        const rec: CommandRecord = [type, cell.id, pc.firstSeq, pc.lastSeq, position];
+        this.recent.set(pc.commandId, rec);
+        store.putCommand(pc.commandId, rec, now);
+        remembered = true;
+      }
       if (cell.version - cell.snapshotVersion >= cell.reg.def.snapshotEvery && cell.lastPending === null) {
         void store.putSnapshot(type, cell.id, { sv: cell.reg.def.stateVersion, version: cell.version, position, state: cell.state });
         cell.snapshotVersion = cell.version;
       }
-      pc.reply(null, this.resultOf(pc, false));
+      pc.cmd.reply(null, this.resultOf(pc, false));
       if (pc.followers !== null) for (const f of pc.followers) f();
     }
     void store.putCheckpoint(this.shard, position);
     // Once these puts are committed LMDB answers duplicates; until then `recent` does.
-    const ids = batch;
-    store.flushed().then(() => { for (const pc of ids) this.recent.delete(pc.commandId); }, () => {});
+    if (remembered) store.flushed().then(() => { for (const pc of batch) this.recent.delete(pc.commandId); }, () => {});
     if (this.buffer.length > 0) this.flush();
   }
 
@@ -431,14 +484,14 @@ export class ShardHost {
       if (cell.stash !== null) {
         const stash = cell.stash;
         cell.stash = null;
-        for (const [cmd, reply] of stash) this.stash.push([cmd, reply]);
+        for (const c of stash) this.stash.push(c);
       }
     }
     this.cells.clear();
     this.inProgress.clear();
     for (const pc of failed) {
       const data = { ...error.data, commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id };
-      pc.reply({ ...error, data }, null);
+      pc.cmd.reply({ ...error, data }, null);
       if (pc.failFollowers !== null) for (const f of pc.failFollowers) f(error);
     }
     if (this.stash.length > 0) this.open().catch(() => {});
@@ -451,11 +504,10 @@ export class ShardHost {
     await this.open();
     const reg = this.ctx.registry.get(type);
     if (reg === undefined) throw this.ctx.registry.check(type, '', undefined, { aggregateId: id });
-    const key = `${type}\u0000${id}`;
-    let cell = this.cells.get(key);
+    let cell = this.cells.get(type, id);
     if (cell === undefined) {
-      cell = new ActorCell(key, reg, id, this.generation);
-      this.cells.set(key, cell);
+      cell = new ActorCell(reg, id, this.generation);
+      this.cells.add(cell);
       this.activate(cell);
     }
     if (cell.phase === 'activating') {
@@ -492,9 +544,9 @@ export class ShardHost {
       cell.phase = 'passivating';
       cell.snapshotVersion = cell.version;
       this.ctx.store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state })
-        .then(() => { if (cell.phase === 'passivating' && this.cells.get(cell.key) === cell) this.cells.delete(cell.key); }, () => { cell.phase = 'running'; });
+        .then(() => { if (cell.phase === 'passivating') this.cells.remove(cell); }, () => { cell.phase = 'running'; });
     } else {
-      this.cells.delete(cell.key);
+      this.cells.remove(cell);
     }
   }
 
@@ -520,13 +572,13 @@ export class ShardHost {
     const err = toWire(new StoppedError(undefined, { shard: this.shard }));
     this.state = 'closed';
     this.generation++;
-    for (const [, reply] of this.stash) reply(err, null);
+    for (const c of this.stash) c.reply(err, null);
     this.stash = [];
     const failed = [...(this.inflight ?? []), ...this.buffer];
     this.inflight = null;
     this.buffer = [];
     for (const pc of failed) {
-      pc.reply(err, null);
+      pc.cmd.reply(err, null);
       if (pc.failFollowers !== null) for (const f of pc.failFollowers) f(err);
     }
     this.cells.clear();

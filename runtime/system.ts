@@ -5,7 +5,7 @@
  * the LMDB cache describes this stream → take shard leases → start the worker pool → open the
  * owned shards (catch-up from checkpoint) → serve commands over NATS.
  */
-import type { EventEnvelope } from './codec.ts';
+import { estimateSize, type EventEnvelope } from './codec.ts';
 import type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
 import { newId, shardOf } from './envelope.ts';
 import { ConcurrencyError, StoppedError, ValidationError } from './errors.ts';
@@ -152,7 +152,7 @@ export class Troupe {
     if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
       throw new ValidationError('MALFORMED_COMMAND', `the payload of ${aggregateType}.${type} must be an object, got ${Array.isArray(payload) ? 'an array' : String(payload === null ? 'null' : typeof payload)}`, { aggregateType, aggregateId, commandId, commandType: type });
     }
-    const size = approxSize(payload, this.options.maxCommandBytes);
+    const size = estimateSize(payload, this.options.maxCommandBytes);
     if (size > this.options.maxCommandBytes) {
       throw new ValidationError('COMMAND_TOO_LARGE', `the payload of ${aggregateType}.${type} is over options.maxCommandBytes (${this.options.maxCommandBytes} bytes)`, { aggregateType, aggregateId, commandId, commandType: type });
     }
@@ -167,6 +167,7 @@ export class Troupe {
       correlationId: meta?.correlationId ?? commandId,
       causationId: meta?.causationId ?? null,
       shard,
+      idGiven: meta?.commandId !== undefined,
     };
   }
 
@@ -230,25 +231,4 @@ export class Troupe {
     })();
     return this.stopping;
   }
-}
-
-/** A cheap upper-bound-ish size of a JSON-like value, stopping once past `limit`. */
-function approxSize(value: unknown, limit: number): number {
-  let total = 0;
-  const stack: unknown[] = [value];
-  while (stack.length > 0 && total <= limit) {
-    const v = stack.pop();
-    switch (typeof v) {
-      case 'string': total += v.length + 5; break;
-      case 'number': case 'boolean': case 'bigint': total += 9; break;
-      case 'object':
-        if (v === null) { total += 1; break; }
-        if (ArrayBuffer.isView(v)) { total += v.byteLength + 5; break; }
-        if (Array.isArray(v)) { total += 5; for (const x of v) stack.push(x); break; }
-        for (const k in v as Record<string, unknown>) { total += k.length + 5; stack.push((v as Record<string, unknown>)[k]); }
-        break;
-      default: total += 1;
-    }
-  }
-  return total;
 }

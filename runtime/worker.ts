@@ -6,18 +6,21 @@
  * commands (never one task per command); a task resolves when every command in it has an
  * outcome: stored in JetStream, rejected, or failed with a typed error.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { threadId, workerData } from 'node:worker_threads';
-import type { CommandEnvelope, CommandResult } from './envelope.ts';
+import { COMMAND_STRIDE, OUTCOME_STRIDE, writeOutcome, type CommandResult } from './envelope.ts';
 import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import { loadRegistry, type Registry } from './registry.ts';
-import { ShardHost, type ShardContext } from './shard.ts';
+import { ShardHost, type InboundCommand, type ShardContext } from './shard.ts';
 import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
 
 export type WorkerTask =
-  | { kind: 'commands'; commands: CommandEnvelope[] }
+  /** `commands`: flattenCommands() of the batch (envelope.ts). */
+  | { kind: 'commands'; commands: unknown[] }
   | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string }
   | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string }
   | { kind: 'open'; shards: number[] }
@@ -25,9 +28,6 @@ export type WorkerTask =
   | { kind: 'stats' }
   | { kind: 'stop' }
   | { kind: 'crash' };
-
-/** Per command: `[null, result]` or `[error, null]`. */
-export type CommandOutcome = [WireError | null, CommandResult | null];
 
 export interface WorkerStats {
   threadId: number;
@@ -51,6 +51,28 @@ interface WorkerState {
 
 const options = (workerData as { options: ResolvedOptions }).options;
 let state: Promise<WorkerState> | null = null;
+
+// `TROUPE_PROFILE_DIR=dir` writes a V8 CPU profile of each worker thread when the node stops
+// (Node's --cpu-prof does not see Piscina workers, which are terminated, not exited).
+const profileDir = process.env.TROUPE_PROFILE_DIR;
+let profiler: Session | null = null;
+if (profileDir !== undefined && profileDir !== '') {
+  profiler = new Session();
+  profiler.connect();
+  profiler.post('Profiler.enable', () => profiler!.post('Profiler.start'));
+}
+
+function writeProfile(): Promise<void> {
+  const session = profiler;
+  if (session === null) return Promise.resolve();
+  return new Promise((resolve) => session.post('Profiler.stop', (err, result) => {
+    if (err === null) {
+      mkdirSync(profileDir!, { recursive: true });
+      writeFileSync(`${profileDir}/worker-${process.pid}-${threadId}.cpuprofile`, JSON.stringify(result.profile));
+    }
+    resolve();
+  }));
+}
 
 async function init(): Promise<WorkerState> {
   const registry = await loadRegistry(options.actors);
@@ -122,21 +144,60 @@ function shardFor(w: WorkerState, shard: number): ShardHost {
   return host;
 }
 
-function runCommands(w: WorkerState, commands: CommandEnvelope[]): Promise<CommandOutcome[]> {
+/** The outcomes of one task, filled in as each command settles. */
+class TaskBatch {
+  remaining: number;
+  readonly out: unknown[];
+  constructor(n: number, readonly resolve: (out: unknown[]) => void) {
+    this.remaining = n;
+    this.out = new Array<unknown>(n * OUTCOME_STRIDE);
+  }
+}
+
+/** A command unpacked from the task's flat array; `reply` writes its outcome into the batch. */
+class WorkerCommand implements InboundCommand {
+  readonly commandId: string;
+  readonly type: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly payload: unknown;
+  readonly userId: string | null;
+  readonly correlationId: string;
+  readonly causationId: string | null;
+  readonly shard: number;
+  readonly idGiven: boolean;
+  private settled = false;
+  constructor(flat: unknown[], base: number, private readonly batch: TaskBatch, private readonly index: number) {
+    this.commandId = flat[base] as string;
+    this.type = flat[base + 1] as string;
+    this.aggregateType = flat[base + 2] as string;
+    this.aggregateId = flat[base + 3] as string;
+    this.payload = flat[base + 4];
+    this.userId = flat[base + 5] as string | null;
+    this.correlationId = flat[base + 6] as string;
+    this.causationId = flat[base + 7] as string | null;
+    this.shard = flat[base + 8] as number;
+    this.idGiven = flat[base + 9] as boolean;
+  }
+
+  reply(error: WireError | null, result: CommandResult | null): void {
+    if (this.settled) return;
+    this.settled = true;
+    writeOutcome(this.batch.out, this.index, error, result);
+    if (--this.batch.remaining === 0) this.batch.resolve(this.batch.out);
+  }
+}
+
+function runCommands(w: WorkerState, flat: unknown[]): Promise<unknown[]> {
   return new Promise((resolve) => {
-    const n = commands.length;
-    const out = new Array<CommandOutcome>(n);
-    let remaining = n;
+    const n = flat.length / COMMAND_STRIDE;
+    const batch = new TaskBatch(n, resolve);
     for (let i = 0; i < n; i++) {
-      const cmd = commands[i]!;
-      const reply = (e: WireError | null, r: CommandResult | null) => {
-        out[i] = [e, r];
-        if (--remaining === 0) resolve(out);
-      };
+      const cmd = new WorkerCommand(flat, i * COMMAND_STRIDE, batch, i);
       try {
-        shardFor(w, cmd.shard).submit(cmd, reply);
+        shardFor(w, cmd.shard).submit(cmd);
       } catch (e) {
-        reply(toWire(e), null);
+        cmd.reply(toWire(e), null);
       }
     }
   });
@@ -189,6 +250,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       w.publisher.close();
       await w.nc.drain().catch(() => {});
       await w.store.close().catch(() => {});
+      await writeProfile();
       state = null;
       return true;
     }
