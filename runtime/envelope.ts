@@ -1,7 +1,7 @@
 /**
  * Commands as they travel, ids, and shard placement.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 
 /** A command on its way to an actor (what crosses threads and NATS). */
 export interface CommandEnvelope {
@@ -106,6 +106,39 @@ export interface CommandResult {
 
 export function newId(): string {
   return randomUUID();
+}
+
+/**
+ * UUID-shaped ids without a random draw per id: 74 random bits fixed per generator (one per
+ * thread incarnation) and a 48-bit counter in the last group. In the log an event stores only
+ * its counter; the message stores the prefix once (codec.ts). A UUID string costs ~0.8 µs to
+ * msgpack-encode here; a small integer next to nothing (bench/micro).
+ */
+export class IdGenerator {
+  /** `xxxxxxxx-xxxx-4xxx-yxxx-`: everything but the counter group. */
+  readonly prefix: string;
+  private counter = 0;
+
+  constructor() {
+    const b = randomBytes(10);
+    b[6] = (b[6]! & 0x0f) | 0x40; // version 4 layout
+    b[8] = (b[8]! & 0x3f) | 0x80; // RFC 4122 variant
+    const h = b.toString('hex');
+    this.prefix = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-`;
+  }
+
+  /** The next counter value; `format(n)` turns it into the id. */
+  nextCounter(): number {
+    return this.counter++;
+  }
+
+  next(): string {
+    return formatId(this.prefix, this.counter++);
+  }
+}
+
+export function formatId(prefix: string, counter: number): string {
+  return prefix + counter.toString(16).padStart(12, '0');
 }
 
 /** FNV-1a over type and id: stable across processes, machines and Node versions. */

@@ -17,7 +17,7 @@
  */
 import { commitEvents, decodeCommits, encodeBatch, encodeCommit, estimateSize, isoTime, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
 import type { CommandEnvelope, CommandResult } from './envelope.ts';
-import { newId } from './envelope.ts';
+import { formatId, type IdGenerator } from './envelope.ts';
 import {
   ConcurrencyError, DecideFailedError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
   type WireError,
@@ -41,6 +41,8 @@ export interface ShardContext {
   readonly publisher: LeanPublisher;
   /** Unique per worker incarnation: part of every Nats-Msg-Id. */
   readonly writerId: string;
+  /** Event ids of this worker (their prefix travels once per message). */
+  readonly ids: IdGenerator;
   scheduleFlush(shard: ShardHost): void;
 }
 
@@ -253,7 +255,7 @@ export class ShardHost {
     const [type, id, first, last, position] = rec;
     const msg = await readMessage(this.ctx.journal, position);
     const commit = decodeCommits(msg.data).find((c) => c[0] === commandId);
-    const events = commit === undefined ? [] : commit[8].map(([eventId, eventType], i) => ({ eventId, eventType, sequence: first + i }));
+    const events = commit === undefined ? [] : commit[8].map(([eventId, eventType], i) => ({ eventId: String(eventId), eventType, sequence: first + i }));
     return { commandId, aggregateType: type, aggregateId: id, version: last, events, position, duplicate: true };
   }
 
@@ -350,9 +352,9 @@ export class ShardHost {
         if (validate !== undefined && !validate(d.payload)) {
           throw schemaError('event', def.type, d.type, validate.errors, { aggregateId: cell.id, commandId: cmd.commandId });
         }
-        const eventId = newId();
-        wireEvents[i] = [eventId, d.type, spec.version, d.payload];
-        events[i] = { eventId, eventType: d.type, sequence: first + i };
+        const n = this.ctx.ids.nextCounter();
+        wireEvents[i] = [n, d.type, spec.version, d.payload];
+        events[i] = { eventId: formatId(this.ctx.ids.prefix, n), eventType: d.type, sequence: first + i };
         state = spec.evolve(state, d.payload, { sequence: first + i, eventType: d.type, timestamp });
       }
     } catch (e) {
@@ -360,7 +362,7 @@ export class ShardHost {
         `${def.type}.${cmd.type}: applying its events threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId }, e)), null);
       return;
     }
-    const commit: WireCommit = [cmd.commandId, def.type, cell.id, cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents];
+    const commit: WireCommit = [cmd.commandId, def.type, cell.id, cmd.correlationId === cmd.commandId ? null : cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents];
     const limit = this.ctx.options.maxCommandBytes;
     let size = COMMIT_OVERHEAD + drafts.length * EVENT_OVERHEAD;
     for (let i = 0; i < drafts.length && size <= limit; i++) size += estimateSize(drafts[i]!.payload, limit);
@@ -413,7 +415,7 @@ export class ShardHost {
     this.inflight = batch;
     const commits = new Array<WireCommit>(batch.length);
     for (let i = 0; i < batch.length; i++) commits[i] = batch[i]!.commit;
-    const data = encodeBatch(commits);
+    const data = encodeBatch(this.ctx.ids.prefix, commits);
     const h = headers();
     h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
     h.set('Nats-Msg-Id', `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`);

@@ -7,7 +7,7 @@
  */
 import { estimateSize, type EventEnvelope } from './codec.ts';
 import type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
-import { newId, shardOf } from './envelope.ts';
+import { IdGenerator, shardOf } from './envelope.ts';
 import { ConcurrencyError, StoppedError, ValidationError } from './errors.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from './journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from './options.ts';
@@ -35,6 +35,7 @@ const ID = /^[\x21-\x7e]{1,256}$/;
 
 export class Troupe {
   private stopping: Promise<void> | null = null;
+  private readonly ids = new IdGenerator();
   private readonly expiry: NodeJS.Timeout;
 
   private constructor(
@@ -146,7 +147,7 @@ export class Troupe {
       throw new ValidationError('MALFORMED_COMMAND', `the actor id must be 1-256 printable characters without spaces, got ${JSON.stringify(aggregateId)}`, { aggregateType });
     }
     if (typeof type !== 'string' || type.length === 0) throw new ValidationError('MALFORMED_COMMAND', 'the command type is missing', { aggregateType, aggregateId });
-    const commandId = meta?.commandId ?? newId();
+    const commandId = meta?.commandId ?? this.ids.next();
     if (typeof commandId !== 'string' || !ID.test(commandId)) throw new ValidationError('MALFORMED_COMMAND', `commandId must be 1-256 printable characters, got ${JSON.stringify(commandId)}`, { aggregateType, aggregateId });
     if (payload === undefined) payload = {};
     if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {

@@ -9,7 +9,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { threadId, workerData } from 'node:worker_threads';
-import { COMMAND_STRIDE, OUTCOME_STRIDE, writeOutcome, type CommandResult } from './envelope.ts';
+import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, writeOutcome, type CommandResult } from './envelope.ts';
 import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -94,6 +94,7 @@ async function init(): Promise<WorkerState> {
   const ctx: ShardContext = {
     options, registry, store, journal, publisher,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
+    ids: new IdGenerator(),
     scheduleFlush(shard) {
       dirty.add(shard);
       if (scheduled) return;
