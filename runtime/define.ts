@@ -16,7 +16,10 @@ export interface EventDraft<T extends string = string, P = unknown> {
   payload: P;
 }
 
-/** What a decide function knows about the command besides its payload. */
+/**
+ * What a decide function knows about the command besides its payload. Valid during the call
+ * only: the runtime reuses the object for the next command.
+ */
 export interface CommandContext {
   readonly aggregateType: string;
   readonly aggregateId: string;

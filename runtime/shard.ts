@@ -121,6 +121,7 @@ interface PendingCommit {
 }
 
 type ShardState = 'opening' | 'ready' | 'broken' | 'closed';
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 export class ShardHost {
   state: ShardState = 'broken';
@@ -135,6 +136,9 @@ export class ShardHost {
   private readonly recent = new Map<string, CommandRecord>();
   private readonly inProgress = new Map<string, PendingCommit>();
   readonly subject: string;
+  private readonly context: Mutable<CommandContext> = {
+    aggregateType: '', aggregateId: '', commandId: '', commandType: '', userId: undefined, correlationId: '', version: 0, now: 0,
+  };
 
   constructor(readonly shard: number, private readonly ctx: ShardContext) {
     this.subject = shardSubject(ctx.options.subjectPrefix, shard);
@@ -319,10 +323,17 @@ export class ShardHost {
     const now = Date.now();
     cell.lastUsed = now;
     const spec = def.commands.get(cmd.type)!;
-    const ctx: CommandContext = {
-      aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, commandType: cmd.type,
-      userId: cmd.userId ?? undefined, correlationId: cmd.correlationId, version: cell.pendingVersion, now,
-    };
+    // One context object per shard, refilled per command: decide is synchronous, and a context
+    // must not be kept beyond the call (define.ts says so).
+    const ctx = this.context;
+    ctx.aggregateType = def.type;
+    ctx.aggregateId = cell.id;
+    ctx.commandId = cmd.commandId;
+    ctx.commandType = cmd.type;
+    ctx.userId = cmd.userId ?? undefined;
+    ctx.correlationId = cmd.correlationId;
+    ctx.version = cell.pendingVersion;
+    ctx.now = now;
     let drafts: readonly EventDraft[];
     try {
       const out = spec.decide(cell.pending, cmd.payload, ctx);
@@ -461,7 +472,8 @@ export class ShardHost {
     void store.putCheckpoint(this.shard, position);
     // Once these puts are committed LMDB answers duplicates; until then `recent` does.
     if (remembered) store.flushed().then(() => { for (const pc of batch) this.recent.delete(pc.commandId); }, () => {});
-    if (this.buffer.length > 0) this.flush();
+    // Through the flush loop, not at once: the next messages of all shards then leave in one socket write.
+    if (this.buffer.length > 0) this.ctx.scheduleFlush(this);
   }
 
   private resultOf(pc: PendingCommit, duplicate: boolean): CommandResult {
