@@ -21,62 +21,44 @@ export interface CommandEnvelope {
 }
 
 /**
- * Commands cross to a worker as one flat array, COMMAND_STRIDE values each, and outcomes come
- * back the same way (OUTCOME_STRIDE values each): structured clone then copies values, not
- * thousands of small objects with their keys.
+ * Commands stream to a worker as flat arrays, COMMAND_STRIDE values each (the last is the
+ * command's sequence number on its slot), and outcomes stream back the same way,
+ * OUTCOME_STRIDE values each: structured clone then copies values, not thousands of small
+ * objects with their keys.
  */
-export const COMMAND_STRIDE = 10;
-export const OUTCOME_STRIDE = 5;
+export const COMMAND_STRIDE = 11;
+export const OUTCOME_STRIDE = 6;
 
-export function flattenCommands(commands: readonly CommandEnvelope[]): unknown[] {
-  const flat = new Array<unknown>(commands.length * COMMAND_STRIDE);
-  let j = 0;
-  for (const c of commands) {
-    flat[j++] = c.commandId;
-    flat[j++] = c.type;
-    flat[j++] = c.aggregateType;
-    flat[j++] = c.aggregateId;
-    flat[j++] = c.payload;
-    flat[j++] = c.userId;
-    flat[j++] = c.correlationId;
-    flat[j++] = c.causationId;
-    flat[j++] = c.shard;
-    flat[j++] = c.idGiven;
-  }
-  return flat;
+/** Append one command to a flat batch. */
+export function pushCommand(flat: unknown[], c: CommandEnvelope, seq: number): void {
+  flat.push(c.commandId, c.type, c.aggregateType, c.aggregateId, c.payload, c.userId, c.correlationId, c.causationId, c.shard, c.idGiven, seq);
 }
 
-/** Write one outcome into a flat outcome array: [error, version, position, [eventId, eventType, ...], duplicate]. */
-export function writeOutcome(out: unknown[], index: number, error: unknown, result: CommandResult | null): void {
-  const b = index * OUTCOME_STRIDE;
+/** Append one outcome: [seq, error, version, position, [eventId, eventType, ...], duplicate]. */
+export function pushOutcome(out: unknown[], seq: number, error: unknown, result: CommandResult | null): void {
   if (result === null) {
-    out[b] = error;
+    out.push(seq, error, 0, 0, null, false);
     return;
   }
-  out[b] = null;
-  out[b + 1] = result.version;
-  out[b + 2] = result.position;
   const events = result.events;
   const flat = new Array<string>(events.length * 2);
   for (let i = 0; i < events.length; i++) {
     flat[2 * i] = events[i]!.eventId;
     flat[2 * i + 1] = events[i]!.eventType;
   }
-  out[b + 3] = flat;
-  out[b + 4] = result.duplicate;
+  out.push(seq, null, result.version, result.position, flat, result.duplicate);
 }
 
-/** Rebuild a CommandResult on the caller's side. */
-export function readOutcome(out: readonly unknown[], index: number, cmd: CommandEnvelope): CommandResult {
-  const b = index * OUTCOME_STRIDE;
-  const version = out[b + 1] as number;
-  const flat = out[b + 3] as string[];
+/** Rebuild a CommandResult on the caller's side from the outcome at `b`. */
+export function readOutcome(out: readonly unknown[], b: number, cmd: CommandEnvelope): CommandResult {
+  const version = out[b + 2] as number;
+  const flat = out[b + 4] as string[];
   const n = flat.length / 2;
   const events = new Array<{ eventId: string; eventType: string; sequence: number }>(n);
   for (let i = 0; i < n; i++) events[i] = { eventId: flat[2 * i]!, eventType: flat[2 * i + 1]!, sequence: version - n + 1 + i };
   return {
     commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId, version, events,
-    position: out[b + 2] as number, duplicate: out[b + 4] as boolean,
+    position: out[b + 3] as number, duplicate: out[b + 5] as boolean,
   };
 }
 

@@ -2,14 +2,15 @@
  * The worker entry: a Piscina task handler that hosts shards.
  *
  * Each worker thread keeps its own NATS connection and lean publisher, opens the node's LMDB
- * environment, and loads the actor modules by path. The main thread sends it batches of
- * commands (never one task per command); a task resolves when every command in it has an
- * outcome: stored in JetStream, rejected, or failed with a typed error.
+ * environment, and loads the actor modules by path. Commands arrive in batches over the
+ * MessagePort handed over by the `attach` task (never one message per command); each outcome
+ * (stored in JetStream, rejected, or failed with a typed error) goes back over the same port,
+ * many per message. Queries, history, shard open/release and stop are Piscina tasks.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
-import { threadId, workerData } from 'node:worker_threads';
-import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, writeOutcome, type CommandResult } from './envelope.ts';
+import { threadId, workerData, type MessagePort } from 'node:worker_threads';
+import { COMMAND_STRIDE, IdGenerator, pushOutcome, type CommandResult } from './envelope.ts';
 import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -19,8 +20,8 @@ import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
 
 export type WorkerTask =
-  /** `commands`: flattenCommands() of the batch (envelope.ts). */
-  | { kind: 'commands'; commands: unknown[] }
+  /** The main thread's end of this worker's command stream (pool.ts). */
+  | { kind: 'attach'; port: MessagePort }
   | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string }
   | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string }
   | { kind: 'open'; shards: number[] }
@@ -145,17 +146,32 @@ function shardFor(w: WorkerState, shard: number): ShardHost {
   return host;
 }
 
-/** The outcomes of one task, filled in as each command settles. */
-class TaskBatch {
-  remaining: number;
-  readonly out: unknown[];
-  constructor(n: number, readonly resolve: (out: unknown[]) => void) {
-    this.remaining = n;
-    this.out = new Array<unknown>(n * OUTCOME_STRIDE);
+/**
+ * Where outcomes go: collected as commands settle and posted to the main thread once per
+ * event-loop turn, so many acknowledgements share one message.
+ */
+class OutcomeStream {
+  private out: unknown[] = [];
+  private scheduled = false;
+  private readonly send = () => {
+    this.scheduled = false;
+    const out = this.out;
+    this.out = [];
+    this.port.postMessage(out);
+  };
+
+  constructor(private readonly port: MessagePort) {}
+
+  push(seq: number, error: WireError | null, result: CommandResult | null): void {
+    pushOutcome(this.out, seq, error, result);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.send);
+    }
   }
 }
 
-/** A command unpacked from the task's flat array; `reply` writes its outcome into the batch. */
+/** A command unpacked from a flat batch; `reply` sends its outcome back once. */
 class WorkerCommand implements InboundCommand {
   readonly commandId: string;
   readonly type: string;
@@ -167,8 +183,9 @@ class WorkerCommand implements InboundCommand {
   readonly causationId: string | null;
   readonly shard: number;
   readonly idGiven: boolean;
+  private readonly seq: number;
   private settled = false;
-  constructor(flat: unknown[], base: number, private readonly batch: TaskBatch, private readonly index: number) {
+  constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream) {
     this.commandId = flat[base] as string;
     this.type = flat[base + 1] as string;
     this.aggregateType = flat[base + 2] as string;
@@ -179,22 +196,21 @@ class WorkerCommand implements InboundCommand {
     this.causationId = flat[base + 7] as string | null;
     this.shard = flat[base + 8] as number;
     this.idGiven = flat[base + 9] as boolean;
+    this.seq = flat[base + 10] as number;
   }
 
   reply(error: WireError | null, result: CommandResult | null): void {
     if (this.settled) return;
     this.settled = true;
-    writeOutcome(this.batch.out, this.index, error, result);
-    if (--this.batch.remaining === 0) this.batch.resolve(this.batch.out);
+    this.stream.push(this.seq, error, result);
   }
 }
 
-function runCommands(w: WorkerState, flat: unknown[]): Promise<unknown[]> {
-  return new Promise((resolve) => {
-    const n = flat.length / COMMAND_STRIDE;
-    const batch = new TaskBatch(n, resolve);
-    for (let i = 0; i < n; i++) {
-      const cmd = new WorkerCommand(flat, i * COMMAND_STRIDE, batch, i);
+function attach(w: WorkerState, port: MessagePort): void {
+  const stream = new OutcomeStream(port);
+  port.on('message', (flat: unknown[]) => {
+    for (let b = 0; b < flat.length; b += COMMAND_STRIDE) {
+      const cmd = new WorkerCommand(flat, b, stream);
       try {
         shardFor(w, cmd.shard).submit(cmd);
       } catch (e) {
@@ -207,8 +223,9 @@ function runCommands(w: WorkerState, flat: unknown[]): Promise<unknown[]> {
 export default async function handle(task: WorkerTask): Promise<unknown> {
   const w = await (state ??= init());
   switch (task.kind) {
-    case 'commands':
-      return runCommands(w, task.commands);
+    case 'attach':
+      attach(w, task.port);
+      return true;
     case 'query':
       return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId);
     case 'history':
