@@ -159,12 +159,15 @@ export async function runCeiling(opts: CeilingOptions): Promise<CeilingResult> {
     const prefix = `_INBOX.${nuid.next()}.`;
     const prefixLen = prefix.length;
     let outstanding = 0;
+    // publish() reads its options synchronously, so one object serves every message.
+    const pubOpts = { reply: '' };
     const pump = (): void => {
       while (outstanding < windowPerConn && next < total) {
         const i = next++;
         outstanding++;
         sentAt[i] = performance.now();
-        nc.publish(subject, payloads[i], { reply: prefix + i });
+        pubOpts.reply = prefix + i;
+        nc.publish(subject, payloads[i], pubOpts);
       }
     };
     nc.subscribe(`${prefix}*`, {

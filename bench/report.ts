@@ -252,11 +252,11 @@ function throughput(r: BenchRow): { value: number; unit: string } | undefined {
   return undefined;
 }
 
-/** A round axis maximum ≥ v: 1, 2, 2.5, 5 × 10^k. */
+/** A round axis maximum ≥ v (quarters of it are round too): {1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8} × 10^k. */
 function niceMax(v: number): number {
   if (!(v > 0)) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
