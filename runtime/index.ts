@@ -5,8 +5,22 @@ export type {
 } from './define.ts';
 export {
   TroupeError, ValidationError, DomainRejection, DecideFailedError, ConcurrencyError, JournalUnavailableError, OverloadedError,
-  NotFoundError, TimeoutError, InvalidOptionError, InvalidDefinitionError, StoppedError, reject, isTroupeError, toWire, fromWire,
+  NotFoundError, TimeoutError, InvalidOptionError, InvalidDefinitionError, StoppedError, WorkerLostError, reject, isTroupeError, toWire, fromWire,
 } from './errors.ts';
 export type { ErrorCode, ErrorData, WireError } from './errors.ts';
+export { Troupe } from './system.ts';
+export type { Command, NodeStats } from './system.ts';
+export { TroupeClient } from './client.ts';
+export type { ClientOptions } from './client.ts';
+export {
+  resolveOptions, DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, DEFAULT_SHARDS, DEFAULT_DATA_DIR, DEFAULT_MAX_BATCH_BYTES,
+  DEFAULT_MAX_BATCH_COMMITS, DEFAULT_LINGER_MS, DEFAULT_MAX_COMMAND_BYTES, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_QUEUED_COMMANDS,
+  DEFAULT_MAX_RESIDENT_ACTORS, DEFAULT_IDLE_ACTOR_MS, DEFAULT_COMMAND_ID_TTL_MS, DEFAULT_DUPLICATE_WINDOW_MS, DEFAULT_LEASE_TTL_MS,
+} from './options.ts';
+export type { TroupeOptions, ResolvedOptions } from './options.ts';
+export type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
+export { shardOf } from './envelope.ts';
+export { decodeCommitBatch, decodeCommits, FORMAT as COMMIT_BATCH_FORMAT } from './codec.ts';
+export type { EventEnvelope, WireCommit, WireEvent } from './codec.ts';
 export { given, testActor, Given, Scenario, TestActor, msgpackrTestCodec, DEFAULT_TEST_NOW } from './testkit.ts';
 export type { TestKitOptions, TestCodec, RecordedEvent, RejectionMatcher, RestartOptions } from './testkit.ts';

@@ -19,8 +19,6 @@ export const DEFAULT_LINGER_MS = 0;
 export const DEFAULT_MAX_COMMAND_BYTES = 64 * 1024;
 export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
 export const DEFAULT_MAX_QUEUED_COMMANDS = 200_000;
-export const DEFAULT_MAX_TASKS_PER_WORKER = 4;
-export const DEFAULT_MAX_COMMANDS_PER_TASK = 2048;
 export const DEFAULT_MAX_RESIDENT_ACTORS = 200_000;
 export const DEFAULT_IDLE_ACTOR_MS = 5 * 60_000;
 export const DEFAULT_COMMAND_ID_TTL_MS = 24 * 60 * 60_000;
@@ -48,10 +46,8 @@ export interface TroupeOptions {
   lingerMs?: number;
   maxCommandBytes?: number;
   ackTimeoutMs?: number;
-  /** Commands queued on the node before `send` fails with OVERLOADED. */
+  /** Commands in progress on the node (queued or awaiting their ack) before `send` fails with OVERLOADED. */
   maxQueuedCommands?: number;
-  maxTasksPerWorker?: number;
-  maxCommandsPerTask?: number;
   /** Actors kept in memory per worker; the least recently used beyond this are passivated. */
   maxResidentActors?: number;
   /** Actors idle this long are passivated (snapshot written, memory freed). */
@@ -85,8 +81,6 @@ export interface ResolvedOptions {
   readonly maxCommandBytes: number;
   readonly ackTimeoutMs: number;
   readonly maxQueuedCommands: number;
-  readonly maxTasksPerWorker: number;
-  readonly maxCommandsPerTask: number;
   readonly maxResidentActors: number;
   readonly idleActorMs: number;
   readonly commandIdTtlMs: number;
@@ -147,8 +141,6 @@ export function resolveOptions(input: TroupeOptions): ResolvedOptions {
     maxCommandBytes,
     ackTimeoutMs: int(o, 'ackTimeoutMs', DEFAULT_ACK_TIMEOUT_MS, 100),
     maxQueuedCommands: int(o, 'maxQueuedCommands', DEFAULT_MAX_QUEUED_COMMANDS, 1),
-    maxTasksPerWorker: int(o, 'maxTasksPerWorker', DEFAULT_MAX_TASKS_PER_WORKER, 1, 1024),
-    maxCommandsPerTask: int(o, 'maxCommandsPerTask', DEFAULT_MAX_COMMANDS_PER_TASK, 1),
     maxResidentActors: int(o, 'maxResidentActors', DEFAULT_MAX_RESIDENT_ACTORS, 1),
     idleActorMs: int(o, 'idleActorMs', DEFAULT_IDLE_ACTOR_MS, 10),
     commandIdTtlMs: int(o, 'commandIdTtlMs', DEFAULT_COMMAND_ID_TTL_MS, 1000),
