@@ -27,18 +27,20 @@ import type { WorkerTask } from './worker.ts';
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
 
-interface Waiting {
-  cmd: CommandEnvelope;
-  resolve: (r: CommandResult) => void;
-  reject: (e: unknown) => void;
-}
-
 interface Slot {
   port: MessagePort | null;
-  /** Commands not yet sent to the worker. */
-  queue: Waiting[];
-  /** Commands sent, by their sequence number on this slot. */
-  sent: Map<number, Waiting>;
+  /** Commands not yet sent to the worker, with their promise's settle functions. */
+  queue: CommandEnvelope[];
+  queueResolves: ((r: CommandResult) => void)[];
+  queueRejects: ((e: unknown) => void)[];
+  /**
+   * Commands sent, at `seq & mask`: a ring larger than maxQueuedCommands, so a slot is never
+   * reused while its command is unanswered (no Map and no object per command).
+   */
+  sent: (CommandEnvelope | undefined)[];
+  resolves: (((r: CommandResult) => void) | undefined)[];
+  rejects: (((e: unknown) => void) | undefined)[];
+  sentCount: number;
   nextSeq: number;
   attaching: Promise<void> | null;
 }
@@ -50,6 +52,7 @@ export class WorkerPool {
   /** slot → thread id of the worker that owns it (0 = none yet). */
   private readonly owners: Int32Array;
   private readonly slots: Slot[];
+  private readonly mask: number;
   private outstanding = 0;
   private scheduled = false;
   private closed = false;
@@ -59,7 +62,13 @@ export class WorkerPool {
   constructor(private readonly options: ResolvedOptions) {
     const n = options.workers;
     this.owners = new Int32Array(n);
-    this.slots = Array.from({ length: n }, () => ({ port: null, queue: [], sent: new Map(), nextSeq: 0, attaching: null }));
+    let size = 1024;
+    while (size <= options.maxQueuedCommands) size *= 2;
+    this.mask = size - 1;
+    this.slots = Array.from({ length: n }, () => ({
+      port: null, queue: [], queueResolves: [], queueRejects: [], sent: new Array(size), resolves: new Array(size), rejects: new Array(size),
+      sentCount: 0, nextSeq: 0, attaching: null,
+    }));
     this.pool = new Piscina({
       filename: new URL('./worker.ts', import.meta.url).href,
       minThreads: n,
@@ -130,21 +139,30 @@ export class WorkerPool {
     const s = this.slots[slot]!;
     s.port?.close();
     s.port = null;
-    for (const w of s.sent.values()) w.reject(error);
-    this.outstanding -= s.sent.size;
-    s.sent.clear();
+    for (let i = 0; i < s.sent.length; i++) {
+      const reject = s.rejects[i];
+      if (reject === undefined) continue;
+      s.sent[i] = s.resolves[i] = s.rejects[i] = undefined;
+      reject(error);
+    }
+    this.outstanding -= s.sentCount;
+    s.sentCount = 0;
   }
 
   private settle(s: Slot, out: unknown[]): void {
+    const mask = this.mask;
     for (let b = 0; b < out.length; b += OUTCOME_STRIDE) {
-      const seq = out[b] as number;
-      const w = s.sent.get(seq);
-      if (w === undefined) continue;
-      s.sent.delete(seq);
+      const i = (out[b] as number) & mask;
+      const cmd = s.sent[i];
+      if (cmd === undefined) continue;
+      const resolve = s.resolves[i]!;
+      const reject = s.rejects[i]!;
+      s.sent[i] = s.resolves[i] = s.rejects[i] = undefined;
+      s.sentCount--;
       this.outstanding--;
       const e = out[b + 1] as WireError | null;
-      if (e === null) w.resolve(readOutcome(out, b, w.cmd));
-      else w.reject(fromWire(e));
+      if (e === null) resolve(readOutcome(out, b, cmd));
+      else reject(fromWire(e));
     }
   }
 
@@ -157,7 +175,9 @@ export class WorkerPool {
     const s = this.slots[this.slotOf(cmd.shard)]!;
     this.outstanding++;
     return new Promise<CommandResult>((resolve, reject) => {
-      s.queue.push({ cmd, resolve, reject });
+      s.queue.push(cmd);
+      s.queueResolves.push(resolve);
+      s.queueRejects.push(reject);
       if (!this.scheduled) this.schedule();
     });
   }
@@ -172,14 +192,21 @@ export class WorkerPool {
     this.scheduled = false;
     for (const s of this.slots) {
       if (s.queue.length === 0 || s.port === null) continue;
-      const queue = s.queue;
+      const { queue, queueResolves, queueRejects } = s;
       s.queue = [];
+      s.queueResolves = [];
+      s.queueRejects = [];
       const flat: unknown[] = [];
-      for (const w of queue) {
+      const mask = this.mask;
+      for (let k = 0; k < queue.length; k++) {
         const seq = s.nextSeq++;
-        s.sent.set(seq, w);
-        pushCommand(flat, w.cmd, seq);
+        const i = seq & mask;
+        s.sent[i] = queue[k];
+        s.resolves[i] = queueResolves[k];
+        s.rejects[i] = queueRejects[k];
+        pushCommand(flat, queue[k]!, seq);
       }
+      s.sentCount += queue.length;
       s.port.postMessage(flat);
     }
   }
@@ -212,9 +239,11 @@ export class WorkerPool {
     const e = new StoppedError();
     for (let slot = 0; slot < this.slots.length; slot++) {
       const s = this.slots[slot]!;
-      for (const w of s.queue) w.reject(e);
+      for (const reject of s.queueRejects) reject(e);
       this.outstanding -= s.queue.length;
       s.queue = [];
+      s.queueResolves = [];
+      s.queueRejects = [];
       this.detach(slot, e);
     }
   }
