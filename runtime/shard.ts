@@ -15,7 +15,7 @@
  *   typed error; resident actors were dropped; the next use re-opens from the log, which also
  *   learns any commit whose ack was lost, so a retry with the same commandId is answered from it.
  */
-import { commitEvents, decodeCommits, encodeBatch, encodeCommit, estimateSize, isoTime, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
+import { decodeCommits, encodeBatch, encodeCommit, estimateSize, isoTime, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
 import type { CommandEnvelope, CommandResult } from './envelope.ts';
 import { formatId, type IdGenerator } from './envelope.ts';
 import {
@@ -24,13 +24,28 @@ import {
 } from './errors.ts';
 import { headers, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
-import { schemaError, type Registered, type Registry } from './registry.ts';
+import type { Registered, Registry } from './registry.ts';
+import { foldCommit, readCommit, readSnapshot, taintDecided } from './contracts.ts';
+import { deferUntilKeys, pendingKeys, KEYS_PENDING } from './sensitive.ts';
 import type { CommandRecord, Store } from './snapshots.ts';
 import type { CommandContext, EventDraft } from './define.ts';
+import type { WorkerCommandTrace } from './telemetry.ts';
 
 /** A command inside a worker, with where its outcome goes (no closure per command on the hot path). */
 export interface InboundCommand extends CommandEnvelope {
   reply(error: WireError | null, result: CommandResult | null): void;
+  /** Spans of a traced command (telemetry.ts); null or absent when it carries no trace. */
+  readonly spans?: WorkerCommandTrace | null;
+}
+
+/** Telemetry hooks (worker.ts implements them): called once per JetStream message, never per command. */
+export interface ShardObserver {
+  /** A message of `batch` commits leaves; `headers` may take trace context. */
+  flushed(subject: string, batch: readonly PendingCommit[], headers: { set(k: string, v: string): void; get(k: string): string }, msgId: string, bytes: number): void;
+  /** JetStream acknowledged it at `position`, `ms` after the publish. */
+  appended(shard: number, batch: readonly PendingCommit[], position: number, ms: number): void;
+  /** An append failed: every uncommitted commit of the shard failed with it. */
+  appendFailed(shard: number, cause: TroupeError, failed: readonly PendingCommit[]): void;
 }
 
 export interface ShardContext {
@@ -44,6 +59,7 @@ export interface ShardContext {
   /** Event ids of this worker (their prefix travels once per message). */
   readonly ids: IdGenerator;
   scheduleFlush(shard: ShardHost): void;
+  readonly observer?: ShardObserver;
 }
 
 type Phase = 'activating' | 'running' | 'passivating';
@@ -104,7 +120,7 @@ export class CellMap {
   }
 }
 
-interface PendingCommit {
+export interface PendingCommit {
   cell: ActorCell;
   commandId: string;
   commit: WireCommit;
@@ -197,7 +213,7 @@ export class ShardHost {
   private index(c: WireCommit, position: number, cutoff: number): void {
     const [commandId, type, id, , , ts, , first, events] = c;
     const last = first + events.length - 1;
-    this.ctx.store.putHistory(type, id, first, last, position);
+    this.ctx.store.putHistory(type, id, last, position);
     if (ts >= cutoff) this.ctx.store.putCommand(commandId, [type, id, first, last, position], ts);
   }
 
@@ -232,7 +248,8 @@ export class ShardHost {
       return;
     }
     cell.phase = 'running';
-    this.decide(cell, cmd);
+    if (cmd.spans) this.tracedDecide(cell, cmd);
+    else this.decide(cell, cmd);
   }
 
   /** A command already processed (or in flight) gets its first result again, and nothing is appended. */
@@ -266,8 +283,9 @@ export class ShardHost {
   private activate(cell: ActorCell): void {
     const { store } = this.ctx;
     const def = cell.reg.def;
-    const snap = store.getSnapshot(def.type, cell.id);
-    const usable = snap !== undefined && snap.sv === def.stateVersion;
+    // Unsealed and upcast to the current state version, or undefined (rebuild from the log): contracts.ts.
+    const snap = readSnapshot(cell.reg, store.getSnapshot(def.type, cell.id), cell.id);
+    const usable = snap !== undefined;
     let state = usable ? snap.state : def.initialState();
     let version = usable ? snap.version : 0;
     const entries = store.historyAfter(def.type, cell.id, version);
@@ -293,7 +311,7 @@ export class ShardHost {
             const n = c[8].length;
             if (first + n - 1 <= version) continue;
             if (first !== version + 1) throw new TroupeError('INTERNAL', `${def.type} ${cell.id}: the log jumps from version ${version} to ${first}`, { aggregateType: def.type, aggregateId: cell.id });
-            state = applyEvents(cell.reg, state, c, position);
+            state = await applyEvents(cell.reg, state, c, position);
             version = first + n - 1;
           }
         }
@@ -301,7 +319,7 @@ export class ShardHost {
         ready();
         const stash = cell.stash ?? [];
         cell.stash = null;
-        for (const c of stash) this.decide(cell, c);
+        for (const c of stash) if (c.spans) this.tracedDecide(cell, c); else this.decide(cell, c);
       } catch (e) {
         this.cells.remove(cell);
         const stash = cell.stash ?? [];
@@ -319,6 +337,8 @@ export class ShardHost {
   }
 
   private decide(cell: ActorCell, cmd: InboundCommand): void {
+    // Waiting for a new subject key (deferUntilKeys): later commands queue behind, in order.
+    if (cell.phase === 'activating') { (cell.stash ??= []).push(cmd); return; }
     const def = cell.reg.def;
     const now = Date.now();
     cell.lastUsed = now;
@@ -359,15 +379,19 @@ export class ShardHost {
         if (spec === undefined) {
           throw new ValidationError('VALIDATION', `${def.type}.${cmd.type} decided an event of undeclared type ${JSON.stringify((d as EventDraft | null)?.type)}; declare it under events`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, eventType: String((d as EventDraft | null)?.type) });
         }
-        const validate = cell.reg.eventValidators.get(d.type);
-        if (validate !== undefined && !validate(d.payload)) {
-          throw schemaError('event', def.type, d.type, validate.errors, { aggregateId: cell.id, commandId: cmd.commandId });
-        }
         const n = this.ctx.ids.nextCounter();
-        wireEvents[i] = [n, d.type, spec.version, d.payload];
-        events[i] = { eventId: formatId(this.ctx.ids.prefix, n), eventType: d.type, sequence: first + i };
+        const eventId = formatId(this.ctx.ids.prefix, n);
+        // Schema, sensitive-data guard, encryption of sensitive fields: one precompiled call (contracts.ts).
+        const stored = cell.reg.contracts.get(d.type)!.write(d.payload, eventId, cell.id, cmd.userId, cmd.commandId);
+        if (stored === KEYS_PENDING) {
+          deferUntilKeys(cell, cmd, pendingKeys(), (c) => this.submit(c));
+          return;
+        }
+        wireEvents[i] = [n, d.type, spec.version, stored];
+        events[i] = { eventId, eventType: d.type, sequence: first + i };
         state = spec.evolve(state, d.payload, { sequence: first + i, eventType: d.type, timestamp });
       }
+      if (cell.reg.secrets) taintDecided(cell.reg, cell.pending, state, wireEvents);
     } catch (e) {
       this.replyAfterPending(cell, cmd, toWire(e instanceof TroupeError ? e : new DecideFailedError(
         `${def.type}.${cmd.type}: applying its events threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId }, e)), null);
@@ -408,6 +432,14 @@ export class ShardHost {
     (last.failFollowers ??= []).push((e) => cmd.reply(e, null));
   }
 
+  /** decide() for a command that carries a trace: its `troupe.decide` span (telemetry.ts). */
+  private tracedDecide(cell: ActorCell, cmd: InboundCommand): void {
+    const start = performance.now();
+    this.decide(cell, cmd);
+    const pc = cell.lastPending !== null && cell.lastPending.cmd === cmd ? cell.lastPending : null;
+    cmd.spans!.decided(start, pc === null ? null : pc.events, pc === null ? cell.pendingVersion : pc.lastSeq);
+  }
+
   // ── appending ───────────────────────────────────────────────────────────────────────────
 
   /** Send one message of buffered commits, if none is in flight. Called by the worker's flush loop. */
@@ -429,13 +461,20 @@ export class ShardHost {
     const data = encodeBatch(this.ctx.ids.prefix, commits);
     const h = headers();
     h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
-    h.set('Nats-Msg-Id', `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`);
+    const msgId = `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`;
+    h.set('Nats-Msg-Id', msgId);
     h.set('Troupe-Format', 'commit-batch/1');
+    const observer = this.ctx.observer;
+    observer?.flushed(this.subject, batch, h, msgId, data.length);
+    const sentAt = performance.now();
     const generation = this.generation;
     this.ctx.publisher.publish(this.subject, data, h, (err, ack) => {
       if (generation !== this.generation) return;
       if (err !== null) this.onAppendFailed(err);
-      else this.onAppended(ack!);
+      else {
+        observer?.appended(this.shard, batch, ack!.seq, performance.now() - sentAt);
+        this.onAppended(ack!);
+      }
     });
   }
 
@@ -454,7 +493,7 @@ export class ShardHost {
       cell.state = pc.stateAfter;
       cell.version = pc.lastSeq;
       if (cell.lastPending === pc) cell.lastPending = null;
-      store.putHistory(type, cell.id, pc.firstSeq, pc.lastSeq, position);
+      store.putHistory(type, cell.id, pc.lastSeq, position);
       if (pc.cmd.idGiven) {
         this.inProgress.delete(pc.commandId);
         const rec: CommandRecord = [type, cell.id, pc.firstSeq, pc.lastSeq, position];
@@ -490,6 +529,7 @@ export class ShardHost {
       ? new ConcurrencyError('CONCURRENCY', `another writer appended to shard ${this.shard} (${cause.message}); nothing of this command was stored. Retry: the actor is reloaded from the log`, { shard: this.shard }, cause)
       : new JournalUnavailableError(`${cause.message}; retry with the same commandId: it is answered once, whatever happened`, { shard: this.shard }, cause));
     const failed = [...(this.inflight ?? []), ...this.buffer];
+    this.ctx.observer?.appendFailed(this.shard, cause, failed);
     this.inflight = null;
     this.buffer = [];
     this.state = 'broken';
@@ -539,10 +579,12 @@ export class ShardHost {
     await this.ctx.store.flushed();
     this.ctx.store.refresh();
     const out: EventEnvelope[] = [];
+    const reg = this.ctx.registry.get(type);
     for (const { position } of dedupePositions(this.ctx.store.historyAfter(type, id, 0))) {
       const msg = await readMessage(this.ctx.journal, position);
       for (const c of decodeCommits(msg.data)) {
-        if (c[1] === type && c[2] === id) for (const e of commitEvents(c, position)) out.push(e);
+        // Decrypted (or redacted) and upcast to the current versions.
+        if (c[1] === type && c[2] === id) for (const e of await readCommit(reg, c, position, this.ctx.registry.keys, 'throw')) out.push(e);
       }
     }
     return out;
@@ -604,19 +646,11 @@ function dedupePositions<T extends { position: number }>(entries: T[]): T[] {
   return entries.filter((e) => (seen.has(e.position) ? false : (seen.add(e.position), true)));
 }
 
-/** Fold a commit's events into state with the actor's evolve functions. */
+/**
+ * Fold a commit's events into state with the actor's evolve functions, each payload decrypted
+ * and upcast to the current version first (contracts.ts). A promise only when keys must be loaded.
+ */
 export function applyEvents(reg: Registered, state: unknown, c: WireCommit, _position: number): unknown {
-  const first = c[7];
-  const timestamp = isoTime(c[5]);
-  const events = c[8];
-  for (let i = 0; i < events.length; i++) {
-    const [, eventType, , payload] = events[i]!;
-    const spec = reg.def.events.get(eventType);
-    if (spec === undefined) {
-      throw new TroupeError('INTERNAL', `${reg.def.type}: the log holds event type ${eventType}, which the definition no longer declares`, { aggregateType: reg.def.type, eventType });
-    }
-    state = spec.evolve(state, payload, { sequence: first + i, eventType, timestamp });
-  }
-  return state;
+  return foldCommit(reg, state, c);
 }
 

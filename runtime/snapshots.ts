@@ -3,7 +3,7 @@
  * opened by every worker thread. Deleting it loses nothing: a shard rebuilds it from JetStream.
  *
  *   snapshots   [type, id]            → { sv: stateVersion, version, position, state }
- *   history     [type, id, lastSeq]   → [position, firstSeq]   (which log message holds which commit)
+ *   history     [type, id, lastSeq]   → position   (which log message holds which commit)
  *   meta        ['checkpoint', shard] → stream sequence up to which `history`/commands are complete
  *               ['stream']            → creation time of the stream this cache describes
  *   commands-N  commandId             → [type, id, firstSeq, lastSeq, position]   (N = time epoch; old epochs are dropped)
@@ -14,6 +14,7 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { sealSnapshot } from './sensitive.ts';
 
 export interface Snapshot {
   sv: number;
@@ -29,7 +30,7 @@ const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 export class Store {
   readonly root: RootDatabase;
   private readonly snapshots: Database<Snapshot, [string, string]>;
-  private readonly history: Database<[number, number], [string, string, number]>;
+  private readonly history: Database<number, [string, string, number]>;
   private readonly meta: Database<unknown, (string | number)[]>;
   private readonly epochs = new Map<number, Database<CommandRecord, string>>();
 
@@ -38,7 +39,8 @@ export class Store {
     mkdirSync(path, { recursive: true });
     this.root = open({ path, maxDbs: 32, mapSize: 2 ** 34 });
     this.snapshots = this.root.openDB({ name: 'snapshots', sharedStructuresKey: Symbol.for('troupe.structures') });
-    this.history = this.root.openDB({ name: 'history' });
+    // Values are bare positions in ordered-binary: cheaper to write than a msgpack array.
+    this.history = this.root.openDB<number, [string, string, number]>({ name: 'history', encoding: 'ordered-binary' });
     this.meta = this.root.openDB<unknown, (string | number)[]>({ name: 'meta' });
   }
 
@@ -46,21 +48,29 @@ export class Store {
     return this.snapshots.get([type, id]);
   }
 
+  /**
+   * A state built from sensitive values is sealed under the keys it was built with (sensitive.ts);
+   * when one of them was destroyed meanwhile, the snapshot is dropped instead: LMDB never holds a
+   * sensitive value in the clear, and the actor is rebuilt from the log next time.
+   */
   putSnapshot(type: string, id: string, snap: Snapshot): Promise<boolean> {
-    return this.snapshots.put([type, id], snap);
+    const sealed = sealSnapshot(type, id, snap);
+    if (sealed === null) return this.snapshots.remove([type, id]).then(() => false);
+    return this.snapshots.put([type, id], sealed);
   }
 
   /** Log positions of the commits of (type, id) whose last event is after `version`, in order. */
-  historyAfter(type: string, id: string, version: number): { lastSeq: number; position: number; firstSeq: number }[] {
-    const out: { lastSeq: number; position: number; firstSeq: number }[] = [];
+  historyAfter(type: string, id: string, version: number): { lastSeq: number; position: number }[] {
+    const out: { lastSeq: number; position: number }[] = [];
     for (const { key, value } of this.history.getRange({ start: [type, id, version + 1], end: [type, id, MAX_SEQ] })) {
-      out.push({ lastSeq: key[2], position: value[0], firstSeq: value[1] });
+      out.push({ lastSeq: key[2], position: value });
     }
     return out;
   }
 
-  putHistory(type: string, id: string, firstSeq: number, lastSeq: number, position: number): void {
-    void this.history.put([type, id, lastSeq], [position, firstSeq]);
+  /** The commit of (type, id) ending at `lastSeq` lives in the message at `position`. */
+  putHistory(type: string, id: string, lastSeq: number, position: number): void {
+    void this.history.put([type, id, lastSeq], position);
   }
 
   getCheckpoint(shard: number): number {
