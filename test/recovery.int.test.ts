@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { open as openLmdb } from 'lmdb';
+import { open as openLmdb, type Database } from 'lmdb';
 import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../runtime/snapshots.ts';
 import { REPO_ROOT } from '../runtime/nats-server.ts';
@@ -15,7 +15,7 @@ import { countByCommandId, foldAccounts, freshStream, range1, readEvents, sleep,
 const loadNodeScript = fileURLToPath(new URL('./fixtures/load-node.ts', import.meta.url));
 
 /** Read or replace one actor's snapshot in a stopped node's LMDB cache. */
-async function withSnapshots<T>(dataDir: string, stream: string, fn: (db: { get(key: [string, string]): Snapshot | undefined; putSync(key: [string, string], value: Snapshot): boolean }) => T): Promise<T> {
+async function withSnapshots<T>(dataDir: string, stream: string, fn: (db: Database<Snapshot, [string, string]>) => T): Promise<T> {
   const root = openLmdb({ path: join(dataDir, 'lmdb', stream), maxDbs: 32 });
   try {
     return fn(root.openDB<Snapshot, [string, string]>({ name: 'snapshots', sharedStructuresKey: Symbol.for('troupe.structures') }));

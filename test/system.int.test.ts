@@ -73,6 +73,7 @@ describe('Troupe node', () => {
       const nc = await natsConnect(nats.url);
       try {
         const msg = await (await jetstreamManager(nc)).streams.getMessage(stream, { seq: r.position });
+        if (msg === null) throw new Error(`no message at position ${r.position}`);
         expect(msg.subject.startsWith(`${subjectPrefix}.log.`)).toBe(true);
         const mine = decodeCommitBatch(msg.data, r.position).filter((e) => e.commandId === r.commandId);
         expect(mine).toEqual([{
