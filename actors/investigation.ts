@@ -2,6 +2,10 @@
  * Investigation: a security analyst's case. Created (optionally from a detected threat),
  * assigned, re-prioritised, annotated, closed. A closed investigation accepts no further
  * commands. Notes are facts in the log; the state only counts them, so snapshots stay small.
+ *
+ * Notes and closing summaries are free text that may name people, accounts or credentials:
+ * they are declared sensitive, so the log holds them encrypted under the key of the analyst
+ * who wrote them (`user:<userId>`); shredding that user's keys redacts them everywhere.
  */
 import { defineActor, reject } from '../runtime/index.ts';
 
@@ -118,10 +122,12 @@ export const investigation = defineActor<InvestigationState>({
     },
     InvestigationNoteAdded: {
       schema: object({ note, authorId: nullableId }, ['note', 'authorId']),
+      sensitive: { fields: ['note'], subject: 'user' },
       evolve: (s) => ({ ...s, noteCount: s.noteCount + 1 }),
     },
     InvestigationClosed: {
       schema: object({ resolution, summary: { anyOf: [note, { type: 'null' }] }, closedBy: nullableId }, ['resolution', 'summary', 'closedBy']),
+      sensitive: { fields: ['summary'], subject: 'user' },
       evolve: (s, e: InvestigationClosed) => ({ ...s, status: 'closed', resolution: e.resolution }),
     },
   },

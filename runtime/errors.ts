@@ -13,6 +13,9 @@ export type ErrorCode =
   | 'MALFORMED_COMMAND'
   | 'COMMAND_TOO_LARGE'
   | 'SCHEMA_VIOLATION'
+  | 'SENSITIVE_DATA'
+  | 'UPCAST_FAILED'
+  | 'KEYS_UNAVAILABLE'
   | 'DOMAIN_REJECTION'
   | 'DECIDE_FAILED'
   | 'CONCURRENCY'
@@ -63,7 +66,7 @@ export class TroupeError extends Error {
 /** A command or event does not have the required shape (missing id, wrong types). */
 export class ValidationError extends TroupeError {
   override name = 'ValidationError';
-  constructor(code: 'VALIDATION' | 'MALFORMED_COMMAND' | 'COMMAND_TOO_LARGE' | 'SCHEMA_VIOLATION' | 'UNKNOWN_ACTOR_TYPE' | 'UNKNOWN_COMMAND_TYPE', message: string, data: ErrorData = {}, cause?: unknown) {
+  constructor(code: 'VALIDATION' | 'MALFORMED_COMMAND' | 'COMMAND_TOO_LARGE' | 'SCHEMA_VIOLATION' | 'SENSITIVE_DATA' | 'UNKNOWN_ACTOR_TYPE' | 'UNKNOWN_COMMAND_TYPE', message: string, data: ErrorData = {}, cause?: unknown) {
     super(code, message, data, { cause, retryable: false });
   }
 }
@@ -148,6 +151,29 @@ export class InvalidDefinitionError extends TroupeError {
   }
 }
 
+/**
+ * A stored event or snapshot could not be brought to the current definition: an upcaster
+ * threw, a version is newer than the definition, or a step of the chain is missing.
+ */
+export class UpcastError extends TroupeError {
+  override name = 'UpcastError';
+  constructor(message: string, data: ErrorData = {}, cause?: unknown) {
+    super('UPCAST_FAILED', message, data, { cause, retryable: false });
+  }
+}
+
+/**
+ * Encryption keys could not be read or stored: the key bucket is unreachable, a key was
+ * wrapped with another master key, or an event names a key that no store holds. Never
+ * raised for a destroyed (shredded) key: readers get the redacted value instead.
+ */
+export class KeysUnavailableError extends TroupeError {
+  override name = 'KeysUnavailableError';
+  constructor(message: string, data: ErrorData = {}, cause?: unknown, retryable = true) {
+    super('KEYS_UNAVAILABLE', message, data, { cause, retryable });
+  }
+}
+
 export class StoppedError extends TroupeError {
   override name = 'StoppedError';
   constructor(message = 'the Troupe node is stopping or stopped; retry against a running node', data: ErrorData = {}) {
@@ -200,6 +226,7 @@ function rebuild(w: WireError): TroupeError {
     case 'MALFORMED_COMMAND':
     case 'COMMAND_TOO_LARGE':
     case 'SCHEMA_VIOLATION':
+    case 'SENSITIVE_DATA':
     case 'UNKNOWN_ACTOR_TYPE':
     case 'UNKNOWN_COMMAND_TYPE':
       return new ValidationError(code, message, data);
@@ -216,6 +243,8 @@ function rebuild(w: WireError): TroupeError {
     case 'INVALID_DEFINITION': return new InvalidDefinitionError(message, data);
     case 'STOPPED': return new StoppedError(message, data);
     case 'WORKER_LOST': return new WorkerLostError(message, data);
+    case 'UPCAST_FAILED': return new UpcastError(message, data);
+    case 'KEYS_UNAVAILABLE': return new KeysUnavailableError(message, data, undefined, w.retryable);
     default: return new TroupeError(code, message, data, { retryable: w.retryable });
   }
 }

@@ -24,3 +24,22 @@ export { decodeCommitBatch, decodeCommits, FORMAT as COMMIT_BATCH_FORMAT } from 
 export type { EventEnvelope, WireCommit, WireEvent } from './codec.ts';
 export { given, testActor, Given, Scenario, TestActor, msgpackrTestCodec, DEFAULT_TEST_NOW } from './testkit.ts';
 export type { TestKitOptions, TestCodec, RecordedEvent, RejectionMatcher, RestartOptions } from './testkit.ts';
+// Event contracts and evolution: schemas, versions, upcasters, sensitive data (docs/contracts.md).
+export { definedActors, REDACTED } from './define.ts';
+export type { SensitiveSpec, SubjectContext, NormalizedSensitive, NormalizedGuard } from './define.ts';
+export { UpcastError, KeysUnavailableError } from './errors.ts';
+export { upcast, addField, renameField, removeField, compose } from './upcast.ts';
+export type { Upcaster, UpcastFn, UpcastContext } from './upcast.ts';
+export { validateEventSchema, validateCommandSchema, upcastEvent, upcastState } from './contracts.ts';
+export type { SchemaCheck, SchemaProblem } from './contracts.ts';
+export { eventReader, readLogMessage } from './reader.ts';
+export type { EventReaderOptions, EventTransform } from './reader.ts';
+export { KeyRing, MasterKey, MemoryKeyBackend, parseMasterKey, resolveMasterKey, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV } from './crypto.ts';
+export type { KeyBackend, KeyRingOptions, MasterKeySource, StoredKey, KeyLookup } from './crypto.ts';
+export { openKeyRing, keyBucketName, NatsKeyBackend } from './keystore.ts';
+export type { OpenKeyRingOptions } from './keystore.ts';
+export { isEncrypted, isSealed } from './sensitive.ts';
+export type { EncryptedValue } from './sensitive.ts';
+export { DEFAULT_GUARD_PATTERNS, GUARD_PATTERNS } from './guard.ts';
+export type { GuardConfig, GuardPattern } from './guard.ts';
+export { Registry, loadRegistry } from './registry.ts';

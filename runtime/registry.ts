@@ -1,22 +1,37 @@
 /**
  * The actor types a node hosts: loaded from module paths (so every worker thread loads the
- * same definitions), with compiled JSON Schema validators for command and event payloads.
+ * same definitions), with compiled JSON Schema validators for command payloads and one
+ * compiled contract per event type (validate, guard, encrypt on the way in; decrypt, upcast
+ * on the way out: contracts.ts), and the key ring when any type has sensitive fields.
  */
-import { Ajv, type ValidateFunction, type ErrorObject } from 'ajv';
+import { Ajv, type ValidateFunction } from 'ajv';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
+import { compileEventContract, schemaError, type ContractsOf, type EventContract, type KeySource } from './contracts.ts';
+import type { KeyRing } from './crypto.ts';
 import { isActorDefinition, type ActorDefinition, type JsonSchema } from './define.ts';
 import { InvalidDefinitionError, ValidationError } from './errors.ts';
+import { openKeyRing } from './keystore.ts';
 
-export interface Registered {
+export { schemaError };
+
+export interface Registered extends ContractsOf {
   readonly def: ActorDefinition<unknown>;
   readonly commandValidators: ReadonlyMap<string, ValidateFunction>;
   readonly eventValidators: ReadonlyMap<string, ValidateFunction>;
+  /** Per event type: validate + guard + encrypt before append, decrypt + upcast when read. */
+  readonly contracts: ReadonlyMap<string, EventContract>;
+  /** True when any of its event types declares sensitive fields. */
+  readonly secrets: boolean;
+  /** The registry, whose key ring (if any) the contracts use. */
+  readonly keySource: KeySource;
 }
 
-export class Registry {
+export class Registry implements KeySource {
   private readonly types = new Map<string, Registered>();
   private readonly ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, useDefaults: false });
+  /** The key ring for sensitive fields; null until `useKeys` (nodes open it when a type needs it). */
+  keys: KeyRing | null = null;
 
   add(def: ActorDefinition<unknown>): void {
     const existing = this.types.get(def.type);
@@ -28,7 +43,27 @@ export class Registry {
     for (const [name, spec] of def.commands) if (spec.schema !== undefined) commandValidators.set(name, this.compile(def.type, name, spec.schema));
     const eventValidators = new Map<string, ValidateFunction>();
     for (const [name, spec] of def.events) if (spec.schema !== undefined) eventValidators.set(name, this.compile(def.type, name, spec.schema));
-    this.types.set(def.type, { def, commandValidators, eventValidators });
+    const contracts = new Map<string, EventContract>();
+    for (const [name, spec] of def.events) contracts.set(name, compileEventContract(def, spec, eventValidators.get(name), this));
+    const secrets = [...def.events.values()].some((e) => e.sensitive !== null);
+    this.types.set(def.type, { def, commandValidators, eventValidators, contracts, secrets, keySource: this });
+  }
+
+  /** True when a registered type has sensitive fields, so that nodes need the key ring. */
+  get needsKeys(): boolean {
+    for (const r of this.types.values()) if (r.secrets) return true;
+    return false;
+  }
+
+  /** Encrypt and decrypt with this ring (closed by `close()`). */
+  useKeys(ring: KeyRing | null): void {
+    this.keys = ring;
+  }
+
+  async close(): Promise<void> {
+    const ring = this.keys;
+    this.keys = null;
+    await ring?.close();
   }
 
   private compile(type: string, name: string, schema: JsonSchema): ValidateFunction {
@@ -64,15 +99,19 @@ export class Registry {
   }
 }
 
-export function schemaError(kind: 'command' | 'event', aggregateType: string, name: string, errors: ErrorObject[] | null | undefined, ids: Record<string, unknown>): ValidationError {
-  const first = errors?.[0];
-  const field = first ? `payload${first.instancePath}` : 'payload';
-  const rule = first ? `${first.message ?? first.keyword}${first.keyword === 'additionalProperties' ? ` (${String((first.params as { additionalProperty?: string }).additionalProperty)})` : ''}` : 'is invalid';
-  return new ValidationError('SCHEMA_VIOLATION', `${kind} ${aggregateType}.${name}: ${field} ${rule}`, { aggregateType, [kind === 'command' ? 'commandType' : 'eventType']: name, field, rule: first?.keyword, ...ids });
+/** Where a node's key ring lives: the stream's `<stream>_keys` bucket (see keystore.ts, crypto.ts for the master key). */
+export interface RegistryKeyOptions {
+  readonly servers: string;
+  readonly stream: string;
+  readonly replicas?: number;
 }
 
-/** Import every module and register each exported actor definition. */
-export async function loadRegistry(modules: readonly string[]): Promise<Registry> {
+/**
+ * Import every module and register each exported actor definition. With `keys`, and when a
+ * registered type declares sensitive fields, also open the key ring (close it with
+ * `registry.close()`).
+ */
+export async function loadRegistry(modules: readonly string[], keys?: RegistryKeyOptions): Promise<Registry> {
   const registry = new Registry();
   for (const path of modules) {
     let mod: Record<string, unknown>;
@@ -89,6 +128,9 @@ export async function loadRegistry(modules: readonly string[]): Promise<Registry
       }
     }
     if (found === 0) throw new InvalidDefinitionError(`actor module ${path} exports no actor definition (export const x = defineActor({...}))`, { module: path });
+  }
+  if (keys !== undefined && registry.needsKeys) {
+    registry.useKeys(await openKeyRing({ servers: keys.servers, stream: keys.stream, replicas: keys.replicas }));
   }
   return registry;
 }

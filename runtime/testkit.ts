@@ -16,11 +16,16 @@
  * payloads and the context, so a decide or evolve that mutates them fails loudly here
  * instead of corrupting state in production.
  *
- * What the kit does not do: JSON Schema validation (the runtime checks command and event
- * schemas with ajv before decide and before append; test schemas with ajv directly).
+ * Like the runtime, the kit checks each decided event against its JSON Schema and the
+ * sensitive-data guard (SCHEMA_VIOLATION, SENSITIVE_DATA), unless `contracts: false`.
+ * Given events may carry an older `version`: they are upcast to the current one first
+ * (and checked against that version's schema, when declared, and the current one after).
+ * What the kit does not do: encrypt sensitive fields (it holds no keys), or check command
+ * schemas (the runtime does at the door; test them with validateCommandSchema).
  */
 import { AssertionError, deepStrictEqual } from 'node:assert';
 import { Packr, Unpackr } from 'msgpackr';
+import { compileEventContract, compileSchema, upcastEvent, validateEventSchema, type EventContract } from './contracts.ts';
 import type { ActorDefinition, CommandContext, EventContext, EventDraft } from './define.ts';
 import { DecideFailedError, ValidationError, isTroupeError, type ErrorCode, type TroupeError } from './errors.ts';
 
@@ -54,6 +59,13 @@ export interface TestKitOptions {
   freeze?: boolean;
   /** Default msgpackrTestCodec. Pass the runtime's codec to test against it. */
   codec?: TestCodec;
+  /** Check decided events against their schemas and the sensitive-data guard, as the runtime does. Default true. */
+  contracts?: boolean;
+}
+
+/** A given event: a draft, optionally in an older schema version (upcast before it is folded). */
+export interface GivenEvent<P = unknown> extends EventDraft<string, P> {
+  version?: number;
 }
 
 /** An event as the kit records it: its type, payload and 1-based sequence in the actor. */
@@ -76,6 +88,7 @@ interface Resolved {
   readonly userId: string | undefined;
   readonly freeze: boolean;
   readonly codec: TestCodec;
+  readonly contracts: boolean;
 }
 
 function resolve(def: ActorDefinition<unknown>, opts: TestKitOptions = {}): Resolved {
@@ -85,6 +98,7 @@ function resolve(def: ActorDefinition<unknown>, opts: TestKitOptions = {}): Reso
     userId: opts.userId,
     freeze: opts.freeze ?? true,
     codec: opts.codec ?? msgpackrTestCodec,
+    contracts: opts.contracts ?? true,
   };
 }
 
@@ -194,6 +208,7 @@ class Engine<S> {
     }
 
     const events = this.normalize(out, ids);
+    if (r.contracts) for (const e of events) contractOf(def as ActorDefinition<unknown>, e.type).check(e.payload, ids.aggregateId, ids.commandId);
     const when = new Date(ctx.now).toISOString();
     return { events, state: this.fold(state, events, version, `applying the events of ${commandType}`, when) };
   }
@@ -229,6 +244,46 @@ function mutationHint(err: unknown): string {
   return err instanceof TypeError && /read[- ]only|not extensible|Cannot (assign|add|delete|define)/i.test(err.message)
     ? ' (the test kit freezes state, payloads and context: decide and evolve must return new objects, not mutate these)'
     : '';
+}
+
+// The runtime's compiled event contracts (schema + guard), once per definition.
+const contractCache = new WeakMap<ActorDefinition<unknown>, Map<string, EventContract>>();
+const noKeys = { keys: null };
+
+function contractOf(def: ActorDefinition<unknown>, type: string): EventContract {
+  let map = contractCache.get(def);
+  if (map === undefined) contractCache.set(def, (map = new Map()));
+  let c = map.get(type);
+  if (c === undefined) {
+    const spec = def.events.get(type)!;
+    c = compileEventContract(def, spec, spec.schema === undefined ? undefined : compileSchema(spec.schema), noKeys);
+    map.set(type, c);
+  }
+  return c;
+}
+
+/** Upcast given events of older versions, checking them against their versions' schemas. */
+function upcastGiven(def: ActorDefinition<unknown>, events: readonly GivenEvent[]): EventDraft[] {
+  return events.map((e, i) => {
+    const spec = def.events.get(e.type);
+    if (spec === undefined || e.version === undefined || e.version === spec.version) return { type: e.type, payload: e.payload };
+    const where = `given event #${i + 1} ${e.type} v${e.version}`;
+    if (spec.schemas.has(e.version)) {
+      const r = validateEventSchema(`${def.type}.${e.type}`, e.version, e.payload, [def]);
+      if (!r.valid) throw new ValidationError('SCHEMA_VIOLATION', `${where} does not match the v${e.version} schema: ${r.errors.map((x) => x.message).join('; ')}`, { aggregateType: def.type, eventType: e.type });
+    }
+    const payload = upcastEvent(def, e.type, e.version, e.payload);
+    if (spec.schema !== undefined) {
+      const r = validateEventSchema(`${def.type}.${e.type}`, spec.version, payload, [def]);
+      if (!r.valid) throw new ValidationError('SCHEMA_VIOLATION', `${where} upcast to v${spec.version} does not match the v${spec.version} schema: ${r.errors.map((x) => x.message).join('; ')}`, { aggregateType: def.type, eventType: e.type });
+    }
+    return { type: e.type, payload };
+  });
+}
+
+function toVersioned(events: readonly GivenEvent[]): GivenEvent[] {
+  if (!Array.isArray(events)) throw new TypeError(`given(def, events) must be an array of { type, payload, version? }, got ${show(events)}`);
+  return events.map((e: GivenEvent) => ({ type: e.type, payload: e.payload, version: e.version }));
 }
 
 function toDrafts(events: readonly EventDraft[] | undefined, what: string): EventDraft[] {
@@ -353,11 +408,15 @@ export class Scenario<S> {
   }
 }
 
-/** Starts a given/when/then scenario: the actor's state is folded from `events`. */
-export function given<S>(def: ActorDefinition<S>, events?: readonly EventDraft[], opts?: TestKitOptions): Given<S> {
+/**
+ * Starts a given/when/then scenario: the actor's state is folded from `events`. An event with
+ * an older `version` is upcast to the current one first, as the runtime reads old events.
+ */
+export function given<S>(def: ActorDefinition<S>, events?: readonly GivenEvent[], opts?: TestKitOptions): Given<S> {
   const r = resolve(def as ActorDefinition<unknown>, opts);
   const engine = new Engine(def, r);
-  const drafts = toDrafts(events, 'given(def, events)').map((e) => roundTrip(r.codec, e));
+  const list = events === undefined ? undefined : upcastGiven(def as ActorDefinition<unknown>, toVersioned(events));
+  const drafts = toDrafts(list, 'given(def, events)').map((e) => roundTrip(r.codec, e));
   return new Given(engine, r.freeze ? deepFreeze(drafts) : drafts);
 }
 

@@ -15,6 +15,7 @@ import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import { loadRegistry, type Registry } from './registry.ts';
+import { stateUsesKeys } from './sensitive.ts';
 import { ShardHost, type InboundCommand, type ShardContext } from './shard.ts';
 import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
@@ -76,7 +77,8 @@ function writeProfile(): Promise<void> {
 }
 
 async function init(): Promise<WorkerState> {
-  const registry = await loadRegistry(options.actors);
+  // Opens the <stream>_keys ring when an actor type declares sensitive fields (contracts.ts, keystore.ts).
+  const registry = await loadRegistry(options.actors, options);
   const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
   const nc = await connectNats(options.servers, `troupe-${options.nodeName}-w${threadId}`);
   const journal = await openJournal(nc, {
@@ -112,6 +114,11 @@ async function init(): Promise<WorkerState> {
   })();
   const sweeper = setInterval(() => sweep(shards), Math.max(50, Math.min(1000, options.idleActorMs / 4)));
   sweeper.unref();
+  // Crypto-shredding: resident actors whose state was built with a destroyed key leave memory
+  // (their snapshot cannot be sealed any more, so it is dropped); they are rebuilt, redacted, from the log.
+  registry.keys?.onDestroyed((kids) => {
+    for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
+  });
   return { nc, journal, store, registry, publisher, shards, ctx, sweeper };
 }
 
@@ -268,6 +275,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       w.publisher.close();
       await w.nc.drain().catch(() => {});
       await w.store.close().catch(() => {});
+      await w.registry.close().catch(() => {});
       await writeProfile();
       state = null;
       return true;

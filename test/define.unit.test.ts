@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ACTOR_DEFINITION, InvalidDefinitionError, defineActor, isActorDefinition, isTroupeError, looksPastTense, type ActorConfig } from '../runtime/index.ts';
+import { ACTOR_DEFINITION, InvalidDefinitionError, addField, defineActor, isActorDefinition, isTroupeError, looksPastTense, removeField, upcast, type ActorConfig } from '../runtime/index.ts';
 
 interface S { n: number }
 
@@ -118,7 +118,10 @@ describe('defineActor: the rest of the definition', () => {
     const schema = { type: 'object', additionalProperties: false };
     const def = defineActor(config({
       commands: { OpenAccount: { decide: () => [], schema } },
-      events: { AccountOpened: (s) => s, AccountClosed: { evolve: (s: S) => s, schema, version: 3 } },
+      events: {
+        AccountOpened: (s) => s,
+        AccountClosed: { evolve: (s: S) => s, schema, version: 3, upcasters: [upcast(1, 2, addField('reason', null)), upcast(2, 3, removeField('legacy'))] },
+      },
     }));
     expect(def.snapshotEvery).toBe(100);
     expect(def.stateVersion).toBe(1);
