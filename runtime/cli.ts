@@ -1,7 +1,7 @@
 /**
  * The `troupe` command line (run through runtime/bin/troupe.mjs, which installs what is missing).
  *
- *   troupe start [--actors a.ts,b.ts] [--workers N] [--shards N]
+ *   troupe start [--actors a.ts,b.ts] [--workers N] [--shards N] [--http-port N] [--log-level L]
  *   troupe send <type> <id> <command> [json-payload] [--command-id ID] [--user ID]
  *   troupe state <type> <id>
  *   troupe history <type> <id>
@@ -14,15 +14,22 @@ import { parseArgs } from 'node:util';
 import { TroupeClient } from './client.ts';
 import { isTroupeError } from './errors.ts';
 import { REPO_ROOT, startNatsServer, type NatsServerHandle } from './nats-server.ts';
+import type { LogLevel } from './log.ts';
 import { Troupe } from './system.ts';
+import { shutdownTracingSdk, startTracingSdk } from './telemetry.ts';
+
+/** `troupe start` serves /health, /ready and /metrics here unless --http-port or TROUPE_HTTP_PORT say otherwise. */
+const DEFAULT_CLI_HTTP_PORT = 9464;
 
 const USAGE = `usage:
-  troupe start [--actors a.ts,b.ts] [--workers N] [--shards N] [--data-dir DIR]
+  troupe start [--actors a.ts,b.ts] [--workers N] [--shards N] [--data-dir DIR] [--http-port N] [--log-level L]
   troupe send <type> <id> <command> [json-payload] [--command-id ID] [--user ID]
   troupe state <type> <id>
   troupe history <type> <id>
 
-Environment: NATS_URL (default: start a local nats-server from nats.conf), TROUPE_DATA_DIR.`;
+Environment: NATS_URL (default: start a local nats-server from nats.conf), TROUPE_DATA_DIR,
+TROUPE_HTTP_PORT (default ${DEFAULT_CLI_HTTP_PORT}; 0 = any free port), TROUPE_LOG_LEVEL (default info),
+OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT (traces; off by default).`;
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`troupe: ${message}\n`);
@@ -36,8 +43,15 @@ function print(value: unknown): void {
 async function start(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { actors: { type: 'string' }, workers: { type: 'string' }, shards: { type: 'string' }, 'data-dir': { type: 'string' } },
+    options: {
+      actors: { type: 'string' }, workers: { type: 'string' }, shards: { type: 'string' }, 'data-dir': { type: 'string' },
+      'http-port': { type: 'string' }, 'log-level': { type: 'string' },
+    },
   });
+  const httpPort = Number(values['http-port'] ?? (process.env.TROUPE_HTTP_PORT || DEFAULT_CLI_HTTP_PORT));
+  const logLevel = values['log-level'] ?? (process.env.TROUPE_LOG_LEVEL || 'info');
+  // The entry point sets up the OpenTelemetry SDK (traces, when OTEL_* variables ask for them).
+  const traced = await startTracingSdk({ serviceName: 'troupe' });
   const dataRoot = process.env.TROUPE_DATA_DIR ?? join(REPO_ROOT, '.troupe');
   let server: NatsServerHandle | null = null;
   let servers = process.env.NATS_URL;
@@ -57,11 +71,14 @@ async function start(args: string[]): Promise<void> {
       actors,
       servers,
       dataDir: values['data-dir'] ?? join(dataRoot, 'data'),
+      httpPort,
+      logLevel: logLevel as LogLevel,
       ...(values.workers !== undefined ? { workers: Number(values.workers) } : {}),
       ...(values.shards !== undefined ? { shards: Number(values.shards) } : {}),
     });
   } catch (e) {
     await server?.stop();
+    await shutdownTracingSdk();
     fail(isTroupeError(e) ? `${e.code}: ${e.message}` : String((e as Error).stack ?? e), 1);
   }
   const types = node.actorTypes().join(', ');
@@ -71,15 +88,25 @@ Send it a command from another terminal:
   npx troupe send Account acct-1 Deposit '{"amount":100}'
   npx troupe state Account acct-1
   npx troupe history Account acct-1
+HTTP: ${node.httpUrl ?? 'off'}/health, /ready, /metrics; traces ${traced ? 'on' : 'off'}.
 Ctrl-C stops the node${server ? ' and its nats-server' : ''}.
 `);
   let stopping = false;
   const shutdown = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      process.stdout.write(`${signal}: already stopping (in-flight commits finish first)\n`);
+      return;
+    }
     stopping = true;
     process.stdout.write(`\n${signal}: stopping…\n`);
-    await node.stop();
-    await server?.stop();
+    try {
+      await node.stop();
+      await shutdownTracingSdk();
+      await server?.stop();
+    } catch (e) {
+      process.stderr.write(`troupe: stopping failed: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    }
     process.stdout.write('stopped cleanly\n');
     process.exit(0);
   };

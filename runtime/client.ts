@@ -5,12 +5,13 @@
  * `maxBatch`); replies are matched by hand under one wildcard inbox. Every command gets a
  * commandId on the client, so a retry after a timeout is safe: the node answers it once.
  */
-import { connect, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode, type EventEnvelope } from './codec.ts';
 import { newId, type CommandMetadata, type CommandResult } from './envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from './errors.ts';
 import { PROTOCOL, type RemoteCommand, type RemoteOutcome } from './service.ts';
 import type { Command } from './system.ts';
+import { refreshTracing, SendTrace, TRACEPARENT, tracing } from './telemetry.ts';
 
 export interface ClientOptions {
   servers?: string;
@@ -58,6 +59,7 @@ export class TroupeClient {
     } catch (e) {
       throw new JournalUnavailableError(`cannot connect to NATS at ${servers}: ${(e as Error).message}`, {}, e);
     }
+    refreshTracing();
     return new TroupeClient(nc, options);
   }
 
@@ -68,10 +70,18 @@ export class TroupeClient {
       ? { ...metadata, type: command, payload: payload ?? {}, aggregateType, aggregateId }
       : { ...command, aggregateType, aggregateId };
     c.commandId ??= newId();
+    // When tracing, a `troupe.send` span per command; its context travels with the command.
+    const t = tracing.on ? new SendTrace(c as RemoteCommand & { commandId: string }) : null;
+    if (t !== null) c.traceparent = t.traceparent;
     return new Promise<CommandResult>((resolve, reject) => {
       this.batch.push(c);
-      this.resolves.push(resolve);
-      this.rejects.push(reject);
+      if (t === null) {
+        this.resolves.push(resolve);
+        this.rejects.push(reject);
+      } else {
+        this.resolves.push((r) => { t.end(null, r); resolve(r); });
+        this.rejects.push((e) => { t.end(e, null); reject(e); });
+      }
       if (this.batch.length >= this.maxBatch) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
@@ -90,7 +100,14 @@ export class TroupeClient {
     this.resolves = [];
     this.rejects = [];
     try {
-      this.nc.publish(this.subject, encode([PROTOCOL, commands]), { reply: this.inbox + id });
+      // One traceparent per message (its first traced command); each command carries its own in the body.
+      const traced = tracing.on ? commands.find((c) => c.traceparent !== undefined) : undefined;
+      let h: ReturnType<typeof headers> | undefined;
+      if (traced !== undefined) {
+        h = headers();
+        h.set(TRACEPARENT, traced.traceparent!);
+      }
+      this.nc.publish(this.subject, encode([PROTOCOL, commands]), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
       this.fail(id, new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}`, {}, e));
     }

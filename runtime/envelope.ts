@@ -2,6 +2,7 @@
  * Commands as they travel, ids, and shard placement.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { CommandTrace } from './telemetry.ts';
 
 /** A command on its way to an actor (what crosses threads and NATS). */
 export interface CommandEnvelope {
@@ -18,6 +19,8 @@ export interface CommandEnvelope {
   shard: number;
   /** True when the caller chose the commandId (an idempotency key); generated ids are never re-sent. */
   idGiven: boolean;
+  /** The command's spans on the main thread, when tracing is on (never crosses threads). */
+  trace?: CommandTrace;
 }
 
 /**

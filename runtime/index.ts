@@ -18,6 +18,13 @@ export {
   DEFAULT_MAX_RESIDENT_ACTORS, DEFAULT_IDLE_ACTOR_MS, DEFAULT_COMMAND_ID_TTL_MS, DEFAULT_DUPLICATE_WINDOW_MS, DEFAULT_LEASE_TTL_MS,
 } from './options.ts';
 export type { TroupeOptions, ResolvedOptions } from './options.ts';
+// Operations: logs, traces, metrics, health (docs/operations.md).
+export { DEFAULT_LOG_LEVEL, DEFAULT_HTTP_HOST, DEFAULT_MAX_DLQ_DEPTH, DEFAULT_MAX_CONSUMER_LAG } from './options.ts';
+export { withConsumerSpan, startTracingSdk, shutdownTracingSdk, tracingConfigured, TRACE_HEADER } from './telemetry.ts';
+export { registerConsumerProbe, registerHealthCheck, recordDeadLettered } from './metrics.ts';
+export type { ConsumerProbe, HealthCheck, HealthCheckResult } from './metrics.ts';
+export type { HealthReport } from './http.ts';
+export type { LogLevel } from './log.ts';
 export type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
 export { shardOf } from './envelope.ts';
 export { decodeCommitBatch, decodeCommits, FORMAT as COMMIT_BATCH_FORMAT } from './codec.ts';

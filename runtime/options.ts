@@ -6,6 +6,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { InvalidOptionError } from './errors.ts';
+import { isLogLevel, type LogLevel } from './log.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_STREAM = 'TROUPE';
@@ -24,6 +25,13 @@ export const DEFAULT_IDLE_ACTOR_MS = 5 * 60_000;
 export const DEFAULT_COMMAND_ID_TTL_MS = 24 * 60 * 60_000;
 export const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60_000;
 export const DEFAULT_LEASE_TTL_MS = 10_000;
+/** Logs of an embedded node: quiet unless something needs attention (`troupe start` uses info). */
+export const DEFAULT_LOG_LEVEL: LogLevel = 'warn';
+export const DEFAULT_HTTP_HOST = '127.0.0.1';
+/** /health fails when a consumer's dead-letter queue holds more events than this. */
+export const DEFAULT_MAX_DLQ_DEPTH = 1000;
+/** /health fails when a consumer is more log messages behind than this. */
+export const DEFAULT_MAX_CONSUMER_LAG = 100_000;
 
 export interface TroupeOptions {
   /** Paths (or file: URLs) of modules whose exports include actor definitions. Workers import them. */
@@ -64,6 +72,19 @@ export interface TroupeOptions {
   source?: string;
   /** Serve commands from other processes over NATS request/reply. Default true. */
   serve?: boolean;
+  /** pino level of the node's logs (stdout, JSON lines). Default: TROUPE_LOG_LEVEL, else 'warn'. */
+  logLevel?: LogLevel;
+  /**
+   * Port of the HTTP server (/health, /ready, /metrics); 0 picks a free one; false serves none.
+   * Default: TROUPE_HTTP_PORT when set, else none.
+   */
+  httpPort?: number | false;
+  /** Address the HTTP server listens on. Default 127.0.0.1. */
+  httpHost?: string;
+  /** /health fails above this DLQ depth (per consumer probe, unless the probe sets its own). */
+  maxDlqDepth?: number;
+  /** /health fails above this consumer lag (per consumer probe, unless the probe sets its own). */
+  maxConsumerLag?: number;
 }
 
 export interface ResolvedOptions {
@@ -90,6 +111,32 @@ export interface ResolvedOptions {
   readonly nodeName: string;
   readonly source: string;
   readonly serve: boolean;
+  readonly logLevel: LogLevel;
+  readonly httpPort: number | false;
+  readonly httpHost: string;
+  readonly maxDlqDepth: number;
+  readonly maxConsumerLag: number;
+}
+
+/** options.httpPort, else TROUPE_HTTP_PORT, else false. */
+function httpPort(o: Record<string, unknown>): number | false {
+  const env = process.env.TROUPE_HTTP_PORT;
+  const v = o.httpPort ?? (env !== undefined && env !== '' ? Number(env) : false);
+  if (v === false) return false;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 65535) {
+    const from = o.httpPort === undefined ? `TROUPE_HTTP_PORT=${JSON.stringify(env)}` : JSON.stringify(o.httpPort);
+    throw new InvalidOptionError(`options.httpPort must be a port number (0 for any free port) or false, got ${from}`, { field: 'httpPort' });
+  }
+  return v;
+}
+
+function logLevel(o: Record<string, unknown>): LogLevel {
+  const env = process.env.TROUPE_LOG_LEVEL;
+  const v = o.logLevel ?? (env !== undefined && env !== '' ? env : DEFAULT_LOG_LEVEL);
+  if (!isLogLevel(v)) {
+    throw new InvalidOptionError(`options.logLevel must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(v)}${o.logLevel === undefined ? ' from TROUPE_LOG_LEVEL' : ''}`, { field: 'logLevel' });
+  }
+  return v;
 }
 
 function int(o: Record<string, unknown>, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -150,6 +197,11 @@ export function resolveOptions(input: TroupeOptions): ResolvedOptions {
     nodeName: str(o, 'nodeName', defaultName, /^[A-Za-z0-9_.-]+$/),
     source: str(o, 'source', 'troupe'),
     serve: (o.serve ?? true) === true,
+    logLevel: logLevel(o),
+    httpPort: httpPort(o),
+    httpHost: str(o, 'httpHost', DEFAULT_HTTP_HOST),
+    maxDlqDepth: int(o, 'maxDlqDepth', DEFAULT_MAX_DLQ_DEPTH, 0),
+    maxConsumerLag: int(o, 'maxConsumerLag', DEFAULT_MAX_CONSUMER_LAG, 0),
   };
   return Object.freeze(resolved);
 }

@@ -22,7 +22,9 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { OUTCOME_STRIDE, pushCommand, readOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
 import { fromWire, OverloadedError, StoppedError, WorkerLostError, type WireError } from './errors.ts';
+import { NodeMetrics } from './metrics.ts';
 import type { ResolvedOptions } from './options.ts';
+import { taskTraces, tracing } from './telemetry.ts';
 import type { WorkerTask } from './worker.ts';
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
@@ -40,6 +42,8 @@ interface Slot {
   sent: (CommandEnvelope | undefined)[];
   resolves: (((r: CommandResult) => void) | undefined)[];
   rejects: (((e: unknown) => void) | undefined)[];
+  /** performance.now() when each sent command left (command latency for /metrics). */
+  sentAt: Float64Array;
   sentCount: number;
   nextSeq: number;
   attaching: Promise<void> | null;
@@ -58,6 +62,8 @@ export class WorkerPool {
   private closed = false;
   private readonly dispatchAll = () => this.dispatch();
   onWorkerLost: ((threadId: number) => void) | null = null;
+  /** Commands answered, failures by reason, latency: plain numbers for /metrics. */
+  readonly metrics = new NodeMetrics();
 
   constructor(private readonly options: ResolvedOptions) {
     const n = options.workers;
@@ -67,7 +73,7 @@ export class WorkerPool {
     this.mask = size - 1;
     this.slots = Array.from({ length: n }, () => ({
       port: null, queue: [], queueResolves: [], queueRejects: [], sent: new Array(size), resolves: new Array(size), rejects: new Array(size),
-      sentCount: 0, nextSeq: 0, attaching: null,
+      sentAt: new Float64Array(size), sentCount: 0, nextSeq: 0, attaching: null,
     }));
     this.pool = new Piscina({
       filename: new URL('./worker.ts', import.meta.url).href,
@@ -85,6 +91,7 @@ export class WorkerPool {
       const slot = this.owners.indexOf(w.id);
       if (slot < 0) return;
       this.owners[slot] = 0;
+      this.metrics.workerLost(w.id);
       this.detach(slot, new WorkerLostError(`the worker hosting slot ${slot} stopped before answering; these commands may or may not be stored: retry with the same commandId`, { slot }));
       if (this.closed) return;
       this.onWorkerLost?.(w.id);
@@ -120,6 +127,11 @@ export class WorkerPool {
     return [...this.owners];
   }
 
+  /** Per slot: commands queued here for the worker, and sent to it without an answer yet. */
+  slotDepths(): { queued: number; inFlight: number }[] {
+    return this.slots.map((s) => ({ queued: s.queue.length, inFlight: s.sentCount }));
+  }
+
   /** Give the slot's worker its end of a command stream. */
   private attach(slot: number): Promise<void> {
     const s = this.slots[slot]!;
@@ -139,6 +151,7 @@ export class WorkerPool {
     const s = this.slots[slot]!;
     s.port?.close();
     s.port = null;
+    if (s.sentCount > 0) this.metrics.failed((error as { code?: string }).code ?? 'INTERNAL', s.sentCount);
     for (let i = 0; i < s.sent.length; i++) {
       const reject = s.rejects[i];
       if (reject === undefined) continue;
@@ -151,6 +164,7 @@ export class WorkerPool {
 
   private settle(s: Slot, out: unknown[]): void {
     const mask = this.mask;
+    const now = performance.now();
     for (let b = 0; b < out.length; b += OUTCOME_STRIDE) {
       const i = (out[b] as number) & mask;
       const cmd = s.sent[i];
@@ -161,6 +175,8 @@ export class WorkerPool {
       s.sentCount--;
       this.outstanding--;
       const e = out[b + 1] as WireError | null;
+      this.metrics.answered(now - s.sentAt[i]!, e);
+      if (cmd.trace !== undefined) cmd.trace.answered();
       if (e === null) resolve(readOutcome(out, b, cmd));
       else reject(fromWire(e));
     }
@@ -168,12 +184,18 @@ export class WorkerPool {
 
   /** Queue a command for its shard's worker; resolves when JetStream has stored its events. */
   submit(cmd: CommandEnvelope): Promise<CommandResult> {
-    if (this.closed) return Promise.reject(new StoppedError());
+    if (this.closed) {
+      this.metrics.failed('STOPPED');
+      return Promise.reject(new StoppedError());
+    }
     if (this.outstanding >= this.options.maxQueuedCommands) {
+      this.metrics.failed('OVERLOADED');
       return Promise.reject(new OverloadedError(`the node has ${this.outstanding} commands in progress (options.maxQueuedCommands); retry later`, { commandId: cmd.commandId }));
     }
-    const s = this.slots[this.slotOf(cmd.shard)]!;
+    const slot = this.slotOf(cmd.shard);
+    const s = this.slots[slot]!;
     this.outstanding++;
+    if (cmd.trace !== undefined) cmd.trace.enqueued(slot);
     return new Promise<CommandResult>((resolve, reject) => {
       s.queue.push(cmd);
       s.queueResolves.push(resolve);
@@ -190,6 +212,7 @@ export class WorkerPool {
 
   private dispatch(): void {
     this.scheduled = false;
+    const now = performance.now();
     for (const s of this.slots) {
       if (s.queue.length === 0 || s.port === null) continue;
       const { queue, queueResolves, queueRejects } = s;
@@ -204,10 +227,13 @@ export class WorkerPool {
         s.sent[i] = queue[k];
         s.resolves[i] = queueResolves[k];
         s.rejects[i] = queueRejects[k];
+        s.sentAt[i] = now;
         pushCommand(flat, queue[k]!, seq);
       }
       s.sentCount += queue.length;
-      s.port.postMessage(flat);
+      // Trace context crosses to the worker with the batch: one traceparent per traced command.
+      const traces = tracing.on ? taskTraces(queue) : undefined;
+      s.port.postMessage(traces === undefined ? flat : { flat, traces });
     }
   }
 
@@ -239,6 +265,7 @@ export class WorkerPool {
     const e = new StoppedError();
     for (let slot = 0; slot < this.slots.length; slot++) {
       const s = this.slots[slot]!;
+      if (s.queue.length > 0) this.metrics.failed('STOPPED', s.queue.length);
       for (const reject of s.queueRejects) reject(e);
       this.outstanding -= s.queue.length;
       s.queue = [];

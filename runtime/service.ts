@@ -11,17 +11,20 @@
  */
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from './codec.ts';
-import type { CommandResult } from './envelope.ts';
+import type { CommandEnvelope, CommandResult } from './envelope.ts';
 import { ValidationError, toWire, type WireError } from './errors.ts';
 import type { NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import type { Command, Troupe } from './system.ts';
+import { TRACEPARENT, tracing } from './telemetry.ts';
 
 export const PROTOCOL = 1;
 
 export interface RemoteCommand extends Command {
   aggregateType: string;
   aggregateId: string;
+  /** W3C traceparent of the sender's span for this command (only when the sender traces). */
+  traceparent?: string;
 }
 
 export type RemoteOutcome = [WireError | null, CommandResult | null];
@@ -72,10 +75,20 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number): 
     msg.respond(encode({ error: toWire(err) }));
     return;
   }
+  // A request carries many commands: each has its own traceparent; the message's is the fallback.
+  const traced = tracing.on;
+  const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
   const outcomes = await Promise.all(commands.map(async (c): Promise<RemoteOutcome> => {
+    let envelope: CommandEnvelope;
     try {
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
-      const envelope = node.envelope(c.aggregateType, c.aggregateId, c);
+      envelope = node.envelope(c.aggregateType, c.aggregateId, c);
+    } catch (e) {
+      node.refused(e);
+      return [toWire(e), null];
+    }
+    try {
+      if (traced) return [null, await node.submitTraced(envelope, typeof c.traceparent === 'string' ? c.traceparent : messageParent, true)];
       return [null, await node.submit(envelope)];
     } catch (e) {
       return [toWire(e), null];

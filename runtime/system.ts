@@ -17,6 +17,10 @@ import { loadRegistry, type Registry } from './registry.ts';
 import { CommandService } from './service.ts';
 import { Store } from './snapshots.ts';
 import type { WorkerStats } from './worker.ts';
+import type { HealthReport } from './http.ts';
+import { createLog, errorFields, type Log } from './log.ts';
+import { NodeOps } from './ops.ts';
+import { refreshTracing, startCommandTrace, tracing } from './telemetry.ts';
 
 /** A command as one object: the form `send(type, id, command)` and the NATS client take. */
 export interface Command extends CommandMetadata {
@@ -37,6 +41,10 @@ export class Troupe {
   private stopping: Promise<void> | null = null;
   private readonly ids = new IdGenerator();
   private readonly expiry: NodeJS.Timeout;
+  private phase: 'starting' | 'running' | 'stopping' | 'stopped' = 'starting';
+  /** The node's logger (pino; options.logLevel). */
+  readonly log: Log;
+  private readonly ops: NodeOps;
 
   private constructor(
     readonly options: ResolvedOptions,
@@ -50,6 +58,11 @@ export class Troupe {
   ) {
     this.expiry = setInterval(() => void this.store.expireCommands().catch(() => {}), Math.min(options.commandIdTtlMs, 3_600_000));
     this.expiry.unref();
+    this.log = createLog(options.logLevel, { node: options.nodeName });
+    this.ops = new NodeOps({
+      options, nc, journal, store, pool, log: this.log, ownedShards: () => this.ownedShards.length, phase: () => this.phase,
+    });
+    pool.onWorkerLost = (threadId) => this.workerLost(threadId);
   }
 
   static async start(input: TroupeOptions): Promise<Troupe> {
@@ -87,6 +100,14 @@ export class Troupe {
       }
       await node.openShards(ownership?.owned ?? Array.from({ length: options.shards }, (_, i) => i));
       if (options.serve) node.service = await CommandService.start(nc, options, node);
+      cleanup.unshift(() => node.ops.close());
+      await node.ops.startHttp();
+      refreshTracing();
+      node.phase = 'running';
+      if (node.log.info) {
+        node.log.logger.info({ workers: options.workers, shards: node.ownedShards.length, stream: options.stream, actors: registry.names(), tracing: tracing.on, http: node.ops.url },
+          'node started');
+      }
       return node;
     } catch (e) {
       for (const c of cleanup) await c().catch(() => {});
@@ -96,6 +117,40 @@ export class Troupe {
 
   get nodeName(): string {
     return this.options.nodeName;
+  }
+
+  /** The URL of the node's HTTP server (/health, /ready, /metrics), or null when it serves none. */
+  get httpUrl(): string | null {
+    return this.ops.url;
+  }
+
+  /** Every health check with its detail; `status` is 'ok' only when all pass (GET /health). */
+  health(): Promise<HealthReport> {
+    return this.ops.health();
+  }
+
+  /** Whether the node takes commands (GET /ready). */
+  ready(): { ready: boolean; phase: string; reason?: string } {
+    return this.ops.ready();
+  }
+
+  /** The node's metrics in the Prometheus text format (GET /metrics). */
+  metrics(): Promise<string> {
+    return this.ops.metrics();
+  }
+
+  /** A worker thread died: Piscina starts another; re-open its shards now, from snapshot and log. */
+  private workerLost(threadId: number): void {
+    if (this.phase !== 'running') return;
+    const slots = new Set(this.pool.threadIds.flatMap((id, slot) => (id === 0 ? [slot] : [])));
+    const shards = this.ownedShards.filter((s) => slots.has(this.pool.slotOf(s)));
+    this.log.logger.error({ threadId, slots: [...slots], shards: shards.length },
+      'a worker thread died: its in-flight commands failed with WORKER_LOST (retryable); a new worker re-opens its shards from snapshot and log');
+    const started = Date.now();
+    this.openShards(shards).then(
+      () => { if (this.log.info) this.log.logger.info({ shards: shards.length, ms: Date.now() - started }, 'replacement worker serves the lost shards'); },
+      (e: unknown) => { if (this.phase === 'running') this.log.logger.warn(errorFields(e), 're-opening the lost shards failed; they re-open on their next command'); },
+    );
   }
 
   /** Shards this node writes. */
@@ -127,9 +182,25 @@ export class Troupe {
     try {
       envelope = this.envelope(aggregateType, aggregateId, command, payload, metadata);
     } catch (e) {
+      this.pool.metrics.failed((e as { code?: string }).code ?? 'INTERNAL');
       return Promise.reject(e);
     }
+    if (tracing.on) return this.submitTraced(envelope, null, false);
     return this.pool.submit(envelope);
+  }
+
+  /**
+   * Submit with the command's spans (telemetry.ts), as a child of `parent` (a traceparent, or
+   * the active context when null). The spans end when the command is answered.
+   */
+  submitTraced(envelope: CommandEnvelope, parent: string | null, remote: boolean): Promise<CommandResult> {
+    const t = envelope.trace = startCommandTrace(envelope, parent, remote);
+    return this.pool.submit(envelope).then((r) => { t.end(null, r); return r; }, (e: unknown) => { t.end(e, null); throw e; });
+  }
+
+  /** Count a command refused at the door (metrics: troupe_command_failures_total). */
+  refused(e: unknown): void {
+    this.pool.metrics.failed((e as { code?: string }).code ?? 'INTERNAL');
   }
 
   /** Validate at the door and build the envelope; throws typed errors. */
@@ -215,20 +286,42 @@ export class Troupe {
   }
 
   /**
-   * Stop taking commands, finish in-flight commits, write snapshots, drain NATS, close LMDB.
-   * Commands still queued fail with a retryable STOPPED error.
+   * Graceful stop, in this order:
+   *   1. stop taking commands (new ones fail with a retryable STOPPED; /ready turns 503);
+   *   2. finish in-flight commits (up to `timeoutMs`; what is still unanswered then fails
+   *      with a retryable STOPPED, and a retry with the same commandId is answered once);
+   *   3. flush snapshots (LMDB) and telemetry (each worker's span exporter);
+   *   4. drain NATS (workers', leases, then the main connection);
+   *   5. close LMDB.
+   * `troupe start` then exits 0.
    */
   stop(timeoutMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
+      const log = this.log;
+      const step = (n: number, what: string, fields: Record<string, unknown> = {}) => {
+        if (log.info) log.logger.info({ step: n, ...fields }, what);
+      };
+      this.phase = 'stopping';
       clearInterval(this.expiry);
+      step(1, 'stopping: no new commands', { inProgress: this.pool.queuedCommands });
       await this.service?.stop().catch(() => {});
       await this.pool.idle(timeoutMs);
+      const unfinished = this.pool.queuedCommands;
+      if (unfinished > 0 && log.warn) log.logger.warn({ unfinished, timeoutMs }, 'stopping: commands not finished in time fail with STOPPED (retryable)');
       this.pool.close();
-      await this.pool.runOnAll({ kind: 'stop' }).catch(() => {});
+      step(2, 'stopping: in-flight commits finished', { unfinished });
+      // Each worker: drain its shards, write snapshots, flush LMDB and its spans, drain its NATS connection, close LMDB.
+      await this.pool.runOnAll({ kind: 'stop' }).catch((e: unknown) => { if (log.warn) log.logger.warn(errorFields(e), 'stopping: a worker did not stop cleanly'); });
       await this.pool.destroy().catch(() => {});
+      step(3, 'stopping: snapshots and telemetry flushed');
       await this.ownership?.release().catch(() => {});
-      await this.store.close().catch(() => {});
       await this.nc.drain().catch(() => {});
+      step(4, 'stopping: NATS drained');
+      await this.store.close().catch(() => {});
+      step(5, 'stopping: LMDB closed');
+      await this.ops.close().catch(() => {});
+      this.phase = 'stopped';
+      if (log.info) log.logger.info('node stopped');
     })();
     return this.stopping;
   }

@@ -16,9 +16,12 @@ import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsC
 import type { ResolvedOptions } from './options.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import { stateUsesKeys } from './sensitive.ts';
-import { ShardHost, type InboundCommand, type ShardContext } from './shard.ts';
+import { ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
+import { childLog, createLog, errorFields, type Log } from './log.ts';
+import { WorkerMetrics, type WorkerMetricsSnapshot } from './metrics.ts';
+import { shutdownTracingSdk, startTracingSdk, traceBatchHeaders, tracing, WorkerCommandTrace } from './telemetry.ts';
 
 export type WorkerTask =
   /** The main thread's end of this worker's command stream (pool.ts). */
@@ -38,6 +41,8 @@ export interface WorkerStats {
   queuedCommits: number;
   inFlightAppends: number;
   natsConnected: boolean;
+  /** Counters and histograms of this worker, for /metrics. */
+  metrics: WorkerMetricsSnapshot;
 }
 
 interface WorkerState {
@@ -53,6 +58,8 @@ interface WorkerState {
 
 const options = (workerData as { options: ResolvedOptions }).options;
 let state: Promise<WorkerState> | null = null;
+const log = childLog(createLog(options.logLevel, { node: options.nodeName }), { worker: threadId });
+const metrics = new WorkerMetrics();
 
 // `TROUPE_PROFILE_DIR=dir` writes a V8 CPU profile of each worker thread when the node stops
 // (Node's --cpu-prof does not see Piscina workers, which are terminated, not exited).
@@ -77,6 +84,8 @@ function writeProfile(): Promise<void> {
 }
 
 async function init(): Promise<WorkerState> {
+  // Each worker thread has its own OpenTelemetry SDK, when OTEL_* variables enable tracing.
+  await startTracingSdk({ serviceName: 'troupe' });
   // Opens the <stream>_keys ring when an actor type declares sensitive fields (contracts.ts, keystore.ts).
   const registry = await loadRegistry(options.actors, options);
   const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
@@ -98,6 +107,7 @@ async function init(): Promise<WorkerState> {
     options, registry, store, journal, publisher,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
     ids: new IdGenerator(),
+    observer: shardObserver(),
     scheduleFlush(shard) {
       dirty.add(shard);
       if (scheduled) return;
@@ -109,6 +119,7 @@ async function init(): Promise<WorkerState> {
   // A dropped connection leaves every in-flight append's outcome unknown: say so at once.
   void (async () => {
     for await (const s of nc.status()) {
+      if (s.type === 'disconnect' && log.warn) log.logger.warn({ server: nc.getServer() }, 'NATS connection lost; reconnecting');
       if (s.type === 'disconnect') publisher.failAll('the NATS connection dropped before JetStream acknowledged; the outcome is unknown, retry with the same commandId');
     }
   })();
@@ -142,6 +153,53 @@ function sweep(shards: Map<number, ShardHost>): void {
       if (c.lastUsed < idleBefore || c.lastUsed < lruBefore) s.passivate(c);
     }
   }
+}
+
+/** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
+function shardObserver(): ShardObserver {
+  return {
+    flushed(subject, batch, headers, msgId, bytes) {
+      metrics.flushed(batch.length, bytes);
+      if (tracing.on) traceBatchHeaders(headers, subject, msgId, batch);
+      if (log.debug) log.logger.debug({ subject, msgId, commits: batch.length, bytes }, 'commit batch sent');
+    },
+    appended(shard, batch, position, ms) {
+      let events = 0;
+      for (let i = 0; i < batch.length; i++) events += batch[i]!.events.length;
+      metrics.appended(batch.length, events, ms);
+      if (log.info) logEvents(shard, batch, position);
+    },
+    appendFailed(shard, cause, failed) {
+      metrics.appendFailed(cause.code, failed.length);
+      if (log.warn) {
+        log.logger.warn({ shard, commits: failed.length, ...errorFields(cause) },
+          'append failed: its commands failed with a retryable error; the shard re-opens from the log');
+      }
+    },
+  };
+}
+
+/** info: one line per stored event (a business event), with the ids that tie it to its cause. */
+function logEvents(shard: number, batch: readonly PendingCommit[], position: number): void {
+  for (const pc of batch) {
+    const aggregateType = pc.cell.reg.def.type;
+    for (const e of pc.events) {
+      log.logger.info({
+        eventType: e.eventType, eventId: e.eventId, aggregateType, aggregateId: pc.cell.id, sequence: e.sequence, position, shard,
+        commandId: pc.commandId, correlationId: pc.cmd.correlationId, causationId: pc.commandId, userId: pc.cmd.userId,
+      }, 'event stored');
+    }
+  }
+}
+
+/** A command failed in this worker: a bug or a failure needs attention now; an answer is flow detail. */
+function logFailure(cmd: WorkerCommand, error: WireError): void {
+  const fields = {
+    ...errorFields(error), commandId: cmd.commandId, commandType: cmd.type, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId,
+    correlationId: cmd.correlationId, causationId: cmd.causationId,
+  };
+  if (error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL') log.logger.error(fields, 'command failed: the actor threw');
+  else if (log.debug) log.logger.debug(fields, 'command not stored');
 }
 
 function shardFor(w: WorkerState, shard: number): ShardHost {
@@ -190,9 +248,10 @@ class WorkerCommand implements InboundCommand {
   readonly causationId: string | null;
   readonly shard: number;
   readonly idGiven: boolean;
+  readonly spans: WorkerCommandTrace | null;
   private readonly seq: number;
   private settled = false;
-  constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream) {
+  constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream, traceparent: string | null) {
     this.commandId = flat[base] as string;
     this.type = flat[base + 1] as string;
     this.aggregateType = flat[base + 2] as string;
@@ -204,20 +263,29 @@ class WorkerCommand implements InboundCommand {
     this.shard = flat[base + 8] as number;
     this.idGiven = flat[base + 9] as boolean;
     this.seq = flat[base + 10] as number;
+    this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
   }
 
   reply(error: WireError | null, result: CommandResult | null): void {
     if (this.settled) return;
     this.settled = true;
+    metrics.mailboxDepth--;
+    if (this.spans !== null) this.spans.replied(error, result);
+    if (error !== null && (log.debug || error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL')) logFailure(this, error);
     this.stream.push(this.seq, error, result);
   }
 }
 
 function attach(w: WorkerState, port: MessagePort): void {
   const stream = new OutcomeStream(port);
-  port.on('message', (flat: unknown[]) => {
+  // A batch is a flat array; a batch with traced commands comes as {flat, traces} (pool.ts).
+  port.on('message', (msg: unknown[] | { flat: unknown[]; traces: (string | null)[] }) => {
+    const flat = Array.isArray(msg) ? msg : msg.flat;
+    const traces = Array.isArray(msg) ? null : msg.traces;
+    metrics.mailboxDepth += flat.length / COMMAND_STRIDE;
+    if (log.debug) log.logger.debug({ commands: flat.length / COMMAND_STRIDE }, 'command batch received');
     for (let b = 0; b < flat.length; b += COMMAND_STRIDE) {
-      const cmd = new WorkerCommand(flat, b, stream);
+      const cmd = new WorkerCommand(flat, b, stream, traces === null ? null : traces[b / COMMAND_STRIDE] ?? null);
       try {
         shardFor(w, cmd.shard).submit(cmd);
       } catch (e) {
@@ -239,6 +307,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId) as Promise<EventEnvelope[]>;
     case 'open':
       await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
+      if (log.info) log.logger.info({ shards: task.shards }, 'shards opened: caught up with the log');
       return true;
     case 'release':
       for (const s of task.shards) {
@@ -261,6 +330,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       const stats: WorkerStats = {
         threadId, shards: w.shards.size, residentActors, queuedCommits, inFlightAppends: w.publisher.inFlight,
         natsConnected: !w.nc.isClosed() && w.nc.getServer() !== '',
+        metrics: metrics.snapshot(),
       };
       return stats;
     }
@@ -273,9 +343,11 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       clearInterval(w.sweeper);
       await w.store.flushed();
       w.publisher.close();
+      await shutdownTracingSdk();
       await w.nc.drain().catch(() => {});
       await w.store.close().catch(() => {});
       await w.registry.close().catch(() => {});
+      if (log.info) log.logger.info({ shards: w.shards.size }, 'worker stopped: commits finished, snapshots written, NATS drained, LMDB closed');
       await writeProfile();
       state = null;
       return true;
