@@ -293,6 +293,8 @@ interface EventLike {
 }
 
 const parsedHeaders = new WeakMap<object, Map<string, string>>();
+/** withConsumerSpan() looks for a tracer provider on its first call; consumers call refreshTracing() when they start. */
+let consumerChecked = false;
 
 /**
  * Run a consumer's handling of one event inside a `troupe.consume <EventType>` span (CONSUMER),
@@ -303,7 +305,11 @@ const parsedHeaders = new WeakMap<object, Map<string, string>>();
  *   await withConsumerSpan(event, msg.headers, () => handle(event), { consumer: 'billing' });
  */
 export function withConsumerSpan<T>(event: EventLike, headers: HeaderLike | undefined | null, fn: () => T, options: { consumer?: string } = {}): T {
-  if (!tracing.on && !refreshTracing()) return fn();
+  if (!tracing.on) {
+    if (consumerChecked) return fn();
+    consumerChecked = true;
+    if (!refreshTracing()) return fn();
+  }
   let traces: Map<string, string> | undefined;
   if (headers !== undefined && headers !== null) {
     traces = parsedHeaders.get(headers);
