@@ -38,12 +38,12 @@ function runToken(): string {
   return nuid.next().toLowerCase();
 }
 
-async function createFileStream(jsm: JetStreamManager, name: string, subjects: string[]): Promise<void> {
+async function createFileStream(jsm: JetStreamManager, name: string, subjects: string[], replicas = 1): Promise<void> {
   await jsm.streams.add({
     name,
     subjects,
     storage: StorageType.File,
-    num_replicas: 1,
+    num_replicas: replicas,
   });
 }
 
@@ -77,6 +77,10 @@ export interface CeilingOptions {
   readonly stallTimeoutMs?: number;
   /** nats-server PID, to measure its CPU seconds and RSS. */
   readonly serverPid?: number;
+  /** More nats-server PIDs (the other members of a cluster). */
+  readonly serverPids?: readonly number[];
+  /** Stream replicas (3 on a cluster). */
+  readonly replicas?: number;
 }
 
 export interface CeilingResult {
@@ -128,14 +132,14 @@ export async function runCeiling(opts: CeilingOptions): Promise<CeilingResult> {
   for (let i = 0; i < total; i++) payloads[i] = encodeCeilingEvent(i, size, encoder);
 
   const ncs: NatsConnection[] = [];
-  for (let c = 0; c < connections; c++) ncs.push(await connect({ servers: opts.url, name: `bench-ceiling-${c}` }));
+  for (let c = 0; c < connections; c++) ncs.push(await connect({ servers: opts.url.split(','), name: `bench-ceiling-${c}` }));
   const first = ncs[0];
   if (first === undefined) throw new Error('no connection');
   const jsm = await jetstreamManager(first);
   const token = runToken();
   const stream = `BENCH_CEILING_${token}`;
   const subject = `bench.ceiling.${token}`;
-  await createFileStream(jsm, stream, [subject]);
+  await createFileStream(jsm, stream, [subject], opts.replicas ?? 1);
 
   const sentAt = new Float64Array(total);
   const latency = new Float64Array(total);
@@ -147,6 +151,7 @@ export async function runCeiling(opts: CeilingOptions): Promise<CeilingResult> {
   let lastProgress = performance.now();
   const sampler = new ResourceSampler();
   if (opts.serverPid !== undefined) sampler.addChild(opts.serverPid, 'nats-server');
+  for (const pid of opts.serverPids ?? []) sampler.addChild(pid, 'nats-server');
 
   let resolveDone!: () => void;
   let rejectDone!: (err: Error) => void;
@@ -638,17 +643,17 @@ export async function verifyLedgerStream(opts: VerifyStreamOptions): Promise<Led
 // ---------------------------------------------------------------------------------------------
 
 function serverCpu(r: ResourceReport): number | null {
-  const s = r.children.find((c) => c.label === 'nats-server');
-  return s === undefined ? null : s.cpuSeconds;
+  const s = r.children.filter((c) => c.label === 'nats-server');
+  return s.length === 0 ? null : s.reduce((sum, c) => sum + c.cpuSeconds, 0);
 }
 
 /** The ceiling as a result row: events/s is messages/s, latencies are publish-to-ack. */
-export function ceilingRow(best: BestCeilingResult, workload = 'ledger'): BenchRow {
+export function ceilingRow(best: BestCeilingResult, workload = 'ledger', variant = 'ceiling'): BenchRow {
   const b = best.best;
   const runs = best.runs.map((r) => `${r.connections}c ${Math.round(r.msgsPerSec).toLocaleString('en-US')}/s`).join(', ');
   return {
     workload,
-    variant: 'ceiling',
+    variant,
     concurrency: b.inFlight,
     accounts: null,
     cmdsPerSec: null,

@@ -1,0 +1,455 @@
+/**
+ * The benchmark suite: `npm run bench` (node --import tsx bench/run.ts).
+ *
+ *   npm run bench                          the whole suite (several minutes); rewrites
+ *                                          bench/RESULTS.md and bench/results.svg
+ *   npm run bench -- --quick               small sizes, well under a minute (the smoke test)
+ *   npm run bench -- --json FILE           also write machine-readable results
+ *   npm run bench -- --only in-process,remote
+ *                                          a subset: ceiling, plain (or baselines), in-process,
+ *                                          remote, workers, scale, activation, sync, r3 (or
+ *                                          durability), micro
+ *   npm run bench -- --profile DIR         CPU profiles of the Troupe runs: main thread
+ *                                          (--cpu-prof) and workers (TROUPE_PROFILE_DIR), then
+ *                                          a summary of the top self-time functions
+ *   --accounts N --commands N              override the workload size
+ *   --same-process                         run Troupe in this process instead of a child per run
+ *   --md FILE --svg FILE                   where to write RESULTS.md and the chart (a full run
+ *                                          of everything writes bench/RESULTS.md and
+ *                                          bench/results.svg unless told otherwise)
+ *
+ * In one run, on the same nats-server where it applies:
+ *  1. baselines: the per-message ceiling (best of 1 and 2 connections, as many messages as the
+ *     workload stores events) and the plain way at C = 64 and 4096;
+ *  2. Troupe in-process at C = 64 and 4096;
+ *  3. Troupe remote (node and clients in two processes) at C = 64 and 4096;
+ *  4. workers 1 and 2 (in-process, C = 4096);
+ *  5. scale: 10k, 100k and 1M accounts (1M with maxResidentActors so idle actors passivate);
+ *  6. activation of actors with 10, 1,000 and 100,000 events, with and without a snapshot;
+ *  7. durability: sync_interval always (one server) and a 3-server cluster with replicas 3,
+ *     each with its own ceiling;
+ *  8. tinybench microbenchmarks.
+ * Exit code 1 when a verification failed or a step could not run.
+ */
+import { basename, join, relative } from 'node:path';
+import { ceilingRow, plainRow, pickBestCeiling, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
+import { activationRows, type ActivationResult, type ActivationRow, type ActivationSpec } from './activation.ts';
+import { runMicro } from './micro.ts';
+import { startBenchCluster, startBenchNats } from './nats.ts';
+import { formatSummary, profileFiles, summarizeProfile } from './profile.ts';
+import {
+  formatTerminal,
+  machineInfo,
+  rowSection,
+  steps,
+  writeJson,
+  writeResultsMd,
+  writeSvgChart,
+  type BenchReport,
+  type BenchRow,
+  type MicroRow,
+  type ProgressHandle,
+} from './report.ts';
+import { BENCH_DIR, spawnChild } from './spawn.ts';
+import { computeGoals, computeRatios } from './summary.ts';
+import { CHILD_SCRIPT, freshRun, ledgerRow, remoteRow, runLedger, runRemote, type RunControl, type ServerRef, type TroupeTuning } from './troupe.ts';
+import { expectedOutcome, generateCommands } from './workload.ts';
+
+const STEP_KEYS = ['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'sync', 'r3', 'micro'] as const;
+type StepKey = (typeof STEP_KEYS)[number];
+const ALIASES: Record<string, readonly StepKey[]> = {
+  baselines: ['ceiling', 'plain'],
+  durability: ['sync', 'r3'],
+  'sync-always': ['sync'],
+  troupe: ['in-process', 'remote'],
+};
+
+interface Args {
+  quick: boolean;
+  json?: string;
+  only: Set<StepKey> | null;
+  isolate: boolean;
+  profileDir?: string;
+  md?: string;
+  svg?: string;
+  accounts?: number;
+  commands?: number;
+}
+
+function usage(): string {
+  return 'usage: npm run bench -- [--quick] [--json FILE] [--only ' + STEP_KEYS.join(',') + '] [--profile DIR] ' +
+    '[--accounts N] [--commands N] [--same-process] [--md FILE] [--svg FILE]\n';
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { quick: false, only: null, isolate: true };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value\n${usage()}`);
+      return v;
+    };
+    const num = (): number => {
+      const v = Number(value().replace(/_/g, ''));
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`${a} needs a positive integer`);
+      return v;
+    };
+    switch (a) {
+      case '--quick': args.quick = true; break;
+      case '--json': args.json = value(); break;
+      case '--profile': args.profileDir = value(); break;
+      case '--md': args.md = value(); break;
+      case '--svg': args.svg = value(); break;
+      case '--accounts': args.accounts = num(); break;
+      case '--commands': args.commands = num(); break;
+      case '--same-process': args.isolate = false; break;
+      case '--only': {
+        const set = new Set<StepKey>();
+        for (const k of value().split(',').map((s) => s.trim()).filter(Boolean)) {
+          const keys = ALIASES[k] ?? ((STEP_KEYS as readonly string[]).includes(k) ? [k as StepKey] : null);
+          if (keys === null) throw new Error(`--only: unknown step ${JSON.stringify(k)}; steps: ${STEP_KEYS.join(', ')} (or ${Object.keys(ALIASES).join(', ')})`);
+          for (const key of keys) set.add(key);
+        }
+        args.only = set;
+        break;
+      }
+      case '--help': case '-h':
+        process.stdout.write(usage());
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown argument ${a}\n${usage()}`);
+    }
+  }
+  return args;
+}
+
+interface Sizes {
+  accounts: number;
+  commands: number;
+  concurrencies: number[];
+  remoteConcurrencies: number[];
+  scale: { accounts: number; label: string; tuning: TroupeTuning }[];
+  maxResidentActors: number;
+  activationSizes: number[];
+  activationRepeats: number;
+  durabilityConcurrency: number;
+  workerCounts: number[];
+  seed: number;
+}
+
+function sizesFor(args: Args): Sizes {
+  const accounts = args.accounts ?? (args.quick ? 1_000 : 10_000);
+  const commands = args.commands ?? (args.quick ? 5_000 : 100_000);
+  const maxResidentActors = args.quick ? 1_000 : 100_000;
+  const label = (n: number) => (n >= 1_000_000 ? `${n / 1_000_000}m` : n >= 1000 ? `${n / 1000}k` : `${n}`);
+  const scaleAccounts = args.quick ? [4_000] : [10_000, 100_000, 1_000_000];
+  return {
+    accounts,
+    commands,
+    concurrencies: [64, 4096],
+    // C = 4096 is the goal; quick mode runs only that one.
+    remoteConcurrencies: args.quick ? [4096] : [4096, 64],
+    // The largest run (and the quick one) bounds resident actors, so idle ones are passivated.
+    scale: scaleAccounts.map((n, i) => ({
+      accounts: n,
+      label: `scale-${label(n)}`,
+      tuning: i === scaleAccounts.length - 1 ? { maxResidentActors } : {},
+    })),
+    maxResidentActors,
+    activationSizes: args.quick ? [10, 1_000] : [10, 1_000, 100_000],
+    activationRepeats: args.quick ? 1 : 3,
+    durabilityConcurrency: 4096,
+    workerCounts: [1, 2],
+    seed: 42,
+  };
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const want = (k: StepKey): boolean => args.only === null || args.only.has(k);
+  if (args.quick && args.only === null) {
+    // Quick mode is the smoke test: the workload variants and the micro-benchmarks. Every
+    // other step runs tiny with `--quick --only <step>`. (Each Troupe node takes seconds to
+    // boot its workers, so each run costs that much however small.)
+    args.only = new Set<StepKey>(['ceiling', 'plain', 'in-process', 'remote', 'micro']);
+  }
+  const sizes = sizesFor(args);
+  const started = performance.now();
+  const machine = machineInfo();
+  const commands = generateCommands(sizes.accounts, sizes.commands, sizes.seed);
+  const expected = expectedOutcome(sizes.accounts, commands);
+  const rows: BenchRow[] = [];
+  const failures: string[] = [];
+  let activation: ActivationRow[] = [];
+  let micro: MicroRow[] = [];
+  const control = (p: ProgressHandle, label: string, timeoutMs: number): RunControl => ({
+    isolate: args.isolate,
+    ...(args.profileDir === undefined ? {} : { profileDir: args.profileDir }),
+    onPhase: (phase) => p.update(`${label}: ${phase}`),
+    timeoutMs,
+  });
+  const childTimeout = args.quick ? 120_000 : 900_000;
+
+  // The plan, so that progress can say [i/N].
+  const plan: string[] = [];
+  const defaultServer = (['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'micro'] as const).some(want);
+  if (want('ceiling')) plan.push('ceiling 1', 'ceiling 2');
+  if (want('plain')) for (const c of sizes.concurrencies) plan.push(`plain ${c}`);
+  if (want('in-process')) for (const c of sizes.concurrencies) plan.push(`in-process ${c}`);
+  if (want('remote')) for (const c of sizes.remoteConcurrencies) plan.push(`remote ${c}`);
+  if (want('workers')) for (const w of sizes.workerCounts) plan.push(`workers ${w}`);
+  if (want('scale')) for (const s of sizes.scale) plan.push(s.label);
+  if (want('activation')) plan.push('activation');
+  if (want('micro')) plan.push('micro');
+  if (want('sync')) plan.push('sync ceiling 1', 'sync ceiling 2', 'sync troupe');
+  if (want('r3')) plan.push('r3 ceiling 1', 'r3 ceiling 2', 'r3 troupe');
+  const step = steps(plan.length);
+
+  /** Run one step; a failure is recorded and the suite goes on. */
+  const attempt = async (label: string, fn: (p: ProgressHandle) => Promise<string>): Promise<void> => {
+    const p = step(label);
+    try {
+      p.done(await fn(p));
+    } catch (e) {
+      p.fail(e);
+      failures.push(`${label}: ${errText(e)}`);
+    }
+  };
+
+  const ceilingOn = async (variant: string, server: ServerRef, replicas: number): Promise<void> => {
+    const runs: CeilingResult[] = [];
+    for (const connections of [1, 2] as const) {
+      await attempt(`${variant}, ${connections} connection${connections > 1 ? 's' : ''}, ${fmt(expected.events)} msgs${replicas > 1 ? `, R${replicas}` : ''}`, async () => {
+        const r = await runCeiling({
+          url: server.servers,
+          events: expected.events,
+          connections,
+          inFlight: 4000,
+          size: 150,
+          serverPids: server.pids,
+          replicas,
+        });
+        runs.push(r);
+        return `${fmt(r.msgsPerSec)} msgs/s, p99 ${r.p99Ms.toFixed(1)} ms${r.errors > 0 ? `, ${r.errors} errors` : ''}`;
+      });
+    }
+    if (runs.length > 0) rows.push(ceilingRow(pickBestCeiling(runs), 'ledger', variant));
+  };
+
+  const troupeOn = async (variant: string, server: ServerRef, accounts: number, concurrency: number, tuning: TroupeTuning, extraNotes: string[] = []): Promise<void> => {
+    const label = `Troupe ${variant} C=${concurrency}, ${fmt(accounts)} accounts, ${fmt(sizes.commands)} commands`;
+    await attempt(label, async (p) => {
+      const v = await runLedger({
+        variant,
+        server,
+        accounts,
+        commandCount: sizes.commands,
+        seed: sizes.seed,
+        concurrency,
+        tuning,
+        ...freshRun(variant),
+      }, control(p, label, childTimeout));
+      const row = ledgerRow(v, extraNotes);
+      rows.push(row);
+      if (!v.verifyOk) throw new Error(`verification FAILED: ${row.notes ?? ''}`);
+      return `${fmt(row.cmdsPerSec ?? 0)} cmds/s, p99 ${(row.p99Ms ?? 0).toFixed(1)} ms, ${fmt(row.peakRssMb ?? 0)} MB, verify ok`;
+    });
+  };
+
+  // ── the default server ────────────────────────────────────────────────────────────────────
+  if (defaultServer) {
+    const nats = await startBenchNats();
+    const server: ServerRef = { servers: nats.url, pids: [nats.pid] };
+    try {
+      if (want('ceiling')) await ceilingOn('ceiling', server, 1);
+
+      if (want('plain')) {
+        for (const concurrency of sizes.concurrencies) {
+          const label = `plain C=${concurrency}, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands`;
+          await attempt(label, async (p) => {
+            const r = await runPlain({ url: nats.url, accounts: sizes.accounts, commands, concurrency, serverPid: nats.pid, onPhase: (phase) => p.update(`${label}: ${phase}`) });
+            rows.push(plainRow(r));
+            if (!r.verifyOk) throw new Error(`verification FAILED: ${r.verification.failures.join('; ')}`);
+            return `${fmt(r.cmdsPerSec)} cmds/s, p99 ${r.p99Ms.toFixed(1)} ms, verify ok`;
+          });
+        }
+      }
+
+      if (want('in-process')) {
+        for (const concurrency of sizes.concurrencies) await troupeOn('in-process', server, sizes.accounts, concurrency, {});
+      }
+
+      if (want('remote')) {
+        for (const concurrency of sizes.remoteConcurrencies) {
+          const label = `Troupe remote C=${concurrency}, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands`;
+          await attempt(label, async (p) => {
+            const v = await runRemote({
+              server,
+              accounts: sizes.accounts,
+              commandCount: sizes.commands,
+              seed: sizes.seed,
+              concurrency,
+              tuning: {},
+              ...freshRun('remote'),
+            }, control(p, label, childTimeout));
+            const row = remoteRow(v);
+            rows.push(row);
+            if (!v.verifyOk) throw new Error(`verification FAILED: ${row.notes ?? ''}`);
+            return `${fmt(row.cmdsPerSec ?? 0)} cmds/s, p99 ${(row.p99Ms ?? 0).toFixed(1)} ms, verify ok`;
+          });
+        }
+      }
+
+      if (want('workers')) {
+        for (const workers of sizes.workerCounts) await troupeOn(`workers-${workers}`, server, sizes.accounts, 4096, { workers });
+      }
+
+      if (want('scale')) {
+        for (const s of sizes.scale) {
+          const notes = s.tuning.maxResidentActors === undefined ? [] : [`maxResidentActors ${fmt(s.tuning.maxResidentActors)}/worker`];
+          await troupeOn(s.label, server, s.accounts, 4096, s.tuning, notes);
+        }
+      }
+
+      if (want('activation')) {
+        const label = `activation: ${sizes.activationSizes.map(fmt).join(', ')} events × ${sizes.activationRepeats}`;
+        await attempt(label, async (p) => {
+          const run = freshRun('activation');
+          const spec: ActivationSpec = {
+            server,
+            stream: run.stream,
+            subjectPrefix: run.subjectPrefix,
+            dataDir: run.dataDir,
+            sizes: sizes.activationSizes,
+            repeats: sizes.activationRepeats,
+          };
+          const child = spawnChild<ActivationResult>(CHILD_SCRIPT, { mode: 'activation', spec }, {
+            onPhase: (phase) => p.update(`${label}: ${phase}`),
+            timeoutMs: childTimeout,
+          });
+          const result = await child.result;
+          activation = activationRows(result);
+          const bad = activation.filter((a) => !a.stateOk);
+          if (bad.length > 0) throw new Error(`activation returned the wrong state for ${bad.map((a) => `${a.events} events ${a.snapshot ? 'with' : 'without'} snapshot`).join(', ')}`);
+          return activation.map((a) => `${fmt(a.events)}${a.snapshot ? 's' : ''} ${a.ms.toFixed(1)} ms`).join(', ');
+        });
+      }
+
+      if (want('micro')) {
+        await attempt('micro-benchmarks (tinybench)', async (p) => {
+          micro = await runMicro({ quick: args.quick, natsUrl: nats.url, onGroup: (g) => p.update(`micro-benchmarks: ${g}`) });
+          return `${micro.length} alternatives in ${new Set(micro.map((m) => m.group)).size} races`;
+        });
+      }
+    } finally {
+      await nats.stop();
+    }
+  }
+
+  // ── sync_interval: always ─────────────────────────────────────────────────────────────────
+  if (want('sync')) {
+    let nats: Awaited<ReturnType<typeof startBenchNats>> | undefined;
+    try {
+      nats = await startBenchNats({ syncAlways: true });
+    } catch (e) {
+      failures.push(`sync-always: could not start nats-server with sync_interval always: ${errText(e)}`);
+    }
+    if (nats !== undefined) {
+      const server: ServerRef = { servers: nats.url, pids: [nats.pid] };
+      try {
+        await ceilingOn('ceiling-sync-always', server, 1);
+        await troupeOn('sync-always', server, sizes.accounts, sizes.durabilityConcurrency, {});
+      } finally {
+        await nats.stop();
+      }
+    }
+  }
+
+  // ── R3 cluster ────────────────────────────────────────────────────────────────────────────
+  if (want('r3')) {
+    let cluster: Awaited<ReturnType<typeof startBenchCluster>> | undefined;
+    try {
+      cluster = await startBenchCluster({ size: 3 });
+    } catch (e) {
+      failures.push(`r3: could not start a 3-server cluster: ${errText(e)}`);
+    }
+    if (cluster !== undefined) {
+      const server: ServerRef = { servers: cluster.urls.join(','), pids: cluster.pids };
+      try {
+        await ceilingOn('ceiling-r3', server, 3);
+        await troupeOn('r3', server, sizes.accounts, sizes.durabilityConcurrency, { replicas: 3 });
+      } finally {
+        await cluster.stop();
+      }
+    }
+  }
+
+  // ── report ────────────────────────────────────────────────────────────────────────────────
+  const durationSec = (performance.now() - started) / 1000;
+  const argv = process.argv.slice(2).join(' ');
+  const report: BenchReport = {
+    machine,
+    rows,
+    micro,
+    mode: args.quick ? 'quick' : 'full',
+    command: `npm run bench${argv === '' ? '' : ` -- ${argv}`}`,
+    config: {
+      accounts: sizes.accounts,
+      commands: sizes.commands,
+      seed: sizes.seed,
+      concurrencies: sizes.concurrencies.join(', '),
+      'expected outcome': `${fmt(expected.accepted)} accepted, ${fmt(expected.rejected)} rejected, ${fmt(expected.events)} events`,
+      'scale accounts': sizes.scale.map((s) => fmt(s.accounts)).join(', '),
+      'maxResidentActors (largest scale run, per worker)': sizes.maxResidentActors,
+      'activation sizes': `${sizes.activationSizes.map(fmt).join(', ')} events, ${sizes.activationRepeats} actor(s) each`,
+      'Troupe process': args.isolate ? 'a fresh child process per run' : 'the bench process',
+    },
+    activation,
+    ratios: computeRatios(rows),
+    goals: computeGoals({ rows, activation, quick: args.quick, maxResidentActors: sizes.maxResidentActors }),
+    failures,
+    durationSec,
+  };
+  process.stdout.write(`\n${formatTerminal(report)}`);
+
+  if (args.json !== undefined) {
+    await writeJson(args.json, report);
+    process.stdout.write(`wrote ${args.json}\n`);
+  }
+  const everything = args.only === null && !args.quick;
+  const md = args.md ?? (everything ? join(BENCH_DIR, 'RESULTS.md') : undefined);
+  const svg = args.svg ?? (everything ? join(BENCH_DIR, 'results.svg') : undefined);
+  const chartRows = rows.filter((r) => rowSection(r) !== 'scale');
+  if (svg !== undefined) {
+    await writeSvgChart(svg, chartRows, `Ledger workload, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands: Troupe against the baselines`);
+    process.stdout.write(`wrote ${relative(process.cwd(), svg) || svg}\n`);
+  }
+  if (md !== undefined) {
+    const chartRef = svg === undefined ? undefined : relative(join(md, '..'), svg) || basename(svg);
+    await writeResultsMd(md, report, chartRef);
+    process.stdout.write(`wrote ${relative(process.cwd(), md) || md}\n`);
+  }
+
+  if (args.profileDir !== undefined) {
+    const files = profileFiles([args.profileDir]);
+    process.stdout.write(`\nCPU profiles (${files.length}) in ${args.profileDir}:\n\n`);
+    for (const f of files) process.stdout.write(`${formatSummary(summarizeProfile(f, 20), 20)}\n\n`);
+  }
+
+  if (rows.some((r) => r.verifyOk === false) || failures.length > 0) process.exitCode = 1;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
