@@ -290,7 +290,8 @@ export class DeadLetterQueue {
     try {
       return await this.jsm.streams.deleteMessage(this.streamName, seq, false);
     } catch (e) {
-      if (e instanceof JetStreamApiError && (e.code === 10037 || e.status === 404)) return false;
+      // 10037 no message found, 10043 sequence not found
+      if (e instanceof JetStreamApiError && (e.code === 10037 || e.code === 10043 || e.status === 404)) return false;
       throw unavailable(`discard dead letter ${seq}`, e);
     }
   }

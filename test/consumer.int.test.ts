@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../actors/index.ts';
 import type { EventEnvelope } from '../runtime/codec.ts';
 import { consume, type BatchConsumeOptions, type Consumer, type ConsumeOptions, type SingleConsumeOptions } from '../runtime/consumer.ts';
@@ -35,8 +35,10 @@ describe('consume', () => {
     node = await Troupe.start({ actors: [...actorModules], servers: nats.url, dataDir: tempDir(), workers: 1, shards: SHARDS, stream, subjectPrefix });
     nc = await natsConnect(nats.url);
   });
+  afterEach(async () => {
+    for (const c of consumers.splice(0)) await c.stop();
+  });
   afterAll(async () => {
-    for (const c of consumers) await c.stop().catch(() => {});
     await node?.stop();
     await nc?.close();
   });
