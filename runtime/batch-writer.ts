@@ -148,7 +148,7 @@ export class BatchWriter {
   }
 }
 
-type Commit = readonly [string, string, string, string | null, string | null, number, string, number, readonly (readonly [string | number, string, number, unknown])[]];
+type Commit = readonly [string, string, string, string | null, string | null, number, string, number, readonly (readonly [string | number, string, number, unknown])[], (string | null)?];
 
 const writer = new BatchWriter();
 
@@ -160,7 +160,7 @@ export function writeCommitBatch(format: number, idPrefix: string, commits: read
   w.number(format);
   w.string(idPrefix);
   for (const c of commits) {
-    w.array(9);
+    w.array(10);
     w.string(c[0]);
     w.string(c[1]);
     w.string(c[2]);
@@ -179,6 +179,7 @@ export function writeCommitBatch(format: number, idPrefix: string, commits: read
       w.number(e[2]);
       w.value(e[3]);
     }
+    w.stringOrNil(c[9] ?? null);
   }
   return w.take();
 }

@@ -5,7 +5,8 @@
  *   [FORMAT, idPrefix, commit, commit, ...]
  * and each commit (all the events one command decided, appended all-or-nothing) is
  *   [commandId, aggregateType, aggregateId, correlationId|null (= commandId), userId|null,
- *    timestampMs, source, firstSequence, [[eventId, eventType, schemaVersion, payload], ...]]
+ *    timestampMs, source, firstSequence, [[eventId, eventType, schemaVersion, payload], ...],
+ *    causationId|null (what caused the command: e.g. the event a workflow reacted to)]
  * An eventId is a UUID string, or an integer n meaning `idPrefix + n as 12 hex digits` (see
  * IdGenerator in envelope.ts). Fields shared by a commit's events are written once;
  * `decodeCommitBatch` expands every event to the full envelope (`EventEnvelope`).
@@ -34,6 +35,8 @@ export interface EventEnvelope<P = unknown> {
   correlationId: string;
   /** The command that caused this event. */
   causationId: string;
+  /** What caused that command (an event, for a workflow step), or null. */
+  commandCausationId: string | null;
   commandId: string;
   userId: string | null;
   source: string;
@@ -50,7 +53,7 @@ export interface EventEnvelope<P = unknown> {
 export type WireEvent = [eventId: string | number, eventType: string, schemaVersion: number, payload: unknown];
 export type WireCommit = [
   commandId: string, aggregateType: string, aggregateId: string, correlationId: string | null, userId: string | null,
-  timestampMs: number, source: string, firstSequence: number, events: WireEvent[],
+  timestampMs: number, source: string, firstSequence: number, events: WireEvent[], commandCausationId?: string | null,
 ];
 
 export function encode(value: unknown): Buffer {
@@ -140,7 +143,7 @@ export function commitEvents(c: WireCommit, position: number): EventEnvelope[] {
   const timestamp = isoTime(ts);
   return events.map(([eventId, eventType, version, payload], i) => ({
     eventId: String(eventId), eventType, aggregateType, aggregateId, sequence: first + i, version, timestamp,
-    correlationId: correlationId ?? commandId, causationId: commandId, commandId, userId, source, position, payload,
+    correlationId: correlationId ?? commandId, causationId: commandId, commandCausationId: c[9] ?? null, commandId, userId, source, position, payload,
   }));
 }
 

@@ -76,14 +76,13 @@ export class WorkerPool {
       sentAt: new Float64Array(size), sentCount: 0, nextSeq: 0, attaching: null,
     }));
     this.pool = new Piscina({
-      filename: new URL('./worker.ts', import.meta.url).href,
+      filename: new URL('./worker-entry.cjs', import.meta.url).href,
       minThreads: n,
       maxThreads: n,
       idleTimeout: Infinity,
       // Workers hold sockets and timers: their event loop must run between tasks.
       atomics: 'disabled',
       concurrentTasksPerWorker: 64,
-      execArgv: ['--import', 'tsx'],
       workerData: { options },
       loadBalancer: (task, workers) => this.pick((task as unknown as Record<symbol, { slot: number } | undefined>)[QUEUE]?.slot ?? 0, workers as unknown as PiscinaWorkerLike[]) as never,
     });

@@ -358,8 +358,7 @@ export class ShardHost {
       const out = spec.decide(cell.pending, cmd.payload, ctx);
       drafts = out === undefined || out === null ? [] : Array.isArray(out) ? out : [out as EventDraft];
     } catch (e) {
-      this.replyAfterPending(cell, cmd, toWire(e instanceof TroupeError ? e : new DecideFailedError(
-        `${def.type}.${cmd.type} threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, commandType: cmd.type }, e)), null);
+      this.replyAfterPending(cell, cmd, commandError(e, cell, cmd, 'threw'), null);
       return;
     }
     if (drafts.length === 0) {
@@ -392,11 +391,10 @@ export class ShardHost {
       }
       if (cell.reg.secrets) taintDecided(cell.reg, cell.pending, state, wireEvents);
     } catch (e) {
-      this.replyAfterPending(cell, cmd, toWire(e instanceof TroupeError ? e : new DecideFailedError(
-        `${def.type}.${cmd.type}: applying its events threw: ${(e as Error)?.message ?? String(e)}`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId }, e)), null);
+      this.replyAfterPending(cell, cmd, commandError(e, cell, cmd, 'applying its events threw'), null);
       return;
     }
-    const commit: WireCommit = [cmd.commandId, def.type, cell.id, cmd.correlationId === cmd.commandId ? null : cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents];
+    const commit: WireCommit = [cmd.commandId, def.type, cell.id, cmd.correlationId === cmd.commandId ? null : cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents, cmd.causationId];
     const limit = this.ctx.options.maxCommandBytes;
     let size = COMMIT_OVERHEAD + drafts.length * EVENT_OVERHEAD;
     for (let i = 0; i < drafts.length && size <= limit; i++) size += estimateSize(drafts[i]!.payload, limit);
@@ -659,6 +657,20 @@ export class ShardHost {
     }
     this.cells.clear();
   }
+}
+
+/**
+ * The wire form of an error raised while deciding a command: a Troupe error (a rejection, a
+ * schema violation) keeps its code and gains the ids of the actor and command; anything else
+ * is a bug in the actor, DECIDE_FAILED.
+ */
+function commandError(e: unknown, cell: ActorCell, cmd: CommandEnvelope, what: string): WireError {
+  const ids = { aggregateType: cell.reg.def.type, aggregateId: cell.id, commandId: cmd.commandId, commandType: cmd.type };
+  if (e instanceof TroupeError) {
+    const w = toWire(e);
+    return { ...w, data: { ...ids, ...w.data } };
+  }
+  return toWire(new DecideFailedError(`${cell.reg.def.type}.${cmd.type} ${what}: ${(e as Error)?.message ?? String(e)}`, ids, e));
 }
 
 function dedupePositions<T extends { position: number }>(entries: T[]): T[] {

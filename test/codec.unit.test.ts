@@ -6,7 +6,7 @@ import { encode } from '../runtime/codec.ts';
 const prefix = 'e16c6a13-b011-45ea-893f-';
 
 function commit(i: number, payload: unknown = { amount: i }): WireCommit {
-  return [`cmd-${i}`, 'Account', `acct-${i}`, i % 2 === 0 ? null : `corr-${i}`, i % 3 === 0 ? 'u-1' : null, 1_700_000_000_000 + i, 'troupe', 10 + i, [[i, 'Deposited', 1, payload], ['explicit-id', 'Withdrawn', 2, { amount: 1 }]]];
+  return [`cmd-${i}`, 'Account', `acct-${i}`, i % 2 === 0 ? null : `corr-${i}`, i % 3 === 0 ? 'u-1' : null, 1_700_000_000_000 + i, 'troupe', 10 + i, [[i, 'Deposited', 1, payload], ['explicit-id', 'Withdrawn', 2, { amount: 1 }]], i === 1 ? 'event-9' : null];
 }
 
 describe('commit batches', () => {
@@ -16,7 +16,7 @@ describe('commit batches', () => {
     expect(events).toHaveLength(4);
     expect(events[0]).toEqual({
       eventId: formatId(prefix, 1), eventType: 'Deposited', aggregateType: 'Account', aggregateId: 'acct-1', sequence: 11, version: 1,
-      timestamp: new Date(1_700_000_000_001).toISOString(), correlationId: 'corr-1', causationId: 'cmd-1', commandId: 'cmd-1', userId: null,
+      timestamp: new Date(1_700_000_000_001).toISOString(), correlationId: 'corr-1', causationId: 'cmd-1', commandCausationId: 'event-9', commandId: 'cmd-1', userId: null,
       source: 'troupe', position: 77, payload: { amount: 1 },
     });
     expect(events[1]).toMatchObject({ eventId: 'explicit-id', eventType: 'Withdrawn', sequence: 12, version: 2 });
