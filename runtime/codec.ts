@@ -36,7 +36,7 @@ export interface EventEnvelope<P = unknown> {
   /** The command that caused this event. */
   causationId: string;
   /** What caused that command (an event, for a workflow step), or null. */
-  commandCausationId: string | null;
+  commandCausationId?: string | null;
   commandId: string;
   userId: string | null;
   source: string;
