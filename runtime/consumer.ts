@@ -22,7 +22,7 @@
  *
  * This is one of the few files that import `@nats-io/*`.
  */
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import {
   AckPolicy, DeliverPolicy, JetStreamApiError, jetstream, jetstreamManager,
   type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg,
@@ -33,6 +33,7 @@ import { DeadLetterQueue, ThresholdAlarm, headersToRecord, type DeadLetterRecord
 import { InvalidOptionError, NotFoundError, TimeoutError, ValidationError } from './errors.ts';
 import { TokenBucket, resolveRetry, type CircuitBreakerPolicy, type RateLimit, type RetryOptions } from './flow.ts';
 import { assertServerVersion, connectNats } from './journal.ts';
+import { recordDeadLettered, registerConsumerProbe } from './metrics.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from './options.ts';
 import {
   Pipeline, defaultIsRetryable, type BatchHandler, type DeliveryHandle, type EventHandler, type EventTransform, type PipelineStats,
@@ -95,10 +96,17 @@ interface CommonOptions {
   /** Call `onAlert` when this consumer's dead letters reach `threshold` (checked after each one). */
   deadLetterAlert?: { threshold: number; onAlert: (stats: DeadLetterStats) => void };
   /**
+   * Report lag and DLQ depth to the node's /health and /metrics (metrics.ts consumer probes),
+   * with these limits. Default: reported, with the node's default limits. `false`: not reported.
+   */
+  probe?: false | { maxLag?: number; maxDlqDepth?: number };
+  /**
    * @internal Projections: the JetStream consumer belongs to this process's checkpoint; it is
    * re-created at every start to deliver from `startAfter + 1`, and deleted at stop.
    */
   startAfter?: number;
+  /** @internal Called when the stream turned out to be a new incarnation and the consumer's records were cleared. */
+  onStreamReset?: () => Promise<unknown>;
 }
 
 export interface SingleConsumeOptions extends CommonOptions {
@@ -160,13 +168,17 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       throw e;
     }
     const state = store.state(o.stream, options.name, options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS);
-    if (state.getMeta<string>('stream') !== created) {
+    let startAfter = options.startAfter;
+    const known = state.getMeta<string>('stream');
+    if (known !== created) {
       // A new incarnation of the stream: sequences and eventIds of the old one mean nothing.
       await state.clear();
       await state.putMeta('stream', created);
+      if (known !== undefined) await options.onStreamReset?.();
+      if (startAfter !== undefined) startAfter = 0;
     }
     const dlq = await DeadLetterQueue.open({ nc, stream: o.stream, subjectPrefix: o.subjectPrefix });
-    const consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup);
+    const consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup, startAfter);
     await consumer.start();
     return consumer;
   } catch (e) {
@@ -222,6 +234,7 @@ class JsDelivery implements DeliveryHandle {
   get seq(): number { return this.m.seq; }
   get subject(): string { return this.m.subject; }
   get deliveryCount(): number { return this.m.info.deliveryCount; }
+  get rawHeaders(): MsgHdrs | undefined { return this.m.headers; }
   ack(): void { this.m.ack(); }
   nak(delayMs: number): void { this.m.nak(delayMs > 0 ? delayMs : undefined); }
   working(): void { this.m.working(); }
@@ -236,6 +249,7 @@ export class Consumer {
   private wake: (() => void) | null = null;
   private readonly timers: NodeJS.Timeout[] = [];
   private loopDone: Promise<void> = Promise.resolve();
+  private unprobe: (() => void) | null = null;
   private readonly alarm: ThresholdAlarm | null;
   private readonly onError: (e: unknown) => void;
 
@@ -251,6 +265,7 @@ export class Consumer {
     /** The dead-letter queue this consumer writes to: stats, list, discard. */
     readonly deadLetters: DeadLetterQueue,
     private readonly cleanup: (() => Promise<unknown>)[],
+    private readonly startAfter: number | undefined,
   ) {
     this.name = options.name;
     this.onError = options.onError ?? ((e) => process.emitWarning(`troupe consumer ${options.name}: ${(e as Error)?.message ?? String(e)}`));
@@ -273,7 +288,7 @@ export class Consumer {
       orderTimeoutMs: options.orderTimeoutMs ?? retry.maxDelayMs + 2 * o.ackWaitMs,
       deadLetter: (r) => this.deadLetter(r),
       onError: this.onError,
-    }, state, options.startAfter ?? 0);
+    }, state, startAfter ?? 0);
     this.pipeline.onRoom = () => {
       const w = this.wake;
       this.wake = null;
@@ -295,7 +310,7 @@ export class Consumer {
   /** Create (or update) the JetStream consumer. */
   private async ensureConsumer(): Promise<void> {
     const { jsm, o } = this;
-    if (this.options.startAfter !== undefined) {
+    if (this.startAfter !== undefined) {
       await jsm.consumers.delete(o.stream, this.name).catch(() => false);
       await jsm.consumers.add(o.stream, {
         ...this.config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.pipeline.position + 1,
@@ -335,6 +350,15 @@ export class Consumer {
     const expiry = setInterval(() => void this.state.expire().catch(this.onError), Math.min(this.state.dedupTtlMs, 3_600_000));
     expiry.unref();
     this.timers.push(heartbeat, expiry);
+    if (this.options.probe !== false) {
+      this.unprobe = registerConsumerProbe({
+        name: this.name,
+        lag: async () => { const i = await this.info(); return i.numPending + i.numAckPending; },
+        dlqDepth: async () => (await this.deadLetters.stats()).byConsumer[this.name] ?? 0,
+        ...(this.options.probe?.maxLag === undefined ? {} : { maxLag: this.options.probe.maxLag }),
+        ...(this.options.probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: this.options.probe.maxDlqDepth }),
+      });
+    }
     void this.state.expire().catch(this.onError);
     this.loopDone = this.loop();
   }
@@ -345,7 +369,7 @@ export class Consumer {
    * first unhandled event among them goes before the aggregate's later events.
    */
   private async recover(): Promise<void> {
-    if (this.options.startAfter !== undefined) return;
+    if (this.startAfter !== undefined) return;
     const i = await this.jsm.consumers.info(this.o.stream, this.name);
     const from = i.ack_floor.stream_seq + 1;
     const to = i.delivered.stream_seq;
@@ -436,6 +460,7 @@ export class Consumer {
 
   private async deadLetter(record: DeadLetterRecord): Promise<void> {
     await this.deadLetters.publish(record);
+    recordDeadLettered(this.name);
     try {
       this.options.onDeadLetter?.(record);
     } catch (e) {
@@ -458,6 +483,11 @@ export class Consumer {
   async info(): Promise<ConsumerInfo> {
     const i = await this.jsm.consumers.info(this.o.stream, this.name);
     return { numPending: i.num_pending, numAckPending: i.num_ack_pending, ackFloor: i.ack_floor.stream_seq };
+  }
+
+  /** The stream position of the last message in the log now. */
+  async logEnd(): Promise<number> {
+    return (await this.jsm.streams.info(this.o.stream)).state.last_seq;
   }
 
   /**
@@ -543,11 +573,12 @@ export class Consumer {
   stop(timeoutMs = 10_000): Promise<void> {
     this.stopped ??= (async () => {
       for (const t of this.timers) clearInterval(t);
+      this.unprobe?.();
       this.messages?.stop();
       this.wake?.();
       await this.pipeline.stop(timeoutMs);
       await this.loopDone.catch(() => {});
-      if (this.options.startAfter !== undefined) await this.jsm.consumers.delete(this.o.stream, this.name).catch(() => false);
+      if (this.startAfter !== undefined) await this.jsm.consumers.delete(this.o.stream, this.name).catch(() => false);
       await this.nc.flush().catch(() => {});
       await this.deadLetters.close();
       for (const c of this.cleanup) await c().catch(() => {});

@@ -29,6 +29,8 @@ import { WriteSet } from './consumer-store.ts';
 import { reasonOf, type DeadLetterRecord } from './dlq.ts';
 import { isTroupeError } from './errors.ts';
 import { backoffDelay, isCircuitOpen, type CircuitBreakerPolicy, type ResolvedRetry, type TokenBucket } from './flow.ts';
+import type { EventTransform } from './reader.ts';
+import { withConsumerSpan, type HeaderLike } from './telemetry.ts';
 
 /** One delivery of a log message, as the pipeline needs it. */
 export interface DeliveryHandle {
@@ -39,6 +41,8 @@ export interface DeliveryHandle {
   nak(delayMs: number): void;
   working(): void;
   headers(): Record<string, string[]>;
+  /** The message's headers as they came (trace context for the consume span). */
+  readonly rawHeaders: HeaderLike | undefined;
 }
 
 /** What a handler gets besides the event(s). */
@@ -62,8 +66,8 @@ export interface HandlerContext {
 
 export type EventHandler = (event: EventEnvelope, ctx: HandlerContext) => unknown;
 export type BatchHandler = (events: EventEnvelope[], ctx: HandlerContext) => unknown;
-/** Applied to every event before the handler sees it (upcasting, decryption). */
-export type EventTransform = (event: EventEnvelope) => EventEnvelope | Promise<EventEnvelope>;
+/** Applied to every event before the handler sees it: upcasting and decryption (`eventReader()` of reader.ts). */
+export type { EventTransform };
 
 export interface PipelineConfig {
   name: string;
@@ -466,13 +470,14 @@ export class Pipeline {
       for (let j = 0; j < segments.length; j++) {
         const s = segments[j]!;
         for (let i = 0; i < s.n; i++) {
-          const e = s.lane.items[i]!.e;
+          const item = s.lane.items[i]!;
+          const e = item.e;
           const f = s.lane.failure;
           ctx.attempt = f?.eventId === e.eventId ? f.attempts + 1 : 1;
           const mark = ws.mark();
           try {
             const input = config.transform === null ? e : await config.transform(e);
-            await this.call(() => (config.handler as EventHandler)(input, ctx));
+            await this.call(() => withConsumerSpan(input, item.d.handle.rawHeaders, () => (config.handler as EventHandler)(input, ctx), { consumer: config.name }));
             handled[j] = i + 1;
           } catch (error) {
             ws.rollback(mark);
