@@ -30,7 +30,7 @@ export { shardOf } from './envelope.ts';
 export { decodeCommitBatch, decodeCommits, FORMAT as COMMIT_BATCH_FORMAT } from './codec.ts';
 export type { EventEnvelope, WireCommit, WireEvent } from './codec.ts';
 export { given, testActor, Given, Scenario, TestActor, msgpackrTestCodec, DEFAULT_TEST_NOW } from './testkit.ts';
-export type { TestKitOptions, TestCodec, RecordedEvent, RejectionMatcher, RestartOptions } from './testkit.ts';
+export type { TestKitOptions, TestCodec, RecordedEvent, RejectionMatcher, RestartOptions, GivenEvent } from './testkit.ts';
 // Event contracts and evolution: schemas, versions, upcasters, sensitive data (docs/contracts.md).
 export { definedActors, REDACTED } from './define.ts';
 export type { SensitiveSpec, SubjectContext, NormalizedSensitive, NormalizedGuard } from './define.ts';
