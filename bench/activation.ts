@@ -75,9 +75,13 @@ function startNode(spec: ActivationSpec): Promise<Troupe> {
   });
 }
 
+/** Round-robin over the sizes, so that no size is always measured first (coldest). */
 function idsOf(spec: ActivationSpec): { id: string; events: number }[] {
   const out: { id: string; events: number }[] = [];
-  for (const events of spec.sizes) for (let k = 0; k < spec.repeats; k++) out.push({ id: `act-${events}-${k}`, events });
+  for (let k = 0; k < spec.repeats; k++) {
+    const sizes = k % 2 === 0 ? spec.sizes : [...spec.sizes].reverse();
+    for (const events of sizes) out.push({ id: `act-${events}-${k}`, events });
+  }
   return out;
 }
 
@@ -111,6 +115,8 @@ async function measure(spec: ActivationSpec, targets: readonly { id: string; eve
     let t = performance.now();
     await node.query('Account', 'act-never-used');
     const emptyMs = ms(t);
+    // A second never-used actor, so the timed queries do not pay for the first one's warm-up.
+    await node.query('Account', 'act-never-used-2');
     const samples: ActivationSample[] = [];
     for (const { id, events } of targets) {
       t = performance.now();

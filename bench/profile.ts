@@ -131,9 +131,21 @@ export function profileFiles(paths: readonly string[]): string[] {
   return out;
 }
 
+/**
+ * `worker-<pid>-<tid>.cpuprofile` (TROUPE_PROFILE_DIR) is a Troupe worker; `CPU.<date>.<time>.<pid>.<tid>.<n>.cpuprofile`
+ * (--cpu-prof) is thread <tid> of the process: 0 the main thread, then tsx's loader thread and the workers.
+ */
+export function threadKind(file: string): string {
+  const name = basename(file);
+  if (name.startsWith('worker-')) return `Troupe worker (TROUPE_PROFILE_DIR), thread ${name.split('-')[2]?.replace('.cpuprofile', '') ?? '?'}`;
+  const m = /^CPU\.\d+\.\d+\.(\d+)\.(\d+)\.\d+\.cpuprofile$/.exec(name);
+  if (m === null) return 'profile';
+  return m[2] === '0' ? `main thread (--cpu-prof), pid ${m[1]}` : `thread ${m[2]} (--cpu-prof), pid ${m[1]}`;
+}
+
 export function formatSummary(s: ProfileSummary, top = 20): string {
   const lines: string[] = [];
-  const kind = basename(s.file).startsWith('worker-') ? 'worker thread' : 'main thread';
+  const kind = threadKind(s.file);
   lines.push(`${s.file} (${kind}): ${(s.totalMs / 1000).toFixed(1)} s sampled, ${(s.idleMs / 1000).toFixed(1)} s idle, GC ${(s.gcMs / 1000).toFixed(2)} s`);
   lines.push('  self time (% of non-idle)   function                                   where');
   for (const f of s.top.slice(0, top)) {

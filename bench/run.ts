@@ -13,6 +13,8 @@
  *                                          (--cpu-prof) and workers (TROUPE_PROFILE_DIR), then
  *                                          a summary of the top self-time functions
  *   --accounts N --commands N              override the workload size
+ *   --scale 10k,100k,1m                    account counts of the scale curve (the largest
+ *                                          one bounds resident actors)
  *   --same-process                         run Troupe in this process instead of a child per run
  *   --md FILE --svg FILE                   where to write RESULTS.md and the chart (a full run
  *                                          of everything writes bench/RESULTS.md and
@@ -74,11 +76,12 @@ interface Args {
   svg?: string;
   accounts?: number;
   commands?: number;
+  scale?: number[];
 }
 
 function usage(): string {
   return 'usage: npm run bench -- [--quick] [--json FILE] [--only ' + STEP_KEYS.join(',') + '] [--profile DIR] ' +
-    '[--accounts N] [--commands N] [--same-process] [--md FILE] [--svg FILE]\n';
+    '[--accounts N] [--commands N] [--scale 10k,100k,1m] [--same-process] [--md FILE] [--svg FILE]\n';
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -103,6 +106,13 @@ function parseArgs(argv: readonly string[]): Args {
       case '--svg': args.svg = value(); break;
       case '--accounts': args.accounts = num(); break;
       case '--commands': args.commands = num(); break;
+      case '--scale':
+        args.scale = value().split(',').map((x) => {
+          const m = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(x.trim().replace(/_/g, ''));
+          if (m === null) throw new Error(`--scale takes account counts like 10k,100k,1m; got ${x}`);
+          return Math.round(Number(m[1]) * (m[2]?.toLowerCase() === 'm' ? 1e6 : m[2]?.toLowerCase() === 'k' ? 1e3 : 1));
+        });
+        break;
       case '--same-process': args.isolate = false; break;
       case '--only': {
         const set = new Set<StepKey>();
@@ -144,7 +154,7 @@ function sizesFor(args: Args): Sizes {
   const commands = args.commands ?? (args.quick ? 5_000 : 100_000);
   const maxResidentActors = args.quick ? 1_000 : 100_000;
   const label = (n: number) => (n >= 1_000_000 ? `${n / 1_000_000}m` : n >= 1000 ? `${n / 1000}k` : `${n}`);
-  const scaleAccounts = args.quick ? [4_000] : [10_000, 100_000, 1_000_000];
+  const scaleAccounts = args.scale ?? (args.quick ? [4_000] : [10_000, 100_000, 1_000_000]);
   return {
     accounts,
     commands,
@@ -441,7 +451,9 @@ async function main(): Promise<void> {
   }
 
   if (args.profileDir !== undefined) {
-    const files = profileFiles([args.profileDir]);
+    // --cpu-prof also profiles every worker thread (and tsx's loader thread); the workers'
+    // TROUPE_PROFILE_DIR profiles say the same, so show the main threads from --cpu-prof only.
+    const files = profileFiles([args.profileDir]).filter((f) => !/^CPU\.\d+\.\d+\.\d+\.[1-9]\d*\.\d+\.cpuprofile$/.test(basename(f)));
     process.stdout.write(`\nCPU profiles (${files.length}) in ${args.profileDir}:\n\n`);
     for (const f of files) process.stdout.write(`${formatSummary(summarizeProfile(f, 20), 20)}\n\n`);
   }

@@ -99,6 +99,8 @@ export interface LedgerRunResult {
   readonly hwmMb: number;
   /** Actors in memory on all workers at the end of phase 2. */
   readonly residentActors: number | null;
+  /** RSS when phase 1 ended (every account opened). */
+  readonly rssAfterPhase1Mb: number;
   readonly jetstreamMessages: number;
   readonly stopMs: number;
 }
@@ -200,6 +202,7 @@ export async function runLedgerInProcess(spec: LedgerRunSpec): Promise<LedgerRun
     for (const pid of spec.server.pids) sampler.addChild(pid, 'nats-server');
     let resources: ResourceReport | undefined;
     let hwmMb = 0;
+    let rssAfterPhase1Mb = 0;
     const { phase1, phase2 } = await driveLedger(
       (t, id, c, p) => node.send(t, id, c, p),
       spec.accounts,
@@ -207,6 +210,7 @@ export async function runLedgerInProcess(spec: LedgerRunSpec): Promise<LedgerRun
       spec.concurrency,
       (phase) => {
         announcePhase(phase);
+        if (phase === 'commands') rssAfterPhase1Mb = process.memoryUsage.rss() / (1024 * 1024);
         if (phase === 'commands') sampler.start();
         if (phase === 'commands-done') {
           resources = sampler.stop();
@@ -238,6 +242,7 @@ export async function runLedgerInProcess(spec: LedgerRunSpec): Promise<LedgerRun
       resources: resources!,
       hwmMb,
       residentActors,
+      rssAfterPhase1Mb,
       jetstreamMessages,
       stopMs,
     };
@@ -354,7 +359,7 @@ export async function runLedger(spec: LedgerRunSpec, control: RunControl): Promi
   try {
     let run: LedgerRunResult;
     if (control.isolate) {
-      const prof = profileArgs(control, spec.variant);
+      const prof = profileArgs(control, `${spec.variant}-c${spec.concurrency}`);
       const child = spawnChild<LedgerRunResult>(CHILD_SCRIPT, { mode: 'ledger', spec }, {
         nodeArgs: prof.nodeArgs,
         env: prof.env,
@@ -363,7 +368,7 @@ export async function runLedger(spec: LedgerRunSpec, control: RunControl): Promi
       });
       run = await child.result;
     } else {
-      const prof = profileArgs(control, spec.variant);
+      const prof = profileArgs(control, `${spec.variant}-c${spec.concurrency}`);
       if (prof.dir !== undefined) process.env.TROUPE_PROFILE_DIR = prof.dir;
       try {
         run = await runLedgerInProcess(spec);
@@ -430,7 +435,7 @@ export async function runRemote(
   control: RunControl,
 ): Promise<VerifiedRun<RemoteRunResult>> {
   const variant = spec.variant ?? 'remote';
-  const prof = profileArgs(control, variant);
+  const prof = profileArgs(control, `${variant}-c${spec.concurrency}`);
   const nodeChild = spawnChild<{ stopped: true; stopMs: number }>(CHILD_SCRIPT, {
     mode: 'serve',
     spec: { server: spec.server, stream: spec.stream, subjectPrefix: spec.subjectPrefix, dataDir: spec.dataDir, tuning: spec.tuning } satisfies ServeSpec,
@@ -529,6 +534,7 @@ export function ledgerRow(v: VerifiedRun<LedgerRunResult>, extraNotes: string[] 
     `${r.phase2.accepted.toLocaleString('en-US')} acc, ${r.phase2.rejected.toLocaleString('en-US')} rej`,
     `${r.workers} worker${r.workers === 1 ? '' : 's'}`,
     ...(r.residentActors === null ? [] : [`${r.residentActors.toLocaleString('en-US')} resident`]),
+    `RSS ${Math.round(r.rssAfterPhase1Mb)} MB after phase 1, ${Math.round(r.resources.peakRssMb)} MB phase-2 peak`,
     ...extraNotes,
     ...verifyNotes(v, r.phase1, r.phase2),
   ];
