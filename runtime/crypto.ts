@@ -296,7 +296,13 @@ export class KeyRing {
       }
       if (best !== undefined) this.current.set(subjectHash, best);
     }
-    for (const l of this.listeners) l([kid]);
+    for (const l of this.listeners) {
+      try {
+        l([kid]);
+      } catch {
+        // A listener's failure must not stop this ring from learning of later keys.
+      }
+    }
   }
 
   private unwrap(rk: RingKey): Buffer {

@@ -92,7 +92,7 @@ export class NatsKeyBackend implements KeyBackend {
     let loaded!: () => void;
     const ready = new Promise<void>((resolve) => { loaded = resolve; });
     if (initial === 0) loaded();
-    void (async () => {
+    const consume = async () => {
       for await (const e of watch) {
         const parsed = parseKey(e.key);
         if (parsed !== undefined) {
@@ -108,6 +108,13 @@ export class NatsKeyBackend implements KeyBackend {
         }
         // The watcher marks the last of the initial values (and everything after) as updates.
         if (e.isUpdate) loaded();
+      }
+    };
+    void (async () => {
+      try {
+        await consume();
+      } catch {
+        // The watch ended with the connection; keys already known stay usable, unknown ones are fetched on demand.
       }
       loaded();
     })();

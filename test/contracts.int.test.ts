@@ -177,7 +177,7 @@ describe('event contracts on a running node', () => {
     }
   });
 
-  it('refuses to replay events of a version newer than the definition, with a typed error', async () => {
+  it('refuses to replay events of a version newer than the definition, saying to deploy the definition that wrote them', async () => {
     const stream = freshStream('NEWER');
     let node = await start(V3, stream, tempDir());
     try {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../actors/index.ts';
 import { decodeCommitBatch } from '../runtime/codec.ts';
 import {
-  eventReader, isEncrypted, isSealed, isTroupeError, openKeyRing, REDACTED, Troupe, type ActorDefinition, type EventEnvelope, type KeyRing,
+  eventReader, isEncrypted, isSealed, isTroupeError, keyBucketName, openKeyRing, REDACTED, Troupe, type ActorDefinition, type EventEnvelope, type KeyRing,
 } from '../runtime/index.ts';
 import { Store } from '../runtime/snapshots.ts';
 import { customer } from './fixtures/customer.ts';
@@ -130,6 +130,36 @@ describe('sensitive fields', () => {
     expect(c1.redacted).toBeUndefined();
     const blind = eventReader({ actors: [customer as ActorDefinition<unknown>] });
     expect(await blind(events.find((e) => e.aggregateId === 'c1')!)).toMatchObject({ payload: { name: REDACTED, email: REDACTED, plan: 'gold' }, redacted: ['name', 'email'] });
+  });
+
+  it('opens a key ring that knows every stored key at once, wrapped with the master key in the bucket', async () => {
+    const kids = (await rawEvents(nats.url, stream)).flatMap((e) => Object.values(e.payload as Record<string, unknown>).filter(isEncrypted).map((v) => v.$enc));
+    expect(kids.length).toBeGreaterThanOrEqual(3);
+    const late = await openKeyRing({ servers: nats.url, stream });
+    try {
+      for (const kid of kids) expect(late.key(kid), kid).toBeInstanceOf(Buffer); // synchronously: no fetch
+    } finally {
+      await late.close();
+    }
+    const nc = await natsConnect(nats.url);
+    try {
+      const jsm = await jetstreamManager(nc);
+      const bucket = `KV_${keyBucketName(stream)}`;
+      const last = (await jsm.streams.info(bucket)).state.last_seq;
+      const stored: string[] = [];
+      for (let seq = 1; seq <= last; seq++) {
+        const m = await jsm.streams.getMessage(bucket, { seq });
+        if (m !== null) stored.push(`${m.subject} ${new TextDecoder().decode(m.data)}`);
+      }
+      expect(stored.length).toBeGreaterThanOrEqual(3);
+      for (const s of stored) {
+        expect(s).toMatch(/^\$KV\.\S+\.s\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{12} \{"v":1,"kid":/);
+        expect(s).not.toContain('customer:c1');
+        expect(s).not.toContain('user:sam');
+      }
+    } finally {
+      await nc.close();
+    }
   });
 
   it('writes new values under a rotated key and keeps the old ones readable', async () => {
