@@ -8,7 +8,7 @@
 import { estimateSize, type EventEnvelope } from './codec.ts';
 import type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
 import { IdGenerator, shardOf } from './envelope.ts';
-import { ConcurrencyError, StoppedError, ValidationError } from './errors.ts';
+import { ConcurrencyError, StoppedError, ValidationError, fromWire, type WireError } from './errors.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from './journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from './options.ts';
 import { Ownership } from './ownership.ts';
@@ -252,14 +252,14 @@ export class Troupe {
   async query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {
     this.checkRead(aggregateType, aggregateId);
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
-    return await this.pool.runOn(this.pool.slotOf(shard), { kind: 'query', shard, aggregateType, aggregateId }) as { state: S; version: number };
+    return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind: 'query', shard, aggregateType, aggregateId })) as { state: S; version: number };
   }
 
   /** Every committed event of an actor, in order, with the full envelope. */
   async history(aggregateType: string, aggregateId: string): Promise<EventEnvelope[]> {
     this.checkRead(aggregateType, aggregateId);
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
-    return await this.pool.runOn(this.pool.slotOf(shard), { kind: 'history', shard, aggregateType, aggregateId }) as EventEnvelope[];
+    return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind: 'history', shard, aggregateType, aggregateId })) as EventEnvelope[];
   }
 
   private checkRead(aggregateType: string, aggregateId: string): void {
@@ -325,4 +325,11 @@ export class Troupe {
     })();
     return this.stopping;
   }
+}
+
+/** A worker read answers `{ value }` or `{ error }` (errors cross threads as data). */
+function unwrap(answer: unknown): unknown {
+  const a = answer as { value?: unknown; error?: WireError };
+  if (a.error !== undefined) throw fromWire(a.error);
+  return a.value;
 }

@@ -301,10 +301,11 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     case 'attach':
       attach(w, task.port);
       return true;
+    // Errors cross back as data: a thrown error would lose its class and code on the way.
     case 'query':
-      return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId);
+      return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'history':
-      return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId) as Promise<EventEnvelope[]>;
+      return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId).then((value: EventEnvelope[]) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'open':
       await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
       if (log.info) log.logger.info({ shards: task.shards }, 'shards opened: caught up with the log');
