@@ -63,7 +63,7 @@ describe('Troupe node', () => {
       await node.send('Investigation', id, 'CreateInvestigation', { title: 'Beaconing from 10.0.0.7', severity: 'high' });
       const before = Date.now();
       const r = await node.send('Investigation', id, 'AssignInvestigation', { analystId: 'bob' }, {
-        commandId: `assign-${id}`, correlationId: 'corr-42', userId: 'alice',
+        commandId: `assign-${id}`, correlationId: 'corr-42', userId: 'alice', causationId: 'threat-event-7',
       });
       const after = Date.now();
       expect(r).toMatchObject({ commandId: `assign-${id}`, aggregateType: 'Investigation', aggregateId: id, version: 2, duplicate: false });
@@ -86,6 +86,7 @@ describe('Troupe node', () => {
           sequence: 2,
           correlationId: 'corr-42',
           causationId: `assign-${id}`,
+          commandCausationId: 'threat-event-7',
           commandId: `assign-${id}`,
           userId: 'alice',
           source: 'system-test',
