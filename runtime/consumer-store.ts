@@ -49,22 +49,58 @@ function overlayKey(key: Key): string {
 }
 
 /**
+ * Writes handed to the committer and not committed yet, newest value per key: what a later
+ * task reads before LMDB has them (so a lane can go on while its last task commits).
+ */
+export class PendingWrites {
+  private readonly layers = new Map<Database, Map<string, { value: unknown; gen: number }>>();
+
+  add(ws: WriteSet, gen: number): void {
+    for (const op of ws.ops) {
+      let layer = this.layers.get(op.db);
+      if (layer === undefined) this.layers.set(op.db, layer = new Map());
+      layer.set(overlayKey(op.key), { value: op.value, gen });
+    }
+  }
+
+  /** The pending value (REMOVED for a pending removal), or undefined when nothing is pending. */
+  lookup(db: Database, okey: string): unknown {
+    return this.layers.get(db)?.get(okey)?.value;
+  }
+
+  /** Forget what generation `gen` wrote, unless a later generation wrote the key again. */
+  committed(ws: WriteSet, gen: number): void {
+    for (const op of ws.ops) {
+      const layer = this.layers.get(op.db);
+      const okey = overlayKey(op.key);
+      const e = layer?.get(okey);
+      if (e !== undefined && e.gen <= gen) layer!.delete(okey);
+    }
+  }
+}
+
+/**
  * Writes a handler makes through its context: kept in memory (later reads of the same task see
  * them) and committed in one LMDB transaction together with the de-dup marks of the events
  * that produced them. A failed event's writes are rolled back with `rollback(mark)`.
  */
 export class WriteSet {
-  private ops: { db: Database; key: Key; value: unknown }[] = [];
+  /** @internal */
+  ops: { db: Database; key: Key; value: unknown }[] = [];
   private overlay = new Map<Database, Map<string, unknown>>();
+
+  constructor(private readonly pending: PendingWrites | null = null) {}
 
   get size(): number {
     return this.ops.length;
   }
 
   get<V = unknown>(db: Database, key: Key): V | undefined {
-    const pending = this.overlay.get(db)?.get(overlayKey(key));
-    if (pending === REMOVED) return undefined;
-    if (pending !== undefined) return pending as V;
+    const okey = overlayKey(key);
+    let v = this.overlay.get(db)?.get(okey);
+    if (v === undefined && this.pending !== null) v = this.pending.lookup(db, okey);
+    if (v === REMOVED) return undefined;
+    if (v !== undefined) return v as V;
     return db.get(key) as V | undefined;
   }
 
@@ -191,6 +227,14 @@ export class ConsumerStore {
   }
 }
 
+/** What one task leaves to commit. */
+export interface CommitEntry {
+  writes: WriteSet | null;
+  done: readonly EventEnvelope[];
+  resolved: readonly EventEnvelope[];
+  failures: readonly [EventEnvelope, FailureRecord][];
+}
+
 /** One consumer's records in a ConsumerStore. */
 export class ConsumerState {
   readonly failures: Database<FailureRecord, [string, string]>;
@@ -223,10 +267,6 @@ export class ConsumerState {
     return this.failures.get([aggregateType, aggregateId]);
   }
 
-  async putFailure(e: EventEnvelope, f: FailureRecord): Promise<void> {
-    await this.failures.put([e.aggregateType, e.aggregateId], f);
-  }
-
   version(aggregateType: string, aggregateId: string): number {
     return this.versions.get([aggregateType, aggregateId]) ?? 0;
   }
@@ -240,16 +280,18 @@ export class ConsumerState {
   }
 
   /**
-   * Commit a task: the handler's writes, a de-dup mark per done event, and the removal of the
-   * failure records its events resolved — one transaction.
+   * Commit tasks in one transaction, in order: each one's handler writes, a de-dup mark per
+   * done event, the removal of the failure records its events resolved, and new failure records.
    */
-  commit(writes: WriteSet | null, done: readonly EventEnvelope[], resolved: readonly EventEnvelope[], extra?: () => void): Promise<unknown> {
+  commit(entries: readonly CommitEntry[]): Promise<unknown> {
     const seen = this.epochDb(Math.floor(Date.now() / this.dedupTtlMs));
     return this.store.transaction(() => {
-      writes?.applyInTransaction();
-      for (const e of done) void seen.put(e.eventId, 1);
-      for (const e of resolved) void this.failures.remove([e.aggregateType, e.aggregateId]);
-      extra?.();
+      for (const c of entries) {
+        c.writes?.applyInTransaction();
+        for (const e of c.done) void seen.put(e.eventId, 1);
+        for (const e of c.resolved) void this.failures.remove([e.aggregateType, e.aggregateId]);
+        for (const [e, f] of c.failures) void this.failures.put([e.aggregateType, e.aggregateId], f);
+      }
     });
   }
 

@@ -24,8 +24,8 @@
  */
 import type { Database } from 'lmdb';
 import type { EventEnvelope } from './codec.ts';
-import type { ConsumerState, ConsumerStore, FailureRecord, Key } from './consumer-store.ts';
-import { WriteSet } from './consumer-store.ts';
+import type { CommitEntry, ConsumerState, ConsumerStore, FailureRecord, Key } from './consumer-store.ts';
+import { PendingWrites, WriteSet } from './consumer-store.ts';
 import { reasonOf, type DeadLetterRecord } from './dlq.ts';
 import { isTroupeError } from './errors.ts';
 import { backoffDelay, isCircuitOpen, type CircuitBreakerPolicy, type ResolvedRetry, type TokenBucket } from './flow.ts';
@@ -163,6 +163,12 @@ export class Pipeline {
   private bytes = 0;
   private maxSeen: number;
   private stopping = false;
+  /** Committer: tasks hand their writes over and go on; one LMDB transaction at a time takes all queued (group commit). */
+  private readonly pendingWrites = new PendingWrites();
+  private commitQueue: { entry: CommitEntry; gen: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private committing = false;
+  private generation = 0;
+  private broken: unknown = null;
   private readonly positionWaiters: { position: number; resolve: () => void }[] = [];
   private readonly idleWaiters: (() => void)[] = [];
   private readonly commitListeners: ((events: EventEnvelope[]) => void)[] = [];
@@ -184,7 +190,7 @@ export class Pipeline {
 
   /** True when messages are held but none can make progress (all wait for a redelivery). */
   get stalled(): boolean {
-    return this.running === 0 && this.deliveries.size > 0;
+    return this.running === 0 && !this.committing && this.deliveries.size > 0;
   }
 
   get signal(): AbortSignal {
@@ -437,7 +443,7 @@ export class Pipeline {
   private async run(segments: Segment[]): Promise<void> {
     const { config } = this;
     if (config.rateLimit !== null) await config.rateLimit.take(segments.reduce((a, s) => a + s.n, 0));
-    const ws = new WriteSet();
+    const ws = new WriteSet(this.pendingWrites);
     const ctx = new TaskContext(this, ws);
     // How many items at the front of each segment were handled, and the error of the next one.
     const handled = new Array<number>(segments.length).fill(0);
@@ -490,35 +496,32 @@ export class Pipeline {
 
     const done: EventEnvelope[] = [];
     const resolved: EventEnvelope[] = [];
-    for (let j = 0; j < segments.length; j++) {
-      const lane = segments[j]!.lane;
-      for (let i = 0; i < handled[j]!; i++) done.push(lane.items[i]!.e);
-      if (handled[j]! > 0 && lane.failure?.eventId === lane.items[0]!.e.eventId) resolved.push(lane.items[0]!.e);
-    }
-    if (done.length > 0) {
-      try {
-        await this.state.commit(ws, done, resolved);
-      } catch (e) {
-        // LMDB refused the write (disk full, ...): nothing is acked; the messages come back.
-        config.onError(e);
-        this.release(segments, Date.now() + config.retry.initialDelayMs);
-        return;
-      }
-    }
+    const settled: Item[] = [];
     for (let j = 0; j < segments.length; j++) {
       const lane = segments[j]!.lane;
       const n = handled[j]!;
       if (n === 0) continue;
+      if (lane.failure?.eventId === lane.items[0]!.e.eventId) {
+        resolved.push(lane.items[0]!.e);
+        lane.failure = undefined;
+      }
       lane.solo = false;
-      if (lane.failure?.eventId === lane.items[0]!.e.eventId) lane.failure = undefined;
+      // Out of the lane now: its next events may run while this task's commit is written
+      // (they read its writes through the pending overlay); acks wait for the commit.
       for (let i = 0; i < n; i++) {
         const item = lane.items.shift()!;
-        this.counters.handled++;
+        done.push(item.e);
+        settled.push(item);
         this.handledExpected(lane, item.e.sequence);
-        this.settle(item, 0);
       }
     }
-    if (done.length > 0) for (const l of this.commitListeners) l(done);
+    if (done.length > 0) {
+      void this.commit({ writes: ws, done, resolved, failures: [] }).then(() => {
+        this.counters.handled += settled.length;
+        for (const item of settled) this.settle(item, 0);
+        for (const l of this.commitListeners) l(done);
+      }, () => { /* reported by the committer; the messages stay un-acked */ });
+    }
     const failing: Promise<void>[] = [];
     for (let j = 0; j < segments.length; j++) {
       if (errors[j] !== NO_ERROR) failing.push(this.fail(segments[j]!.lane, segments[j]!.lane.items[0]!, errors[j]));
@@ -527,20 +530,49 @@ export class Pipeline {
     this.release(segments);
   }
 
+  /** Queue a task's records for the next LMDB transaction; resolves once committed. */
+  private commit(entry: CommitEntry): Promise<void> {
+    if (this.broken !== null) return Promise.reject(this.broken);
+    const gen = ++this.generation;
+    if (entry.writes !== null) this.pendingWrites.add(entry.writes, gen);
+    return new Promise<void>((resolve, reject) => {
+      this.commitQueue.push({ entry, gen, resolve, reject });
+      if (!this.committing) void this.flushCommits();
+    });
+  }
+
+  private async flushCommits(): Promise<void> {
+    this.committing = true;
+    while (this.commitQueue.length > 0) {
+      const batch = this.commitQueue.splice(0);
+      try {
+        await this.state.commit(batch.map((b) => b.entry));
+      } catch (e) {
+        // LMDB refused the write (disk full, ...). Later tasks built on these writes: nothing
+        // more can be committed or acked. The held messages come back to the next instance.
+        this.broken = e;
+        this.stopping = true;
+        this.config.onError(new Error(`consumer ${this.config.name}: LMDB refused a commit, so nothing more is handled or acked; fix the store and restart the consumer: ${(e as Error)?.message ?? String(e)}`));
+        for (const b of [...batch, ...this.commitQueue.splice(0)]) b.reject(e);
+        break;
+      }
+      for (const b of batch) {
+        if (b.entry.writes !== null) this.pendingWrites.committed(b.entry.writes, b.gen);
+        b.resolve();
+      }
+    }
+    this.committing = false;
+  }
+
   private call(fn: () => unknown): Promise<unknown> {
     const b = this.config.breaker;
     return b === null ? Promise.resolve(fn()) : b.execute(fn);
   }
 
-  /** A task ended: its lanes may run again. With `retryAt`, give their taken items back for a redelivery. */
-  private release(segments: Segment[], retryAt = 0): void {
+  /** A task ended: its lanes may run again. */
+  private release(segments: Segment[]): void {
     for (const s of segments) {
       const lane = s.lane;
-      if (retryAt > 0) {
-        const ds = new Set<Delivery>();
-        for (let i = 0; i < s.n && i < lane.items.length; i++) ds.add(lane.items[i]!.d);
-        for (const d of ds) this.abandon(lane, d, retryAt);
-      }
       lane.busy = false;
       if (lane.items.length > 0) this.candidates.add(lane);
       else this.dropLaneIfDone(lane);
@@ -584,18 +616,16 @@ export class Pipeline {
         await this.recordFailure(lane, item, { ...failureOf(e, prev, now, attempts, reason, message), nextAttemptAt: now + backoffDelay(config.retry, attempts) });
         return;
       }
-      try {
-        await this.state.commit(null, [e], gate === undefined ? [] : [e]);
-      } catch (lmdbError) {
-        config.onError(lmdbError);
-        this.abandon(lane, item.d, now + config.retry.initialDelayMs);
-        return;
-      }
       this.counters.deadLettered++;
       lane.failure = undefined;
       lane.solo = false;
       lane.items.shift();
       this.handledExpected(lane, e.sequence);
+      try {
+        await this.commit({ writes: null, done: [e], resolved: gate === undefined ? [] : [e], failures: [] });
+      } catch {
+        return; // reported by the committer
+      }
       this.settle(item, 0);
       return;
     }
@@ -606,9 +636,9 @@ export class Pipeline {
     lane.failure = f;
     lane.solo = false;
     try {
-      await this.state.putFailure(item.e, f);
-    } catch (e) {
-      this.config.onError(e);
+      await this.commit({ writes: null, done: [], resolved: [], failures: [[item.e, f]] });
+    } catch {
+      return; // reported by the committer; the message stays un-acked
     }
     this.abandon(lane, item.d, f.nextAttemptAt);
   }
@@ -682,12 +712,12 @@ export class Pipeline {
     if (lane === undefined) this.lanes.set(key, own);
     own.busy = true;
     try {
-      const ws = new WriteSet();
+      const ws = new WriteSet(this.pendingWrites);
       const ctx = new TaskContext(this, ws);
       const input = this.config.transform === null ? event : await this.config.transform(event);
       if (this.config.batch) await this.call(() => (this.config.handler as BatchHandler)([input], ctx));
       else await this.call(() => (this.config.handler as EventHandler)(input, ctx));
-      await this.state.commit(ws, [event], []);
+      await this.commit({ writes: ws, done: [event], resolved: [], failures: [] });
       for (const l of this.commitListeners) l([event]);
     } finally {
       own.busy = false;
@@ -701,7 +731,7 @@ export class Pipeline {
   async stop(timeoutMs: number): Promise<void> {
     this.stopping = true;
     const until = Date.now() + timeoutMs;
-    while (this.running > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    while ((this.running > 0 || this.committing) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     this.abort.abort();
     if (this.blockedTimer !== null) clearTimeout(this.blockedTimer);
     for (const d of [...this.deliveries.values()]) {
