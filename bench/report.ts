@@ -469,10 +469,16 @@ function barColor(r: BenchRow): string {
  * the plain baseline in grey, the per-message ceiling in orange.
  */
 export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger workload: throughput and p99 latency'): string {
+  const order = ['in-process', 'remote', 'workers-1', 'workers-2', 'sync-always', 'r3', 'ceiling', 'ceiling-sync-always', 'ceiling-r3', 'plain'];
+  const rank = (r: BenchRow): number => {
+    const i = order.indexOf(r.variant);
+    return i >= 0 ? i : isBaseline(r.variant) ? order.length + 1 : order.indexOf('r3') + 0.5;
+  };
   const ordered = [...rows].sort((a, b) => {
     const ga = isBaseline(a.variant) ? 1 : 0;
     const gb = isBaseline(b.variant) ? 1 : 0;
     if (ga !== gb) return ga - gb;
+    if (rank(a) !== rank(b)) return rank(a) - rank(b);
     if (a.variant !== b.variant) return a.variant < b.variant ? -1 : 1;
     return (a.concurrency ?? 0) - (b.concurrency ?? 0);
   });
@@ -490,7 +496,14 @@ export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger worklo
   const plotW = panelW - 60; // leave room for value labels
 
   const maxT = niceMax(Math.max(0, ...ordered.map((r) => throughput(r)?.value ?? 0)));
-  const maxL = niceMax(Math.max(0, ...ordered.map((r) => (r.p99Ms !== null && Number.isFinite(r.p99Ms) ? r.p99Ms : 0))));
+  const p99s = ordered.map((r) => r.p99Ms).filter((v): v is number => v !== null && Number.isFinite(v) && v > 0);
+  const maxL = niceMax(Math.max(0, ...p99s));
+  // Latencies spread over orders of magnitude (C = 64 vs C = 4096, fsync): a log axis keeps small ones readable.
+  const logL = p99s.length > 1 && Math.max(...p99s) / Math.min(...p99s) > 30;
+  const logLo = logL ? 10 ** Math.floor(Math.log10(Math.min(...p99s))) : 0;
+  const logHi = logL ? 10 ** Math.ceil(Math.log10(Math.max(...p99s))) : 1;
+  const latencyWidth = (v: number): number =>
+    logL ? (Math.log10(v / logLo) / Math.log10(logHi / logLo)) * plotW : (v / maxL) * plotW;
 
   const s: string[] = [];
   s.push(
@@ -500,7 +513,7 @@ export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger worklo
   s.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);
   s.push(`<text x="${left}" y="22" font-size="15" font-weight="600" fill="#222">${xmlEscape(title)}</text>`);
   s.push(`<text x="${x1}" y="${top - 22}" font-weight="600" fill="#333">throughput (cmds/s; ceiling: msgs/s) →</text>`);
-  s.push(`<text x="${x2}" y="${top - 22}" font-weight="600" fill="#333">p99 latency (ms) — lower is better</text>`);
+  s.push(`<text x="${x2}" y="${top - 22}" font-weight="600" fill="#333">p99 latency (ms${logL ? ', log scale' : ''}) — lower is better</text>`);
 
   // Grid lines and axis ticks.
   const axis = (x0: number, max: number, fmt: (n: number) => string): void => {
@@ -511,7 +524,16 @@ export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger worklo
     }
   };
   axis(x1, maxT, compact);
-  axis(x2, maxL, (n) => compact(n));
+  if (logL) {
+    const decades = Math.round(Math.log10(logHi / logLo));
+    for (let k = 0; k <= decades; k++) {
+      const x = x2 + (plotW * k) / decades;
+      s.push(`<line x1="${x.toFixed(1)}" y1="${top - 8}" x2="${x.toFixed(1)}" y2="${top + ordered.length * rowH}" stroke="#e4e4e4"/>`);
+      s.push(`<text x="${x.toFixed(1)}" y="${top + ordered.length * rowH + 16}" text-anchor="middle" fill="#666">${xmlEscape(compact(logLo * 10 ** k))}</text>`);
+    }
+  } else {
+    axis(x2, maxL, (n) => compact(n));
+  }
 
   ordered.forEach((r, i) => {
     const y = top + i * rowH;
@@ -524,7 +546,7 @@ export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger worklo
       s.push(`<text x="${(x1 + w + 5).toFixed(1)}" y="${y + barH / 2 + 4}" fill="#222">${xmlEscape(compact(t.value))}</text>`);
     }
     if (r.p99Ms !== null && Number.isFinite(r.p99Ms)) {
-      const w = Math.max(1, (r.p99Ms / maxL) * plotW);
+      const w = Math.max(1, latencyWidth(r.p99Ms));
       s.push(`<rect x="${x2}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${color}" fill-opacity="0.75" rx="2"/>`);
       s.push(`<text x="${(x2 + w + 5).toFixed(1)}" y="${y + barH / 2 + 4}" fill="#222">${xmlEscape(fmtMs(r.p99Ms))} ms</text>`);
     } else {

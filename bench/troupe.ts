@@ -31,6 +31,7 @@ import {
   accountId,
   generateCommands,
   procMemoryMb,
+  procRssBreakdown,
   ResourceSampler,
   runClosedLoop,
   type ClosedLoopResult,
@@ -99,8 +100,12 @@ export interface LedgerRunResult {
   readonly hwmMb: number;
   /** Actors in memory on all workers at the end of phase 2. */
   readonly residentActors: number | null;
+  /** RSS once the node started, before any command. */
+  readonly rssAfterStartMb: number;
   /** RSS when phase 1 ended (every account opened). */
   readonly rssAfterPhase1Mb: number;
+  /** RSS at the end of phase 2 by kind: anonymous (heaps) and file-backed (LMDB's map, code). */
+  readonly rssEnd: { anonMb: number; fileMb: number; shmemMb: number } | null;
   readonly jetstreamMessages: number;
   readonly stopMs: number;
 }
@@ -197,12 +202,14 @@ export async function runLedgerInProcess(spec: LedgerRunSpec): Promise<LedgerRun
   const t0 = performance.now();
   const node = await Troupe.start(nodeOptions(spec, false));
   const startMs = performance.now() - t0;
+  const rssAfterStartMb = process.memoryUsage.rss() / (1024 * 1024);
   try {
     const sampler = new ResourceSampler();
     for (const pid of spec.server.pids) sampler.addChild(pid, 'nats-server');
     let resources: ResourceReport | undefined;
     let hwmMb = 0;
     let rssAfterPhase1Mb = 0;
+    let rssEnd: LedgerRunResult['rssEnd'] = null;
     const { phase1, phase2 } = await driveLedger(
       (t, id, c, p) => node.send(t, id, c, p),
       spec.accounts,
@@ -215,6 +222,7 @@ export async function runLedgerInProcess(spec: LedgerRunSpec): Promise<LedgerRun
         if (phase === 'commands-done') {
           resources = sampler.stop();
           hwmMb = procMemoryMb(process.pid)?.hwmMb ?? resources.peakRssMb;
+          rssEnd = procRssBreakdown(process.pid) ?? null;
         }
       },
     );
@@ -242,7 +250,9 @@ export async function runLedgerInProcess(spec: LedgerRunSpec): Promise<LedgerRun
       resources: resources!,
       hwmMb,
       residentActors,
+      rssAfterStartMb,
       rssAfterPhase1Mb,
+      rssEnd,
       jetstreamMessages,
       stopMs,
     };
@@ -534,7 +544,8 @@ export function ledgerRow(v: VerifiedRun<LedgerRunResult>, extraNotes: string[] 
     `${r.phase2.accepted.toLocaleString('en-US')} acc, ${r.phase2.rejected.toLocaleString('en-US')} rej`,
     `${r.workers} worker${r.workers === 1 ? '' : 's'}`,
     ...(r.residentActors === null ? [] : [`${r.residentActors.toLocaleString('en-US')} resident`]),
-    `RSS ${Math.round(r.rssAfterPhase1Mb)} MB after phase 1, ${Math.round(r.resources.peakRssMb)} MB phase-2 peak`,
+    `RSS ${Math.round(r.rssAfterStartMb)} MB started, ${Math.round(r.rssAfterPhase1Mb)} after phase 1, ${Math.round(r.resources.peakRssMb)} phase-2 peak` +
+      (r.rssEnd === null ? '' : ` (end: ${Math.round(r.rssEnd.anonMb)} anon + ${Math.round(r.rssEnd.fileMb)} file-backed)`),
     ...extraNotes,
     ...verifyNotes(v, r.phase1, r.phase2),
   ];

@@ -241,6 +241,20 @@ export function procMemoryMb(pid: number): { rssMb: number; hwmMb: number } | un
   }
 }
 
+/** Resident memory of a process split by kind (MB): anonymous (heaps, malloc), file-backed (mapped files such as LMDB), shared. */
+export function procRssBreakdown(pid: number): { anonMb: number; fileMb: number; shmemMb: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (key: string): number => {
+      const m = new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
+      return m?.[1] === undefined ? 0 : Number(m[1]);
+    };
+    return { anonMb: kb('RssAnon') / 1024, fileMb: kb('RssFile') / 1024, shmemMb: kb('RssShmem') / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
 export interface ChildResources {
   readonly pid: number;
   readonly label: string;
