@@ -231,7 +231,8 @@ export class ConsumerStore {
 export interface CommitEntry {
   writes: WriteSet | null;
   done: readonly EventEnvelope[];
-  resolved: readonly EventEnvelope[];
+  /** Aggregates whose failure record goes (their failing event was handled or dead-lettered). */
+  resolved: readonly Pick<EventEnvelope, 'aggregateType' | 'aggregateId'>[];
   failures: readonly [EventEnvelope, FailureRecord][];
 }
 

@@ -28,102 +28,21 @@ import {
   type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
 import { decodeCommitBatch, type EventEnvelope } from './codec.ts';
+import { validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions } from './consumer-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consumer-store.ts';
-import { DeadLetterQueue, ThresholdAlarm, headersToRecord, type DeadLetterRecord, type DeadLetterStats } from './dlq.ts';
-import { InvalidOptionError, NotFoundError, TimeoutError, ValidationError } from './errors.ts';
-import { TokenBucket, resolveRetry, type CircuitBreakerPolicy, type RateLimit, type RetryOptions } from './flow.ts';
+import { DeadLetterQueue, ThresholdAlarm, headersToRecord, type DeadLetterRecord } from './dlq.ts';
+import { NotFoundError, TimeoutError, ValidationError } from './errors.ts';
+import { defaultIsRetryable, type DeliveryHandle } from './handler.ts';
 import { assertServerVersion, connectNats } from './journal.ts';
 import { recordDeadLettered, registerConsumerProbe } from './metrics.ts';
-import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from './options.ts';
-import {
-  Pipeline, defaultIsRetryable, type BatchHandler, type DeliveryHandle, type EventHandler, type EventTransform, type PipelineStats,
-} from './pipeline.ts';
+import { Pipeline, type PipelineStats } from './pipeline.ts';
 
-export const DEFAULT_MAX_ACK_PENDING = 1000;
-export const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_ACK_WAIT_MS = 30_000;
-export const DEFAULT_BATCH_SIZE = 100;
+export { DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_ACK_WAIT_MS, DEFAULT_BATCH_SIZE } from './consumer-options.ts';
+export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions } from './consumer-options.ts';
+
 const FETCH_EXPIRES_MS = 5_000;
 const FETCH_BATCH = 256;
 const MAX_RECOVERY_SCAN = 1_000_000;
-const NAME = /^[A-Za-z0-9_-]{1,128}$/;
-
-interface CommonOptions {
-  /** The durable consumer's name (letters, digits, `_`, `-`). Also names its DLQ subject and LMDB records. */
-  name: string;
-  /** Only these event types reach the handler. Default: all. */
-  eventTypes?: readonly string[];
-  /** Only events of these actor types reach the handler. Default: all. */
-  aggregateTypes?: readonly string[];
-  /** Lanes (aggregates) handled at the same time. Default 1. */
-  concurrency?: number;
-  /** Un-acked messages at most (JetStream `max_ack_pending`). Default 1000. */
-  maxAckPending?: number;
-  /** Bytes of messages held in memory at most, beyond which no more are fetched. Default 64 MiB. */
-  maxBufferedBytes?: number;
-  /** Time JetStream waits for an ack before redelivering; held messages are kept alive meanwhile. Default 30 s. */
-  ackWaitMs?: number;
-  rateLimit?: RateLimit;
-  retry?: RetryOptions;
-  /** Wrap every handler call in this cockatiel breaker; while it is open events are delayed, not failed. */
-  breaker?: CircuitBreakerPolicy;
-  /** Delay before an event put off by an open breaker is tried again. Default: retry.initialDelayMs. */
-  breakerDelayMs?: number;
-  /** Errors worth a retry. Default: all except Troupe errors marked not retryable (validation, rejections). */
-  isRetryable?: (error: unknown) => boolean;
-  /** Applied to every event before the handler (upcasting and decryption plug in here). */
-  transform?: EventTransform;
-  /** Where the consumer keeps its LMDB records (`<dataDir>/consumers`), or an open store. */
-  dataDir?: string;
-  store?: ConsumerStore;
-  /** NATS servers to connect to, or an open connection (left open by stop()). */
-  servers?: string;
-  nc?: NatsConnection;
-  stream?: string;
-  subjectPrefix?: string;
-  /** Where a consumer that does not exist yet starts: the start of the log (default), new events only, or after a position. */
-  from?: 'start' | 'new' | { after: number };
-  /** How long handled eventIds are remembered. Default 7 days. */
-  dedupTtlMs?: number;
-  /**
-   * How long after its failing event's retry time an aggregate's later events wait for that
-   * event to be redelivered before going ahead without it. Default: retry.maxDelayMs + 2 × ackWaitMs.
-   */
-  orderTimeoutMs?: number;
-  onError?: (error: unknown) => void;
-  /** Called after an event was stored in the dead-letter queue. */
-  onDeadLetter?: (record: DeadLetterRecord) => void;
-  /** Call `onAlert` when this consumer's dead letters reach `threshold` (checked after each one). */
-  deadLetterAlert?: { threshold: number; onAlert: (stats: DeadLetterStats) => void };
-  /**
-   * Report lag and DLQ depth to the node's /health and /metrics (metrics.ts consumer probes),
-   * with these limits. Default: reported, with the node's default limits. `false`: not reported.
-   */
-  probe?: false | { maxLag?: number; maxDlqDepth?: number };
-  /**
-   * @internal Projections: the JetStream consumer belongs to this process's checkpoint; it is
-   * re-created at every start to deliver from `startAfter + 1`, and deleted at stop.
-   */
-  startAfter?: number;
-  /** @internal Called when the stream turned out to be a new incarnation and the consumer's records were cleared. */
-  onStreamReset?: () => Promise<unknown>;
-}
-
-export interface SingleConsumeOptions extends CommonOptions {
-  batch?: false;
-  handler: EventHandler;
-  /** Events one lane task takes (handled one by one, committed together). Default 1. */
-  batchSize?: number;
-}
-
-export interface BatchConsumeOptions extends CommonOptions {
-  batch: true;
-  handler: BatchHandler;
-  /** Events per handler call at most. Default 100. */
-  batchSize?: number;
-}
-
-export type ConsumeOptions = SingleConsumeOptions | BatchConsumeOptions;
 
 export interface ConsumerInfo {
   /** Messages not yet delivered to this consumer. */
@@ -140,7 +59,7 @@ export interface ConsumerStats extends PipelineStats {
 
 /** Start a consumer; resolves once its JetStream consumer exists and fetching has begun. */
 export async function consume(options: ConsumeOptions): Promise<Consumer> {
-  const o = validate(options);
+  const o = validateConsumeOptions(options);
   const cleanup: (() => Promise<unknown>)[] = [];
   try {
     let nc = options.nc;
@@ -187,47 +106,6 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   }
 }
 
-interface Resolved {
-  stream: string;
-  subjectPrefix: string;
-  concurrency: number;
-  batchSize: number;
-  maxAckPending: number;
-  maxBufferedBytes: number;
-  ackWaitMs: number;
-}
-
-function validate(options: ConsumeOptions): Resolved {
-  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('consume(options): options must be an object');
-  if (typeof options.name !== 'string' || !NAME.test(options.name)) {
-    throw new InvalidOptionError(`options.name must be 1-128 letters, digits, _ or -, got ${JSON.stringify(options.name)}`, { field: 'name' });
-  }
-  if (typeof options.handler !== 'function') throw new InvalidOptionError(`options.handler of consumer ${options.name} must be a function`, { field: 'handler' });
-  if (options.store === undefined && (typeof options.dataDir !== 'string' || options.dataDir.length === 0)) {
-    throw new InvalidOptionError(`consumer ${options.name} needs options.dataDir (a folder for its LMDB records) or options.store`, { field: 'dataDir' });
-  }
-  const int = (name: keyof ConsumeOptions, fallback: number, min: number): number => {
-    const v = (options as unknown as Record<string, unknown>)[name] ?? fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new InvalidOptionError(`options.${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`, { field: name });
-    return v;
-  };
-  for (const list of ['eventTypes', 'aggregateTypes'] as const) {
-    const v = options[list];
-    if (v !== undefined && (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== 'string'))) {
-      throw new InvalidOptionError(`options.${list} must be a non-empty array of names, got ${JSON.stringify(v)}`, { field: list });
-    }
-  }
-  return {
-    stream: options.stream ?? DEFAULT_STREAM,
-    subjectPrefix: options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX,
-    concurrency: int('concurrency', 1, 1),
-    batchSize: int('batchSize', options.batch === true ? DEFAULT_BATCH_SIZE : 1, 1),
-    maxAckPending: int('maxAckPending', DEFAULT_MAX_ACK_PENDING, 1),
-    maxBufferedBytes: int('maxBufferedBytes', DEFAULT_MAX_BUFFERED_BYTES, 1),
-    ackWaitMs: int('ackWaitMs', DEFAULT_ACK_WAIT_MS, 1000),
-  };
-}
-
 /** A JetStream delivery as the pipeline sees it. */
 class JsDelivery implements DeliveryHandle {
   constructor(private readonly m: JsMsg) {}
@@ -256,7 +134,7 @@ export class Consumer {
   /** @internal use consume() */
   constructor(
     private readonly options: ConsumeOptions,
-    private readonly o: Resolved,
+    private readonly o: ResolvedConsumeOptions,
     readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
     private readonly js: JetStreamClient,
@@ -270,7 +148,7 @@ export class Consumer {
     this.name = options.name;
     this.onError = options.onError ?? ((e) => process.emitWarning(`troupe consumer ${options.name}: ${(e as Error)?.message ?? String(e)}`));
     this.alarm = options.deadLetterAlert === undefined ? null : new ThresholdAlarm({ ...options.deadLetterAlert, consumer: options.name });
-    const retry = resolveRetry(options.retry);
+    const retry = o.retry;
     this.pipeline = new Pipeline({
       name: options.name,
       handler: options.handler,
@@ -281,7 +159,7 @@ export class Consumer {
       aggregateTypes: options.aggregateTypes === undefined ? null : new Set(options.aggregateTypes),
       retry,
       transform: options.transform ?? null,
-      rateLimit: options.rateLimit === undefined ? null : new TokenBucket(options.rateLimit.perSecond, options.rateLimit.burst),
+      rateLimit: o.rateLimit,
       breaker: options.breaker ?? null,
       breakerDelayMs: options.breakerDelayMs ?? Math.max(100, retry.initialDelayMs),
       isRetryable: options.isRetryable ?? defaultIsRetryable,

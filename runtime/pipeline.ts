@@ -22,52 +22,18 @@
  * A message is acked only after every matching event in it was handled and committed; on
  * redelivery, the events already handled are skipped by their eventId (ConsumerState.seen).
  */
-import type { Database } from 'lmdb';
 import type { EventEnvelope } from './codec.ts';
-import type { CommitEntry, ConsumerState, ConsumerStore, FailureRecord, Key } from './consumer-store.ts';
-import { PendingWrites, WriteSet } from './consumer-store.ts';
+import { Committer } from './committer.ts';
+import type { CommitEntry, ConsumerState, FailureRecord } from './consumer-store.ts';
+import { WriteSet } from './consumer-store.ts';
 import { reasonOf, type DeadLetterRecord } from './dlq.ts';
-import { isTroupeError } from './errors.ts';
 import { backoffDelay, isCircuitOpen, type CircuitBreakerPolicy, type ResolvedRetry, type TokenBucket } from './flow.ts';
-import type { EventTransform } from './reader.ts';
-import { withConsumerSpan, type HeaderLike } from './telemetry.ts';
+import { TaskContext, type BatchHandler, type DeliveryHandle, type EventHandler, type EventTransform } from './handler.ts';
+import { RestartGate, insertSorted, laneKey, type Delivery, type Item, type Lane, type Segment } from './lanes.ts';
+import { withConsumerSpan } from './telemetry.ts';
 
-/** One delivery of a log message, as the pipeline needs it. */
-export interface DeliveryHandle {
-  readonly seq: number;
-  readonly subject: string;
-  readonly deliveryCount: number;
-  ack(): void;
-  nak(delayMs: number): void;
-  working(): void;
-  headers(): Record<string, string[]>;
-  /** The message's headers as they came (trace context for the consume span). */
-  readonly rawHeaders: HeaderLike | undefined;
-}
-
-/** What a handler gets besides the event(s). */
-export interface HandlerContext {
-  readonly consumer: string;
-  /** 1 on the first attempt at this event (in batch mode: the highest among the batch). */
-  readonly attempt: number;
-  /** Aborted when the consumer stops. */
-  readonly signal: AbortSignal;
-  /** The consumer's LMDB environment: open your own databases with `store.db(name)`. */
-  readonly store: ConsumerStore;
-  /** Read, seeing this task's own writes. */
-  get<V = unknown>(db: Database, key: Key): V | undefined;
-  /** Write; committed in the same LMDB transaction as the event's de-dup mark, or not at all. */
-  put(db: Database, key: Key, value: unknown): void;
-  remove(db: Database, key: Key): void;
-  /** The version-check helper: the last sequence recorded for an aggregate with setVersion (0 if none). */
-  version(aggregateType: string, aggregateId: string): number;
-  setVersion(aggregateType: string, aggregateId: string, sequence: number): void;
-}
-
-export type EventHandler = (event: EventEnvelope, ctx: HandlerContext) => unknown;
-export type BatchHandler = (events: EventEnvelope[], ctx: HandlerContext) => unknown;
-/** Applied to every event before the handler sees it: upcasting and decryption (`eventReader()` of reader.ts). */
-export type { EventTransform };
+export { checkVersion, defaultIsRetryable } from './handler.ts';
+export type { BatchHandler, DeliveryHandle, EventHandler, EventTransform, HandlerContext } from './handler.ts';
 
 export interface PipelineConfig {
   name: string;
@@ -111,36 +77,6 @@ export interface PipelineStats {
   running: number;
 }
 
-interface Delivery {
-  seq: number;
-  handle: DeliveryHandle;
-  bytes: number;
-  open: number;
-  retryAt: number;
-}
-
-interface Item {
-  e: EventEnvelope;
-  d: Delivery;
-}
-
-interface Lane {
-  key: string;
-  type: string;
-  id: string;
-  items: Item[];
-  busy: boolean;
-  /** The aggregate's failing event, as recorded in LMDB (loaded when the lane is created). */
-  failure: FailureRecord | undefined;
-  /** After a batch failed: run this lane's head alone, to find which event is at fault. */
-  solo: boolean;
-}
-
-interface Segment {
-  lane: Lane;
-  n: number;
-}
-
 const STRIP_STACK = /\n\s+at [\s\S]*$/;
 const NO_ERROR = Symbol('no error');
 
@@ -150,12 +86,7 @@ export class Pipeline {
   private readonly candidates = new Set<Lane>();
   private readonly blocked = new Set<Lane>();
   private readonly nakked = new Set<number>();
-  /**
-   * After a restart: per aggregate, the sequences of its events that a previous instance
-   * received and did not ack (sorted). A later event of the aggregate waits until these are handled.
-   */
-  private readonly expected = new Map<string, number[]>();
-  private expectedUntil = 0;
+  private readonly restart: RestartGate;
   private readonly abort = new AbortController();
   private blockedTimer: NodeJS.Timeout | null = null;
   private blockedWakeAt = Infinity;
@@ -163,12 +94,7 @@ export class Pipeline {
   private bytes = 0;
   private maxSeen: number;
   private stopping = false;
-  /** Committer: tasks hand their writes over and go on; one LMDB transaction at a time takes all queued (group commit). */
-  private readonly pendingWrites = new PendingWrites();
-  private commitQueue: { entry: CommitEntry; gen: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
-  private committing = false;
-  private generation = 0;
-  private broken: unknown = null;
+  private readonly committer: Committer;
   private readonly positionWaiters: { position: number; resolve: () => void }[] = [];
   private readonly idleWaiters: (() => void)[] = [];
   private readonly commitListeners: ((events: EventEnvelope[]) => void)[] = [];
@@ -178,6 +104,15 @@ export class Pipeline {
 
   constructor(readonly config: PipelineConfig, private readonly state: ConsumerState, startAfter = 0) {
     this.maxSeen = startAfter;
+    this.restart = new RestartGate(config.name, config.orderTimeoutMs, config.onError);
+    this.committer = new Committer(state, (e) => {
+      this.stopping = true;
+      config.onError(new Error(`consumer ${config.name}: LMDB refused a commit, so nothing more is handled or acked; fix the store and restart the consumer: ${(e as Error)?.message ?? String(e)}`));
+    });
+  }
+
+  private commit(entry: CommitEntry): Promise<void> {
+    return this.committer.commit(entry);
   }
 
   get inMemory(): number {
@@ -190,7 +125,7 @@ export class Pipeline {
 
   /** True when messages are held but none can make progress (all wait for a redelivery). */
   get stalled(): boolean {
-    return this.running === 0 && !this.committing && this.deliveries.size > 0;
+    return this.running === 0 && !this.committer.busy && this.deliveries.size > 0;
   }
 
   get signal(): AbortSignal {
@@ -246,11 +181,9 @@ export class Pipeline {
     this.deliveries.set(d.seq, d);
     this.bytes += bytes;
     if (d.seq > this.maxSeen) this.maxSeen = d.seq;
-    const { eventTypes, aggregateTypes } = this.config;
     for (const e of events) {
-      if (aggregateTypes !== null && !aggregateTypes.has(e.aggregateType)) continue;
-      if (eventTypes !== null && !eventTypes.has(e.eventType)) continue;
-      const key = `${e.aggregateType}\u0000${e.aggregateId}`;
+      if (!this.matches(e)) continue;
+      const key = laneKey(e.aggregateType, e.aggregateId);
       let lane = this.lanes.get(key);
       if (lane === undefined) {
         lane = { key, type: e.aggregateType, id: e.aggregateId, items: [], busy: false, failure: this.state.failure(e.aggregateType, e.aggregateId), solo: false };
@@ -266,51 +199,17 @@ export class Pipeline {
 
   /**
    * After a restart, before the first fetch: the events of the messages a previous instance
-   * received and did not ack, in log order. JetStream redelivers those only when their ack
-   * wait runs out, after newer messages; an aggregate's later events wait for them.
+   * received and did not ack, in log order (see RestartGate).
    */
   expectUnacked(events: readonly EventEnvelope[]): void {
     const now = Date.now();
-    this.expectedUntil = now + this.config.orderTimeoutMs;
+    this.restart.arm(now);
+    for (const e of events) if (this.matches(e) && !this.state.seen(e.eventId, now)) this.restart.expect(e);
+  }
+
+  private matches(e: EventEnvelope): boolean {
     const { eventTypes, aggregateTypes } = this.config;
-    for (const e of events) {
-      if (aggregateTypes !== null && !aggregateTypes.has(e.aggregateType)) continue;
-      if (eventTypes !== null && !eventTypes.has(e.eventType)) continue;
-      if (this.state.seen(e.eventId, now)) continue;
-      const key = `${e.aggregateType}\u0000${e.aggregateId}`;
-      const list = this.expected.get(key);
-      if (list === undefined) this.expected.set(key, [e.sequence]);
-      else if (list[list.length - 1]! < e.sequence) list.push(e.sequence);
-    }
-  }
-
-  /** How many events after a restart are still awaited. */
-  get awaitedAfterRestart(): number {
-    let n = 0;
-    for (const l of this.expected.values()) n += l.length;
-    return n;
-  }
-
-  /** The smallest awaited sequence of a lane's aggregate, or Infinity. */
-  private firstExpected(lane: Lane): number {
-    if (this.expected.size === 0) return Infinity;
-    const list = this.expected.get(lane.key);
-    if (list === undefined) return Infinity;
-    if (Date.now() > this.expectedUntil) {
-      this.config.onError(new Error(`consumer ${this.config.name}: ${this.awaitedAfterRestart} events un-acked before the restart were not redelivered within ${this.config.orderTimeoutMs} ms; later events of their aggregates go ahead`));
-      this.expected.clear();
-      return Infinity;
-    }
-    return list[0]!;
-  }
-
-  private handledExpected(lane: Lane, sequence: number): void {
-    if (this.expected.size === 0) return;
-    const list = this.expected.get(lane.key);
-    if (list === undefined) return;
-    const i = list.indexOf(sequence);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.expected.delete(lane.key);
+    return (aggregateTypes === null || aggregateTypes.has(e.aggregateType)) && (eventTypes === null || eventTypes.has(e.eventType));
   }
 
   /** Keep held messages from being redelivered while they wait (call every ackWait/3). */
@@ -348,30 +247,12 @@ export class Pipeline {
       if (solo && segments.length > 0) continue; // gets a task of its own next
       this.candidates.delete(lane);
       lane.busy = true;
-      const n = solo ? 1 : this.runnablePrefix(lane, budget);
+      const n = solo ? 1 : this.restart.runnablePrefix(lane, budget);
       segments.push({ lane, n });
       budget -= n;
       if (solo) break;
     }
     return segments.length === 0 ? null : segments;
-  }
-
-  /** How many items from the head of a ready lane may run together: up to a gap of awaited events. */
-  private runnablePrefix(lane: Lane, budget: number): number {
-    const max = Math.min(budget, lane.items.length);
-    const list = this.expected.size === 0 ? undefined : this.expected.get(lane.key);
-    if (list === undefined) return max;
-    let k = 0;
-    for (let i = 0; i < max; i++) {
-      const s = lane.items[i]!.e.sequence;
-      while (k < list.length && list[k]! < s) {
-        // An awaited event comes before this item and is not in memory yet.
-        if (i > 0) return i;
-        k++;
-      }
-      if (k < list.length && list[k] === s) k++;
-    }
-    return max;
   }
 
   /** Whether the lane's first item may run now; drops items already handled. */
@@ -384,16 +265,15 @@ export class Pipeline {
       }
       if (this.state.seen(head.e.eventId, now)) {
         lane.items.shift();
-        this.handledExpected(lane, head.e.sequence);
+        this.restart.handled(lane.key, head.e.sequence);
         this.counters.duplicates++;
         this.settle(head, 0);
         continue;
       }
       const f = lane.failure;
-      const awaited = this.firstExpected(lane);
-      if (awaited < head.e.sequence) {
+      if (this.restart.first(lane.key, now) < head.e.sequence) {
         // Events of this aggregate un-acked before a restart come first.
-        this.block(lane, this.expectedUntil + 1);
+        this.block(lane, this.restart.until + 1);
         return false;
       }
       if (f === undefined || head.e.sequence < f.sequence) return true;
@@ -407,7 +287,7 @@ export class Pipeline {
       if (now > f.nextAttemptAt + this.config.orderTimeoutMs) {
         // It never came back (deleted from the log, or taken by another instance): stop waiting.
         lane.failure = undefined;
-        void this.state.failures.remove([lane.type, lane.id]);
+        void this.commit({ writes: null, done: [], resolved: [{ aggregateType: lane.type, aggregateId: lane.id }], failures: [] }).catch(() => {});
         this.config.onError(new Error(`consumer ${this.config.name}: the failing event ${f.eventId} of ${lane.type} ${lane.id} was not redelivered within ${this.config.orderTimeoutMs} ms after its retry time; later events of the aggregate go ahead`));
         continue;
       }
@@ -443,8 +323,8 @@ export class Pipeline {
   private async run(segments: Segment[]): Promise<void> {
     const { config } = this;
     if (config.rateLimit !== null) await config.rateLimit.take(segments.reduce((a, s) => a + s.n, 0));
-    const ws = new WriteSet(this.pendingWrites);
-    const ctx = new TaskContext(this, ws);
+    const ws = new WriteSet(this.committer.pending);
+    const ctx = new TaskContext(this.config.name, this.abort.signal, this.state, ws);
     // How many items at the front of each segment were handled, and the error of the next one.
     const handled = new Array<number>(segments.length).fill(0);
     const errors = new Array<unknown>(segments.length).fill(NO_ERROR);
@@ -512,7 +392,7 @@ export class Pipeline {
         const item = lane.items.shift()!;
         done.push(item.e);
         settled.push(item);
-        this.handledExpected(lane, item.e.sequence);
+        this.restart.handled(lane.key, item.e.sequence);
       }
     }
     if (done.length > 0) {
@@ -528,40 +408,6 @@ export class Pipeline {
     }
     await Promise.all(failing);
     this.release(segments);
-  }
-
-  /** Queue a task's records for the next LMDB transaction; resolves once committed. */
-  private commit(entry: CommitEntry): Promise<void> {
-    if (this.broken !== null) return Promise.reject(this.broken);
-    const gen = ++this.generation;
-    if (entry.writes !== null) this.pendingWrites.add(entry.writes, gen);
-    return new Promise<void>((resolve, reject) => {
-      this.commitQueue.push({ entry, gen, resolve, reject });
-      if (!this.committing) void this.flushCommits();
-    });
-  }
-
-  private async flushCommits(): Promise<void> {
-    this.committing = true;
-    while (this.commitQueue.length > 0) {
-      const batch = this.commitQueue.splice(0);
-      try {
-        await this.state.commit(batch.map((b) => b.entry));
-      } catch (e) {
-        // LMDB refused the write (disk full, ...). Later tasks built on these writes: nothing
-        // more can be committed or acked. The held messages come back to the next instance.
-        this.broken = e;
-        this.stopping = true;
-        this.config.onError(new Error(`consumer ${this.config.name}: LMDB refused a commit, so nothing more is handled or acked; fix the store and restart the consumer: ${(e as Error)?.message ?? String(e)}`));
-        for (const b of [...batch, ...this.commitQueue.splice(0)]) b.reject(e);
-        break;
-      }
-      for (const b of batch) {
-        if (b.entry.writes !== null) this.pendingWrites.committed(b.entry.writes, b.gen);
-        b.resolve();
-      }
-    }
-    this.committing = false;
   }
 
   private call(fn: () => unknown): Promise<unknown> {
@@ -620,7 +466,7 @@ export class Pipeline {
       lane.failure = undefined;
       lane.solo = false;
       lane.items.shift();
-      this.handledExpected(lane, e.sequence);
+      this.restart.handled(lane.key, e.sequence);
       try {
         await this.commit({ writes: null, done: [e], resolved: gate === undefined ? [] : [e], failures: [] });
       } catch {
@@ -702,7 +548,7 @@ export class Pipeline {
    * never beside it), and record it handled. Throws what the handler threw.
    */
   async replay(event: EventEnvelope): Promise<void> {
-    const key = `${event.aggregateType}\u0000${event.aggregateId}`;
+    const key = laneKey(event.aggregateType, event.aggregateId);
     let lane = this.lanes.get(key);
     while (lane?.busy === true) {
       await new Promise((r) => setTimeout(r, 5));
@@ -712,8 +558,8 @@ export class Pipeline {
     if (lane === undefined) this.lanes.set(key, own);
     own.busy = true;
     try {
-      const ws = new WriteSet(this.pendingWrites);
-      const ctx = new TaskContext(this, ws);
+      const ws = new WriteSet(this.committer.pending);
+      const ctx = new TaskContext(this.config.name, this.abort.signal, this.state, ws);
       const input = this.config.transform === null ? event : await this.config.transform(event);
       if (this.config.batch) await this.call(() => (this.config.handler as BatchHandler)([input], ctx));
       else await this.call(() => (this.config.handler as EventHandler)(input, ctx));
@@ -731,7 +577,7 @@ export class Pipeline {
   async stop(timeoutMs: number): Promise<void> {
     this.stopping = true;
     const until = Date.now() + timeoutMs;
-    while ((this.running > 0 || this.committing) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    while ((this.running > 0 || this.committer.busy) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     this.abort.abort();
     if (this.blockedTimer !== null) clearTimeout(this.blockedTimer);
     for (const d of [...this.deliveries.values()]) {
@@ -746,10 +592,6 @@ export class Pipeline {
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  /** @internal for TaskContext */
-  get stateForContext(): ConsumerState {
-    return this.state;
-  }
 }
 
 function failureOf(e: EventEnvelope, prev: FailureRecord | undefined, now: number, attempts: number, reason: string, error: string): FailureRecord {
@@ -764,62 +606,3 @@ function errorText(e: unknown): string {
   return String(e).slice(0, 2000);
 }
 
-/** Insert keeping the lane sorted by aggregate sequence (nearly always an append); false for an event already there. */
-function insertSorted(items: Item[], item: Item): boolean {
-  const s = item.e.sequence;
-  let i = items.length;
-  while (i > 0 && items[i - 1]!.e.sequence > s) i--;
-  if (i > 0 && items[i - 1]!.e.eventId === item.e.eventId) return false;
-  items.splice(i, 0, item);
-  return true;
-}
-
-class TaskContext implements HandlerContext {
-  attempt = 1;
-  readonly consumer: string;
-  readonly signal: AbortSignal;
-  readonly store: ConsumerStore;
-  private readonly state: ConsumerState;
-
-  constructor(pipeline: Pipeline, private readonly ws: WriteSet) {
-    this.consumer = pipeline.config.name;
-    this.signal = pipeline.signal;
-    this.state = pipeline.stateForContext;
-    this.store = this.state.store;
-  }
-
-  get<V = unknown>(db: Database, key: Key): V | undefined {
-    return this.ws.get<V>(db, key);
-  }
-
-  put(db: Database, key: Key, value: unknown): void {
-    this.ws.put(db, key, value);
-  }
-
-  remove(db: Database, key: Key): void {
-    this.ws.remove(db, key);
-  }
-
-  version(aggregateType: string, aggregateId: string): number {
-    return this.ws.get<number>(this.state.versions as unknown as Database, [aggregateType, aggregateId]) ?? 0;
-  }
-
-  setVersion(aggregateType: string, aggregateId: string, sequence: number): void {
-    this.ws.put(this.state.versions as unknown as Database, [aggregateType, aggregateId], sequence);
-  }
-}
-
-/** What a retry can fix: everything except errors that say they are not retryable (validation, rejections). */
-export function defaultIsRetryable(e: unknown): boolean {
-  return !(isTroupeError(e) && e.retryable === false);
-}
-
-/**
- * The version check for handlers that keep per-aggregate versions themselves:
- * `apply` when the event is the next one, `duplicate` when it was applied already,
- * `gap` when events are missing in between (they were filtered out, or come later).
- */
-export function checkVersion(lastApplied: number, event: Pick<EventEnvelope, 'sequence'>): 'apply' | 'duplicate' | 'gap' {
-  if (event.sequence <= lastApplied) return 'duplicate';
-  return event.sequence === lastApplied + 1 ? 'apply' : 'gap';
-}
