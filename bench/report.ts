@@ -51,6 +51,8 @@ export interface BenchRow {
   readonly verifyOk: boolean | null;
   readonly phase1PerSec?: number | null;
   readonly serverCpuSeconds?: number | null;
+  /** CPU microseconds per phase-2 command (per message for the ceiling), all measured processes. */
+  readonly cpuUsPerCmd?: number | null;
   /** Worker threads of the Troupe node, where it applies. */
   readonly workers?: number | null;
   /** Actors in memory at the end of phase 2 (all workers). */
@@ -172,6 +174,8 @@ const COLUMNS: readonly Column[] = [
   { title: 'open/s', align: 'right', cell: (r) => fmtInt(r.phase1PerSec) },
   { title: 'peak RSS MB', align: 'right', cell: (r) => fmtNum(r.peakRssMb, 0) },
   { title: 'CPU s', align: 'right', cell: (r) => fmtNum(r.cpuSeconds, 1) },
+  { title: 'CPU µs/cmd', align: 'right', cell: (r) => fmtNum(r.cpuUsPerCmd, 0) },
+  { title: 'server CPU s', align: 'right', cell: (r) => fmtNum(r.serverCpuSeconds, 1) },
   { title: 'JS msgs', align: 'right', cell: (r) => fmtInt(r.jetstreamMessages) },
   { title: 'verify', align: 'left', cell: (r) => fmtVerify(r.verifyOk) },
   { title: 'notes', align: 'left', cell: (r) => r.notes ?? '' },
@@ -320,7 +324,7 @@ export function formatResultsMd(report: BenchReport, chartFile?: string): string
         'The ceiling rows are pre-encoded ~150-byte events, one JetStream message each, lean publisher, no domain logic, as many as the workload stores: ' +
         'their events/s is messages/s and their latency publish-to-ack. ' +
         'Troupe runs each in a fresh process (the in-process variant sends through the node\'s own API from the same process; remote: node and clients in two processes), a fresh stream and data dir. ' +
-        'Peak RSS: the Troupe process (VmHWM; for remote, the node process); baselines: the bench process. CPU s: client and node processes plus nats-server, phase 2. ' +
+        'Peak RSS: the Troupe process (VmHWM; for remote, the node process); baselines: the bench process. CPU s: client and node processes plus nats-server, phase 2; CPU µs/cmd: that per command (per message for the ceilings); server CPU s: nats-server alone. ' +
         'verify: every account rebuilt from the log alone (no snapshots, no Troupe API), no negative balance, sum of balances = deposits − withdrawals, ' +
         'event count = accounts + accepted, every stored message read back, and balances equal to a sequential replay of the commands.',
       '',
