@@ -279,6 +279,7 @@ export class Consumer {
 
   private async loop(): Promise<void> {
     let failures = 0;
+    let pull: Awaited<ReturnType<JetStreamClient['consumers']['get']>> | null = null;
     while (this.stopped === null) {
       const p = this.pipeline;
       let room = Math.min(FETCH_BATCH, this.o.maxAckPending - p.inMemory);
@@ -292,14 +293,15 @@ export class Consumer {
         room = 1;
       }
       try {
-        const c = await this.js.consumers.get(this.o.stream, this.name);
-        const messages = await c.fetch({ max_messages: room, expires: FETCH_EXPIRES_MS });
+        pull ??= await this.js.consumers.get(this.o.stream, this.name);
+        const messages = await pull.fetch({ max_messages: room, expires: FETCH_EXPIRES_MS });
         this.messages = messages;
         for await (const m of messages) this.onMessage(m);
         failures = 0;
       } catch (e) {
         if (this.stopped !== null) break;
         this.onError(e);
+        pull = null;
         failures++;
         await new Promise((r) => setTimeout(r, Math.min(5_000, 250 * 2 ** Math.min(failures, 5))));
         await this.ensureConsumer().catch(this.onError);
