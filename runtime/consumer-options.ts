@@ -26,7 +26,7 @@ export interface CommonOptions {
   concurrency?: number;
   /** Un-acked messages at most (JetStream `max_ack_pending`). Default 1000. */
   maxAckPending?: number;
-  /** Bytes of messages held in memory at most, beyond which no more are fetched. Default 64 MiB. */
+  /** Bytes of messages held in memory, about: no fetch asks for more messages than the free bytes hold at the average size. Default 64 MiB. */
   maxBufferedBytes?: number;
   /** Time JetStream waits for an ack before redelivering; held messages are kept alive meanwhile. Default 30 s. */
   ackWaitMs?: number;

@@ -128,6 +128,7 @@ export class Consumer {
   private readonly timers: NodeJS.Timeout[] = [];
   private loopDone: Promise<void> = Promise.resolve();
   private unprobe: (() => void) | null = null;
+  private averageBytes = 4096;
   private readonly alarm: ThresholdAlarm | null;
   private readonly onError: (e: unknown) => void;
 
@@ -282,8 +283,10 @@ export class Consumer {
     let pull: Awaited<ReturnType<JetStreamClient['consumers']['get']>> | null = null;
     while (this.stopped === null) {
       const p = this.pipeline;
-      let room = Math.min(FETCH_BATCH, this.o.maxAckPending - p.inMemory);
-      if (p.bufferedBytes >= this.o.maxBufferedBytes) room = 0;
+      // A fetch keeps delivering until it has its count, so ask for no more than the bytes
+      // left can hold, by the average message size so far.
+      const freeBytes = this.o.maxBufferedBytes - p.bufferedBytes;
+      let room = Math.min(FETCH_BATCH, this.o.maxAckPending - p.inMemory, freeBytes <= 0 ? 0 : Math.max(1, Math.floor(freeBytes / this.averageBytes)));
       if (room <= 0) {
         // Full. Unless everything held waits for a redelivery, wait for room.
         if (!p.stalled) {
@@ -319,6 +322,7 @@ export class Consumer {
       void this.undecodable(m, e);
       return;
     }
+    this.averageBytes = 0.8 * this.averageBytes + 0.2 * m.data.length;
     this.pipeline.offer(new JsDelivery(m), events, m.data.length);
   }
 

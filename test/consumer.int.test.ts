@@ -227,6 +227,19 @@ describe('consume', () => {
     expect(maxServerPending).toBeLessThanOrEqual(4);
   });
 
+  it('fetches no more once the messages it holds reach maxBufferedBytes', async () => {
+    let maxHeld = 0;
+    let handled = 0;
+    const c = await start({ name: 'bytes', maxBufferedBytes: 1, eventTypes: ['AccountOpened'], handler: async () => { await sleep(5); handled++; } });
+    for (const i of range1(15)) await node.send('Account', `bb-${i}`, 'OpenAccount', {});
+    while (handled < 15) {
+      maxHeld = Math.max(maxHeld, c.stats().inMemory);
+      await sleep(2);
+    }
+    await c.caughtUp();
+    expect(maxHeld).toBe(1);
+  });
+
   it('hands events to the handler no faster than the token bucket allows', async () => {
     const times: number[] = [];
     const c = await start({ name: 'ratelimit', eventTypes: ['AccountOpened'], rateLimit: { perSecond: 40, burst: 5 }, handler: () => { times.push(Date.now()); } });
