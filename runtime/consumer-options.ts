@@ -1,7 +1,7 @@
 /**
  * The options of `consume()`: types, named defaults, and the check that resolves them.
  */
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from './journal.ts';
 import type { ConsumerStore } from './consumer-store.ts';
 import type { DeadLetterRecord, DeadLetterStats } from './dlq.ts';
 import { InvalidOptionError } from './errors.ts';

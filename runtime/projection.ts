@@ -19,7 +19,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Database } from 'lmdb';
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from './journal.ts';
 import type { EventEnvelope } from './codec.ts';
 import { consume, type Consumer } from './consumer.ts';
 import { ConsumerStore, type Key } from './consumer-store.ts';
