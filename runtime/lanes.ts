@@ -38,6 +38,8 @@ export interface Lane {
   failure: FailureRecord | undefined;
   /** After a batch failed: run this lane's head alone, to find which event is at fault. */
   solo: boolean;
+  /** Tasks of this lane whose commit is not written yet: the lane stays in memory until then. */
+  committing: number;
 }
 
 /** A lane's share of a task: its first `n` items. */

@@ -186,7 +186,7 @@ export class Pipeline {
       const key = laneKey(e.aggregateType, e.aggregateId);
       let lane = this.lanes.get(key);
       if (lane === undefined) {
-        lane = { key, type: e.aggregateType, id: e.aggregateId, items: [], busy: false, failure: this.state.failure(e.aggregateType, e.aggregateId), solo: false };
+        lane = { key, type: e.aggregateType, id: e.aggregateId, items: [], busy: false, failure: this.state.failure(e.aggregateType, e.aggregateId), solo: false, committing: 0 };
         this.lanes.set(key, lane);
       }
       if (!insertSorted(lane.items, { e, d })) continue;
@@ -313,7 +313,7 @@ export class Pipeline {
   }
 
   private dropLaneIfDone(lane: Lane): void {
-    if (lane.items.length === 0 && !lane.busy) {
+    if (lane.items.length === 0 && !lane.busy && lane.committing === 0 && this.lanes.get(lane.key) === lane) {
       this.lanes.delete(lane.key);
       this.candidates.delete(lane);
       this.blocked.delete(lane);
@@ -377,10 +377,15 @@ export class Pipeline {
     const done: EventEnvelope[] = [];
     const resolved: EventEnvelope[] = [];
     const settled: Item[] = [];
+    const lanes: Lane[] = [];
     for (let j = 0; j < segments.length; j++) {
       const lane = segments[j]!.lane;
       const n = handled[j]!;
       if (n === 0) continue;
+      // Kept in memory until the commit is written: a lane made afresh would read its failure
+      // record from LMDB, where a removal still queued has not happened yet.
+      lane.committing++;
+      lanes.push(lane);
       if (lane.failure?.eventId === lane.items[0]!.e.eventId) {
         resolved.push(lane.items[0]!.e);
         lane.failure = undefined;
@@ -396,11 +401,18 @@ export class Pipeline {
       }
     }
     if (done.length > 0) {
+      const written = () => {
+        for (const lane of lanes) {
+          lane.committing--;
+          this.dropLaneIfDone(lane);
+        }
+      };
       void this.commit({ writes: ws, done, resolved, failures: [] }).then(() => {
+        written();
         this.counters.handled += settled.length;
         for (const item of settled) this.settle(item, 0);
         for (const l of this.commitListeners) l(done);
-      }, () => { /* reported by the committer; the messages stay un-acked */ });
+      }, written /* reported by the committer; the messages stay un-acked */);
     }
     const failing: Promise<void>[] = [];
     for (let j = 0; j < segments.length; j++) {
@@ -431,7 +443,7 @@ export class Pipeline {
     const e = item.e;
     const now = Date.now();
     const gate = lane.failure?.eventId === e.eventId ? lane.failure : undefined;
-    // A gate from recovery (attempts 0) is not a failure: it carries no history.
+    // A record left by a circuit-breaker deferral (attempts 0) carries no failure history.
     const prev = gate !== undefined && gate.attempts > 0 ? gate : undefined;
     const message = errorText(error);
     if (isCircuitOpen(error)) {
@@ -554,7 +566,7 @@ export class Pipeline {
       await new Promise((r) => setTimeout(r, 5));
       lane = this.lanes.get(key);
     }
-    const own: Lane = lane ?? { key, type: event.aggregateType, id: event.aggregateId, items: [], busy: false, failure: undefined, solo: false };
+    const own: Lane = lane ?? { key, type: event.aggregateType, id: event.aggregateId, items: [], busy: false, failure: undefined, solo: false, committing: 0 };
     if (lane === undefined) this.lanes.set(key, own);
     own.busy = true;
     try {
