@@ -5,8 +5,9 @@
  * there before LMDB), so a lane can handle its next event while the last one is written, and
  * the acks — which wait for the commit — never get ahead of the records.
  *
- * Measured (tmp bench, 51k events, no-op handler, one event per task): awaiting each task's
- * transaction gave ~270 events/s (one fsync per event); group commit ~40k events/s.
+ * Measured on the project machine (2 cores; 51k–101k events in the log, no-op handler, one
+ * event per task, concurrency 1): awaiting each task's own transaction gave ~270 events/s (an
+ * fsync per event); group commit ~40–46k events/s (docs/consumers.md has the other shapes).
  */
 import type { CommitEntry, ConsumerState } from './consumer-store.ts';
 import { PendingWrites } from './consumer-store.ts';
