@@ -61,6 +61,40 @@ let state: Promise<WorkerState> | null = null;
 const log = childLog(createLog(options.logLevel, { node: options.nodeName }), { worker: threadId });
 const metrics = new WorkerMetrics();
 
+// A worker thread that fails (an uncaught exception or rejection) first lets LMDB finish and
+// closes its environment, then exits. A thread that dies inside a write transaction leaves the
+// environment's write lock held for ever: every other worker, and the replacement, then wait
+// on it (seen under load: after such a crash no thread or process could write again). Piscina
+// replaces the worker; the main thread fails its unanswered commands with WORKER_LOST.
+let failing = false;
+function failWorker(err: unknown): void {
+  if (failing) return;
+  failing = true;
+  log.logger.error({ ...errorFields(err), stack: (err as Error)?.stack }, 'worker thread failed: letting LMDB commit, then exiting; Piscina replaces it');
+  // Die the way an uncaught error does (Piscina sees the worker's 'error' event, with the thread id
+  // still set, and the main thread fails this worker's unanswered commands with WORKER_LOST).
+  const die = () => {
+    process.off('uncaughtException', failWorker);
+    process.off('unhandledRejection', failWorker);
+    process.nextTick(() => { throw err instanceof Error ? err : new Error(String(err)); });
+  };
+  const timer = setTimeout(die, 5_000);
+  // No new writes: commands stop being taken, acknowledgements stop arriving; then the writes
+  // already queued commit, and the thread dies before anything else runs.
+  const quiet = state === null ? Promise.resolve() : state.then(async (w) => {
+    clearInterval(w.sweeper);
+    w.publisher.close();
+    await w.store.flushed();
+    await w.store.flushed();
+  });
+  void quiet.catch(() => {}).finally(() => {
+    clearTimeout(timer);
+    die();
+  });
+}
+process.on('uncaughtException', failWorker);
+process.on('unhandledRejection', failWorker);
+
 // `TROUPE_PROFILE_DIR=dir` writes a V8 CPU profile of each worker thread when the node stops
 // (Node's --cpu-prof does not see Piscina workers, which are terminated, not exited).
 const profileDir = process.env.TROUPE_PROFILE_DIR;
@@ -280,6 +314,7 @@ function attach(w: WorkerState, port: MessagePort): void {
   const stream = new OutcomeStream(port);
   // A batch is a flat array; a batch with traced commands comes as {flat, traces} (pool.ts).
   port.on('message', (msg: unknown[] | { flat: unknown[]; traces: (string | null)[] }) => {
+    if (failing) return; // the main thread fails them with WORKER_LOST when this thread exits
     const flat = Array.isArray(msg) ? msg : msg.flat;
     const traces = Array.isArray(msg) ? null : msg.traces;
     metrics.mailboxDepth += flat.length / COMMAND_STRIDE;
