@@ -53,6 +53,16 @@ export interface BenchRow {
   readonly serverCpuSeconds?: number | null;
   /** CPU microseconds per phase-2 command (per message for the ceiling), all measured processes. */
   readonly cpuUsPerCmd?: number | null;
+  /** When the variant ran in several rounds: each round's numbers (the row shows the median round). */
+  readonly rounds?: readonly {
+    readonly cmdsPerSec: number | null;
+    readonly eventsPerSec: number | null;
+    readonly p50Ms: number | null;
+    readonly p99Ms: number | null;
+    readonly p999Ms: number | null;
+    readonly peakRssMb: number | null;
+    readonly verifyOk: boolean | null;
+  }[];
   /** Worker threads of the Troupe node, where it applies. */
   readonly workers?: number | null;
   /** Actors in memory at the end of phase 2 (all workers). */
@@ -313,7 +323,11 @@ export function formatResultsMd(report: BenchReport, chartFile?: string): string
   for (const [key, title, text] of sections) {
     const rows = report.rows.filter((r) => rowSection(r) === key);
     if (rows.length === 0) continue;
-    out.push(`## ${title}`, '', text, '');
+    const rounds = Math.max(0, ...rows.map((r) => r.rounds?.length ?? 0));
+    const roundsText = rounds > 1
+      ? ` The ceiling, plain, in-process, remote and workers rows ran in ${rounds} interleaved rounds; each row is its median round, and its notes list every round.`
+      : '';
+    out.push(`## ${title}`, '', text + roundsText, '');
     if (key === 'main' && chartFile !== undefined) out.push(`![throughput and p99, Troupe against the baselines](${chartFile})`, '');
     out.push(...mdTable(rows), '');
   }

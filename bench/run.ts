@@ -15,6 +15,9 @@
  *   --accounts N --commands N              override the workload size
  *   --scale 10k,100k,1m                    account counts of the scale curve (the largest
  *                                          one bounds resident actors)
+ *   --repeat N                             rounds of ceiling, plain, in-process, remote and
+ *                                          workers; each shows its median round (default 3,
+ *                                          quick 1)
  *   --same-process                         run Troupe in this process instead of a child per run
  *   --md FILE --svg FILE                   where to write RESULTS.md and the chart (a full run
  *                                          of everything writes bench/RESULTS.md and
@@ -77,11 +80,12 @@ interface Args {
   accounts?: number;
   commands?: number;
   scale?: number[];
+  repeat?: number;
 }
 
 function usage(): string {
   return 'usage: npm run bench -- [--quick] [--json FILE] [--only ' + STEP_KEYS.join(',') + '] [--profile DIR] ' +
-    '[--accounts N] [--commands N] [--scale 10k,100k,1m] [--same-process] [--md FILE] [--svg FILE]\n';
+    '[--accounts N] [--commands N] [--scale 10k,100k,1m] [--repeat N] [--same-process] [--md FILE] [--svg FILE]\n';
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -106,6 +110,7 @@ function parseArgs(argv: readonly string[]): Args {
       case '--svg': args.svg = value(); break;
       case '--accounts': args.accounts = num(); break;
       case '--commands': args.commands = num(); break;
+      case '--repeat': args.repeat = num(); break;
       case '--scale':
         args.scale = value().split(',').map((x) => {
           const m = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(x.trim().replace(/_/g, ''));
@@ -146,6 +151,8 @@ interface Sizes {
   activationRepeats: number;
   durabilityConcurrency: number;
   workerCounts: number[];
+  /** Rounds of ceiling, plain, in-process, remote and workers (each keeps its median run). */
+  repeat: number;
   seed: number;
 }
 
@@ -172,7 +179,26 @@ function sizesFor(args: Args): Sizes {
     activationRepeats: args.quick ? 1 : 3,
     durabilityConcurrency: 4096,
     workerCounts: [1, 2],
+    repeat: args.repeat ?? (args.quick ? 1 : 3),
     seed: 42,
+  };
+}
+
+/**
+ * The run with the median throughput of a variant's rounds (the lower middle one for an even
+ * count), verified only when every round verified; the notes list every round.
+ */
+function medianRow(rs: readonly BenchRow[]): BenchRow {
+  const speed = (r: BenchRow): number => r.cmdsPerSec ?? r.eventsPerSec ?? 0;
+  const sorted = [...rs].sort((a, b) => speed(a) - speed(b));
+  const m = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  if (rs.length === 1) return m;
+  const unit = m.cmdsPerSec === null ? 'msgs/s' : 'cmds/s';
+  return {
+    ...m,
+    verifyOk: rs.every((r) => r.verifyOk === true),
+    rounds: rs.map((r) => ({ cmdsPerSec: r.cmdsPerSec, eventsPerSec: r.eventsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms, p999Ms: r.p999Ms, peakRssMb: r.peakRssMb, verifyOk: r.verifyOk })),
+    notes: `median of ${rs.length} rounds (${rs.map((r) => fmt(speed(r))).join(', ')} ${unit}); ${m.notes ?? ''}`,
   };
 }
 
@@ -213,11 +239,13 @@ async function main(): Promise<void> {
   // The plan, so that progress can say [i/N].
   const plan: string[] = [];
   const defaultServer = (['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'micro'] as const).some(want);
-  if (want('ceiling')) plan.push('ceiling 1', 'ceiling 2');
-  if (want('plain')) for (const c of sizes.concurrencies) plan.push(`plain ${c}`);
-  if (want('in-process')) for (const c of sizes.concurrencies) plan.push(`in-process ${c}`);
-  if (want('remote')) for (const c of sizes.remoteConcurrencies) plan.push(`remote ${c}`);
-  if (want('workers')) for (const w of sizes.workerCounts) plan.push(`workers ${w}`);
+  for (let round = 0; round < sizes.repeat; round++) {
+    if (want('ceiling')) plan.push('ceiling 1', 'ceiling 2');
+    if (want('plain')) for (const c of sizes.concurrencies) plan.push(`plain ${c}`);
+    if (want('in-process')) for (const c of sizes.concurrencies) plan.push(`in-process ${c}`);
+    if (want('remote')) for (const c of sizes.remoteConcurrencies) plan.push(`remote ${c}`);
+    if (want('workers')) for (const w of sizes.workerCounts) plan.push(`workers ${w}`);
+  }
   if (want('scale')) for (const s of sizes.scale) plan.push(s.label);
   if (want('activation')) plan.push('activation');
   if (want('micro')) plan.push('micro');
@@ -236,10 +264,11 @@ async function main(): Promise<void> {
     }
   };
 
-  const ceilingOn = async (variant: string, server: ServerRef, replicas: number): Promise<void> => {
+  /** Ceiling with 1 and 2 connections on `server`; the better of the two, or undefined. */
+  const ceilingRound = async (variant: string, server: ServerRef, replicas: number, round: string): Promise<BenchRow | undefined> => {
     const runs: CeilingResult[] = [];
     for (const connections of [1, 2] as const) {
-      await attempt(`${variant}, ${connections} connection${connections > 1 ? 's' : ''}, ${fmt(expected.events)} msgs${replicas > 1 ? `, R${replicas}` : ''}`, async () => {
+      await attempt(`${variant}${round}, ${connections} connection${connections > 1 ? 's' : ''}, ${fmt(expected.events)} msgs${replicas > 1 ? `, R${replicas}` : ''}`, async () => {
         const r = await runCeiling({
           url: server.servers,
           events: expected.events,
@@ -253,11 +282,12 @@ async function main(): Promise<void> {
         return `${fmt(r.msgsPerSec)} msgs/s, p99 ${r.p99Ms.toFixed(1)} ms${r.errors > 0 ? `, ${r.errors} errors` : ''}`;
       });
     }
-    if (runs.length > 0) rows.push(ceilingRow(pickBestCeiling(runs), 'ledger', variant));
+    return runs.length > 0 ? ceilingRow(pickBestCeiling(runs), 'ledger', variant) : undefined;
   };
 
-  const troupeOn = async (variant: string, server: ServerRef, accounts: number, concurrency: number, tuning: TroupeTuning, extraNotes: string[] = []): Promise<void> => {
-    const label = `Troupe ${variant} C=${concurrency}, ${fmt(accounts)} accounts, ${fmt(sizes.commands)} commands`;
+  const troupeRun = async (variant: string, server: ServerRef, accounts: number, concurrency: number, tuning: TroupeTuning, extraNotes: string[] = [], round = ''): Promise<BenchRow | undefined> => {
+    const label = `Troupe ${variant} C=${concurrency}${round}, ${fmt(accounts)} accounts, ${fmt(sizes.commands)} commands`;
+    let row: BenchRow | undefined;
     await attempt(label, async (p) => {
       const v = await runLedger({
         variant,
@@ -269,11 +299,21 @@ async function main(): Promise<void> {
         tuning,
         ...freshRun(variant),
       }, control(p, label, childTimeout));
-      const row = ledgerRow(v, extraNotes);
-      rows.push(row);
+      row = ledgerRow(v, extraNotes);
       if (!v.verifyOk) throw new Error(`verification FAILED: ${row.notes ?? ''}`);
       return `${fmt(row.cmdsPerSec ?? 0)} cmds/s, p99 ${(row.p99Ms ?? 0).toFixed(1)} ms, ${fmt(row.peakRssMb ?? 0)} MB, verify ok`;
     });
+    return row;
+  };
+
+  const troupeOn = async (variant: string, server: ServerRef, accounts: number, concurrency: number, tuning: TroupeTuning, extraNotes: string[] = []): Promise<void> => {
+    const row = await troupeRun(variant, server, accounts, concurrency, tuning, extraNotes);
+    if (row !== undefined) rows.push(row);
+  };
+
+  const ceilingOn = async (variant: string, server: ServerRef, replicas: number): Promise<void> => {
+    const row = await ceilingRound(variant, server, replicas, '');
+    if (row !== undefined) rows.push(row);
   };
 
   // ── the default server ────────────────────────────────────────────────────────────────────
@@ -281,48 +321,59 @@ async function main(): Promise<void> {
     const nats = await startBenchNats();
     const server: ServerRef = { servers: nats.url, pids: [nats.pid] };
     try {
-      if (want('ceiling')) await ceilingOn('ceiling', server, 1);
+      // The variants the goals compare run in rounds (each round: ceiling, plain, in-process,
+      // remote, workers), and each keeps the run with the median throughput: a burst of load
+      // from elsewhere then hits one round of every variant, not every run of one.
+      const samples = new Map<string, BenchRow[]>();
+      const keep = (key: string, row: BenchRow | undefined): void => {
+        if (row !== undefined) samples.set(key, [...(samples.get(key) ?? []), row]);
+      };
+      for (let round = 1; round <= sizes.repeat; round++) {
+        const tag = sizes.repeat > 1 ? ` (round ${round}/${sizes.repeat})` : '';
+        if (want('ceiling')) keep('ceiling', await ceilingRound('ceiling', server, 1, tag));
 
-      if (want('plain')) {
-        for (const concurrency of sizes.concurrencies) {
-          const label = `plain C=${concurrency}, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands`;
-          await attempt(label, async (p) => {
-            const r = await runPlain({ url: nats.url, accounts: sizes.accounts, commands, concurrency, serverPid: nats.pid, onPhase: (phase) => p.update(`${label}: ${phase}`) });
-            rows.push(plainRow(r));
-            if (!r.verifyOk) throw new Error(`verification FAILED: ${r.verification.failures.join('; ')}`);
-            return `${fmt(r.cmdsPerSec)} cmds/s, p99 ${r.p99Ms.toFixed(1)} ms, verify ok`;
-          });
+        if (want('plain')) {
+          for (const concurrency of sizes.concurrencies) {
+            const label = `plain C=${concurrency}${tag}, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands`;
+            await attempt(label, async (p) => {
+              const r = await runPlain({ url: nats.url, accounts: sizes.accounts, commands, concurrency, serverPid: nats.pid, onPhase: (phase) => p.update(`${label}: ${phase}`) });
+              keep(`plain ${concurrency}`, plainRow(r));
+              if (!r.verifyOk) throw new Error(`verification FAILED: ${r.verification.failures.join('; ')}`);
+              return `${fmt(r.cmdsPerSec)} cmds/s, p99 ${r.p99Ms.toFixed(1)} ms, verify ok`;
+            });
+          }
+        }
+
+        if (want('in-process')) {
+          for (const concurrency of sizes.concurrencies) keep(`in-process ${concurrency}`, await troupeRun('in-process', server, sizes.accounts, concurrency, {}, [], tag));
+        }
+
+        if (want('remote')) {
+          for (const concurrency of sizes.remoteConcurrencies) {
+            const label = `Troupe remote C=${concurrency}${tag}, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands`;
+            await attempt(label, async (p) => {
+              const v = await runRemote({
+                server,
+                accounts: sizes.accounts,
+                commandCount: sizes.commands,
+                seed: sizes.seed,
+                concurrency,
+                tuning: {},
+                ...freshRun('remote'),
+              }, control(p, label, childTimeout));
+              const row = remoteRow(v);
+              keep(`remote ${concurrency}`, row);
+              if (!v.verifyOk) throw new Error(`verification FAILED: ${row.notes ?? ''}`);
+              return `${fmt(row.cmdsPerSec ?? 0)} cmds/s, p99 ${(row.p99Ms ?? 0).toFixed(1)} ms, verify ok`;
+            });
+          }
+        }
+
+        if (want('workers')) {
+          for (const workers of sizes.workerCounts) keep(`workers ${workers}`, await troupeRun(`workers-${workers}`, server, sizes.accounts, 4096, { workers }, [], tag));
         }
       }
-
-      if (want('in-process')) {
-        for (const concurrency of sizes.concurrencies) await troupeOn('in-process', server, sizes.accounts, concurrency, {});
-      }
-
-      if (want('remote')) {
-        for (const concurrency of sizes.remoteConcurrencies) {
-          const label = `Troupe remote C=${concurrency}, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands`;
-          await attempt(label, async (p) => {
-            const v = await runRemote({
-              server,
-              accounts: sizes.accounts,
-              commandCount: sizes.commands,
-              seed: sizes.seed,
-              concurrency,
-              tuning: {},
-              ...freshRun('remote'),
-            }, control(p, label, childTimeout));
-            const row = remoteRow(v);
-            rows.push(row);
-            if (!v.verifyOk) throw new Error(`verification FAILED: ${row.notes ?? ''}`);
-            return `${fmt(row.cmdsPerSec ?? 0)} cmds/s, p99 ${(row.p99Ms ?? 0).toFixed(1)} ms, verify ok`;
-          });
-        }
-      }
-
-      if (want('workers')) {
-        for (const workers of sizes.workerCounts) await troupeOn(`workers-${workers}`, server, sizes.accounts, 4096, { workers });
-      }
+      for (const rs of samples.values()) rows.push(medianRow(rs));
 
       if (want('scale')) {
         for (const s of sizes.scale) {
@@ -423,6 +474,7 @@ async function main(): Promise<void> {
       'maxResidentActors (largest scale run, per worker)': sizes.maxResidentActors,
       'activation sizes': `${sizes.activationSizes.map(fmt).join(', ')} events, ${sizes.activationRepeats} actor(s) each`,
       'Troupe process': args.isolate ? 'a fresh child process per run' : 'the bench process',
+      rounds: `${sizes.repeat} (ceiling, plain, in-process, remote, workers: the median round of each is shown)`,
     },
     activation,
     ratios: computeRatios(rows),
