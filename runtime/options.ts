@@ -12,6 +12,11 @@ export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_STREAM = 'TROUPE';
 export const DEFAULT_SUBJECT_PREFIX = 'troupe';
 export const DEFAULT_SHARDS = 64;
+/**
+ * One core is left to the main thread (and, on a small machine, nats-server): on the 2-core
+ * benchmark machine 1 worker did 1.3-1.5x the commands/s of 2 (bench/RESULTS.md, workers rows).
+ */
+export const DEFAULT_WORKERS = Math.max(1, Math.min(8, availableParallelism() - 1));
 export const DEFAULT_DATA_DIR = '.troupe/data';
 /** A flush never exceeds this many bytes; the server's default max_payload is 1 MiB. */
 export const DEFAULT_MAX_BATCH_BYTES = 512 * 1024;
@@ -42,7 +47,7 @@ export interface TroupeOptions {
   subjectPrefix?: string;
   /** Fixed per deployment: changing it moves actors between shards. */
   shards?: number;
-  /** Worker threads hosting shards. Default: min(2, cores). */
+  /** Worker threads hosting shards. Default: cores - 1 (at least 1, at most 8). */
   workers?: number;
   /** Folder of the node's LMDB environment. Deleting it loses nothing. */
   dataDir?: string;
@@ -179,7 +184,7 @@ export function resolveOptions(input: TroupeOptions): ResolvedOptions {
     stream: str(o, 'stream', DEFAULT_STREAM, /^[A-Za-z0-9_-]+$/),
     subjectPrefix: str(o, 'subjectPrefix', DEFAULT_SUBJECT_PREFIX, /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/),
     shards: int(o, 'shards', DEFAULT_SHARDS, 1, 65536),
-    workers: int(o, 'workers', Math.min(2, availableParallelism()), 1, 256),
+    workers: int(o, 'workers', DEFAULT_WORKERS, 1, 256),
     dataDir,
     replicas: int(o, 'replicas', 1, 1, 5),
     maxBatchBytes,
