@@ -14,13 +14,13 @@ import { context, propagation, trace } from '@opentelemetry/api';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeCommitBatch } from '../runtime/codec.ts';
+import { consume } from '../runtime/consumer.ts';
 import type { CommandResult } from '../runtime/envelope.ts';
 import { isTroupeError } from '../runtime/errors.ts';
 import { REPO_ROOT } from '../runtime/nats-server.ts';
 import type { Troupe } from '../runtime/system.ts';
-import { refreshTracing, withConsumerSpan } from '../runtime/telemetry.ts';
-import { useNatsServer } from './helpers/nats.ts';
+import { refreshTracing } from '../runtime/telemetry.ts';
+import { tempDir, useNatsServer } from './helpers/nats.ts';
 import { allSettled, eventually, freshStream, natsConnect, range1, sleep, startNode, track, type Outcome } from './helpers/troupe.ts';
 
 const execFileAsync = promisify(execFile);
@@ -117,16 +117,21 @@ describe('one trace from a client process through the node into a consumer', () 
     const deposit = flow.deposit;
     expect(deposit).toMatchObject({ commandId: 'traced-1-deposit', version: 2, events: [{ eventType: 'Deposited', sequence: 2 }] });
 
-    // A consumer reads the JetStream message that holds the event, headers and all.
+    // A consumer (consume(), runtime/consumer.ts) handles the event: its handler runs inside the consumer span.
     const nc = await natsConnect(nats.url);
     let consumedIn = '';
     try {
       const msg = await (await jetstreamManager(nc)).streams.getMessage(s.stream, { seq: deposit.position });
       expect(msg?.header.get('traceparent')).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
-      const event = decodeCommitBatch(msg!.data, msg!.seq).find((e) => e.commandId === 'traced-1-deposit')!;
-      await withConsumerSpan(event, msg!.header, async () => {
-        consumedIn = trace.getSpan(context.active())!.spanContext().traceId;
-      }, { consumer: 'ledger-projection' });
+      const consumer = await consume({
+        nc, stream: s.stream, subjectPrefix: s.subjectPrefix, dataDir: tempDir(), name: 'ledger-projection', eventTypes: ['Deposited'],
+        handler: () => { consumedIn = trace.getSpan(context.active())?.spanContext().traceId ?? ''; },
+      });
+      try {
+        await consumer.caughtUp();
+      } finally {
+        await consumer.stop();
+      }
     } finally {
       await nc.close();
     }
@@ -154,18 +159,18 @@ describe('one trace from a client process through the node into a consumer', () 
     const append = find('troupe.append', all)!;
     const route = all.find((x) => x.name === 'troupe.route' && x.parentSpanId === command.spanId)!;
     const reply = all.find((x) => x.name === 'troupe.reply' && x.parentSpanId === command.spanId)!;
-    const consume = all.find((x) => x.name === 'troupe.consume Deposited')!;
+    const consumed = all.find((x) => x.name === 'troupe.consume Deposited')!;
 
     // One trace, started in the client process.
-    for (const x of [send, command, route, decide, append, reply, consume]) expect(x.traceId, x.name).toBe(flow.traceId);
+    for (const x of [send, command, route, decide, append, reply, consumed]) expect(x.traceId, x.name).toBe(flow.traceId);
     expect(consumedIn).toBe(flow.traceId);
     // Parents: client flow → send → command (main thread) → route/decide/append/reply → consume.
     expect(send.parentSpanId).toBe(flow.spanId);
     expect(command.parentSpanId).toBe(send.spanId);
     for (const x of [route, decide, append, reply]) expect(x.parentSpanId, x.name).toBe(command.spanId);
-    expect(consume.parentSpanId).toBe(append.spanId);
+    expect(consumed.parentSpanId).toBe(append.spanId);
     // Where each was recorded: client process, this thread, a worker thread.
-    expect([send.source, command.source, decide.source, append.source, consume.source]).toEqual(['traced-client', 'main', 'troupe', 'troupe', 'main']);
+    expect([send.source, command.source, decide.source, append.source, consumed.source]).toEqual(['traced-client', 'main', 'troupe', 'troupe', 'main']);
 
     // Attributes: message ids, the aggregate, event types, the log position.
     expect(command.attributes).toMatchObject({
@@ -176,7 +181,7 @@ describe('one trace from a client process through the node into a consumer', () 
     expect(append.attributes).toMatchObject({
       'messaging.system': 'nats', 'messaging.destination.name': `${s.subjectPrefix}.log.${command.attributes['troupe.shard']}`, 'troupe.position': deposit.position,
     });
-    expect(consume.attributes).toMatchObject({
+    expect(consumed.attributes).toMatchObject({
       'messaging.message.id': deposit.events[0]!.eventId, 'troupe.event.type': 'Deposited', 'troupe.aggregate.id': 'traced-1',
       'troupe.position': deposit.position, 'messaging.consumer.group.name': 'ledger-projection',
     });
