@@ -185,6 +185,7 @@ export class ShardHost {
     const { store, journal } = this.ctx;
     try {
       const last = await lastSequenceOf(journal, this.subject);
+      await store.flushIndex(); // so the checkpoint read next is the newest one written
       let from = store.getCheckpoint(this.shard) + 1;
       if (from > last + 1) from = 1; // the cache is ahead of the log: it describes something else
       const cutoff = Date.now() - this.ctx.options.commandIdTtlMs;
@@ -490,12 +491,12 @@ export class ShardHost {
       cell.state = pc.stateAfter;
       cell.version = pc.lastSeq;
       if (cell.lastPending === pc) cell.lastPending = null;
-      store.putHistory(type, cell.id, pc.lastSeq, position);
+      store.indexCommit(type, cell.id, pc.lastSeq, position);
       if (pc.cmd.idGiven) {
         this.inProgress.delete(pc.commandId);
         const rec: CommandRecord = [type, cell.id, pc.firstSeq, pc.lastSeq, position];
         this.recent.set(pc.commandId, rec);
-        store.putCommand(pc.commandId, rec, now);
+        store.rememberCommand(pc.commandId, rec, now);
         remembered = true;
       }
       if (cell.version - cell.snapshotVersion >= cell.reg.def.snapshotEvery && cell.lastPending === null) {
@@ -505,9 +506,9 @@ export class ShardHost {
       pc.cmd.reply(null, this.resultOf(pc, false));
       if (pc.followers !== null) for (const f of pc.followers) f();
     }
-    void store.putCheckpoint(this.shard, position);
+    store.advanceCheckpoint(this.shard, position);
     // Once these puts are committed LMDB answers duplicates; until then `recent` does.
-    if (remembered) store.flushed().then(() => { for (const pc of batch) this.recent.delete(pc.commandId); }, () => {});
+    if (remembered) store.whenIndexed(() => { for (const pc of batch) this.recent.delete(pc.commandId); });
     // Through the flush loop, not at once: the next messages of all shards then leave in one socket write.
     if (this.buffer.length > 0) this.ctx.scheduleFlush(this);
   }

@@ -26,6 +26,8 @@ export interface Snapshot {
 export type CommandRecord = [aggregateType: string, aggregateId: string, firstSeq: number, lastSeq: number, position: number];
 
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+/** How long the hot path's index writes wait to share one LMDB transaction. */
+const INDEX_FLUSH_MS = 20;
 
 export class Store {
   readonly root: RootDatabase;
@@ -59,13 +61,100 @@ export class Store {
     return this.snapshots.put([type, id], sealed);
   }
 
-  /** Log positions of the commits of (type, id) whose last event is after `version`, in order. */
+  /**
+   * Log positions of the commits of (type, id) whose last event is after `version`, in order,
+   * including index entries not yet committed to LMDB (see `indexCommit`).
+   */
   historyAfter(type: string, id: string, version: number): { lastSeq: number; position: number }[] {
     const out: { lastSeq: number; position: number }[] = [];
     for (const { key, value } of this.history.getRange({ start: [type, id, version + 1], end: [type, id, MAX_SEQ] })) {
       out.push({ lastSeq: key[2], position: value });
     }
+    let extra = false;
+    for (const pending of [this.writing, this.queued]) {
+      for (let i = 0; i < pending.length; i += 4) {
+        if (pending[i + 1] === id && pending[i] === type && (pending[i + 2] as number) > version) {
+          const lastSeq = pending[i + 2] as number;
+          if (!out.some((e) => e.lastSeq === lastSeq)) { out.push({ lastSeq, position: pending[i + 3] as number }); extra = true; }
+        }
+      }
+    }
+    if (extra) out.sort((a, b) => a.lastSeq - b.lastSeq);
     return out;
+  }
+
+  // ── The hot path's index writes ─────────────────────────────────────────────────────────
+  // Every acknowledged commit adds a history entry, maybe a processed commandId, and moves its
+  // shard's checkpoint. Issued at once, each ack's puts made one LMDB transaction (a write
+  // thread wake-up and a sync) per ack; queued for INDEX_FLUSH_MS they share one. Until they
+  // are committed, historyAfter() reads them from memory, and the shard answers duplicate
+  // commandIds from its own memory; a crash loses only what the shard's catch-up re-reads
+  // from the log (the checkpoint is written in the same transaction as the entries).
+
+  /** [type, id, lastSeq, position, ...] not yet issued / issued but not committed. */
+  private queued: unknown[] = [];
+  private writing: unknown[] = [];
+  private queuedCommands: unknown[] = [];
+  private readonly queuedCheckpoints = new Map<number, number>();
+  private afterIndexed: (() => void)[] = [];
+  private indexTimer: NodeJS.Timeout | null = null;
+  private indexing: Promise<void> = Promise.resolve();
+
+  indexCommit(type: string, id: string, lastSeq: number, position: number): void {
+    this.queued.push(type, id, lastSeq, position);
+    this.scheduleIndex();
+  }
+
+  rememberCommand(commandId: string, rec: CommandRecord, now: number): void {
+    this.queuedCommands.push(commandId, rec, now);
+    this.scheduleIndex();
+  }
+
+  advanceCheckpoint(shard: number, seq: number): void {
+    this.queuedCheckpoints.set(shard, seq);
+    this.scheduleIndex();
+  }
+
+  /** Run `fn` once everything queued so far is committed. */
+  whenIndexed(fn: () => void): void {
+    this.afterIndexed.push(fn);
+    this.scheduleIndex();
+  }
+
+  private scheduleIndex(): void {
+    if (this.indexTimer !== null) return;
+    this.indexTimer = setTimeout(() => void this.flushIndex(), INDEX_FLUSH_MS);
+  }
+
+  /** Issue every queued index write now; resolves when they are committed. */
+  flushIndex(): Promise<void> {
+    if (this.indexTimer !== null) {
+      clearTimeout(this.indexTimer);
+      this.indexTimer = null;
+    }
+    if (this.queued.length === 0 && this.queuedCommands.length === 0 && this.queuedCheckpoints.size === 0 && this.afterIndexed.length === 0) {
+      return this.indexing;
+    }
+    const entries = this.queued;
+    const commands = this.queuedCommands;
+    const callbacks = this.afterIndexed;
+    this.queued = [];
+    this.queuedCommands = [];
+    this.afterIndexed = [];
+    for (let i = 0; i < entries.length; i += 4) {
+      void this.history.put([entries[i] as string, entries[i + 1] as string, entries[i + 2] as number], entries[i + 3] as number);
+    }
+    for (let i = 0; i < commands.length; i += 3) this.putCommand(commands[i] as string, commands[i + 1] as CommandRecord, commands[i + 2] as number);
+    for (const [shard, seq] of this.queuedCheckpoints) void this.meta.put(['checkpoint', shard], seq);
+    this.queuedCheckpoints.clear();
+    this.writing = this.writing.length === 0 ? entries : this.writing.concat(entries);
+    const done = (this.root.flushed as unknown as Promise<void>).then(() => {
+      if (this.writing === entries) this.writing = [];
+      else this.writing = this.writing.slice(entries.length);
+      for (const fn of callbacks) fn();
+    });
+    this.indexing = done.catch(() => {});
+    return done;
   }
 
   /** The commit of (type, id) ending at `lastSeq` lives in the message at `position`. */
@@ -129,9 +218,10 @@ export class Store {
     await this.meta.put(['stream'], identity);
   }
 
-  /** Resolves when every put issued so far is committed. */
-  flushed(): Promise<void> {
-    return this.root.flushed as unknown as Promise<void>;
+  /** Resolves when every put issued so far, queued index writes included, is committed. */
+  async flushed(): Promise<void> {
+    await this.flushIndex();
+    await (this.root.flushed as unknown as Promise<void>);
   }
 
   /** Make other threads' committed writes visible to this thread's next reads. */
