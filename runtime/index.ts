@@ -20,7 +20,7 @@ export {
 export type { TroupeOptions, ResolvedOptions } from './options.ts';
 // Operations: logs, traces, metrics, health (docs/operations.md).
 export { DEFAULT_LOG_LEVEL, DEFAULT_HTTP_HOST, DEFAULT_MAX_DLQ_DEPTH, DEFAULT_MAX_CONSUMER_LAG } from './options.ts';
-export { withConsumerSpan, startTracingSdk, shutdownTracingSdk, tracingConfigured, TRACE_HEADER } from './telemetry.ts';
+export { withConsumerSpan, startTracingSdk, shutdownTracingSdk, tracingConfigured, refreshTracing, TRACE_HEADER } from './telemetry.ts';
 export { registerConsumerProbe, registerHealthCheck, recordDeadLettered } from './metrics.ts';
 export type { ConsumerProbe, HealthCheck, HealthCheckResult } from './metrics.ts';
 export type { HealthReport } from './http.ts';
