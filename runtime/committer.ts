@@ -7,7 +7,7 @@
  *
  * Measured on the project machine (2 cores; 51k–101k events in the log, no-op handler, one
  * event per task, concurrency 1): awaiting each task's own transaction gave ~270 events/s (an
- * fsync per event); group commit ~40–46k events/s (docs/consumers.md has the other shapes).
+ * fsync per event); group commit ~40–46k events/s (README, "Consumers", has the other shapes).
  */
 import type { CommitEntry, ConsumerState } from './consumer-store.ts';
 import { PendingWrites } from './consumer-store.ts';

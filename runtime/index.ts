@@ -18,7 +18,7 @@ export {
   DEFAULT_MAX_RESIDENT_ACTORS, DEFAULT_IDLE_ACTOR_MS, DEFAULT_COMMAND_ID_TTL_MS, DEFAULT_DUPLICATE_WINDOW_MS, DEFAULT_LEASE_TTL_MS,
 } from './options.ts';
 export type { TroupeOptions, ResolvedOptions } from './options.ts';
-// Operations: logs, traces, metrics, health (docs/operations.md).
+// Operations: logs, traces, metrics, health (README, "Operations").
 export { DEFAULT_LOG_LEVEL, DEFAULT_HTTP_HOST, DEFAULT_MAX_DLQ_DEPTH, DEFAULT_MAX_CONSUMER_LAG } from './options.ts';
 export { withConsumerSpan, startTracingSdk, shutdownTracingSdk, tracingConfigured, refreshTracing, TRACE_HEADER } from './telemetry.ts';
 export { registerConsumerProbe, registerHealthCheck, recordDeadLettered } from './metrics.ts';
@@ -31,7 +31,7 @@ export { decodeCommitBatch, decodeCommits, FORMAT as COMMIT_BATCH_FORMAT } from 
 export type { EventEnvelope, WireCommit, WireEvent } from './codec.ts';
 export { given, testActor, Given, Scenario, TestActor, msgpackrTestCodec, DEFAULT_TEST_NOW } from './testkit.ts';
 export type { TestKitOptions, TestCodec, RecordedEvent, RejectionMatcher, RestartOptions, GivenEvent } from './testkit.ts';
-// Event contracts and evolution: schemas, versions, upcasters, sensitive data (docs/contracts.md).
+// Event contracts and evolution: schemas, versions, upcasters, sensitive data (README, "Event contracts").
 export { definedActors, REDACTED } from './define.ts';
 export type { SensitiveSpec, SubjectContext, NormalizedSensitive, NormalizedGuard } from './define.ts';
 export { UpcastError, KeysUnavailableError } from './errors.ts';
@@ -50,7 +50,7 @@ export type { EncryptedValue } from './sensitive.ts';
 export { DEFAULT_GUARD_PATTERNS, GUARD_PATTERNS } from './guard.ts';
 export type { GuardConfig, GuardPattern } from './guard.ts';
 export { Registry, loadRegistry } from './registry.ts';
-// Consumers, dead letters, projections, queries, workflows and sagas (docs/consumers.md).
+// Consumers, dead letters, projections, queries, workflows and sagas (README, "Consumers").
 export { consume, Consumer, DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_ACK_WAIT_MS, DEFAULT_BATCH_SIZE } from './consumer.ts';
 export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ConsumerInfo, ConsumerStats } from './consumer.ts';
 export { checkVersion, defaultIsRetryable } from './pipeline.ts';
