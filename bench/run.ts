@@ -36,6 +36,7 @@
  *  8. tinybench microbenchmarks.
  * Exit code 1 when a verification failed or a step could not run.
  */
+import { execFileSync } from 'node:child_process';
 import { basename, join, relative } from 'node:path';
 import { ceilingRow, plainRow, pickBestCeiling, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
 import { activationRows, type ActivationResult, type ActivationRow, type ActivationSpec } from './activation.ts';
@@ -55,7 +56,7 @@ import {
   type MicroRow,
   type ProgressHandle,
 } from './report.ts';
-import { BENCH_DIR, spawnChild } from './spawn.ts';
+import { BENCH_DIR, REPO_DIR, spawnChild } from './spawn.ts';
 import { computeGoals, computeRatios } from './summary.ts';
 import { CHILD_SCRIPT, freshRun, ledgerRow, remoteRow, runLedger, runRemote, type RunControl, type ServerRef, type TroupeTuning } from './troupe.ts';
 import { expectedOutcome, generateCommands } from './workload.ts';
@@ -202,6 +203,18 @@ function medianRow(rs: readonly BenchRow[]): BenchRow {
   };
 }
 
+/** The commit the suite ran on, and whether runtime/ or actors/ had uncommitted changes then. */
+function sourceState(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_DIR, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'runtime', 'actors'], { cwd: REPO_DIR, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split('\n').filter((l) => l.trim() !== '').length;
+    return dirty === 0 ? head : `${head} + ${dirty} uncommitted file${dirty === 1 ? '' : 's'} in runtime/ or actors/`;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -222,6 +235,7 @@ async function main(): Promise<void> {
   const sizes = sizesFor(args);
   const started = performance.now();
   const machine = machineInfo();
+  const source = sourceState();
   const commands = generateCommands(sizes.accounts, sizes.commands, sizes.seed);
   const expected = expectedOutcome(sizes.accounts, commands);
   const rows: BenchRow[] = [];
@@ -465,6 +479,7 @@ async function main(): Promise<void> {
     mode: args.quick ? 'quick' : 'full',
     command: `npm run bench${argv === '' ? '' : ` -- ${argv}`}`,
     config: {
+      'source (git)': source,
       accounts: sizes.accounts,
       commands: sizes.commands,
       seed: sizes.seed,
