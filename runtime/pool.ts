@@ -87,13 +87,20 @@ export class WorkerPool {
       loadBalancer: (task, workers) => this.pick((task as unknown as Record<symbol, { slot: number } | undefined>)[QUEUE]?.slot ?? 0, workers as unknown as PiscinaWorkerLike[]) as never,
     });
     this.pool.on('workerDestroy', (w: PiscinaWorkerLike) => {
-      const slot = this.owners.indexOf(w.id);
+      // A worker that left through process.exit() reports thread id -1: then find the slot
+      // whose owner is no longer among the pool's threads.
+      let slot = this.owners.indexOf(w.id);
+      if (slot < 0) {
+        const live = new Set(this.pool.threads.map((t) => t.threadId));
+        slot = this.owners.findIndex((id) => id !== 0 && !live.has(id));
+      }
       if (slot < 0) return;
+      const lost = this.owners[slot]!;
       this.owners[slot] = 0;
-      this.metrics.workerLost(w.id);
+      this.metrics.workerLost(lost);
       this.detach(slot, new WorkerLostError(`the worker hosting slot ${slot} stopped before answering; these commands may or may not be stored: retry with the same commandId`, { slot }));
       if (this.closed) return;
-      this.onWorkerLost?.(w.id);
+      this.onWorkerLost?.(lost);
       void this.attach(slot).catch(() => {});
     });
     this.pool.on('error', () => { /* a worker died; workerDestroy handles it */ });
