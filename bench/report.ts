@@ -111,6 +111,8 @@ export interface BenchReport {
   /** Steps that failed or could not be measured, with why. */
   readonly failures?: readonly string[];
   readonly durationSec?: number;
+  /** Set when the report was rendered again from a saved JSON (`--from-json`): when, and from what. */
+  readonly rerendered?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +284,7 @@ export function formatResultsMd(report: BenchReport, chartFile?: string): string
       `${report.command === undefined ? '' : ` Command: \`${report.command}\`.`}`,
     '',
   );
+  if (report.rerendered !== undefined) out.push(`Rendered again on ${report.rerendered} (nothing measured again; goals and ratios evaluated by the current bench/summary.ts).`, '');
   out.push(
     'The machine is shared with other work and has 2 cores for the client, the Troupe node, and nats-server together: ' +
       'read the numbers as one sample of a noisy machine, and compare rows of the same run rather than runs.',

@@ -19,6 +19,9 @@
  *                                          workers; each shows its median round (default 3,
  *                                          quick 1)
  *   --same-process                         run Troupe in this process instead of a child per run
+ *   --from-json FILE                       measure nothing: render the terminal report,
+ *                                          RESULTS.md and the chart again from a --json file
+ *                                          (goals and ratios re-evaluated)
  *   --md FILE --svg FILE                   where to write RESULTS.md and the chart (a full run
  *                                          of everything writes bench/RESULTS.md and
  *                                          bench/results.svg unless told otherwise)
@@ -37,6 +40,7 @@
  * Exit code 1 when a verification failed or a step could not run.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { ceilingRow, plainRow, pickBestCeiling, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
 import { activationRows, type ActivationResult, type ActivationRow, type ActivationSpec } from './activation.ts';
@@ -82,11 +86,12 @@ interface Args {
   commands?: number;
   scale?: number[];
   repeat?: number;
+  fromJson?: string;
 }
 
 function usage(): string {
   return 'usage: npm run bench -- [--quick] [--json FILE] [--only ' + STEP_KEYS.join(',') + '] [--profile DIR] ' +
-    '[--accounts N] [--commands N] [--scale 10k,100k,1m] [--repeat N] [--same-process] [--md FILE] [--svg FILE]\n';
+    '[--accounts N] [--commands N] [--scale 10k,100k,1m] [--repeat N] [--same-process] [--from-json FILE] [--md FILE] [--svg FILE]\n';
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -112,6 +117,7 @@ function parseArgs(argv: readonly string[]): Args {
       case '--accounts': args.accounts = num(); break;
       case '--commands': args.commands = num(); break;
       case '--repeat': args.repeat = num(); break;
+      case '--from-json': args.fromJson = value(); break;
       case '--scale':
         args.scale = value().split(',').map((x) => {
           const m = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(x.trim().replace(/_/g, ''));
@@ -203,6 +209,47 @@ function medianRow(rs: readonly BenchRow[]): BenchRow {
   };
 }
 
+/** Print the report; write the JSON, RESULTS.md and the chart where they are due. */
+async function output(report: BenchReport, args: Args, accounts: number, commandCount: number): Promise<void> {
+  const rows = report.rows;
+  process.stdout.write(`\n${formatTerminal(report)}`);
+
+  if (args.json !== undefined) {
+    await writeJson(args.json, report);
+    process.stdout.write(`wrote ${args.json}\n`);
+  }
+  const everything = args.only === null && !args.quick;
+  const md = args.md ?? (everything ? join(BENCH_DIR, 'RESULTS.md') : undefined);
+  const svg = args.svg ?? (everything ? join(BENCH_DIR, 'results.svg') : undefined);
+  const chartRows = rows.filter((r) => rowSection(r) !== 'scale');
+  if (svg !== undefined) {
+    await writeSvgChart(svg, chartRows, `Ledger workload, ${fmt(accounts)} accounts, ${fmt(commandCount)} commands: Troupe against the baselines`);
+    process.stdout.write(`wrote ${relative(process.cwd(), svg) || svg}\n`);
+  }
+  if (md !== undefined) {
+    const chartRef = svg === undefined ? undefined : relative(join(md, '..'), svg) || basename(svg);
+    await writeResultsMd(md, report, chartRef);
+    process.stdout.write(`wrote ${relative(process.cwd(), md) || md}\n`);
+  }
+}
+
+/** --from-json: the report of an earlier run, with goals and ratios evaluated again. */
+async function rerender(args: Args): Promise<void> {
+  const saved = JSON.parse(readFileSync(args.fromJson!, 'utf8')) as BenchReport;
+  const config = saved.config ?? {};
+  const num = (k: string): number | undefined => (typeof config[k] === 'number' ? (config[k] as number) : undefined);
+  const maxResidentActors = num('maxResidentActors (largest scale run, per worker)');
+  const report: BenchReport = {
+    ...saved,
+    rerendered: `${new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')} from ${basename(args.fromJson!)}`,
+    ratios: computeRatios(saved.rows),
+    goals: computeGoals({ rows: saved.rows, activation: saved.activation ?? [], quick: saved.mode === 'quick', ...(maxResidentActors === undefined ? {} : { maxResidentActors }) }),
+  };
+  // Written again only when asked (--json, --md, --svg), or in place for a full run of everything.
+  const full = saved.mode === 'full' && (saved.command ?? '').includes('--only') === false;
+  await output(report, { ...args, quick: !full, only: full ? null : new Set(STEP_KEYS) }, num('accounts') ?? 0, num('commands') ?? 0);
+}
+
 /** The commit the suite ran on, and whether runtime/ or actors/ had uncommitted changes then. */
 function sourceState(): string {
   try {
@@ -225,6 +272,10 @@ function fmt(n: number): string {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.fromJson !== undefined) {
+    await rerender(args);
+    return;
+  }
   const want = (k: StepKey): boolean => args.only === null || args.only.has(k);
   if (args.quick && args.only === null) {
     // Quick mode is the smoke test: the workload variants and the micro-benchmarks. Every
@@ -497,25 +548,7 @@ async function main(): Promise<void> {
     failures,
     durationSec,
   };
-  process.stdout.write(`\n${formatTerminal(report)}`);
-
-  if (args.json !== undefined) {
-    await writeJson(args.json, report);
-    process.stdout.write(`wrote ${args.json}\n`);
-  }
-  const everything = args.only === null && !args.quick;
-  const md = args.md ?? (everything ? join(BENCH_DIR, 'RESULTS.md') : undefined);
-  const svg = args.svg ?? (everything ? join(BENCH_DIR, 'results.svg') : undefined);
-  const chartRows = rows.filter((r) => rowSection(r) !== 'scale');
-  if (svg !== undefined) {
-    await writeSvgChart(svg, chartRows, `Ledger workload, ${fmt(sizes.accounts)} accounts, ${fmt(sizes.commands)} commands: Troupe against the baselines`);
-    process.stdout.write(`wrote ${relative(process.cwd(), svg) || svg}\n`);
-  }
-  if (md !== undefined) {
-    const chartRef = svg === undefined ? undefined : relative(join(md, '..'), svg) || basename(svg);
-    await writeResultsMd(md, report, chartRef);
-    process.stdout.write(`wrote ${relative(process.cwd(), md) || md}\n`);
-  }
+  await output(report, args, sizes.accounts, sizes.commands);
 
   if (args.profileDir !== undefined) {
     // --cpu-prof also profiles every worker thread (and tsx's loader thread); the workers'

@@ -145,10 +145,12 @@ export function computeGoals(inp: GoalInputs): GoalRow[] {
     met: when(s100k, (r) => (r.peakRssMb ?? Infinity) < 400 && r.verifyOk === true),
   });
   const s1m = scale.find((r) => r.accounts === 1_000_000);
-  const bound = inp.maxResidentActors !== undefined && s1m?.workers != null ? inp.maxResidentActors * s1m.workers : undefined;
+  // The node passivates by a periodic sweep (once a second at most), down to 90% of the bound:
+  // between sweeps the actors touched since the last one may stand above it. 10% slack.
+  const bound = inp.maxResidentActors !== undefined && s1m?.workers != null ? Math.round(1.1 * inp.maxResidentActors * s1m.workers) : undefined;
   goals.push({
     measure: 'memory, 1M accounts touched',
-    goal: `bounded: resident actors ≤ workers × maxResidentActors${bound === undefined ? '' : ` (${int(bound)})`} and peak RSS ≤ 2× the 100k run's`,
+    goal: `bounded: resident actors ≤ 1.1 × workers × maxResidentActors${bound === undefined ? '' : ` (${int(bound)}; passivation runs on a periodic sweep)`} and peak RSS ≤ 2× the 100k run's`,
     measured: s1m === undefined ? 'not measured'
       : `${int(s1m.peakRssMb)} MB peak, ${int(s1m.residentActors)} resident at the end${s100k === undefined ? '' : ` (100k run: ${int(s100k.peakRssMb)} MB)`}`,
     met: s1m === undefined || s100k === undefined ? null
