@@ -70,14 +70,14 @@ export class Store {
     for (const { key, value } of this.history.getRange({ start: [type, id, version + 1], end: [type, id, MAX_SEQ] })) {
       out.push({ lastSeq: key[2], position: value });
     }
+    const pending = this.uncommitted.get(id);
+    if (pending === undefined) return out;
     let extra = false;
-    for (const pending of [this.writing, this.queued]) {
-      for (let i = 0; i < pending.length; i += 4) {
-        if (pending[i + 1] === id && pending[i] === type && (pending[i + 2] as number) > version) {
-          const lastSeq = pending[i + 2] as number;
-          if (!out.some((e) => e.lastSeq === lastSeq)) { out.push({ lastSeq, position: pending[i + 3] as number }); extra = true; }
-        }
-      }
+    for (let i = 0; i < pending.length; i += 3) {
+      const lastSeq = pending[i + 1] as number;
+      if (pending[i] !== type || lastSeq <= version || out.some((e) => e.lastSeq === lastSeq)) continue;
+      out.push({ lastSeq, position: pending[i + 2] as number });
+      extra = true;
     }
     if (extra) out.sort((a, b) => a.lastSeq - b.lastSeq);
     return out;
@@ -91,9 +91,10 @@ export class Store {
   // commandIds from its own memory; a crash loses only what the shard's catch-up re-reads
   // from the log (the checkpoint is written in the same transaction as the entries).
 
-  /** [type, id, lastSeq, position, ...] not yet issued / issued but not committed. */
+  /** [type, id, lastSeq, position, ...] not yet issued. */
   private queued: unknown[] = [];
-  private writing: unknown[] = [];
+  /** id → [type, lastSeq, position, ...] of every entry not yet committed (queued or issued). */
+  private readonly uncommitted = new Map<string, unknown[]>();
   private queuedCommands: unknown[] = [];
   private readonly queuedCheckpoints = new Map<number, number>();
   private afterIndexed: (() => void)[] = [];
@@ -102,6 +103,9 @@ export class Store {
 
   indexCommit(type: string, id: string, lastSeq: number, position: number): void {
     this.queued.push(type, id, lastSeq, position);
+    const pending = this.uncommitted.get(id);
+    if (pending === undefined) this.uncommitted.set(id, [type, lastSeq, position]);
+    else pending.push(type, lastSeq, position);
     this.scheduleIndex();
   }
 
@@ -147,10 +151,16 @@ export class Store {
     for (let i = 0; i < commands.length; i += 3) this.putCommand(commands[i] as string, commands[i + 1] as CommandRecord, commands[i + 2] as number);
     for (const [shard, seq] of this.queuedCheckpoints) void this.meta.put(['checkpoint', shard], seq);
     this.queuedCheckpoints.clear();
-    this.writing = this.writing.length === 0 ? entries : this.writing.concat(entries);
     const done = (this.root.flushed as unknown as Promise<void>).then(() => {
-      if (this.writing === entries) this.writing = [];
-      else this.writing = this.writing.slice(entries.length);
+      // Committed: LMDB answers for these now. Entries of one id were queued in order, so
+      // each committed one is at the front of its id's list.
+      for (let i = 0; i < entries.length; i += 4) {
+        const id = entries[i + 1] as string;
+        const pending = this.uncommitted.get(id);
+        if (pending === undefined) continue;
+        if (pending.length <= 3) this.uncommitted.delete(id);
+        else pending.splice(0, 3);
+      }
       for (const fn of callbacks) fn();
     });
     this.indexing = done.catch(() => {});
