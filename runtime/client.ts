@@ -7,9 +7,9 @@
  */
 import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode, type EventEnvelope } from './codec.ts';
-import { newId, type CommandMetadata, type CommandResult } from './envelope.ts';
+import { OUTCOME_STRIDE, newId, readOutcome, type CommandMetadata, type CommandResult } from './envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from './errors.ts';
-import { PROTOCOL, type RemoteCommand, type RemoteOutcome } from './service.ts';
+import { PROTOCOL, type RemoteCommand, type RemoteOutcomes } from './service.ts';
 import type { Command } from './system.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from './telemetry.ts';
 
@@ -23,6 +23,7 @@ export interface ClientOptions {
 }
 
 interface Waiting {
+  commands: RemoteCommand[];
   resolves: ((r: CommandResult) => void)[];
   rejects: ((e: unknown) => void)[];
   sentAt: number;
@@ -95,7 +96,7 @@ export class TroupeClient {
     if (this.batch.length === 0) return;
     const id = this.next++;
     const commands = this.batch;
-    this.waiting.set(id, { resolves: this.resolves, rejects: this.rejects, sentAt: Date.now() });
+    this.waiting.set(id, { commands, resolves: this.resolves, rejects: this.rejects, sentAt: Date.now() });
     this.batch = [];
     this.resolves = [];
     this.rejects = [];
@@ -122,7 +123,7 @@ export class TroupeClient {
       this.failWaiting(w, new JournalUnavailableError(`no Troupe node serves ${this.subject}; start one (npm start)`));
       return;
     }
-    let body: RemoteOutcome[] | { error: WireError };
+    let body: RemoteOutcomes | { error: WireError };
     try {
       body = decode(msg.data);
     } catch (e) {
@@ -134,8 +135,13 @@ export class TroupeClient {
       return;
     }
     for (let i = 0; i < w.resolves.length; i++) {
-      const [e, r] = body[i] ?? [{ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: {}, retryable: true }, null];
-      if (e === null) w.resolves[i]!(r!);
+      const b = i * OUTCOME_STRIDE;
+      if (b >= body.length) {
+        w.rejects[i]!(fromWire({ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: {}, retryable: true }));
+        continue;
+      }
+      const e = body[b + 1] as WireError | null;
+      if (e === null) w.resolves[i]!(readOutcome(body, b, w.commands[i] as RemoteCommand & { commandId: string }));
       else w.rejects[i]!(fromWire(e));
     }
   }

@@ -53,7 +53,7 @@ export function pushOutcome(out: unknown[], seq: number, error: unknown, result:
 }
 
 /** Rebuild a CommandResult on the caller's side from the outcome at `b`. */
-export function readOutcome(out: readonly unknown[], b: number, cmd: CommandEnvelope): CommandResult {
+export function readOutcome(out: readonly unknown[], b: number, cmd: Pick<CommandEnvelope, 'commandId' | 'aggregateType' | 'aggregateId'>): CommandResult {
   const version = out[b + 2] as number;
   const flat = out[b + 4] as string[];
   const n = flat.length / 2;

@@ -1,7 +1,7 @@
 /**
  * Commands from other processes over NATS request/reply.
  *
- *   <prefix>.cmd      msgpack [1, [command, ...]]  →  msgpack [[error|null, result|null], ...]
+ *   <prefix>.cmd      msgpack [1, [command, ...]]  →  msgpack flat outcomes (see RemoteOutcomes)
  *   <prefix>.query    msgpack [aggregateType, aggregateId]  →  [error|null, {state, version}|null]
  *   <prefix>.history  msgpack [aggregateType, aggregateId]  →  [error|null, events|null]
  *
@@ -11,7 +11,7 @@
  */
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from './codec.ts';
-import type { CommandEnvelope, CommandResult } from './envelope.ts';
+import { pushOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
 import { ValidationError, toWire, type WireError } from './errors.ts';
 import type { NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -27,7 +27,12 @@ export interface RemoteCommand extends Command {
   traceparent?: string;
 }
 
-export type RemoteOutcome = [WireError | null, CommandResult | null];
+/**
+ * A reply to a command request is one flat array, OUTCOME_STRIDE values per command in request
+ * order (envelope.ts `pushOutcome`): msgpack then writes numbers and ids, not an object with
+ * its keys per command and per event (the objects cost a quarter of the node's main thread).
+ */
+export type RemoteOutcomes = unknown[];
 
 export class CommandService {
   private constructor(private readonly subs: Subscription[]) {}
@@ -78,23 +83,33 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number): 
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
-  const outcomes = await Promise.all(commands.map(async (c): Promise<RemoteOutcome> => {
+  const n = commands.length;
+  const results = new Array<CommandResult | null>(n);
+  const errors = new Array<WireError | null>(n);
+  let remaining = n;
+  const reply = () => {
+    const out: RemoteOutcomes = [];
+    for (let i = 0; i < n; i++) pushOutcome(out, i, errors[i] ?? null, results[i] ?? null);
+    msg.respond(encode(out));
+  };
+  if (n === 0) return reply();
+  for (let i = 0; i < n; i++) {
+    const c = commands[i];
     let envelope: CommandEnvelope;
     try {
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
       envelope = node.envelope(c.aggregateType, c.aggregateId, c);
     } catch (e) {
       node.refused(e);
-      return [toWire(e), null];
+      errors[i] = toWire(e);
+      if (--remaining === 0) reply();
+      continue;
     }
-    try {
-      if (traced) return [null, await node.submitTraced(envelope, typeof c.traceparent === 'string' ? c.traceparent : messageParent, true)];
-      return [null, await node.submit(envelope)];
-    } catch (e) {
-      return [toWire(e), null];
-    }
-  }));
-  msg.respond(encode(outcomes));
+    const done = traced
+      ? node.submitTraced(envelope, typeof c!.traceparent === 'string' ? c!.traceparent : messageParent, true)
+      : node.submit(envelope);
+    done.then((r) => { results[i] = r; }, (e: unknown) => { errors[i] = toWire(e); }).finally(() => { if (--remaining === 0) reply(); });
+  }
 }
 
 async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<unknown>): Promise<void> {

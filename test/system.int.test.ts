@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decode, decodeCommitBatch, encode } from '../runtime/codec.ts';
-import type { CommandResult } from '../runtime/envelope.ts';
+import { OUTCOME_STRIDE, type CommandResult } from '../runtime/envelope.ts';
 import { DomainRejection, isTroupeError, ValidationError, type ErrorCode, type WireError } from '../runtime/errors.ts';
 import type { Troupe } from '../runtime/system.ts';
 import { tempDir, useNatsServer } from './helpers/nats.ts';
@@ -275,8 +275,11 @@ describe('Troupe node', () => {
           expect(reply.error.code, JSON.stringify(reply)).toBe('MALFORMED_COMMAND');
         }
         // A well-formed request whose commands are garbage: each gets its own typed error.
-        const outcomes = await ask(encode([1, [42, { aggregateType: 'Account' }, { aggregateType: 'Account', aggregateId: 'ok', type: 'Deposit', payload: 'x' }]])) as [WireError | null, unknown][];
-        expect(outcomes.map(([e]) => e?.code)).toEqual(['MALFORMED_COMMAND', 'MALFORMED_COMMAND', 'MALFORMED_COMMAND']);
+        // The reply is flat: OUTCOME_STRIDE values per command, the error second (envelope.ts pushOutcome).
+        const outcomes = await ask(encode([1, [42, { aggregateType: 'Account' }, { aggregateType: 'Account', aggregateId: 'ok', type: 'Deposit', payload: 'x' }]])) as unknown[];
+        expect(outcomes).toHaveLength(3 * OUTCOME_STRIDE);
+        const codes = [0, 1, 2].map((i) => (outcomes[i * OUTCOME_STRIDE + 1] as WireError | null)?.code);
+        expect(codes).toEqual(['MALFORMED_COMMAND', 'MALFORMED_COMMAND', 'MALFORMED_COMMAND']);
         expect(await count()).toBe(before);
         await expect(node.send('Account', fresh('after-garbage'), 'OpenAccount', {})).resolves.toMatchObject({ version: 1 });
       } finally {
