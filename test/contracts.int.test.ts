@@ -2,35 +2,18 @@
 // before append, and events written under v1 of a definition are read as v3 after it evolves,
 // while the log stays byte for byte the same.
 import { fileURLToPath } from 'node:url';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { describe, expect, it } from 'vitest';
 import { decodeCommitBatch } from '../runtime/codec.ts';
 import { isTroupeError, Troupe, type EventEnvelope } from '../runtime/index.ts';
 import { Store } from '../runtime/snapshots.ts';
 import { tempDir, useNatsServer } from './helpers/nats.ts';
-import { freshStream, messageCount, natsConnect } from './helpers/troupe.ts';
+import { freshStream, messageCount, natsConnect, rawLog } from './helpers/troupe.ts';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const V1 = fixture('ticket-v1.ts');
 const V2 = fixture('ticket-v2.ts');
 const V3 = fixture('ticket-v3.ts');
 
-/** Every message of the stream as stored: sequence and raw bytes. */
-async function rawLog(servers: string, stream: string): Promise<{ seq: number; data: Buffer }[]> {
-  const nc = await natsConnect(servers);
-  try {
-    const jsm = await jetstreamManager(nc);
-    const last = (await jsm.streams.info(stream)).state.last_seq;
-    const out: { seq: number; data: Buffer }[] = [];
-    for (let seq = 1; seq <= last; seq++) {
-      const m = await jsm.streams.getMessage(stream, { seq });
-      if (m !== null) out.push({ seq, data: Buffer.from(m.data) });
-    }
-    return out;
-  } finally {
-    await nc.close();
-  }
-}
 
 function snapshotOf(dataDir: string, stream: string, id: string): { sv: number; version: number; state: unknown } | undefined {
   const store = new Store(dataDir, stream, 60_000);

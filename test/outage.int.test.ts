@@ -1,11 +1,11 @@
 // nats-server goes away while commands are in flight: no send reports a success JetStream did
 // not store, every failure is retryable, and the same node serves again once the server is back.
 import { afterAll, describe, expect, it } from 'vitest';
-import { isTroupeError, type TroupeError } from '../runtime/errors.ts';
+import { isTroupeError } from '../runtime/errors.ts';
 import type { CommandResult } from '../runtime/envelope.ts';
 import type { Troupe } from '../runtime/system.ts';
 import { useNatsServer } from './helpers/nats.ts';
-import { allSettled, countByCommandId, eventually, foldAccounts, freshStream, range1, readEvents, sleep, startNode, track, type Outcome } from './helpers/troupe.ts';
+import { allSettled, countByCommandId, describeError, eventually, foldAccounts, freshStream, range1, readEvents, sleep, startNode, track, type Outcome } from './helpers/troupe.ts';
 
 interface Sent {
   commandId: string;
@@ -16,11 +16,6 @@ interface Sent {
 
 /** Codes a send may fail with while the journal is away; every one of them is retryable. */
 const OUTAGE_CODES = ['JOURNAL_UNAVAILABLE', 'TIMEOUT', 'CONCURRENCY', 'SHARD_NOT_OWNED', 'STOPPED', 'OVERLOADED'];
-
-function describeError(e: unknown): string {
-  const t = e as TroupeError;
-  return `${t?.code ?? typeof e} retryable=${String(t?.retryable)}: ${t?.message ?? String(e)}`;
-}
 
 describe('NATS outage', () => {
   const nats = useNatsServer();

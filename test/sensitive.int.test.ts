@@ -15,7 +15,7 @@ import {
 import { Store } from '../runtime/snapshots.ts';
 import { customer } from './fixtures/customer.ts';
 import { tempDir, useNatsServer } from './helpers/nats.ts';
-import { eventually, freshStream, messageCount, natsConnect } from './helpers/troupe.ts';
+import { eventually, freshStream, messageCount, natsConnect, rawLog } from './helpers/troupe.ts';
 
 const CUSTOMER = fileURLToPath(new URL('./fixtures/customer.ts', import.meta.url));
 const INVESTIGATION = actorModules.find((p) => p.endsWith('investigation.ts'))!;
@@ -39,22 +39,6 @@ function filesUnder(dir: string): Buffer {
   return Buffer.concat(parts);
 }
 
-/** Every message of the stream as JetStream returns it: raw bytes. */
-async function rawLog(servers: string, stream: string): Promise<{ seq: number; data: Buffer }[]> {
-  const nc = await natsConnect(servers);
-  try {
-    const jsm = await jetstreamManager(nc);
-    const last = (await jsm.streams.info(stream)).state.last_seq;
-    const out: { seq: number; data: Buffer }[] = [];
-    for (let seq = 1; seq <= last; seq++) {
-      const m = await jsm.streams.getMessage(stream, { seq });
-      if (m !== null) out.push({ seq, data: Buffer.from(m.data) });
-    }
-    return out;
-  } finally {
-    await nc.close();
-  }
-}
 
 async function rawEvents(servers: string, stream: string): Promise<EventEnvelope[]> {
   return (await rawLog(servers, stream)).flatMap((m) => decodeCommitBatch(m.data, m.seq));

@@ -3,10 +3,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CommandResult } from '../runtime/envelope.ts';
 import { shardOf } from '../runtime/envelope.ts';
-import { isTroupeError, type TroupeError } from '../runtime/errors.ts';
+import { isTroupeError } from '../runtime/errors.ts';
 import type { Troupe } from '../runtime/system.ts';
 import { useNatsServer } from './helpers/nats.ts';
-import { allSettled, countByCommandId, eventually, foldAccounts, freshStream, range1, readEvents, sleep, startNode, track, type Outcome } from './helpers/troupe.ts';
+import { allSettled, countByCommandId, describeError, eventually, foldAccounts, freshStream, range1, readEvents, sleep, startNode, track, type Outcome } from './helpers/troupe.ts';
 
 interface Sent {
   commandId: string;
@@ -17,11 +17,6 @@ interface Sent {
 }
 
 const SHARDS = 8;
-
-function describeError(e: unknown): string {
-  const t = e as TroupeError;
-  return `${t?.code ?? typeof e} retryable=${String(t?.retryable)}: ${t?.message ?? String(e)}`;
-}
 
 describe('worker crash', () => {
   const nats = useNatsServer();

@@ -13,6 +13,7 @@ import { actorModules } from '../../actors/index.ts';
 import { decodeCommitBatch, type EventEnvelope } from '../../runtime/codec.ts';
 import { Troupe } from '../../runtime/system.ts';
 import type { TroupeOptions } from '../../runtime/options.ts';
+import type { TroupeError } from '../../runtime/errors.ts';
 import { tempDir } from './nats.ts';
 
 export { actorModules };
@@ -164,4 +165,27 @@ export async function eventually<T>(fn: () => Promise<T>, timeoutMs: number, onE
       await sleep(100);
     }
   }
+}
+
+/** Every message of the stream as JetStream returns it: sequence and raw bytes. */
+export async function rawLog(servers: string, stream: string): Promise<{ seq: number; data: Buffer }[]> {
+  const nc = await natsConnect(servers);
+  try {
+    const jsm = await jetstreamManager(nc);
+    const last = (await jsm.streams.info(stream)).state.last_seq;
+    const out: { seq: number; data: Buffer }[] = [];
+    for (let seq = 1; seq <= last; seq++) {
+      const m = await jsm.streams.getMessage(stream, { seq });
+      if (m !== null) out.push({ seq, data: Buffer.from(m.data) });
+    }
+    return out;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** An error as a test failure message should show it. */
+export function describeError(e: unknown): string {
+  const t = e as TroupeError;
+  return `${t?.code ?? typeof e} retryable=${String(t?.retryable)}: ${t?.message ?? String(e)}`;
 }
