@@ -82,7 +82,7 @@ async function start(args: string[]): Promise<void> {
     fail(isTroupeError(e) ? `${e.code}: ${e.message}` : String((e as Error).stack ?? e), 1);
   }
   const types = node.actorTypes().join(', ');
-  process.stdout.write(`Troupe node ${node.nodeName} is running: ${node.options.workers} workers, ${node.ownedShards.length}/${node.options.shards} shards, actors ${types}.
+  process.stdout.write(`Troupe node ${node.nodeName} is running: ${node.options.workers} worker${node.options.workers === 1 ? '' : 's'}, ${node.ownedShards.length}/${node.options.shards} shards, actors ${types}.
 Send it a command from another terminal:
   npx troupe send Account acct-1 OpenAccount
   npx troupe send Account acct-1 Deposit '{"amount":100}'
