@@ -13,8 +13,10 @@ export const DEFAULT_STREAM = 'TROUPE';
 export const DEFAULT_SUBJECT_PREFIX = 'troupe';
 export const DEFAULT_SHARDS = 64;
 /**
- * One core is left to the main thread (and, on a small machine, nats-server): on the 2-core
- * benchmark machine 1 worker did 1.3-1.5x the commands/s of 2 (bench/RESULTS.md, workers rows).
+ * One core is left to the main thread (and, on a small machine, nats-server). On the 2-core
+ * benchmark machine one worker and two were within the machine's noise of each other (one
+ * run 1.4x for one worker, the next 0.9x: bench/RESULTS.md, workers rows), and one worker
+ * uses ~40 MB less memory.
  */
 export const DEFAULT_WORKERS = Math.max(1, Math.min(8, availableParallelism() - 1));
 export const DEFAULT_DATA_DIR = '.troupe/data';
