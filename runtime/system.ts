@@ -219,7 +219,7 @@ export class Troupe {
     }
     if (typeof type !== 'string' || type.length === 0) throw new ValidationError('MALFORMED_COMMAND', 'the command type is missing', { aggregateType, aggregateId });
     const commandId = meta?.commandId ?? this.ids.next();
-    if (typeof commandId !== 'string' || !ID.test(commandId)) throw new ValidationError('MALFORMED_COMMAND', `commandId must be 1-256 printable characters, got ${JSON.stringify(commandId)}`, { aggregateType, aggregateId });
+    if (meta?.commandId !== undefined && (typeof commandId !== 'string' || !ID.test(commandId))) throw new ValidationError('MALFORMED_COMMAND', `commandId must be 1-256 printable characters, got ${JSON.stringify(commandId)}`, { aggregateType, aggregateId });
     if (payload === undefined) payload = {};
     if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
       throw new ValidationError('MALFORMED_COMMAND', `the payload of ${aggregateType}.${type} must be an object, got ${Array.isArray(payload) ? 'an array' : String(payload === null ? 'null' : typeof payload)}`, { aggregateType, aggregateId, commandId, commandType: type });
