@@ -7,12 +7,13 @@
  *
  * A client batches the commands it sends in one event-loop turn into one request, so the
  * per-message cost of NATS is paid per batch, not per command. Nodes subscribe in one queue
- * group; a command for a shard another node owns is answered with SHARD_NOT_OWNED.
+ * group; a node that takes a command for a shard another node leases forwards it to that
+ * node (`<prefix>.node.<name>.cmd`, one hop) and relays the answer.
  */
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from './codec.ts';
-import { pushOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
-import { ValidationError, toWire, type WireError } from './errors.ts';
+import { OUTCOME_STRIDE, newId, pushOutcome, readOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
+import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from './errors.ts';
 import type { NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import type { Command, Troupe } from './system.ts';
@@ -44,7 +45,14 @@ export class CommandService {
       queue,
       callback: (_err, msg) => {
         if (msg.reply === undefined || msg.reply === '') return;
-        void handleCommands(node, msg, maxRequestBytes);
+        void handleCommands(node, msg, maxRequestBytes, { nc, prefix: options.subjectPrefix, timeoutMs: options.ackTimeoutMs * 2 });
+      },
+    });
+    // Commands another node forwarded here because this node holds their shards' leases.
+    const direct = nc.subscribe(nodeSubject(options.subjectPrefix, options.nodeName), {
+      callback: (_err, msg) => {
+        if (msg.reply === undefined || msg.reply === '') return;
+        void handleCommands(node, msg, maxRequestBytes, null);
       },
     });
     const query = nc.subscribe(`${options.subjectPrefix}.query`, {
@@ -56,7 +64,7 @@ export class CommandService {
       callback: (_err, msg) => void handleRead(msg, (t, id) => node.history(t, id)),
     });
     await nc.flush();
-    return new CommandService([cmd, query, history]);
+    return new CommandService([cmd, direct, query, history]);
   }
 
   async stop(): Promise<void> {
@@ -64,7 +72,40 @@ export class CommandService {
   }
 }
 
-async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number): Promise<void> {
+/** The subject on which a node takes commands forwarded to it by other nodes. */
+export function nodeSubject(prefix: string, nodeName: string): string {
+  return `${prefix}.node.${nodeName}.cmd`;
+}
+
+interface Forwarding {
+  nc: NatsConnection;
+  prefix: string;
+  timeoutMs: number;
+}
+
+/**
+ * Send commands whose shards another node owns to that node, in one request per owner, and
+ * write its answers into `errors`/`results` at their places in the original request.
+ */
+async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], errors: (WireError | null)[], results: (CommandResult | null)[]): Promise<void> {
+  try {
+    const reply = await to.nc.request(nodeSubject(to.prefix, owner), encode([PROTOCOL, items.map((x) => x.command)]), { timeout: to.timeoutMs });
+    const out = decode<unknown>(reply.data);
+    if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
+    items.forEach(({ index, command }, k) => {
+      const b = k * OUTCOME_STRIDE;
+      const e = out[b + 1] as WireError | null | undefined;
+      if (e === undefined) errors[index] = toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner }));
+      else if (e !== null) errors[index] = e;
+      else results[index] = readOutcome(out, b, command as RemoteCommand & { commandId: string });
+    });
+  } catch (e) {
+    const err = toWire(new JournalUnavailableError(`node ${owner}, which owns these commands' shards, did not answer: ${(e as Error).message}; retry with the same commandId`, { owner }, e));
+    for (const { index } of items) errors[index] = err;
+  }
+}
+
+async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, forwarding: Forwarding | null): Promise<void> {
   let commands: RemoteCommand[];
   try {
     if (msg.data.length > maxRequestBytes) {
@@ -93,6 +134,7 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number): 
     msg.respond(encode(out));
   };
   if (n === 0) return reply();
+  let elsewhere: Map<string, { index: number; command: RemoteCommand }[]> | null = null;
   for (let i = 0; i < n; i++) {
     const c = commands[i];
     let envelope: CommandEnvelope;
@@ -100,6 +142,16 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number): 
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
       envelope = node.envelope(c.aggregateType, c.aggregateId, c);
     } catch (e) {
+      const owner = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.owner : undefined;
+      if (forwarding !== null && typeof owner === 'string') {
+        // Not ours: the node holding the shard's lease answers it (one hop; it never forwards again).
+        c!.commandId ??= newId();
+        elsewhere ??= new Map();
+        const list = elsewhere.get(owner) ?? [];
+        list.push({ index: i, command: c! });
+        elsewhere.set(owner, list);
+        continue;
+      }
       node.refused(e);
       errors[i] = toWire(e);
       if (--remaining === 0) reply();
@@ -109,6 +161,14 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number): 
       ? node.submitTraced(envelope, typeof c!.traceparent === 'string' ? c!.traceparent : messageParent, true)
       : node.submit(envelope);
     done.then((r) => { results[i] = r; }, (e: unknown) => { errors[i] = toWire(e); }).finally(() => { if (--remaining === 0) reply(); });
+  }
+  if (elsewhere !== null) {
+    for (const [owner, items] of elsewhere) {
+      void forward(forwarding!, owner, items, errors, results).finally(() => {
+        remaining -= items.length;
+        if (remaining === 0) reply();
+      });
+    }
   }
 }
 

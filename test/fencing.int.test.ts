@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { shardOf } from '../runtime/envelope.ts';
 import { ConcurrencyError, isTroupeError } from '../runtime/errors.ts';
 import type { Troupe } from '../runtime/system.ts';
+import { TroupeClient } from '../runtime/client.ts';
 import { useNatsServer } from './helpers/nats.ts';
 import { freshStream, messageCount, readEvents, readLog, startNode } from './helpers/troupe.ts';
 
@@ -74,5 +75,31 @@ describe('single writer', () => {
     expect(xEvents.map((ev) => [ev.sequence, ev.eventType, (ev.payload as { amount?: number }).amount])).toEqual([
       [1, 'AccountOpened', undefined], [2, 'Deposited', 100], [3, 'Deposited', 50], [4, 'Deposited', 7], [5, 'Withdrawn', 157],
     ]);
+  });
+
+  it('forwards a client command that reaches a node without its shard to the node that leases it', async () => {
+    const s = freshStream('FWD');
+    const a = await start({ ...s, nodeName: 'node-a' });
+    const b = await start({ ...s, nodeName: 'node-b' });
+    expect(b.ownedShards).toEqual([]);
+    const client = await TroupeClient.connect({ servers: nats.url, subjectPrefix: s.subjectPrefix, timeoutMs: 20_000 });
+    try {
+      // Twenty requests, one at a time: both nodes serve the command subject in one queue group,
+      // so node-b takes about half of them (all twenty going to node-a has odds of 1 in 2^20).
+      await client.send('Account', 'fwd', 'OpenAccount', {});
+      for (let i = 0; i < 20; i++) {
+        const r = await client.send('Account', 'fwd', 'Deposit', { amount: 1 }, { commandId: `fwd-${i}` });
+        expect(r).toMatchObject({ commandId: `fwd-${i}`, version: i + 2, duplicate: false });
+      }
+      // A re-sent commandId is answered once, whichever node takes it.
+      for (let i = 0; i < 6; i++) {
+        await expect(client.send('Account', 'fwd', 'Deposit', { amount: 1 }, { commandId: 'fwd-3' })).resolves.toMatchObject({ duplicate: true, version: 5 });
+      }
+    } finally {
+      await client.close();
+    }
+    expect(await a.query('Account', 'fwd')).toEqual({ state: { opened: true, balance: 20 }, version: 21 });
+    const events = (await readEvents(nats.url, s.stream)).filter((e) => e.aggregateId === 'fwd');
+    expect(events.map((e) => e.sequence)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
   });
 });
