@@ -38,10 +38,6 @@ export function shardSubject(prefix: string, shard: number): string {
   return `${prefix}.log.${shard}`;
 }
 
-export function shardOfSubject(prefix: string, subject: string): number {
-  return Number(subject.slice(prefix.length + 5));
-}
-
 export async function connectNats(servers: string, name: string): Promise<NatsConnection> {
   try {
     return await connect({
@@ -266,8 +262,4 @@ export class LeanPublisher {
     clearInterval(this.sweeper);
     this.sub.unsubscribe();
   }
-}
-
-export function isWrongLastSequence(e: unknown): boolean {
-  return e instanceof TroupeError && e.code === 'CONCURRENCY';
 }

@@ -22,7 +22,7 @@ import {
   ConcurrencyError, DecideFailedError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
   type WireError,
 } from './errors.ts';
-import { headers, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from './journal.ts';
+import { COMMIT_BATCH_FORMAT, FORMAT_HEADER, headers, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import type { Registered, Registry } from './registry.ts';
 import { foldCommit, readCommit, readSnapshot, taintDecided } from './contracts.ts';
@@ -461,7 +461,7 @@ export class ShardHost {
     h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
     const msgId = `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`;
     h.set('Nats-Msg-Id', msgId);
-    h.set('Troupe-Format', 'commit-batch/1');
+    h.set(FORMAT_HEADER, COMMIT_BATCH_FORMAT);
     const observer = this.ctx.observer;
     observer?.flushed(this.subject, batch, h, msgId, data.length);
     const sentAt = performance.now();
