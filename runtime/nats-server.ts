@@ -498,6 +498,21 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
 export async function startNatsCluster(opts: { size?: number; name?: string; syncAlways?: boolean; config?: string } = {}): Promise<NatsCluster> {
   const size = opts.size ?? 3;
   if (!Number.isInteger(size) || size < 1) throw new Error(`startNatsCluster: size must be a positive integer, got ${size}`);
+  // Now and then (seen about once in fifty starts on a loaded 2-core machine) a fresh 2.10
+  // cluster keeps re-creating routes and elects no JetStream meta leader; a new cluster on
+  // new ports then forms at once. So: up to three attempts of 15 s each.
+  let last: unknown;
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      return await startClusterOnce(size, opts, 15_000);
+    } catch (e) {
+      last = e;
+    }
+  }
+  throw last;
+}
+
+async function startClusterOnce(size: number, opts: { name?: string; syncAlways?: boolean; config?: string }, timeoutMs: number): Promise<NatsCluster> {
   const clusterName = opts.name ?? 'troupe-test';
   const ports = await freePorts(size * 2);
   const clientPorts = ports.slice(0, size);
@@ -510,6 +525,7 @@ export async function startNatsCluster(opts: { size?: number; name?: string; syn
       cluster: { name: clusterName, port: routePorts[i]!, routes },
       // A one-server "cluster" never logs a meta leader line for others; wait only for ready.
       waitForMetaLeader: size > 1,
+      timeoutMs,
     };
     if (opts.syncAlways) o.syncAlways = true;
     if (opts.config) o.config = opts.config;

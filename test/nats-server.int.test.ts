@@ -139,5 +139,5 @@ describe('startNatsCluster', () => {
       const one = await open(url);
       expect((await (await jetstreamManager(one)).streams.info('R3')).state.messages).toBe(1);
     }
-  });
+  }, 120_000);
 });
