@@ -514,9 +514,10 @@ export async function startNatsCluster(opts: { size?: number; name?: string; syn
 
 async function startClusterOnce(size: number, opts: { name?: string; syncAlways?: boolean; config?: string }, timeoutMs: number): Promise<NatsCluster> {
   const clusterName = opts.name ?? 'troupe-test';
-  const ports = await freePorts(size * 2);
+  const ports = await freePorts(size * 3);
   const clientPorts = ports.slice(0, size);
-  const routePorts = ports.slice(size);
+  const routePorts = ports.slice(size, size * 2);
+  const monitorPorts = ports.slice(size * 2);
   const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
   const started = await Promise.allSettled(clientPorts.map((port, i) => {
     const o: StartNatsServerOptions = {
@@ -526,6 +527,8 @@ async function startClusterOnce(size: number, opts: { name?: string; syncAlways?
       // A one-server "cluster" never logs a meta leader line for others; wait only for ready.
       waitForMetaLeader: size > 1,
       timeoutMs,
+      // Monitoring on loopback, to see when the meta group can place replicated streams.
+      extraArgs: ['-m', String(monitorPorts[i]!)],
     };
     if (opts.syncAlways) o.syncAlways = true;
     if (opts.config) o.config = opts.config;
@@ -538,5 +541,40 @@ async function startClusterOnce(size: number, opts: { name?: string; syncAlways?
     await stop();
     throw failed.reason;
   }
+  if (size > 1) {
+    try {
+      await metaGroupReady(monitorPorts, size, Date.now() + timeoutMs);
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+  }
   return { urls: servers.map((s) => s.url), servers, stop };
+}
+
+/**
+ * Resolves when every server names the same JetStream meta leader and the leader sees all
+ * other peers as current: before that, creating an R3 stream can fail with "no suitable peers
+ * for placement" even though every server has logged the leader (seen here).
+ */
+async function metaGroupReady(monitorPorts: number[], size: number, deadline: number): Promise<void> {
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const views = await Promise.all(monitorPorts.map(async (port) => {
+        const r = await fetch(`http://127.0.0.1:${port}/jsz`);
+        return (await r.json() as { meta_cluster?: { leader?: string; replicas?: { current?: boolean }[] } }).meta_cluster;
+      }));
+      const leader = views[0]?.leader;
+      const agreed = leader !== undefined && leader !== '' && views.every((v) => v?.leader === leader);
+      const leaderView = views.find((v) => v?.replicas !== undefined);
+      const current = leaderView?.replicas?.filter((r) => r.current === true).length ?? 0;
+      if (agreed && current === size - 1) return;
+      last = JSON.stringify(views);
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the JetStream meta group of the cluster did not form in time; last view: ${last.slice(0, 2000)}`);
 }
