@@ -19,7 +19,7 @@ import { stateUsesKeys } from './sensitive.ts';
 import { ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
-import { childLog, createLog, errorFields, type Log } from './log.ts';
+import { childLog, createLog, errorFields } from './log.ts';
 import { WorkerMetrics, type WorkerMetricsSnapshot } from './metrics.ts';
 import { shutdownTracingSdk, startTracingSdk, traceBatchHeaders, tracing, WorkerCommandTrace } from './telemetry.ts';
 
