@@ -304,14 +304,15 @@ export class ShardHost {
     // Replay the commits after the snapshot, read from the log.
     cell.activated = (async () => {
       try {
-        for await (const { position, data } of this.messagesAt(entries)) {
+        for await (const { data } of this.messagesAt(entries)) {
           for (const c of decodeCommits(data)) {
             if (c[1] !== def.type || c[2] !== cell.id) continue;
             const first = c[7];
             const n = c[8].length;
             if (first + n - 1 <= version) continue;
             if (first !== version + 1) throw new TroupeError('INTERNAL', `${def.type} ${cell.id}: the log jumps from version ${version} to ${first}`, { aggregateType: def.type, aggregateId: cell.id });
-            state = await applyEvents(cell.reg, state, c, position);
+            // Decrypted and upcast to the current version first (contracts.ts); a promise only when keys must be loaded.
+            state = await foldCommit(cell.reg, state, c);
             version = first + n - 1;
           }
         }
@@ -593,7 +594,7 @@ export class ShardHost {
    * messages in the time of a few dozen single gets.
    */
   private async *messagesAt(entries: readonly { position: number }[]): AsyncGenerator<{ position: number; data: Uint8Array }> {
-    const positions = dedupePositions([...entries]).map((e) => e.position).sort((a, b) => a - b);
+    const positions = [...new Set(entries.map((e) => e.position))].sort((a, b) => a - b);
     if (positions.length <= 16) {
       for (const position of positions) yield { position, data: (await readMessage(this.ctx.journal, position)).data };
       return;
@@ -674,16 +675,4 @@ function commandError(e: unknown, cell: ActorCell, cmd: CommandEnvelope, what: s
   return toWire(new DecideFailedError(`${cell.reg.def.type}.${cmd.type} ${what}: ${(e as Error)?.message ?? String(e)}`, ids, e));
 }
 
-function dedupePositions<T extends { position: number }>(entries: T[]): T[] {
-  const seen = new Set<number>();
-  return entries.filter((e) => (seen.has(e.position) ? false : (seen.add(e.position), true)));
-}
-
-/**
- * Fold a commit's events into state with the actor's evolve functions, each payload decrypted
- * and upcast to the current version first (contracts.ts). A promise only when keys must be loaded.
- */
-export function applyEvents(reg: Registered, state: unknown, c: WireCommit, _position: number): unknown {
-  return foldCommit(reg, state, c);
-}
 
