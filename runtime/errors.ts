@@ -80,15 +80,14 @@ export class DomainRejection extends TroupeError {
 }
 
 /** Throw this from a decide function to reject a command with a reason callers can branch on. */
-export function reject(reason: string, details: Record<string, unknown> = {}): never {
+export function reject(reason: string, details?: Record<string, unknown>): never {
   // A rejection is an answer, not a bug: skip the stack trace, which costs more than the decision.
+  // (No try/finally: the constructor cannot throw, and a throw out of a finally block costs ~2 µs.)
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
-  try {
-    throw new DomainRejection(reason, { reason, ...details });
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
+  const e = new DomainRejection(reason, details === undefined ? { reason } : { reason, ...details });
+  Error.stackTraceLimit = limit;
+  throw e;
 }
 
 /** A decide function threw something that is not a domain rejection: a bug in the actor. */

@@ -192,7 +192,8 @@ export class ShardHost {
       await readSubject(journal, this.subject, from, last, (data, seq) => {
         for (const c of decodeCommits(data)) this.index(c, seq, cutoff);
       });
-      await store.putCheckpoint(this.shard, last);
+      store.advanceCheckpoint(this.shard, last);
+      await store.flushIndex();
       store.refresh();
       this.expectedSeq = last;
       this.recent.clear();
@@ -214,7 +215,7 @@ export class ShardHost {
   private index(c: WireCommit, position: number, cutoff: number): void {
     const [commandId, type, id, , , ts, , first, events] = c;
     const last = first + events.length - 1;
-    this.ctx.store.putHistory(type, id, last, position);
+    this.ctx.store.indexCommit(type, id, last, position, true);
     if (ts >= cutoff) this.ctx.store.putCommand(commandId, [type, id, first, last, position], ts);
   }
 

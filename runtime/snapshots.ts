@@ -3,7 +3,8 @@
  * opened by every worker thread. Deleting it loses nothing: a shard rebuilds it from JetStream.
  *
  *   snapshots   [type, id]            → { sv: stateVersion, version, position, state }
- *   history     [type, id, lastSeq]   → position   (which log message holds which commit)
+ *   history-runs [type, id, lastSeq]  → [lastSeq, position, ...]  (which log messages hold which commits:
+ *                                       one entry per actor per index flush, keyed by its last commit)
  *   meta        ['checkpoint', shard] → stream sequence up to which `history`/commands are complete
  *               ['stream']            → creation time of the stream this cache describes
  *   commands-N  commandId             → [type, id, firstSeq, lastSeq, position]   (N = time epoch; old epochs are dropped)
@@ -26,13 +27,26 @@ export interface Snapshot {
 export type CommandRecord = [aggregateType: string, aggregateId: string, firstSeq: number, lastSeq: number, position: number];
 
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
-/** How long the hot path's index writes wait to share one LMDB transaction. */
-const INDEX_FLUSH_MS = 20;
+/**
+ * How long the hot path's index writes wait to share one LMDB transaction. The history index
+ * costs one put per actor per flush, not per commit: the longer the window, the more commits of
+ * a busy actor share a put (at 50k commands/s over 10k actors, a 1 s window writes ~5× fewer
+ * entries than a 20 ms one). A crash loses at most the window, which the shard's catch-up
+ * re-reads from the log.
+ */
+const INDEX_FLUSH_MS = 1000;
+/** Flush earlier when a window holds this many commits. */
+const INDEX_FLUSH_COMMITS = 100_000;
+/** Part of the cache's identity: a cache written with another layout is rebuilt from the log. */
+export const STORE_LAYOUT = 2;
+
+/** Index entries of one actor in one flush window: [type, lastSeq, position, ...] in order. */
+type Run = unknown[];
 
 export class Store {
   readonly root: RootDatabase;
   private readonly snapshots: Database<Snapshot, [string, string]>;
-  private readonly history: Database<number, [string, string, number]>;
+  private readonly history: Database<number[], [string, string, number]>;
   private readonly meta: Database<unknown, (string | number)[]>;
   private readonly epochs = new Map<number, Database<CommandRecord, string>>();
 
@@ -41,8 +55,7 @@ export class Store {
     mkdirSync(path, { recursive: true });
     this.root = open({ path, maxDbs: 32, mapSize: 2 ** 34 });
     this.snapshots = this.root.openDB({ name: 'snapshots', sharedStructuresKey: Symbol.for('troupe.structures') });
-    // Values are bare positions in ordered-binary: cheaper to write than a msgpack array.
-    this.history = this.root.openDB<number, [string, string, number]>({ name: 'history', encoding: 'ordered-binary' });
+    this.history = this.root.openDB<number[], [string, string, number]>({ name: 'history-runs' });
     this.meta = this.root.openDB<unknown, (string | number)[]>({ name: 'meta' });
   }
 
@@ -67,46 +80,56 @@ export class Store {
    */
   historyAfter(type: string, id: string, version: number): { lastSeq: number; position: number }[] {
     const out: { lastSeq: number; position: number }[] = [];
-    for (const { key, value } of this.history.getRange({ start: [type, id, version + 1], end: [type, id, MAX_SEQ] })) {
-      out.push({ lastSeq: key[2], position: value });
+    for (const { value } of this.history.getRange({ start: [type, id, version + 1], end: [type, id, MAX_SEQ] })) {
+      for (let i = 0; i < value.length; i += 2) if (value[i]! > version) out.push({ lastSeq: value[i]!, position: value[i + 1]! });
     }
-    const pending = this.uncommitted.get(id);
-    if (pending === undefined) return out;
     let extra = false;
-    for (let i = 0; i < pending.length; i += 3) {
-      const lastSeq = pending[i + 1] as number;
-      if (pending[i] !== type || lastSeq <= version || out.some((e) => e.lastSeq === lastSeq)) continue;
-      out.push({ lastSeq, position: pending[i + 2] as number });
-      extra = true;
+    for (const window of this.uncommitted) {
+      const run = window.get(id);
+      if (run === undefined) continue;
+      for (let i = 0; i < run.length; i += 3) {
+        const lastSeq = run[i + 1] as number;
+        if (run[i] !== type || lastSeq <= version || out.some((e) => e.lastSeq === lastSeq)) continue;
+        out.push({ lastSeq, position: run[i + 2] as number });
+        extra = true;
+      }
     }
     if (extra) out.sort((a, b) => a.lastSeq - b.lastSeq);
     return out;
   }
 
   // ── The hot path's index writes ─────────────────────────────────────────────────────────
-  // Every acknowledged commit adds a history entry, maybe a processed commandId, and moves its
-  // shard's checkpoint. Issued at once, each ack's puts made one LMDB transaction (a write
-  // thread wake-up and a sync) per ack; queued for INDEX_FLUSH_MS they share one. Until they
-  // are committed, historyAfter() reads them from memory, and the shard answers duplicate
+  // Every acknowledged commit adds to its actor's history run, maybe a processed commandId, and
+  // moves its shard's checkpoint. Issued at once, each ack's puts made one LMDB transaction (a
+  // write thread wake-up and a sync) per ack; queued for INDEX_FLUSH_MS they share one, and an
+  // actor's commits of the window share one entry. Until they are committed, historyAfter() reads them from memory, and the shard answers duplicate
   // commandIds from its own memory; a crash loses only what the shard's catch-up re-reads
   // from the log (the checkpoint is written in the same transaction as the entries).
 
-  /** [type, id, lastSeq, position, ...] not yet issued. */
-  private queued: unknown[] = [];
-  /** id → [type, lastSeq, position, ...] of every entry not yet committed (queued or issued). */
-  private readonly uncommitted = new Map<string, unknown[]>();
+  /** id → run of this window (not yet issued); the same map is the first of `uncommitted`. */
+  private window = new Map<string, Run>();
+  private windowCommits = 0;
+  /** Whether a run of this window may repeat entries already in LMDB (catch-up): merged on write. */
+  private windowOverlaps = false;
+  /** Windows not yet committed, newest first: historyAfter() reads them from memory. */
+  private uncommitted: Map<string, Run>[] = [this.window];
   private queuedCommands: unknown[] = [];
   private readonly queuedCheckpoints = new Map<number, number>();
   private afterIndexed: (() => void)[] = [];
   private indexTimer: NodeJS.Timeout | null = null;
   private indexing: Promise<void> = Promise.resolve();
 
-  indexCommit(type: string, id: string, lastSeq: number, position: number): void {
-    this.queued.push(type, id, lastSeq, position);
-    const pending = this.uncommitted.get(id);
-    if (pending === undefined) this.uncommitted.set(id, [type, lastSeq, position]);
-    else pending.push(type, lastSeq, position);
-    this.scheduleIndex();
+  /**
+   * The commit of (type, id) ending at `lastSeq` lives in the message at `position`. `replayed`:
+   * indexed again while catching up with the log, so LMDB may already hold it.
+   */
+  indexCommit(type: string, id: string, lastSeq: number, position: number, replayed = false): void {
+    const run = this.window.get(id);
+    if (run === undefined) this.window.set(id, [type, lastSeq, position]);
+    else run.push(type, lastSeq, position);
+    if (replayed) this.windowOverlaps = true;
+    if (++this.windowCommits >= INDEX_FLUSH_COMMITS) void this.flushIndex();
+    else this.scheduleIndex();
   }
 
   rememberCommand(commandId: string, rec: CommandRecord, now: number): void {
@@ -136,48 +159,65 @@ export class Store {
       clearTimeout(this.indexTimer);
       this.indexTimer = null;
     }
-    if (this.queued.length === 0 && this.queuedCommands.length === 0 && this.queuedCheckpoints.size === 0 && this.afterIndexed.length === 0) {
+    if (this.windowCommits === 0 && this.queuedCommands.length === 0 && this.queuedCheckpoints.size === 0 && this.afterIndexed.length === 0) {
       return this.indexing;
     }
-    const entries = this.queued;
+    const window = this.window;
+    const overlaps = this.windowOverlaps;
     const commands = this.queuedCommands;
     const callbacks = this.afterIndexed;
-    this.queued = [];
+    this.window = new Map();
+    this.uncommitted.unshift(this.window);
+    this.windowCommits = 0;
+    this.windowOverlaps = false;
     this.queuedCommands = [];
     this.afterIndexed = [];
-    for (let i = 0; i < entries.length; i += 4) {
-      void this.history.put([entries[i] as string, entries[i + 1] as string, entries[i + 2] as number], entries[i + 3] as number);
-    }
+    for (const [id, run] of window) this.putRuns(id, run, overlaps);
     for (let i = 0; i < commands.length; i += 3) this.putCommand(commands[i] as string, commands[i + 1] as CommandRecord, commands[i + 2] as number);
     for (const [shard, seq] of this.queuedCheckpoints) void this.meta.put(['checkpoint', shard], seq);
     this.queuedCheckpoints.clear();
     const done = (this.root.flushed as unknown as Promise<void>).then(() => {
-      // Committed: LMDB answers for these now. Entries of one id were queued in order, so
-      // each committed one is at the front of its id's list.
-      for (let i = 0; i < entries.length; i += 4) {
-        const id = entries[i + 1] as string;
-        const pending = this.uncommitted.get(id);
-        if (pending === undefined) continue;
-        if (pending.length <= 3) this.uncommitted.delete(id);
-        else pending.splice(0, 3);
-      }
+      // Committed: LMDB answers for this window now.
+      const i = this.uncommitted.indexOf(window);
+      if (i >= 0) this.uncommitted.splice(i, 1);
       for (const fn of callbacks) fn();
     });
     this.indexing = done.catch(() => {});
     return done;
   }
 
-  /** The commit of (type, id) ending at `lastSeq` lives in the message at `position`. */
-  putHistory(type: string, id: string, lastSeq: number, position: number): void {
-    void this.history.put([type, id, lastSeq], position);
+  /** One history entry per actor type in the run (an id is almost always one type's). */
+  private putRuns(id: string, run: Run, overlaps: boolean): void {
+    let type = run[0] as string;
+    let pairs: number[] = [];
+    for (let i = 0; i < run.length; i += 3) {
+      if (run[i] !== type) {
+        this.putRun(type, id, pairs, overlaps);
+        type = run[i] as string;
+        pairs = [];
+      }
+      pairs.push(run[i + 1] as number, run[i + 2] as number);
+    }
+    this.putRun(type, id, pairs, overlaps);
+  }
+
+  private putRun(type: string, id: string, pairs: number[], overlaps: boolean): void {
+    const key: [string, string, number] = [type, id, pairs[pairs.length - 2]!];
+    if (overlaps) {
+      // Re-indexing after a crash can meet an entry under the same key: keep the union.
+      const old = this.history.get(key);
+      if (old !== undefined) {
+        const seen = new Map<number, number>();
+        for (let i = 0; i < old.length; i += 2) seen.set(old[i]!, old[i + 1]!);
+        for (let i = 0; i < pairs.length; i += 2) seen.set(pairs[i]!, pairs[i + 1]!);
+        pairs = [...seen].sort((a, b) => a[0] - b[0]).flat();
+      }
+    }
+    void this.history.put(key, pairs);
   }
 
   getCheckpoint(shard: number): number {
     return (this.meta.get(['checkpoint', shard]) as number | undefined) ?? 0;
-  }
-
-  putCheckpoint(shard: number, seq: number): Promise<boolean> {
-    return this.meta.put(['checkpoint', shard], seq);
   }
 
   private epochDb(epoch: number): Database<CommandRecord, string> {
@@ -224,6 +264,8 @@ export class Store {
     await this.meta.clearAsync();
     for (const key of this.root.getKeys({})) {
       if (typeof key === 'string' && key.startsWith('commands-')) await this.epochDb(Number(key.slice(9))).clearAsync();
+      // The history index of layout 1 (one entry per commit).
+      if (key === 'history') await this.root.openDB({ name: 'history' }).drop();
     }
     await this.meta.put(['stream'], identity);
   }

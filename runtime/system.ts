@@ -15,7 +15,7 @@ import { Ownership } from './ownership.ts';
 import { WorkerPool } from './pool.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import { CommandService } from './service.ts';
-import { Store } from './snapshots.ts';
+import { Store, STORE_LAYOUT } from './snapshots.ts';
 import type { WorkerStats } from './worker.ts';
 import type { HealthReport } from './http.ts';
 import { createLog, errorFields, type Log } from './log.ts';
@@ -80,7 +80,7 @@ export class Troupe {
       const info = await journal.jsm.streams.info(options.stream);
       const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
       cleanup.unshift(() => store.close());
-      const identity = `${info.created}`;
+      const identity = `${info.created} layout ${STORE_LAYOUT}`;
       if (store.getStreamIdentity() !== identity) await store.resetFor(identity);
 
       let ownership: Ownership | null = null;
