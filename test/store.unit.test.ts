@@ -52,4 +52,20 @@ describe('Store history index', () => {
     await s.flushIndex();
     expect(s.historyAfter('Account', 'a1', 0).map((e) => e.position)).toEqual([101, 102, 103, 104, 105]);
   });
+
+  it('keeps each actor\'s entries in order in a window of thousands, before and after the write', async () => {
+    const { s } = open();
+    const versions = new Map<string, number>();
+    for (let i = 0; i < 3000; i++) {
+      const id = `a${i % 7}`;
+      const v = (versions.get(id) ?? 0) + 1;
+      versions.set(id, v);
+      s.indexCommit('Account', id, v, 1000 + i);
+    }
+    const expected = (k: number) => Array.from({ length: 3000 }, (_, i) => i).filter((i) => i % 7 === k).map((i) => 1000 + i);
+    expect(s.historyAfter('Account', 'a3', 0).map((e) => e.position)).toEqual(expected(3));
+    await s.flushIndex();
+    expect(s.historyAfter('Account', 'a3', 0).map((e) => e.position)).toEqual(expected(3));
+    expect(s.historyAfter('Account', 'a6', 400).map((e) => e.lastSeq)).toEqual(Array.from({ length: versions.get('a6')! - 400 }, (_, i) => 401 + i));
+  });
 });
