@@ -154,32 +154,49 @@ const writer = new BatchWriter();
 
 /** `[format, idPrefix, ...commits]` in the layout codec.ts documents. */
 export function writeCommitBatch(format: number, idPrefix: string, commits: readonly Commit[]): Buffer {
+  beginCommitBatch(format, idPrefix, commits.length);
+  for (const c of commits) writeCommit(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9] ?? null);
+  return endCommitBatch();
+}
+
+/**
+ * The same batch written commit by commit from the caller's own fields, so that no commit
+ * tuple is built: begin, `count` × writeCommit, end (synchronously, on one thread).
+ */
+export function beginCommitBatch(format: number, idPrefix: string, count: number): void {
   const w = writer;
   w.reset();
-  w.array(commits.length + 2);
+  w.array(count + 2);
   w.number(format);
   w.string(idPrefix);
-  for (const c of commits) {
-    w.array(10);
-    w.string(c[0]);
-    w.string(c[1]);
-    w.string(c[2]);
-    w.stringOrNil(c[3]);
-    w.stringOrNil(c[4]);
-    w.number(c[5]);
-    w.string(c[6]);
-    w.number(c[7]);
-    const events = c[8];
-    w.array(events.length);
-    for (const e of events) {
-      w.array(4);
-      if (typeof e[0] === 'number') w.number(e[0]);
-      else w.string(e[0]);
-      w.string(e[1]);
-      w.number(e[2]);
-      w.value(e[3]);
-    }
-    w.stringOrNil(c[9] ?? null);
+}
+
+export function writeCommit(
+  commandId: string, aggregateType: string, aggregateId: string, correlationId: string | null, userId: string | null,
+  timestampMs: number, source: string, firstSequence: number, events: readonly (readonly [string | number, string, number, unknown])[], causationId: string | null,
+): void {
+  const w = writer;
+  w.array(10);
+  w.string(commandId);
+  w.string(aggregateType);
+  w.string(aggregateId);
+  w.stringOrNil(correlationId);
+  w.stringOrNil(userId);
+  w.number(timestampMs);
+  w.string(source);
+  w.number(firstSequence);
+  w.array(events.length);
+  for (const e of events) {
+    w.array(4);
+    if (typeof e[0] === 'number') w.number(e[0]);
+    else w.string(e[0]);
+    w.string(e[1]);
+    w.number(e[2]);
+    w.value(e[3]);
   }
-  return w.take();
+  w.stringOrNil(causationId);
+}
+
+export function endCommitBatch(): Buffer {
+  return writer.take();
 }

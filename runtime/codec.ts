@@ -12,7 +12,7 @@
  * `decodeCommitBatch` expands every event to the full envelope (`EventEnvelope`).
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { writeCommitBatch } from './batch-writer.ts';
+import { beginCommitBatch, endCommitBatch, writeCommitBatch } from './batch-writer.ts';
 import { formatId } from './envelope.ts';
 
 export const FORMAT = 1;
@@ -75,6 +75,15 @@ export function encodeCommit(commit: WireCommit): Buffer {
 export function encodeBatch(idPrefix: string, commits: readonly WireCommit[]): Buffer {
   return writeCommitBatch(FORMAT, idPrefix, commits);
 }
+
+/**
+ * The same message written from the caller's fields (no commit tuples): `beginBatch`, then
+ * `writeCommit` once per commit, then `endBatch` for the bytes (batch-writer.ts).
+ */
+export function beginBatch(idPrefix: string, commits: number): void {
+  beginCommitBatch(FORMAT, idPrefix, commits);
+}
+export { writeCommit, endCommitBatch as endBatch } from './batch-writer.ts';
 
 /** The same bytes through msgpackr, for comparison in tests and benchmarks. */
 export function encodeBatchGeneric(idPrefix: string, commits: readonly WireCommit[]): Buffer {

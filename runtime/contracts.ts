@@ -34,6 +34,7 @@ export interface EventContract {
    * Validate, guard and encrypt a decided payload. Returns what the log stores, or
    * KEYS_PENDING when the subject has no key yet (see `pendingKeys()`); throws a
    * ValidationError (SCHEMA_VIOLATION, SENSITIVE_DATA) naming the field and the rule.
+   * `eventId` is read only by an event with sensitive fields (the ciphertexts are bound to it).
    */
   write(payload: unknown, eventId: string, aggregateId: string, userId: string | null, commandId: string): unknown;
   /** The checks of `write` without encryption: schema and guard (the test kit uses it). */

@@ -52,13 +52,35 @@ export function pushOutcome(out: unknown[], seq: number, error: unknown, result:
   out.push(seq, null, result.version, result.position, flat, result.duplicate);
 }
 
+/**
+ * Append the outcome of a stored commit straight from its wire events: the events slot is then
+ * [idPrefix, counter, eventType, ...] (odd length), and the caller's side formats the ids. A
+ * counter crosses threads as a small number instead of a 36-character string, and the worker
+ * formats no id the caller does not read.
+ */
+export function pushStoredOutcome(out: unknown[], seq: number, version: number, position: number, idPrefix: string, wire: readonly (readonly [string | number, string, ...unknown[]])[]): void {
+  const flat = new Array<string | number>(1 + wire.length * 2);
+  flat[0] = idPrefix;
+  for (let i = 0; i < wire.length; i++) {
+    flat[1 + 2 * i] = wire[i]![0];
+    flat[2 + 2 * i] = wire[i]![1];
+  }
+  out.push(seq, null, version, position, flat, false);
+}
+
 /** Rebuild a CommandResult on the caller's side from the outcome at `b`. */
 export function readOutcome(out: readonly unknown[], b: number, cmd: Pick<CommandEnvelope, 'commandId' | 'aggregateType' | 'aggregateId'>): CommandResult {
   const version = out[b + 2] as number;
-  const flat = out[b + 4] as string[];
-  const n = flat.length / 2;
+  const flat = out[b + 4] as (string | number)[];
+  // Odd length: [idPrefix, counter or id, eventType, ...] (pushStoredOutcome); even: [id, eventType, ...].
+  const from = flat.length % 2;
+  const prefix = from === 1 ? flat[0] as string : '';
+  const n = (flat.length - from) / 2;
   const events = new Array<{ eventId: string; eventType: string; sequence: number }>(n);
-  for (let i = 0; i < n; i++) events[i] = { eventId: flat[2 * i]!, eventType: flat[2 * i + 1]!, sequence: version - n + 1 + i };
+  for (let i = 0; i < n; i++) {
+    const id = flat[from + 2 * i]!;
+    events[i] = { eventId: typeof id === 'number' ? formatId(prefix, id) : id, eventType: flat[from + 2 * i + 1] as string, sequence: version - n + 1 + i };
+  }
   return {
     commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId, version, events,
     position: out[b + 3] as number, duplicate: out[b + 5] as boolean,

@@ -15,7 +15,7 @@
  *   typed error; resident actors were dropped; the next use re-opens from the log, which also
  *   learns any commit whose ack was lost, so a retry with the same commandId is answered from it.
  */
-import { decodeCommits, encodeBatch, encodeCommit, estimateSize, isoTime, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
+import { beginBatch, decodeCommits, encodeCommit, endBatch, estimateSize, isoTime, writeCommit, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
 import type { CommandEnvelope, CommandResult } from './envelope.ts';
 import { formatId, type IdGenerator } from './envelope.ts';
 import {
@@ -34,6 +34,11 @@ import type { WorkerCommandTrace } from './telemetry.ts';
 /** A command inside a worker, with where its outcome goes (no closure per command on the hot path). */
 export interface InboundCommand extends CommandEnvelope {
   reply(error: WireError | null, result: CommandResult | null): void;
+  /**
+   * The command's commit is stored at `position`: the same answer as `reply(null, result)`,
+   * without building the result (the hot path). Event ids are `idPrefix` + each event's counter.
+   */
+  replyStored(pc: PendingCommit, position: number, idPrefix: string): void;
   /** Spans of a traced command (telemetry.ts); null or absent when it carries no trace. */
   readonly spans?: WorkerCommandTrace | null;
 }
@@ -120,16 +125,19 @@ export class CellMap {
   }
 }
 
+/** A decided commit waiting for its append: its commit tuple is written from these fields. */
 export interface PendingCommit {
   cell: ActorCell;
   commandId: string;
-  commit: WireCommit;
+  /** Its events as the log stores them: [id counter, type, schema version, stored payload]. */
+  wire: WireEvent[];
+  /** When it was decided (ms). */
+  timestamp: number;
   /** Upper-ish estimate of the commit's encoded size. */
   size: number;
   firstSeq: number;
   lastSeq: number;
   stateAfter: unknown;
-  events: { eventId: string; eventType: string; sequence: number }[];
   cmd: InboundCommand;
   /** Replies decided after this commit that must not be given before it is stored. */
   followers: (() => void)[] | null;
@@ -370,7 +378,6 @@ export class ShardHost {
     }
     const first = cell.pendingVersion + 1;
     const wireEvents: WireEvent[] = new Array(drafts.length);
-    const events: PendingCommit['events'] = new Array(drafts.length);
     let state = cell.pending;
     const timestamp = isoTime(now);
     try {
@@ -381,15 +388,16 @@ export class ShardHost {
           throw new ValidationError('VALIDATION', `${def.type}.${cmd.type} decided an event of undeclared type ${JSON.stringify((d as EventDraft | null)?.type)}; declare it under events`, { aggregateType: def.type, aggregateId: cell.id, commandId: cmd.commandId, eventType: String((d as EventDraft | null)?.type) });
         }
         const n = this.ctx.ids.nextCounter();
-        const eventId = formatId(this.ctx.ids.prefix, n);
         // Schema, sensitive-data guard, encryption of sensitive fields: one precompiled call (contracts.ts).
+        // An event id is formatted only where it is read: encryption binds it; results and logs
+        // format it from its counter (eventsOf, envelope.ts readOutcome).
+        const eventId = cell.reg.secrets ? formatId(this.ctx.ids.prefix, n) : '';
         const stored = cell.reg.contracts.get(d.type)!.write(d.payload, eventId, cell.id, cmd.userId, cmd.commandId);
         if (stored === KEYS_PENDING) {
           deferUntilKeys(cell, cmd, pendingKeys(), (c) => this.submit(c));
           return;
         }
         wireEvents[i] = [n, d.type, spec.version, stored];
-        events[i] = { eventId, eventType: d.type, sequence: first + i };
         state = spec.evolve(state, d.payload, { sequence: first + i, eventType: d.type, timestamp });
       }
       if (cell.reg.secrets) taintDecided(cell.reg, cell.pending, state, wireEvents);
@@ -397,12 +405,11 @@ export class ShardHost {
       this.replyAfterPending(cell, cmd, commandError(e, cell, cmd, 'applying its events threw'), null);
       return;
     }
-    const commit: WireCommit = [cmd.commandId, def.type, cell.id, cmd.correlationId === cmd.commandId ? null : cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents, cmd.causationId];
     const limit = this.ctx.options.maxCommandBytes;
     let size = COMMIT_OVERHEAD + drafts.length * EVENT_OVERHEAD;
     for (let i = 0; i < drafts.length && size <= limit; i++) size += estimateSize(drafts[i]!.payload, limit);
     // The estimate only errs high: measure exactly before refusing.
-    if (size > limit / 2) size = encodeCommit(commit).length;
+    if (size > limit / 2) size = encodeCommit(wireCommit(cmd, def.type, cell.id, now, this.ctx.options.source, first, wireEvents)).length;
     if (size > limit) {
       this.replyAfterPending(cell, cmd, toWire(new ValidationError('COMMAND_TOO_LARGE',
         `${def.type}.${cmd.type} decided ${size} bytes of events; the limit is options.maxCommandBytes = ${limit}`,
@@ -410,7 +417,7 @@ export class ShardHost {
       return;
     }
     const pc: PendingCommit = {
-      cell, commandId: cmd.commandId, commit, size, firstSeq: first, lastSeq: first + drafts.length - 1, stateAfter: state, events, cmd,
+      cell, commandId: cmd.commandId, wire: wireEvents, timestamp: now, size, firstSeq: first, lastSeq: first + drafts.length - 1, stateAfter: state, cmd,
       followers: null, failFollowers: null,
     };
     cell.pending = state;
@@ -437,7 +444,7 @@ export class ShardHost {
     const start = performance.now();
     this.decide(cell, cmd);
     const pc = cell.lastPending !== null && cell.lastPending.cmd === cmd ? cell.lastPending : null;
-    cmd.spans!.decided(start, pc === null ? null : pc.events, pc === null ? cell.pendingVersion : pc.lastSeq);
+    cmd.spans!.decided(start, pc === null ? null : eventsOf(pc, this.ctx.ids.prefix), pc === null ? cell.pendingVersion : pc.lastSeq);
   }
 
   // ── appending ───────────────────────────────────────────────────────────────────────────
@@ -456,9 +463,14 @@ export class ShardHost {
     const batch = n === buffer.length ? buffer : buffer.slice(0, n);
     this.buffer = n === buffer.length ? [] : buffer.slice(n);
     this.inflight = batch;
-    const commits = new Array<WireCommit>(batch.length);
-    for (let i = 0; i < batch.length; i++) commits[i] = batch[i]!.commit;
-    const data = encodeBatch(this.ctx.ids.prefix, commits);
+    const source = this.ctx.options.source;
+    beginBatch(this.ctx.ids.prefix, batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const pc = batch[i]!;
+      const cmd = pc.cmd;
+      writeCommit(pc.commandId, pc.cell.reg.def.type, pc.cell.id, cmd.correlationId === pc.commandId ? null : cmd.correlationId, cmd.userId, pc.timestamp, source, pc.firstSeq, pc.wire, cmd.causationId);
+    }
+    const data = endBatch();
     const h = headers();
     h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
     const msgId = `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`;
@@ -505,7 +517,7 @@ export class ShardHost {
         void store.putSnapshot(type, cell.id, { sv: cell.reg.def.stateVersion, version: cell.version, position, state: cell.state });
         cell.snapshotVersion = cell.version;
       }
-      pc.cmd.reply(null, this.resultOf(pc, false));
+      pc.cmd.replyStored(pc, position, this.ctx.ids.prefix);
       if (pc.followers !== null) for (const f of pc.followers) f();
     }
     store.advanceCheckpoint(this.shard, position);
@@ -518,7 +530,7 @@ export class ShardHost {
   private resultOf(pc: PendingCommit, duplicate: boolean): CommandResult {
     return {
       commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id, version: pc.lastSeq,
-      events: pc.events, position: this.expectedSeq, duplicate,
+      events: eventsOf(pc, this.ctx.ids.prefix), position: this.expectedSeq, duplicate,
     };
   }
 
@@ -676,4 +688,17 @@ function commandError(e: unknown, cell: ActorCell, cmd: CommandEnvelope, what: s
   return toWire(new DecideFailedError(`${cell.reg.def.type}.${cmd.type} ${what}: ${(e as Error)?.message ?? String(e)}`, ids, e));
 }
 
+/** The events of a pending commit as a result lists them (ids formatted here, on demand). */
+export function eventsOf(pc: PendingCommit, idPrefix: string): { eventId: string; eventType: string; sequence: number }[] {
+  const out = new Array<{ eventId: string; eventType: string; sequence: number }>(pc.wire.length);
+  for (let i = 0; i < pc.wire.length; i++) {
+    const w = pc.wire[i]!;
+    out[i] = { eventId: typeof w[0] === 'number' ? formatId(idPrefix, w[0]) : w[0], eventType: w[1], sequence: pc.firstSeq + i };
+  }
+  return out;
+}
 
+/** The commit tuple the log stores (codec.ts), for the rare exact size check. */
+function wireCommit(cmd: CommandEnvelope, type: string, id: string, now: number, source: string, first: number, events: WireEvent[]): WireCommit {
+  return [cmd.commandId, type, id, cmd.correlationId === cmd.commandId ? null : cmd.correlationId, cmd.userId, now, source, first, events, cmd.causationId];
+}

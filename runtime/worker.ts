@@ -10,13 +10,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import { COMMAND_STRIDE, IdGenerator, pushOutcome, type CommandResult } from './envelope.ts';
+import { COMMAND_STRIDE, IdGenerator, pushOutcome, pushStoredOutcome, type CommandResult } from './envelope.ts';
 import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import { stateUsesKeys } from './sensitive.ts';
-import { ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
+import { eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
 import { childLog, createLog, errorFields } from './log.ts';
@@ -137,11 +137,11 @@ async function init(): Promise<WorkerState> {
     for (const s of dirty) s.flush();
     dirty.clear();
   };
+  const ids = new IdGenerator();
   const ctx: ShardContext = {
-    options, registry, store, journal, publisher,
+    options, registry, store, journal, publisher, ids,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
-    ids: new IdGenerator(),
-    observer: shardObserver(),
+    observer: shardObserver(ids.prefix),
     scheduleFlush(shard) {
       dirty.add(shard);
       if (scheduled) return;
@@ -194,7 +194,7 @@ function sweep(shards: Map<number, ShardHost>): void {
 }
 
 /** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
-function shardObserver(): ShardObserver {
+function shardObserver(idPrefix: string): ShardObserver {
   return {
     flushed(subject, batch, headers, msgId, bytes) {
       metrics.flushed(batch.length, bytes);
@@ -203,9 +203,9 @@ function shardObserver(): ShardObserver {
     },
     appended(shard, batch, position, ms) {
       let events = 0;
-      for (let i = 0; i < batch.length; i++) events += batch[i]!.events.length;
+      for (let i = 0; i < batch.length; i++) events += batch[i]!.wire.length;
       metrics.appended(batch.length, events, ms);
-      if (log.info) logEvents(shard, batch, position);
+      if (log.info) logEvents(shard, batch, position, idPrefix);
     },
     appendFailed(shard, cause, failed) {
       metrics.appendFailed(cause.code, failed.length);
@@ -218,10 +218,10 @@ function shardObserver(): ShardObserver {
 }
 
 /** info: one line per stored event (a business event), with the ids that tie it to its cause. */
-function logEvents(shard: number, batch: readonly PendingCommit[], position: number): void {
+function logEvents(shard: number, batch: readonly PendingCommit[], position: number, idPrefix: string): void {
   for (const pc of batch) {
     const aggregateType = pc.cell.reg.def.type;
-    for (const e of pc.events) {
+    for (const e of eventsOf(pc, idPrefix)) {
       log.logger.info({
         eventType: e.eventType, eventId: e.eventId, aggregateType, aggregateId: pc.cell.id, sequence: e.sequence, position, shard,
         commandId: pc.commandId, correlationId: pc.cmd.correlationId, causationId: pc.commandId, userId: pc.cmd.userId,
@@ -267,6 +267,15 @@ class OutcomeStream {
 
   push(seq: number, error: WireError | null, result: CommandResult | null): void {
     pushOutcome(this.out, seq, error, result);
+    this.schedule();
+  }
+
+  pushStored(seq: number, pc: PendingCommit, position: number, idPrefix: string): void {
+    pushStoredOutcome(this.out, seq, pc.lastSeq, position, idPrefix, pc.wire);
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.send);
@@ -302,6 +311,18 @@ class WorkerCommand implements InboundCommand {
     this.idGiven = flat[base + 9] as boolean;
     this.seq = flat[base + 10] as number;
     this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
+  }
+
+  replyStored(pc: PendingCommit, position: number, idPrefix: string): void {
+    if (this.spans !== null) {
+      // Its spans want the result.
+      this.reply(null, { commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id, version: pc.lastSeq, events: eventsOf(pc, idPrefix), position, duplicate: false });
+      return;
+    }
+    if (this.settled) return;
+    this.settled = true;
+    metrics.mailboxDepth--;
+    this.stream.pushStored(this.seq, pc, position, idPrefix);
   }
 
   reply(error: WireError | null, result: CommandResult | null): void {
