@@ -466,7 +466,10 @@ export async function runRemote(
       seed: spec.seed,
       concurrency: spec.concurrency,
     };
+    // With --profile, the client process is profiled too (its main thread is the busy one).
+    const clientProf = profileArgs(control, `${variant}-c${spec.concurrency}-client`);
     const client = spawnChild<RemoteClientResult>(REMOTE_CLIENT_SCRIPT, clientSpec, {
+      nodeArgs: clientProf.nodeArgs,
       onPhase: (phase) => {
         control.onPhase?.(phase);
         if (phase === 'commands') sampler.start();

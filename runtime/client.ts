@@ -2,14 +2,15 @@
  * TroupeClient: send commands to Troupe nodes from another process, over NATS.
  *
  * Commands sent in one event-loop turn travel together in one request message (up to
- * `maxBatch`); replies are matched by hand under one wildcard inbox. Every command gets a
- * commandId on the client, so a retry after a timeout is safe: the node answers it once.
+ * `maxBatch`), as one flat array (protocol FLAT, service.ts); replies are matched by hand under
+ * one wildcard inbox. Every command gets a commandId on the client (UUID-shaped: random per
+ * client, then a counter), so a retry after a timeout is safe: the node answers it once.
  */
 import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode, type EventEnvelope } from './codec.ts';
-import { OUTCOME_STRIDE, newId, readOutcome, type CommandMetadata, type CommandResult } from './envelope.ts';
+import { IdGenerator, OUTCOME_STRIDE, readOutcome, type CommandMetadata, type CommandResult } from './envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from './errors.ts';
-import { PROTOCOL, type RemoteCommand, type RemoteOutcomes } from './service.ts';
+import { FLAT, REQUEST_STRIDE, type RemoteOutcomes } from './service.ts';
 import type { Command } from './system.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from './telemetry.ts';
 
@@ -23,7 +24,8 @@ export interface ClientOptions {
 }
 
 interface Waiting {
-  commands: RemoteCommand[];
+  /** The request's commands, REQUEST_STRIDE values each. */
+  flat: unknown[];
   resolves: ((r: CommandResult) => void)[];
   rejects: ((e: unknown) => void)[];
   sentAt: number;
@@ -33,7 +35,8 @@ export class TroupeClient {
   private readonly inbox = `_INBOX.troupe-client.${nuid.next()}.`;
   private readonly sub: Subscription;
   private readonly waiting = new Map<number, Waiting>();
-  private batch: RemoteCommand[] = [];
+  private batch: unknown[] = [];
+  private readonly ids = new IdGenerator();
   private resolves: ((r: CommandResult) => void)[] = [];
   private rejects: ((e: unknown) => void)[] = [];
   private scheduled = false;
@@ -67,15 +70,16 @@ export class TroupeClient {
   send(aggregateType: string, aggregateId: string, command: Command): Promise<CommandResult>;
   send(aggregateType: string, aggregateId: string, commandType: string, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult>;
   send(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult> {
-    const c: RemoteCommand = typeof command === 'string'
-      ? { ...metadata, type: command, payload: payload ?? {}, aggregateType, aggregateId }
-      : { ...command, aggregateType, aggregateId };
-    c.commandId ??= newId();
+    const meta: CommandMetadata | undefined = typeof command === 'string' ? metadata : command;
+    const type = typeof command === 'string' ? command : command.type;
+    const body = typeof command === 'string' ? payload ?? {} : command.payload;
+    const commandId = meta?.commandId ?? this.ids.next();
     // When tracing, a `troupe.send` span per command; its context travels with the command.
-    const t = tracing.on ? new SendTrace(c as RemoteCommand & { commandId: string }) : null;
-    if (t !== null) c.traceparent = t.traceparent;
+    const t = tracing.on
+      ? new SendTrace({ commandId, type, aggregateType, aggregateId, correlationId: meta?.correlationId, causationId: meta?.causationId })
+      : null;
     return new Promise<CommandResult>((resolve, reject) => {
-      this.batch.push(c);
+      this.batch.push(commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent);
       if (t === null) {
         this.resolves.push(resolve);
         this.rejects.push(reject);
@@ -83,7 +87,7 @@ export class TroupeClient {
         this.resolves.push((r) => { t.end(null, r); resolve(r); });
         this.rejects.push((e) => { t.end(e, null); reject(e); });
       }
-      if (this.batch.length >= this.maxBatch) this.flush();
+      if (this.resolves.length >= this.maxBatch) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -95,20 +99,21 @@ export class TroupeClient {
     this.scheduled = false;
     if (this.batch.length === 0) return;
     const id = this.next++;
-    const commands = this.batch;
-    this.waiting.set(id, { commands, resolves: this.resolves, rejects: this.rejects, sentAt: Date.now() });
+    const flat = this.batch;
+    this.waiting.set(id, { flat, resolves: this.resolves, rejects: this.rejects, sentAt: Date.now() });
     this.batch = [];
     this.resolves = [];
     this.rejects = [];
     try {
       // One traceparent per message (its first traced command); each command carries its own in the body.
-      const traced = tracing.on ? commands.find((c) => c.traceparent !== undefined) : undefined;
+      let traceparent: string | null = null;
+      if (tracing.on) for (let b = 8; b < flat.length && traceparent === null; b += REQUEST_STRIDE) traceparent = flat[b] as string | null;
       let h: ReturnType<typeof headers> | undefined;
-      if (traced !== undefined) {
+      if (traceparent !== null) {
         h = headers();
-        h.set(TRACEPARENT, traced.traceparent!);
+        h.set(TRACEPARENT, traceparent);
       }
-      this.nc.publish(this.subject, encode([PROTOCOL, commands]), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
+      this.nc.publish(this.subject, encode([FLAT, flat]), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
       this.fail(id, new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}`, {}, e));
     }
@@ -141,7 +146,8 @@ export class TroupeClient {
         continue;
       }
       const e = body[b + 1] as WireError | null;
-      if (e === null) w.resolves[i]!(readOutcome(body, b, w.commands[i] as RemoteCommand & { commandId: string }));
+      const c = i * REQUEST_STRIDE;
+      if (e === null) w.resolves[i]!(readOutcome(body, b, w.flat[c] as string, w.flat[c + 2] as string, w.flat[c + 3] as string));
       else w.rejects[i]!(fromWire(e));
     }
   }

@@ -69,7 +69,7 @@ export function pushStoredOutcome(out: unknown[], seq: number, version: number, 
 }
 
 /** Rebuild a CommandResult on the caller's side from the outcome at `b`. */
-export function readOutcome(out: readonly unknown[], b: number, cmd: Pick<CommandEnvelope, 'commandId' | 'aggregateType' | 'aggregateId'>): CommandResult {
+export function readOutcome(out: readonly unknown[], b: number, commandId: string, aggregateType: string, aggregateId: string): CommandResult {
   const version = out[b + 2] as number;
   const flat = out[b + 4] as (string | number)[];
   // Odd length: [idPrefix, counter or id, eventType, ...] (pushStoredOutcome); even: [id, eventType, ...].
@@ -82,7 +82,7 @@ export function readOutcome(out: readonly unknown[], b: number, cmd: Pick<Comman
     events[i] = { eventId: typeof id === 'number' ? formatId(prefix, id) : id, eventType: flat[from + 2 * i + 1] as string, sequence: version - n + 1 + i };
   }
   return {
-    commandId: cmd.commandId, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId, version, events,
+    commandId, aggregateType, aggregateId, version, events,
     position: out[b + 3] as number, duplicate: out[b + 5] as boolean,
   };
 }

@@ -183,7 +183,7 @@ export class WorkerPool {
       const e = out[b + 1] as WireError | null;
       this.metrics.answered(now - s.sentAt[i]!, e);
       if (cmd.trace !== undefined) cmd.trace.answered();
-      if (e === null) resolve(readOutcome(out, b, cmd));
+      if (e === null) resolve(readOutcome(out, b, cmd.commandId, cmd.aggregateType, cmd.aggregateId));
       else reject(fromWire(e));
     }
   }

@@ -7,6 +7,7 @@ import { TroupeClient } from '../runtime/client.ts';
 import { decode } from '../runtime/codec.ts';
 import { DomainRejection, isTroupeError, ValidationError } from '../runtime/errors.ts';
 import { REPO_ROOT } from '../runtime/nats-server.ts';
+import { FLAT, REQUEST_STRIDE } from '../runtime/service.ts';
 import type { Troupe } from '../runtime/system.ts';
 import { useNatsServer } from './helpers/nats.ts';
 import { countByCommandId, freshStream, natsConnect, range1, readEvents, startNode } from './helpers/troupe.ts';
@@ -73,8 +74,14 @@ describe('TroupeClient', () => {
   it('carries 1,000 concurrent sends in a handful of request messages, each answered', async () => {
     const watcher = await natsConnect(nats.url);
     const requests: number[] = [];
+    const protocols: number[] = [];
     const sub = watcher.subscribe(`${subjectPrefix}.cmd`, {
-      callback: (_e, msg) => { requests.push((decode(msg.data) as [number, unknown[]])[1].length); },
+      // A request is [FLAT, flat commands], REQUEST_STRIDE values per command (service.ts).
+      callback: (_e, msg) => {
+        const [protocol, flat] = decode(msg.data) as [number, unknown[]];
+        protocols.push(protocol);
+        requests.push(flat.length / REQUEST_STRIDE);
+      },
     });
     await watcher.flush();
     try {
@@ -83,6 +90,7 @@ describe('TroupeClient', () => {
       expect(results.map((r) => r.aggregateId)).toEqual(ids);
       expect(results.every((r) => r.version === 1 && !r.duplicate)).toBe(true);
       await watcher.flush();
+      expect(new Set(protocols)).toEqual(new Set([FLAT]));
       expect(requests.reduce((a, b) => a + b, 0)).toBe(1000);
       expect(requests.length).toBeLessThanOrEqual(5);
       const counts = countByCommandId(await readEvents(nats.url, stream));

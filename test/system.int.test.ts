@@ -270,7 +270,8 @@ describe('Troupe node', () => {
       try {
         const before = await count();
         const ask = async (bytes: Uint8Array) => decode<unknown>((await nc.request(`${subjectPrefix}.cmd`, bytes, { timeout: 5000 })).data);
-        for (const garbage of [Uint8Array.of(0xc1, 0xff, 0x00, 0x13), new TextEncoder().encode('{"type":"Deposit"}'), encode('hello'), encode([99, []])]) {
+        // ... including a flat request (protocol 2) whose length is not a whole number of commands.
+        for (const garbage of [Uint8Array.of(0xc1, 0xff, 0x00, 0x13), new TextEncoder().encode('{"type":"Deposit"}'), encode('hello'), encode([99, []]), encode([2, ['c-1', 'OpenAccount', 'Account']])]) {
           const reply = await ask(garbage) as { error: WireError };
           expect(reply.error.code, JSON.stringify(reply)).toBe('MALFORMED_COMMAND');
         }
@@ -280,6 +281,9 @@ describe('Troupe node', () => {
         expect(outcomes).toHaveLength(3 * OUTCOME_STRIDE);
         const codes = [0, 1, 2].map((i) => (outcomes[i * OUTCOME_STRIDE + 1] as WireError | null)?.code);
         expect(codes).toEqual(['MALFORMED_COMMAND', 'MALFORMED_COMMAND', 'MALFORMED_COMMAND']);
+        // The same in a flat request: [commandId, type, aggregateType, aggregateId, payload, userId, correlationId, causationId, traceparent].
+        const flat = await ask(encode([2, [null, 'Deposit', 'Account', 'bad id', {}, null, null, null, null, 'c-2', 'Deposit', 'Account', 'ok', 'x', null, null, null, null]])) as unknown[];
+        expect([0, 1].map((i) => (flat[i * OUTCOME_STRIDE + 1] as WireError | null)?.code)).toEqual(['MALFORMED_COMMAND', 'MALFORMED_COMMAND']);
         expect(await count()).toBe(before);
         await expect(node.send('Account', fresh('after-garbage'), 'OpenAccount', {})).resolves.toMatchObject({ version: 1 });
       } finally {
