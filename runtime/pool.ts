@@ -29,19 +29,36 @@ import type { WorkerTask } from './worker.ts';
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
 
+/**
+ * Takes a command's outcome as the worker sent it, OUTCOME_STRIDE values at `out[b]` (the NATS
+ * service copies them into its reply: no result object is built on the way), or a failure
+ * raised on this thread (overload, stop, a lost worker).
+ */
+export interface OutcomeSink {
+  outcome(out: readonly unknown[], b: number): void;
+  failed(e: unknown): void;
+}
+type Resolve = ((r: CommandResult) => void) | OutcomeSink;
+type Reject = ((e: unknown) => void) | OutcomeSink;
+
+function fail(reject: Reject, e: unknown): void {
+  if (typeof reject === 'function') reject(e);
+  else reject.failed(e);
+}
+
 interface Slot {
   port: MessagePort | null;
   /** Commands not yet sent to the worker, with their promise's settle functions. */
   queue: CommandEnvelope[];
-  queueResolves: ((r: CommandResult) => void)[];
-  queueRejects: ((e: unknown) => void)[];
+  queueResolves: Resolve[];
+  queueRejects: Reject[];
   /**
    * Commands sent, at `seq & mask`: a ring larger than maxQueuedCommands, so a slot is never
    * reused while its command is unanswered (no Map and no object per command).
    */
   sent: (CommandEnvelope | undefined)[];
-  resolves: (((r: CommandResult) => void) | undefined)[];
-  rejects: (((e: unknown) => void) | undefined)[];
+  resolves: (Resolve | undefined)[];
+  rejects: (Reject | undefined)[];
   /** performance.now() when each sent command left (command latency for /metrics). */
   sentAt: Float64Array;
   sentCount: number;
@@ -162,7 +179,7 @@ export class WorkerPool {
       const reject = s.rejects[i];
       if (reject === undefined) continue;
       s.sent[i] = s.resolves[i] = s.rejects[i] = undefined;
-      reject(error);
+      fail(reject, error);
     }
     this.outstanding -= s.sentCount;
     s.sentCount = 0;
@@ -183,31 +200,37 @@ export class WorkerPool {
       const e = out[b + 1] as WireError | null;
       this.metrics.answered(now - s.sentAt[i]!, e);
       if (cmd.trace !== undefined) cmd.trace.answered();
-      if (e === null) resolve(readOutcome(out, b, cmd.commandId, cmd.aggregateType, cmd.aggregateId));
-      else reject(fromWire(e));
+      if (typeof resolve !== 'function') resolve.outcome(out, b);
+      else if (e === null) resolve(readOutcome(out, b, cmd.commandId, cmd.aggregateType, cmd.aggregateId));
+      else fail(reject, fromWire(e));
     }
   }
 
   /** Queue a command for its shard's worker; resolves when JetStream has stored its events. */
   submit(cmd: CommandEnvelope): Promise<CommandResult> {
+    return new Promise<CommandResult>((resolve, reject) => this.submitTo(cmd, resolve, reject));
+  }
+
+  /** The same, answered through a sink (or settle functions) instead of a promise. */
+  submitTo(cmd: CommandEnvelope, resolve: Resolve, reject: Reject): void {
     if (this.closed) {
       this.metrics.failed('STOPPED');
-      return Promise.reject(new StoppedError());
+      fail(reject, new StoppedError());
+      return;
     }
     if (this.outstanding >= this.options.maxQueuedCommands) {
       this.metrics.failed('OVERLOADED');
-      return Promise.reject(new OverloadedError(`the node has ${this.outstanding} commands in progress (options.maxQueuedCommands); retry later`, { commandId: cmd.commandId }));
+      fail(reject, new OverloadedError(`the node has ${this.outstanding} commands in progress (options.maxQueuedCommands); retry later`, { commandId: cmd.commandId }));
+      return;
     }
     const slot = this.slotOf(cmd.shard);
     const s = this.slots[slot]!;
     this.outstanding++;
     if (cmd.trace !== undefined) cmd.trace.enqueued(slot);
-    return new Promise<CommandResult>((resolve, reject) => {
-      s.queue.push(cmd);
-      s.queueResolves.push(resolve);
-      s.queueRejects.push(reject);
-      if (!this.scheduled) this.schedule();
-    });
+    s.queue.push(cmd);
+    s.queueResolves.push(resolve);
+    s.queueRejects.push(reject);
+    if (!this.scheduled) this.schedule();
   }
 
   private schedule(): void {
@@ -272,7 +295,7 @@ export class WorkerPool {
     for (let slot = 0; slot < this.slots.length; slot++) {
       const s = this.slots[slot]!;
       if (s.queue.length > 0) this.metrics.failed('STOPPED', s.queue.length);
-      for (const reject of s.queueRejects) reject(e);
+      for (const reject of s.queueRejects) fail(reject, e);
       this.outstanding -= s.queue.length;
       s.queue = [];
       s.queueResolves = [];

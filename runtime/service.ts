@@ -12,10 +12,11 @@
  */
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from './codec.ts';
-import { OUTCOME_STRIDE, newId, pushOutcome, readOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
+import { OUTCOME_STRIDE, newId, pushOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from './errors.ts';
 import type { NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
+import type { OutcomeSink } from './pool.ts';
 import type { Command, Troupe } from './system.ts';
 import { TRACEPARENT, tracing } from './telemetry.ts';
 
@@ -114,23 +115,57 @@ interface Forwarding {
 
 /**
  * Send commands whose shards another node owns to that node, in one request per owner, and
- * write its answers into `errors`/`results` at their places in the original request.
+ * put its answers at their places in the original request's reply.
  */
-async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], errors: (WireError | null)[], results: (CommandResult | null)[]): Promise<void> {
+async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
   try {
-    const reply = await to.nc.request(nodeSubject(to.prefix, owner), encode([PROTOCOL, items.map((x) => x.command)]), { timeout: to.timeoutMs });
-    const out = decode<unknown>(reply.data);
+    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode([PROTOCOL, items.map((x) => x.command)]), { timeout: to.timeoutMs });
+    const out = decode<unknown>(answer.data);
     if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
-    items.forEach(({ index, command }, k) => {
+    items.forEach(({ index }, k) => {
       const b = k * OUTCOME_STRIDE;
-      const e = out[b + 1] as WireError | null | undefined;
-      if (e === undefined) errors[index] = toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner }));
-      else if (e !== null) errors[index] = e;
-      else results[index] = readOutcome(out, b, command.commandId!, command.aggregateType, command.aggregateId);
+      if (out[b + 1] === undefined) reply.answer(index, toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner })), null);
+      else reply.copy(index, out, b);
     });
   } catch (e) {
     const err = toWire(new JournalUnavailableError(`node ${owner}, which owns these commands' shards, did not answer: ${(e as Error).message}; retry with the same commandId`, { owner }, e));
-    for (const { index } of items) errors[index] = err;
+    for (const { index } of items) reply.answer(index, err, null);
+  }
+}
+
+/** The reply to one request: each command's outcome at its place, sent when the last one is in. */
+class RequestReply {
+  private readonly out: RemoteOutcomes;
+  private remaining: number;
+
+  constructor(private readonly msg: Msg, n: number) {
+    this.out = new Array(n * OUTCOME_STRIDE);
+    this.remaining = n;
+  }
+
+  answer(i: number, error: WireError | null, result: CommandResult | null): void {
+    const one: unknown[] = [];
+    pushOutcome(one, i, error, result);
+    this.copy(i, one, 0);
+  }
+
+  /** An outcome as a worker (or another node) sent it: copied, with this request's index. */
+  copy(i: number, from: readonly unknown[], b: number): void {
+    const at = i * OUTCOME_STRIDE;
+    this.out[at] = i;
+    for (let k = 1; k < OUTCOME_STRIDE; k++) this.out[at + k] = from[b + k];
+    if (--this.remaining === 0) this.msg.respond(encode(this.out));
+  }
+}
+
+/** Where a command's outcome goes: straight from the worker's message into the reply (pool.ts). */
+class CommandSink implements OutcomeSink {
+  constructor(private readonly reply: RequestReply, private readonly index: number) {}
+  outcome(out: readonly unknown[], b: number): void {
+    this.reply.copy(this.index, out, b);
+  }
+  failed(e: unknown): void {
+    this.reply.answer(this.index, toWire(e), null);
   }
 }
 
@@ -150,19 +185,15 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, f
     msg.respond(encode({ error: toWire(err) }));
     return;
   }
+  const n = commands.length;
+  if (n === 0) {
+    msg.respond(encode([]));
+    return;
+  }
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
-  const n = commands.length;
-  const results = new Array<CommandResult | null>(n);
-  const errors = new Array<WireError | null>(n);
-  let remaining = n;
-  const reply = () => {
-    const out: RemoteOutcomes = [];
-    for (let i = 0; i < n; i++) pushOutcome(out, i, errors[i] ?? null, results[i] ?? null);
-    msg.respond(encode(out));
-  };
-  if (n === 0) return reply();
+  const reply = new RequestReply(msg, n);
   let elsewhere: Map<string, { index: number; command: RemoteCommand }[]> | null = null;
   for (let i = 0; i < n; i++) {
     const c = commands[i];
@@ -182,22 +213,18 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, f
         continue;
       }
       node.refused(e);
-      errors[i] = toWire(e);
-      if (--remaining === 0) reply();
+      reply.answer(i, toWire(e), null);
       continue;
     }
-    const done = traced
-      ? node.submitTraced(envelope, typeof c!.traceparent === 'string' ? c!.traceparent : messageParent, true)
-      : node.submit(envelope);
-    done.then((r) => { results[i] = r; }, (e: unknown) => { errors[i] = toWire(e); }).finally(() => { if (--remaining === 0) reply(); });
+    if (traced) {
+      node.submitTraced(envelope, typeof c!.traceparent === 'string' ? c!.traceparent : messageParent, true)
+        .then((r) => reply.answer(i, null, r), (e: unknown) => reply.answer(i, toWire(e), null));
+    } else {
+      node.submitTo(envelope, new CommandSink(reply, i));
+    }
   }
   if (elsewhere !== null) {
-    for (const [owner, items] of elsewhere) {
-      void forward(forwarding!, owner, items, errors, results).finally(() => {
-        remaining -= items.length;
-        if (remaining === 0) reply();
-      });
-    }
+    for (const [owner, items] of elsewhere) void forward(forwarding!, owner, items, reply);
   }
 }
 

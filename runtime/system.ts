@@ -12,7 +12,7 @@ import { ConcurrencyError, StoppedError, ValidationError, fromWire, type WireErr
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from './journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from './options.ts';
 import { Ownership } from './ownership.ts';
-import { WorkerPool } from './pool.ts';
+import { WorkerPool, type OutcomeSink } from './pool.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import { CommandService } from './service.ts';
 import { Store, STORE_LAYOUT } from './snapshots.ts';
@@ -246,6 +246,11 @@ export class Troupe {
   /** Submit an already-validated envelope (the NATS service uses this). */
   submit(envelope: CommandEnvelope): Promise<CommandResult> {
     return this.pool.submit(envelope);
+  }
+
+  /** The same, answered through a sink that takes the worker's outcome as it is (pool.ts). */
+  submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void {
+    this.pool.submitTo(envelope, sink, sink);
   }
 
   /** An actor's committed state and version. A never-used actor has its initial state and version 0. */

@@ -93,8 +93,15 @@ describe('TroupeClient', () => {
       expect(new Set(protocols)).toEqual(new Set([FLAT]));
       expect(requests.reduce((a, b) => a + b, 0)).toBe(1000);
       expect(requests.length).toBeLessThanOrEqual(5);
-      const counts = countByCommandId(await readEvents(nats.url, stream));
+      const events = await readEvents(nats.url, stream);
+      const counts = countByCommandId(events);
       expect(results.every((r) => counts.get(r.commandId) === 1)).toBe(true);
+      // Each result names the event the log holds (ids cross as counters and are formatted here).
+      const logged = new Map(events.map((e) => [e.commandId, e]));
+      for (const r of results) {
+        expect(r.events).toEqual([{ eventId: logged.get(r.commandId)!.eventId, eventType: 'AccountOpened', sequence: 1 }]);
+        expect(r.position).toBe(logged.get(r.commandId)!.position);
+      }
     } finally {
       sub.unsubscribe();
       await watcher.close();
