@@ -460,7 +460,6 @@ async function main(): Promise<void> {
             repeats: sizes.activationRepeats,
           };
           const child = spawnChild<ActivationResult>(CHILD_SCRIPT, { mode: 'activation', spec }, {
-            troupeNode: true,
             onPhase: (phase) => p.update(`${label}: ${phase}`),
             timeoutMs: childTimeout,
           });

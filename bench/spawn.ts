@@ -12,7 +12,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NODE_FLAGS } from '../runtime/node-flags.mjs';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO_DIR = join(BENCH_DIR, '..');
@@ -53,8 +52,6 @@ export interface SpawnOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Extra node flags before `--import tsx` (e.g. `--cpu-prof`). */
   readonly nodeArgs?: readonly string[];
-  /** The child is a Troupe node: it gets the flags Troupe's launcher gives one (runtime/node-flags.mjs). */
-  readonly troupeNode?: boolean;
   readonly onPhase?: (name: string) => void;
   /** Kill the child and fail when it runs longer than this. */
   readonly timeoutMs?: number;
@@ -67,7 +64,7 @@ function keepTail(buf: string, add: string, max = 32 * 1024): string {
 
 /** Run `node [nodeArgs] --import tsx <script> <spec as JSON>` in the repository root. */
 export function spawnChild<T>(script: string, spec: unknown, opts: SpawnOptions = {}): ChildHandle<T> {
-  const child = spawn(process.execPath, [...(opts.troupeNode === true ? NODE_FLAGS : []), ...(opts.nodeArgs ?? []), '--import', 'tsx', script, JSON.stringify(spec)], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', script, JSON.stringify(spec)], {
     cwd: REPO_DIR,
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],

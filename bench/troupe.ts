@@ -371,7 +371,6 @@ export async function runLedger(spec: LedgerRunSpec, control: RunControl): Promi
     if (control.isolate) {
       const prof = profileArgs(control, `${spec.variant}-c${spec.concurrency}`);
       const child = spawnChild<LedgerRunResult>(CHILD_SCRIPT, { mode: 'ledger', spec }, {
-        troupeNode: true,
         nodeArgs: prof.nodeArgs,
         env: prof.env,
         ...(control.onPhase === undefined ? {} : { onPhase: control.onPhase }),
@@ -450,7 +449,7 @@ export async function runRemote(
   const nodeChild = spawnChild<{ stopped: true; stopMs: number }>(CHILD_SCRIPT, {
     mode: 'serve',
     spec: { server: spec.server, stream: spec.stream, subjectPrefix: spec.subjectPrefix, dataDir: spec.dataDir, tuning: spec.tuning } satisfies ServeSpec,
-  }, { troupeNode: true, nodeArgs: prof.nodeArgs, env: prof.env });
+  }, { nodeArgs: prof.nodeArgs, env: prof.env });
   try {
     control.onPhase?.('start');
     await Promise.race([nodeChild.nextMessage(), nodeChild.result]);

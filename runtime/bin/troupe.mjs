@@ -12,7 +12,6 @@
 // default <repo>/.troupe), TROUPE_NATS_DEBIAN_SUITE (Debian suite to fetch from, default trixie).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { NODE_FLAGS } from '../node-flags.mjs';
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve, sep } from 'node:path';
@@ -268,7 +267,7 @@ function main() {
   }
   const cli = join(ROOT, 'runtime', 'cli.ts');
   if (!existsSync(cli)) throw new Failure(`${cli} does not exist yet.`);
-  const child = spawn(process.execPath, [...NODE_FLAGS, '--import', tsxImport(), cli, ...args], {
+  const child = spawn(process.execPath, ['--import', tsxImport(), cli, ...args], {
     stdio: 'inherit',
     env: { ...process.env, TROUPE_NATS_SERVER: nats.path },
   });
