@@ -68,31 +68,4 @@ describe('Store history index', () => {
     expect(s.historyAfter('Account', 'a3', 0).map((e) => e.position)).toEqual(expected(3));
     expect(s.historyAfter('Account', 'a6', 400).map((e) => e.lastSeq)).toEqual(Array.from({ length: versions.get('a6')! - 400 }, (_, i) => 401 + i));
   });
-
-  it('hands windows to another writer of the same environment, and writes them itself when that writer fails', async () => {
-    const { s, dir } = open();
-    const other = new Store(dir, 'S', 60_000);
-    stores.push(other);
-    const handed: number[] = [];
-    s.writeElsewhere((batch) => {
-      handed.push(batch.window.lastSeqs.length);
-      return other.writeBatch(batch);
-    });
-    s.indexCommit('Account', 'a1', 1, 10);
-    s.indexCommit('Account', 'a1', 2, 11);
-    s.indexCommit('Account', 'a2', 1, 11);
-    s.advanceCheckpoint(3, 11);
-    await s.flushIndex();
-    expect(handed).toEqual([3]);
-    // Written by the other Store, read here from LMDB (the window left memory once committed).
-    expect(s.historyAfter('Account', 'a1', 0)).toEqual([{ lastSeq: 1, position: 10 }, { lastSeq: 2, position: 11 }]);
-    expect(s.getCheckpoint(3)).toBe(11);
-
-    s.writeElsewhere(() => Promise.reject(new Error('gone')));
-    s.indexCommit('Account', 'a1', 3, 12);
-    s.advanceCheckpoint(3, 12);
-    await s.flushIndex();
-    expect(s.historyAfter('Account', 'a1', 2)).toEqual([{ lastSeq: 3, position: 12 }]);
-    expect(s.getCheckpoint(3)).toBe(12);
-  });
 });
