@@ -25,14 +25,7 @@ import { fromWire, OverloadedError, StoppedError, WorkerLostError, type WireErro
 import { NodeMetrics } from './metrics.ts';
 import type { ResolvedOptions } from './options.ts';
 import { taskTraces, tracing } from './telemetry.ts';
-import type { IndexBatch, IndexWriter } from './snapshots.ts';
 import type { WorkerTask } from './worker.ts';
-
-/** A worker's index batch (worker.ts): answered with { indexed: id, error }. */
-export interface IndexRequest {
-  id: number;
-  batch: IndexBatch;
-}
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
 
@@ -86,8 +79,6 @@ export class WorkerPool {
   private closed = false;
   private readonly dispatchAll = () => this.dispatch();
   onWorkerLost: ((threadId: number) => void) | null = null;
-  /** Writes the workers' LMDB index batches (the node's Store); null: workers write their own. */
-  indexWriter: IndexWriter | null = null;
   /** Commands answered, failures by reason, latency: plain numbers for /metrics. */
   readonly metrics = new NodeMetrics();
 
@@ -169,27 +160,13 @@ export class WorkerPool {
     const s = this.slots[slot]!;
     s.attaching ??= (async () => {
       const { port1, port2 } = new MessageChannel();
-      await this.runOn(slot, { kind: 'attach', port: port2, writesIndex: this.indexWriter !== null }, [port2]);
-      port1.on('message', (m: unknown[] | IndexRequest) => {
-        if (Array.isArray(m)) this.settle(s, m);
-        else this.index(s, m);
-      });
+      await this.runOn(slot, { kind: 'attach', port: port2 }, [port2]);
+      port1.on('message', (out: unknown[]) => this.settle(s, out));
       port1.unref();
       s.port = port1;
       if (s.queue.length > 0) this.schedule();
     })().finally(() => { s.attaching = null; });
     return s.attaching;
-  }
-
-  /** Write a worker's index batch into the node's LMDB environment, then tell the worker. */
-  private index(s: Slot, m: IndexRequest): void {
-    const port = s.port;
-    const writer = this.indexWriter;
-    const done = writer === null ? Promise.reject(new Error('this node writes no index batches')) : writer(m.batch);
-    done.then(
-      () => port?.postMessage({ indexed: m.id, error: null }),
-      (e: unknown) => port?.postMessage({ indexed: m.id, error: String((e as Error)?.message ?? e) }),
-    );
   }
 
   /** Fail what the slot's worker held, and forget its port. */

@@ -95,48 +95,7 @@ class IndexWindow {
     for (let i = newest; i >= 0; i = this.prev[i]!) out.push(this.positions[i]!, this.lastSeqs[i]!, this.types[i]!);
     return out.reverse();
   }
-
-  /** The window as plain data, for the thread that writes it (typed arrays trimmed to size). */
-  data(): IndexWindowData {
-    return {
-      overlaps: this.overlaps, types: this.types, ids: [...this.newest.keys()], newest: Int32Array.from(this.newest.values()),
-      lastSeqs: this.lastSeqs.slice(0, this.count), positions: this.positions.slice(0, this.count), prev: this.prev.slice(0, this.count),
-    };
-  }
-
-  static from(d: IndexWindowData): IndexWindow {
-    const w = new IndexWindow();
-    w.count = d.lastSeqs.length;
-    w.overlaps = d.overlaps;
-    w.types = d.types;
-    w.lastSeqs = d.lastSeqs;
-    w.positions = d.positions;
-    w.prev = d.prev;
-    for (let k = 0; k < d.ids.length; k++) w.newest.set(d.ids[k]!, d.newest[k]!);
-    return w;
-  }
 }
-
-/** An index window, its processed commands and checkpoints, on their way to the thread that writes them. */
-export interface IndexWindowData {
-  overlaps: boolean;
-  types: string[];
-  ids: string[];
-  newest: Int32Array<ArrayBuffer>;
-  lastSeqs: Float64Array<ArrayBuffer>;
-  positions: Float64Array<ArrayBuffer>;
-  prev: Int32Array<ArrayBuffer>;
-}
-
-export interface IndexBatch {
-  window: IndexWindowData;
-  /** [commandId, record, ms, ...] */
-  commands: unknown[];
-  checkpoints: [shard: number, seq: number][];
-}
-
-/** Writes index batches for another thread and resolves once they are committed (Store.writeBatch). */
-export type IndexWriter = (batch: IndexBatch) => Promise<void>;
 
 export class Store {
   readonly root: RootDatabase;
@@ -196,13 +155,9 @@ export class Store {
   // Every acknowledged commit adds to its actor's history run, maybe a processed commandId, and
   // moves its shard's checkpoint. Issued at once, each ack's puts made one LMDB transaction (a
   // write thread wake-up and a sync) per ack; queued for INDEX_FLUSH_MS they share one, and an
-  // actor's commits of the window share one entry. Until they are committed, historyAfter()
-  // reads them from memory, and the shard answers duplicate commandIds from its own memory; a
-  // crash loses only what the shard's catch-up re-reads from the log (the checkpoint is written
-  // in the same transaction as the entries).
-  // A worker hands its windows to the main thread (`writeElsewhere`), which encodes and puts
-  // them (`writeBatch`) in the same environment: the worker, the node's busiest thread, keeps
-  // only the in-memory window (LMDB's key and value encoding took ~8% of its time).
+  // actor's commits of the window share one entry. Until they are committed, historyAfter() reads them from memory, and the shard answers duplicate
+  // commandIds from its own memory; a crash loses only what the shard's catch-up re-reads
+  // from the log (the checkpoint is written in the same transaction as the entries).
 
   /** The window not yet issued; also the first of `uncommitted`. */
   private window = new IndexWindow();
@@ -213,17 +168,6 @@ export class Store {
   private afterIndexed: (() => void)[] = [];
   private indexTimer: NodeJS.Timeout | null = null;
   private indexing: Promise<void> = Promise.resolve();
-  private writer: IndexWriter | null = null;
-
-  /** From now on, windows are written by `writer` (another thread's `writeBatch`), not here. */
-  writeElsewhere(writer: IndexWriter | null): void {
-    this.writer = writer;
-  }
-
-  /** Write a batch issued by another thread's Store; resolves when it is committed. */
-  writeBatch(batch: IndexBatch): Promise<void> {
-    return this.write(IndexWindow.from(batch.window), batch.commands, batch.checkpoints);
-  }
 
   /**
    * The commit of (type, id) ending at `lastSeq` lives in the message at `position`. `replayed`:
@@ -292,21 +236,6 @@ export class Store {
    * stall the thread's commands and acks; its checkpoints go last, then wait for the commit.
    */
   private async issue(window: IndexWindow, commands: unknown[], checkpoints: [number, number][]): Promise<void> {
-    if (this.writer !== null) {
-      try {
-        await this.writer({ window: window.data(), commands, checkpoints });
-        // Another thread committed it: this thread's next reads must see it before the overlay goes.
-        this.root.resetReadTxn();
-        return;
-      } catch {
-        // That thread is gone (a stopping node closed the stream) or failed: write it here.
-        // Puts of the same window twice write the same entries.
-      }
-    }
-    return this.write(window, commands, checkpoints);
-  }
-
-  private async write(window: IndexWindow, commands: unknown[], checkpoints: [number, number][]): Promise<void> {
     let n = 0;
     for (const [id, run] of window.runs()) {
       this.putRuns(id, run, window.overlaps);

@@ -91,8 +91,6 @@ export class Troupe {
         cleanup.unshift(() => o.release());
       }
       const pool = new WorkerPool(options);
-      // The main thread writes the workers' LMDB index batches (snapshots.ts): the workers are the busy threads.
-      pool.indexWriter = (batch) => store.writeBatch(batch);
       cleanup.unshift(() => pool.destroy());
       await pool.ready();
       const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null);

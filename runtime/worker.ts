@@ -24,11 +24,8 @@ import { WorkerMetrics, type WorkerMetricsSnapshot } from './metrics.ts';
 import { shutdownTracingSdk, startTracingSdk, traceBatchHeaders, tracing, WorkerCommandTrace } from './telemetry.ts';
 
 export type WorkerTask =
-  /**
-   * The main thread's end of this worker's command stream (pool.ts). `writesIndex`: the main
-   * thread writes this worker's LMDB index batches (snapshots.ts `writeElsewhere`).
-   */
-  | { kind: 'attach'; port: MessagePort; writesIndex: boolean }
+  /** The main thread's end of this worker's command stream (pool.ts). */
+  | { kind: 'attach'; port: MessagePort }
   | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string }
   | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string }
   | { kind: 'open'; shards: number[] }
@@ -338,34 +335,10 @@ class WorkerCommand implements InboundCommand {
   }
 }
 
-function attach(w: WorkerState, port: MessagePort, writesIndex: boolean): void {
+function attach(w: WorkerState, port: MessagePort): void {
   const stream = new OutcomeStream(port);
-  // Index batches go to the main thread, which answers each once it is committed.
-  const indexing = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  let nextIndex = 0;
-  if (writesIndex) {
-    w.store.writeElsewhere((batch) => new Promise<void>((resolve, reject) => {
-      const id = nextIndex++;
-      indexing.set(id, { resolve, reject });
-      port.postMessage({ id, batch });
-    }));
-    // A stopping node closes the stream before the workers' last flush: they write it themselves.
-    port.on('close', () => {
-      w.store.writeElsewhere(null);
-      const lost = new Error('the main thread closed the command stream');
-      for (const waiting of indexing.values()) waiting.reject(lost);
-      indexing.clear();
-    });
-  }
   // A batch is a flat array; a batch with traced commands comes as {flat, traces} (pool.ts).
-  port.on('message', (msg: unknown[] | { flat: unknown[]; traces: (string | null)[] } | { indexed: number; error: string | null }) => {
-    if ('indexed' in msg) {
-      const waiting = indexing.get(msg.indexed);
-      indexing.delete(msg.indexed);
-      if (msg.error === null) waiting?.resolve();
-      else waiting?.reject(new Error(`the main thread could not write an LMDB index batch: ${msg.error}`));
-      return;
-    }
+  port.on('message', (msg: unknown[] | { flat: unknown[]; traces: (string | null)[] }) => {
     if (failing) return; // the main thread fails them with WORKER_LOST when this thread exits
     const flat = Array.isArray(msg) ? msg : msg.flat;
     const traces = Array.isArray(msg) ? null : msg.traces;
@@ -386,7 +359,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
   const w = await (state ??= init());
   switch (task.kind) {
     case 'attach':
-      attach(w, task.port, task.writesIndex);
+      attach(w, task.port);
       return true;
     // Errors cross back as data: a thrown error would lose its class and code on the way.
     case 'query':
@@ -423,7 +396,6 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return stats;
     }
     case 'stop': {
-      w.store.writeElsewhere(null);
       await Promise.all([...w.shards.values()].map((s) => s.drain(options.ackTimeoutMs)));
       for (const s of w.shards.values()) {
         s.snapshotAll();
