@@ -54,15 +54,7 @@ export interface BenchRow {
   /** CPU microseconds per phase-2 command (per message for the ceiling), all measured processes. */
   readonly cpuUsPerCmd?: number | null;
   /** When the variant ran in several rounds: each round's numbers (the row shows the median round). */
-  readonly rounds?: readonly {
-    readonly cmdsPerSec: number | null;
-    readonly eventsPerSec: number | null;
-    readonly p50Ms: number | null;
-    readonly p99Ms: number | null;
-    readonly p999Ms: number | null;
-    readonly peakRssMb: number | null;
-    readonly verifyOk: boolean | null;
-  }[];
+  readonly rounds?: readonly Pick<BenchRow, 'cmdsPerSec' | 'eventsPerSec' | 'p50Ms' | 'p99Ms' | 'p999Ms' | 'peakRssMb' | 'verifyOk'>[];
   /** Worker threads of the Troupe node, where it applies. */
   readonly workers?: number | null;
   /** Actors in memory at the end of phase 2 (all workers). */

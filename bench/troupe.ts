@@ -364,6 +364,27 @@ export interface VerifiedRun<R> {
   readonly verifyOk: boolean;
 }
 
+/**
+ * A run passes when the log alone rebuilds the expected accounts (verifyTroupeLog) and no
+ * command failed, nor any OpenAccount was rejected.
+ */
+async function verifyRun(
+  spec: Pick<LedgerRunSpec, 'server' | 'stream' | 'accounts' | 'commandCount' | 'seed'>,
+  phase1: Pick<PhaseResult, 'errors' | 'rejected'>,
+  phase2: Pick<PhaseResult, 'errors' | 'accepted'>,
+  jetstreamMessages: number,
+): Promise<Omit<VerifiedRun<unknown>, 'run'>> {
+  const verification = await verifyTroupeLog({
+    servers: spec.server.servers,
+    stream: spec.stream,
+    accounts: spec.accounts,
+    accepted: phase2.accepted,
+    jetstreamMessages,
+    commands: generateCommands(spec.accounts, spec.commandCount, spec.seed),
+  });
+  return { verification, verifyOk: verification.ok && phase1.errors === 0 && phase1.rejected === 0 && phase2.errors === 0 };
+}
+
 /** The in-process variant (in a child unless `isolate` is false), then verification and cleanup. */
 export async function runLedger(spec: LedgerRunSpec, control: RunControl): Promise<VerifiedRun<LedgerRunResult>> {
   try {
@@ -387,17 +408,7 @@ export async function runLedger(spec: LedgerRunSpec, control: RunControl): Promi
       }
     }
     control.onPhase?.('verify');
-    const commands = generateCommands(spec.accounts, spec.commandCount, spec.seed);
-    const verification = await verifyTroupeLog({
-      servers: spec.server.servers,
-      stream: spec.stream,
-      accounts: spec.accounts,
-      accepted: run.phase2.accepted,
-      jetstreamMessages: run.jetstreamMessages,
-      commands,
-    });
-    const verifyOk = verification.ok && run.phase1.errors === 0 && run.phase1.rejected === 0 && run.phase2.errors === 0;
-    return { run, verification, verifyOk };
+    return { run, ...await verifyRun(spec, run.phase1, run.phase2, run.jetstreamMessages) };
   } finally {
     await deleteRunStreams(spec.server.servers, spec.stream);
     await rm(spec.dataDir, { recursive: true, force: true }).catch(() => {});
@@ -489,15 +500,7 @@ export async function runRemote(
     await nodeChild.result;
 
     control.onPhase?.('verify');
-    const commands = generateCommands(spec.accounts, spec.commandCount, spec.seed);
-    const verification = await verifyTroupeLog({
-      servers: spec.server.servers,
-      stream: spec.stream,
-      accounts: spec.accounts,
-      accepted: clientResult.phase2.accepted,
-      jetstreamMessages,
-      commands,
-    });
+    const verified = await verifyRun(spec, clientResult.phase1, clientResult.phase2, jetstreamMessages);
     const r = resources;
     const node = r.children.find((c) => c.label === 'node');
     const cl = r.children.find((c) => c.label === 'client');
@@ -514,8 +517,7 @@ export async function runRemote(
       cpuSeconds: r.children.reduce((s, c) => s + c.cpuSeconds, 0),
       jetstreamMessages,
     };
-    const verifyOk = verification.ok && clientResult.phase1.errors === 0 && clientResult.phase1.rejected === 0 && clientResult.phase2.errors === 0;
-    return { run, verification, verifyOk };
+    return { run, ...verified };
   } finally {
     nodeChild.kill();
     await deleteRunStreams(spec.server.servers, spec.stream);

@@ -528,10 +528,7 @@ export class ShardHost {
   }
 
   private resultOf(pc: PendingCommit, duplicate: boolean): CommandResult {
-    return {
-      commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id, version: pc.lastSeq,
-      events: eventsOf(pc, this.ctx.ids.prefix), position: this.expectedSeq, duplicate,
-    };
+    return commitResult(pc, this.expectedSeq, this.ctx.ids.prefix, duplicate);
   }
 
   /** Everything uncommitted fails; actors are dropped; the next use re-opens from the log. */
@@ -696,6 +693,14 @@ export function eventsOf(pc: PendingCommit, idPrefix: string): { eventId: string
     out[i] = { eventId: typeof w[0] === 'number' ? formatId(idPrefix, w[0]) : w[0], eventType: w[1], sequence: pc.firstSeq + i };
   }
   return out;
+}
+
+/** What `send` resolves with for a commit stored at `position`. */
+export function commitResult(pc: PendingCommit, position: number, idPrefix: string, duplicate: boolean): CommandResult {
+  return {
+    commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id, version: pc.lastSeq,
+    events: eventsOf(pc, idPrefix), position, duplicate,
+  };
 }
 
 /** The commit tuple the log stores (codec.ts), for the rare exact size check. */

@@ -16,7 +16,7 @@ import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsC
 import type { ResolvedOptions } from './options.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import { stateUsesKeys } from './sensitive.ts';
-import { eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
+import { commitResult, eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from './snapshots.ts';
 import type { EventEnvelope } from './codec.ts';
 import { childLog, createLog, errorFields } from './log.ts';
@@ -314,24 +314,24 @@ class WorkerCommand implements InboundCommand {
   }
 
   replyStored(pc: PendingCommit, position: number, idPrefix: string): void {
-    if (this.spans !== null) {
-      // Its spans want the result.
-      this.reply(null, { commandId: pc.commandId, aggregateType: pc.cell.reg.def.type, aggregateId: pc.cell.id, version: pc.lastSeq, events: eventsOf(pc, idPrefix), position, duplicate: false });
-      return;
-    }
-    if (this.settled) return;
-    this.settled = true;
-    metrics.mailboxDepth--;
-    this.stream.pushStored(this.seq, pc, position, idPrefix);
+    // A traced command's spans want the result object.
+    if (this.spans !== null) this.reply(null, commitResult(pc, position, idPrefix, false));
+    else if (this.settle()) this.stream.pushStored(this.seq, pc, position, idPrefix);
   }
 
   reply(error: WireError | null, result: CommandResult | null): void {
-    if (this.settled) return;
-    this.settled = true;
-    metrics.mailboxDepth--;
+    if (!this.settle()) return;
     if (this.spans !== null) this.spans.replied(error, result);
     if (error !== null && (log.debug || error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL')) logFailure(this, error);
     this.stream.push(this.seq, error, result);
+  }
+
+  /** True the first time: a command is answered once. */
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    metrics.mailboxDepth--;
+    return true;
   }
 }
 
