@@ -68,6 +68,15 @@ interface Slot {
 
 const QUEUE = Piscina.queueOptionsSymbol;
 
+/**
+ * A slot's queue leaves for its worker at the end of the event-loop turn, or as soon as it
+ * holds this many commands. Without the cap, a turn that answers thousands of commands sends
+ * their successors as one batch: the worker waits while the main thread produces it, and the
+ * main thread waits while the worker decides it. The waves then never overlap (measured at
+ * C = 4096: ~45k cmds/s in one batch a turn, ~70k in batches of 256).
+ */
+const DISPATCH_CHUNK = 256;
+
 export class WorkerPool {
   private readonly pool: Piscina;
   /** slot → thread id of the worker that owns it (0 = none yet). */
@@ -230,7 +239,8 @@ export class WorkerPool {
     s.queue.push(cmd);
     s.queueResolves.push(resolve);
     s.queueRejects.push(reject);
-    if (!this.scheduled) this.schedule();
+    if (s.queue.length >= DISPATCH_CHUNK) this.dispatchSlot(s);
+    else if (!this.scheduled) this.schedule();
   }
 
   private schedule(): void {
@@ -241,29 +251,32 @@ export class WorkerPool {
 
   private dispatch(): void {
     this.scheduled = false;
+    for (const s of this.slots) this.dispatchSlot(s);
+  }
+
+  /** Send the slot's queued commands to its worker as one flat batch. */
+  private dispatchSlot(s: Slot): void {
+    if (s.queue.length === 0 || s.port === null) return;
     const now = performance.now();
-    for (const s of this.slots) {
-      if (s.queue.length === 0 || s.port === null) continue;
-      const { queue, queueResolves, queueRejects } = s;
-      s.queue = [];
-      s.queueResolves = [];
-      s.queueRejects = [];
-      const flat: unknown[] = [];
-      const mask = this.mask;
-      for (let k = 0; k < queue.length; k++) {
-        const seq = s.nextSeq++;
-        const i = seq & mask;
-        s.sent[i] = queue[k];
-        s.resolves[i] = queueResolves[k];
-        s.rejects[i] = queueRejects[k];
-        s.sentAt[i] = now;
-        pushCommand(flat, queue[k]!, seq);
-      }
-      s.sentCount += queue.length;
-      // Trace context crosses to the worker with the batch: one traceparent per traced command.
-      const traces = tracing.on ? taskTraces(queue) : undefined;
-      s.port.postMessage(traces === undefined ? flat : { flat, traces });
+    const { queue, queueResolves, queueRejects } = s;
+    s.queue = [];
+    s.queueResolves = [];
+    s.queueRejects = [];
+    const flat: unknown[] = [];
+    const mask = this.mask;
+    for (let k = 0; k < queue.length; k++) {
+      const seq = s.nextSeq++;
+      const i = seq & mask;
+      s.sent[i] = queue[k];
+      s.resolves[i] = queueResolves[k];
+      s.rejects[i] = queueRejects[k];
+      s.sentAt[i] = now;
+      pushCommand(flat, queue[k]!, seq);
     }
+    s.sentCount += queue.length;
+    // Trace context crosses to the worker with the batch: one traceparent per traced command.
+    const traces = tracing.on ? taskTraces(queue) : undefined;
+    s.port.postMessage(traces === undefined ? flat : { flat, traces });
   }
 
   /** Run a task on the worker that owns `slot`. */

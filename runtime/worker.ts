@@ -10,7 +10,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import { COMMAND_STRIDE, IdGenerator, pushOutcome, pushStoredOutcome, type CommandResult } from './envelope.ts';
+import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, pushOutcome, pushStoredOutcome, type CommandResult } from './envelope.ts';
 import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -54,6 +54,8 @@ interface WorkerState {
   shards: Map<number, ShardHost>;
   ctx: ShardContext;
   sweeper: NodeJS.Timeout;
+  /** Send one message for every shard with buffered commits and none in flight. */
+  flushAll(): void;
 }
 
 const options = (workerData as { options: ResolvedOptions }).options;
@@ -164,7 +166,7 @@ async function init(): Promise<WorkerState> {
   registry.keys?.onDestroyed((kids) => {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
-  return { nc, journal, store, registry, publisher, shards, ctx, sweeper };
+  return { nc, journal, store, registry, publisher, shards, ctx, sweeper, flushAll };
 }
 
 /** Passivate idle actors, and the least recently used when over the resident bound. */
@@ -249,9 +251,13 @@ function shardFor(w: WorkerState, shard: number): ShardHost {
   return host;
 }
 
+/** Outcomes per message at most (the main thread's side: DISPATCH_CHUNK in pool.ts). */
+const OUTCOME_CHUNK = 256;
+
 /**
  * Where outcomes go: collected as commands settle and posted to the main thread once per
- * event-loop turn, so many acknowledgements share one message.
+ * event-loop turn, or as soon as OUTCOME_CHUNK of them are waiting, so many acknowledgements
+ * share one message.
  */
 class OutcomeStream {
   private out: unknown[] = [];
@@ -259,6 +265,7 @@ class OutcomeStream {
   private readonly send = () => {
     this.scheduled = false;
     const out = this.out;
+    if (out.length === 0) return;
     this.out = [];
     this.port.postMessage(out);
   };
@@ -276,7 +283,9 @@ class OutcomeStream {
   }
 
   private schedule(): void {
-    if (!this.scheduled) {
+    // A full chunk goes at once, so the main thread answers it while this thread carries on.
+    if (this.out.length >= OUTCOME_CHUNK * OUTCOME_STRIDE) this.send();
+    else if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.send);
     }
@@ -352,6 +361,9 @@ function attach(w: WorkerState, port: MessagePort): void {
         cmd.reply(toWire(e), null);
       }
     }
+    // Each batch's commits leave now rather than after the last queued batch: the main thread
+    // sends a busy turn's commands in several batches (pool.ts), and their appends then overlap.
+    if (options.lingerMs === 0) w.flushAll();
   });
 }
 
