@@ -13,7 +13,7 @@
 import { connect, headers, nuid, type MsgHdrs, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
 import {
   DeliverPolicy, DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, jetstream, jetstreamManager,
-  type JetStreamClient, type JetStreamManager, type StoredMsg,
+  type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
 } from '@nats-io/jetstream';
 import { JournalUnavailableError, TroupeError } from './errors.ts';
 
@@ -32,7 +32,12 @@ export interface JournalConfig {
   replicas: number;
   maxMessageBytes: number;
   duplicateWindowMs: number;
+  /** The deployment's shard count: recorded in the stream's metadata and checked on open. */
+  shards: number;
 }
+
+/** The stream metadata key that records how many shards route into the stream. */
+export const SHARDS_METADATA = 'troupe.shards';
 
 export function shardSubject(prefix: string, shard: number): string {
   return `${prefix}.log.${shard}`;
@@ -80,20 +85,27 @@ export async function openJournal(nc: NatsConnection, config: JournalConfig): Pr
   return { nc, js: jetstream(nc, { timeout: 10_000 }), jsm, config };
 }
 
-/** Create the stream if it does not exist; check that an existing one is usable. */
+/**
+ * Create the stream if it does not exist; check that an existing one is usable. The shard
+ * count is fixed per stream (an actor's commits are on the subject of `hash mod shards`), so
+ * it is recorded in the stream's metadata and a node with another count is refused.
+ */
 export async function ensureStream(journal: Journal): Promise<void> {
   const { jsm, config } = journal;
   const subjects = [`${config.subjectPrefix}.log.>`];
+  let info: StreamInfo | null = null;
   try {
-    const info = await jsm.streams.info(config.stream);
+    info = await jsm.streams.info(config.stream);
+  } catch (e) {
+    if (!(e instanceof JetStreamApiError) || e.code !== 10059) throw unavailable('read stream info', e);
+  }
+  if (info !== null) {
     const covered = subjects.every((s) => info.config.subjects?.includes(s));
     if (!covered) {
       throw new TroupeError('INVALID_OPTION', `stream ${config.stream} exists but does not hold ${subjects.join(', ')}; choose another options.stream or options.subjectPrefix`, {});
     }
+    await checkShardCount(journal, info);
     return;
-  } catch (e) {
-    if (e instanceof TroupeError) throw e;
-    if (!(e instanceof JetStreamApiError) || e.code !== 10059) throw unavailable('read stream info', e);
   }
   try {
     await jsm.streams.add({
@@ -109,11 +121,38 @@ export async function ensureStream(journal: Journal): Promise<void> {
       allow_rollup_hdrs: false,
       deny_delete: true,
       deny_purge: false,
+      metadata: { [SHARDS_METADATA]: String(config.shards) },
     });
   } catch (e) {
-    // Another node may have created it at the same moment.
-    if (e instanceof JetStreamApiError && e.code === 10058) return;
+    // Another node may have created it at the same moment: then its shard count must match.
+    if (e instanceof JetStreamApiError && e.code === 10058) return checkShardCount(journal, await jsm.streams.info(config.stream));
     throw unavailable('create stream', e);
+  }
+}
+
+/**
+ * Refuse a shard count other than the stream's. A stream without the record (written before
+ * it was kept) gets it, unless one of its subjects names a shard beyond the count.
+ */
+async function checkShardCount(journal: Journal, info: StreamInfo): Promise<void> {
+  const { jsm, config } = journal;
+  const recorded = info.config.metadata?.[SHARDS_METADATA];
+  const refuse = (was: string) => new TroupeError('INVALID_OPTION',
+    `stream ${config.stream} is routed over ${was} shards, and options.shards is ${config.shards}. The shard count is fixed per stream: ` +
+    `start with shards: ${was.replace('at least ', '')}, or use another options.stream`, { stream: config.stream, shards: config.shards });
+  if (recorded !== undefined) {
+    if (recorded !== String(config.shards)) throw refuse(recorded);
+    return;
+  }
+  let highest = -1;
+  try {
+    const withSubjects = await jsm.streams.info(config.stream, { subjects_filter: `${config.subjectPrefix}.log.>` });
+    for (const subject of Object.keys(withSubjects.state.subjects ?? {})) highest = Math.max(highest, Number(subject.slice(subject.lastIndexOf('.') + 1)));
+    if (highest >= config.shards) throw refuse(`at least ${highest + 1}`);
+    await jsm.streams.update(config.stream, { ...withSubjects.config, metadata: { ...withSubjects.config.metadata, [SHARDS_METADATA]: String(config.shards) } });
+  } catch (e) {
+    if (e instanceof TroupeError) throw e;
+    throw unavailable('record the shard count in the stream', e);
   }
 }
 

@@ -74,7 +74,7 @@ export class Troupe {
       assertServerVersion(nc);
       const journal = await openJournal(nc, {
         servers: options.servers, stream: options.stream, subjectPrefix: options.subjectPrefix, replicas: options.replicas,
-        maxMessageBytes: Math.max(options.maxBatchBytes + 1024, 1024 * 1024), duplicateWindowMs: options.duplicateWindowMs,
+        maxMessageBytes: Math.max(options.maxBatchBytes + 1024, 1024 * 1024), duplicateWindowMs: options.duplicateWindowMs, shards: options.shards,
       });
       await ensureStream(journal);
       const info = await journal.jsm.streams.info(options.stream);

@@ -128,7 +128,7 @@ async function init(): Promise<WorkerState> {
   const nc = await connectNats(options.servers, `troupe-${options.nodeName}-w${threadId}`);
   const journal = await openJournal(nc, {
     servers: options.servers, stream: options.stream, subjectPrefix: options.subjectPrefix, replicas: options.replicas,
-    maxMessageBytes: options.maxBatchBytes, duplicateWindowMs: options.duplicateWindowMs,
+    maxMessageBytes: options.maxBatchBytes, duplicateWindowMs: options.duplicateWindowMs, shards: options.shards,
   });
   const publisher = new LeanPublisher(nc, options.ackTimeoutMs);
   const shards = new Map<number, ShardHost>();

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decode, decodeCommitBatch, encode } from '../runtime/codec.ts';
-import { OUTCOME_STRIDE, type CommandResult } from '../runtime/envelope.ts';
+import { OUTCOME_STRIDE, shardOf, type CommandResult } from '../runtime/envelope.ts';
 import { DomainRejection, isTroupeError, ValidationError, type ErrorCode, type WireError } from '../runtime/errors.ts';
 import type { Troupe } from '../runtime/system.ts';
 import { tempDir, useNatsServer } from './helpers/nats.ts';
@@ -355,6 +355,59 @@ describe('Troupe node', () => {
         expect(await n.query('Account', 'a')).toEqual({ state: { opened: true, balance: 10 }, version: 3 });
       } finally {
         await n.stop();
+      }
+    });
+  });
+
+  describe('shard count', () => {
+    it('records the shard count in the stream and refuses a node started with another', async () => {
+      const s = freshStream('SHARDS');
+      const n = await startNode(nats.url, { ...s, shards: 4 });
+      await n.send('Account', 'a', 'OpenAccount', {});
+      await n.stop();
+      const nc = await natsConnect(nats.url);
+      try {
+        expect((await (await jetstreamManager(nc)).streams.info(s.stream)).config.metadata?.['troupe.shards']).toBe('4');
+      } finally {
+        await nc.close();
+      }
+      const e = await rejectionOf(startNode(nats.url, { ...s, shards: 8 }));
+      expectCode(e, 'INVALID_OPTION');
+      expect((e as Error).message).toContain('routed over 4 shards, and options.shards is 8');
+      const again = await startNode(nats.url, { ...s, shards: 4 });
+      try {
+        expect(await again.query('Account', 'a')).toEqual({ state: { opened: true, balance: 0 }, version: 1 });
+      } finally {
+        await again.stop();
+      }
+    });
+
+    it('checks a stream written without the record against the shards its subjects name, then records the count', async () => {
+      const s = freshStream('LEGACY');
+      const ids = Array.from({ length: 30 }, (_, i) => `legacy-${i}`);
+      const n = await startNode(nats.url, { ...s, shards: 8 });
+      await Promise.all(ids.map((id) => n.send('Account', id, 'OpenAccount', {})));
+      await n.stop();
+      const highest = Math.max(...ids.map((id) => shardOf('Account', id, 8)));
+      const nc = await natsConnect(nats.url);
+      try {
+        const jsm = await jetstreamManager(nc);
+        // As a stream written before the record was kept.
+        const { config } = await jsm.streams.info(s.stream);
+        await jsm.streams.update(s.stream, { ...config, metadata: {} });
+        const e = await rejectionOf(startNode(nats.url, { ...s, shards: highest }));
+        expectCode(e, 'INVALID_OPTION');
+        expect((e as Error).message).toContain(`routed over at least ${highest + 1} shards, and options.shards is ${highest}`);
+        expect((await jsm.streams.info(s.stream)).config.metadata?.['troupe.shards']).toBeUndefined();
+        const again = await startNode(nats.url, { ...s, shards: 8 });
+        try {
+          expect(await again.query('Account', ids[0]!)).toMatchObject({ version: 1 });
+        } finally {
+          await again.stop();
+        }
+        expect((await jsm.streams.info(s.stream)).config.metadata?.['troupe.shards']).toBe('8');
+      } finally {
+        await nc.close();
       }
     });
   });
