@@ -22,7 +22,7 @@ import {
   ConcurrencyError, DecideFailedError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
   type WireError,
 } from './errors.ts';
-import { COMMIT_BATCH_FORMAT, FORMAT_HEADER, headers, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from './journal.ts';
+import { AppendHeaders, COMMIT_BATCH_FORMAT, FORMAT_HEADER, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
 import type { Registered, Registry } from './registry.ts';
 import { foldCommit, readCommit, readSnapshot, taintDecided } from './contracts.ts';
@@ -471,7 +471,7 @@ export class ShardHost {
       writeCommit(pc.commandId, pc.cell.reg.def.type, pc.cell.id, cmd.correlationId === pc.commandId ? null : cmd.correlationId, cmd.userId, pc.timestamp, source, pc.firstSeq, pc.wire, cmd.causationId);
     }
     const data = endBatch();
-    const h = headers();
+    const h = new AppendHeaders();
     h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
     const msgId = `${this.ctx.writerId}.${this.shard}.${this.expectedSeq}`;
     h.set('Nats-Msg-Id', msgId);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decode, decodeCommitBatch, decodeCommits, encodeBatch, encodeBatchGeneric, CorruptBatchError, type WireCommit } from '../runtime/codec.ts';
 import { formatId, IdGenerator } from '../runtime/envelope.ts';
 import { encode } from '../runtime/codec.ts';
+import { AppendHeaders, COMMIT_BATCH_FORMAT, FORMAT_HEADER, headers } from '../runtime/journal.ts';
 
 const prefix = 'e16c6a13-b011-45ea-893f-';
 
@@ -50,5 +51,27 @@ describe('IdGenerator', () => {
     const ids = new Set([a.next(), a.next(), b.next(), b.next()]);
     expect(ids.size).toBe(4);
     for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});
+
+describe('append headers', () => {
+  it('encode exactly as the NATS client encodes the same headers', () => {
+    const mine = new AppendHeaders();
+    const theirs = headers();
+    for (const [k, v] of [['Nats-Expected-Last-Subject-Sequence', '41'], ['Nats-Msg-Id', 'node.1.abc.3.41'], [FORMAT_HEADER, COMMIT_BATCH_FORMAT]] as const) {
+      mine.set(k, v);
+      theirs.set(k, v);
+    }
+    mine.set('Nats-Expected-Last-Subject-Sequence', '42');
+    theirs.set('Nats-Expected-Last-Subject-Sequence', '42');
+    expect(Buffer.from(mine.encode()).toString('latin1')).toBe(Buffer.from((theirs as unknown as { encode(): Uint8Array }).encode()).toString('latin1'));
+    expect(mine.get('Nats-Msg-Id')).toBe('node.1.abc.3.41');
+    expect(mine.get('Missing')).toBe('');
+  });
+
+  it('refuse a value with CR or LF, which would end the header block', () => {
+    const h = new AppendHeaders();
+    expect(() => h.set('Nats-Msg-Id', 'a\r\nNats-Expected-Last-Subject-Sequence: 0')).toThrow(/CR or LF/);
+    expect(() => h.set('Nats-Msg-Id', 'a\nb')).toThrow(/CR or LF/);
   });
 });
