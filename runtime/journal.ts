@@ -247,6 +247,8 @@ export class AppendHeaders {
   }
 }
 
+const ACK_DECODER = new TextDecoder();
+
 interface Pending {
   cb: PublishCallback;
   sentAt: number;
@@ -298,7 +300,7 @@ export class LeanPublisher {
     }
     let reply: { seq?: number; duplicate?: boolean; error?: { code: number; err_code?: number; description?: string } };
     try {
-      reply = JSON.parse(new TextDecoder().decode(msg.data));
+      reply = JSON.parse(ACK_DECODER.decode(msg.data));
     } catch (e) {
       p.cb(new JournalUnavailableError(`unreadable JetStream ack on ${p.subject}`, {}, e), null);
       return;
