@@ -64,6 +64,8 @@ export interface ShardContext {
   /** Event ids of this worker (their prefix travels once per message). */
   readonly ids: IdGenerator;
   scheduleFlush(shard: ShardHost): void;
+  /** An actor became resident (the worker keeps the resident bound with it). */
+  actorActivated?(): void;
   readonly observer?: ShardObserver;
 }
 
@@ -292,6 +294,7 @@ export class ShardHost {
 
   private activate(cell: ActorCell): void {
     const { store } = this.ctx;
+    this.ctx.actorActivated?.();
     const def = cell.reg.def;
     // Unsealed and upcast to the current state version, or undefined (rebuild from the log): contracts.ts.
     const snap = readSnapshot(cell.reg, store.getSnapshot(def.type, cell.id), cell.id);

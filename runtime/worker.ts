@@ -140,10 +140,25 @@ async function init(): Promise<WorkerState> {
     dirty.clear();
   };
   const ids = new IdGenerator();
+  // The periodic sweep bounds resident actors at its own pace; when actors activate faster
+  // than that (a million touched at 20k/s), every 5% of the bound activated sweeps sooner.
+  const sweepEvery = Math.max(64, Math.floor(options.maxResidentActors / 20));
+  let activatedSinceSweep = 0;
+  let sweepSoon = false;
+  const sweepNow = () => {
+    sweepSoon = false;
+    activatedSinceSweep = 0;
+    sweep(shards);
+  };
   const ctx: ShardContext = {
     options, registry, store, journal, publisher, ids,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
     observer: shardObserver(ids.prefix),
+    actorActivated() {
+      if (++activatedSinceSweep < sweepEvery || sweepSoon) return;
+      sweepSoon = true;
+      setImmediate(sweepNow);
+    },
     scheduleFlush(shard) {
       dirty.add(shard);
       if (scheduled) return;
@@ -159,7 +174,7 @@ async function init(): Promise<WorkerState> {
       if (s.type === 'disconnect') publisher.failAll('the NATS connection dropped before JetStream acknowledged; the outcome is unknown, retry with the same commandId');
     }
   })();
-  const sweeper = setInterval(() => sweep(shards), Math.max(50, Math.min(1000, options.idleActorMs / 4)));
+  const sweeper = setInterval(sweepNow, Math.max(50, Math.min(1000, options.idleActorMs / 4)));
   sweeper.unref();
   // Crypto-shredding: resident actors whose state was built with a destroyed key leave memory
   // (their snapshot cannot be sealed any more, so it is dropped); they are rebuilt, redacted, from the log.
