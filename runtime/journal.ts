@@ -137,18 +137,22 @@ export async function ensureStream(journal: Journal): Promise<void> {
 async function checkShardCount(journal: Journal, info: StreamInfo): Promise<void> {
   const { jsm, config } = journal;
   const recorded = info.config.metadata?.[SHARDS_METADATA];
-  const refuse = (was: string) => new TroupeError('INVALID_OPTION',
-    `stream ${config.stream} is routed over ${was} shards, and options.shards is ${config.shards}. The shard count is fixed per stream: ` +
-    `start with shards: ${was.replace('at least ', '')}, or use another options.stream`, { stream: config.stream, shards: config.shards });
   if (recorded !== undefined) {
-    if (recorded !== String(config.shards)) throw refuse(recorded);
-    return;
+    if (recorded === String(config.shards)) return;
+    throw new TroupeError('INVALID_OPTION',
+      `stream ${config.stream} is routed over ${recorded} shards, and options.shards is ${config.shards}. The shard count is fixed per stream: ` +
+      `start with shards: ${recorded}, or use another options.stream`, { stream: config.stream, shards: config.shards, streamShards: Number(recorded) });
   }
   let highest = -1;
   try {
     const withSubjects = await jsm.streams.info(config.stream, { subjects_filter: `${config.subjectPrefix}.log.>` });
     for (const subject of Object.keys(withSubjects.state.subjects ?? {})) highest = Math.max(highest, Number(subject.slice(subject.lastIndexOf('.') + 1)));
-    if (highest >= config.shards) throw refuse(`at least ${highest + 1}`);
+    if (highest >= config.shards) {
+      throw new TroupeError('INVALID_OPTION',
+        `stream ${config.stream} holds commits of shard ${highest}, so it was written with more than options.shards = ${config.shards} shards. ` +
+        `The shard count is fixed per stream: start with the count it was written with (at least ${highest + 1}; the default was 64 before it became 16), or use another options.stream`,
+        { stream: config.stream, shards: config.shards, streamShardsAtLeast: highest + 1 });
+    }
     await jsm.streams.update(config.stream, { ...withSubjects.config, metadata: { ...withSubjects.config.metadata, [SHARDS_METADATA]: String(config.shards) } });
   } catch (e) {
     if (e instanceof TroupeError) throw e;

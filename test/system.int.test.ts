@@ -397,7 +397,8 @@ describe('Troupe node', () => {
         await jsm.streams.update(s.stream, { ...config, metadata: {} });
         const e = await rejectionOf(startNode(nats.url, { ...s, shards: highest }));
         expectCode(e, 'INVALID_OPTION');
-        expect((e as Error).message).toContain(`routed over at least ${highest + 1} shards, and options.shards is ${highest}`);
+        expect((e as Error).message).toContain(`holds commits of shard ${highest}, so it was written with more than options.shards = ${highest} shards`);
+        expect((e as Error).message).toContain(`at least ${highest + 1}`);
         expect((await jsm.streams.info(s.stream)).config.metadata?.['troupe.shards']).toBeUndefined();
         const again = await startNode(nats.url, { ...s, shards: 8 });
         try {
