@@ -88,9 +88,10 @@ export async function openJournal(nc: NatsConnection, config: JournalConfig): Pr
 /**
  * Create the stream if it does not exist; check that an existing one is usable. The shard
  * count is fixed per stream (an actor's commits are on the subject of `hash mod shards`), so
- * it is recorded in the stream's metadata and a node with another count is refused.
+ * it is recorded in the stream's metadata and a node with another count is refused. Returns the
+ * stream's info (its creation time identifies the stream to the LMDB cache).
  */
-export async function ensureStream(journal: Journal): Promise<void> {
+export async function ensureStream(journal: Journal): Promise<StreamInfo> {
   const { jsm, config } = journal;
   const subjects = [`${config.subjectPrefix}.log.>`];
   let info: StreamInfo | null = null;
@@ -105,10 +106,10 @@ export async function ensureStream(journal: Journal): Promise<void> {
       throw new TroupeError('INVALID_OPTION', `stream ${config.stream} exists but does not hold ${subjects.join(', ')}; choose another options.stream or options.subjectPrefix`, {});
     }
     await checkShardCount(journal, info);
-    return;
+    return info;
   }
   try {
-    await jsm.streams.add({
+    return await jsm.streams.add({
       name: config.stream,
       subjects,
       storage: StorageType.File,
@@ -125,8 +126,10 @@ export async function ensureStream(journal: Journal): Promise<void> {
     });
   } catch (e) {
     // Another node may have created it at the same moment: then its shard count must match.
-    if (e instanceof JetStreamApiError && e.code === 10058) return checkShardCount(journal, await jsm.streams.info(config.stream));
-    throw unavailable('create stream', e);
+    if (!(e instanceof JetStreamApiError) || e.code !== 10058) throw unavailable('create stream', e);
+    const raced = await jsm.streams.info(config.stream);
+    await checkShardCount(journal, raced);
+    return raced;
   }
 }
 

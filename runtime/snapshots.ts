@@ -165,9 +165,10 @@ export class Store {
   // Every acknowledged commit adds to its actor's history run, maybe a processed commandId, and
   // moves its shard's checkpoint. Issued at once, each ack's puts made one LMDB transaction (a
   // write thread wake-up and a sync) per ack; queued for INDEX_FLUSH_MS they share one, and an
-  // actor's commits of the window share one entry. Until they are committed, historyAfter() reads them from memory, and the shard answers duplicate
-  // commandIds from its own memory; a crash loses only what the shard's catch-up re-reads
-  // from the log (the checkpoint is written in the same transaction as the entries).
+  // actor's commits of the window share one entry. Until they are committed, historyAfter()
+  // reads them from memory, and the shard answers duplicate commandIds from its own memory; a
+  // crash loses only what the shard's catch-up re-reads from the log (the checkpoint is written
+  // in the same transaction as the entries).
 
   /** The window not yet issued; also the first of `uncommitted`. */
   private window = new IndexWindow();

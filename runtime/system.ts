@@ -76,8 +76,7 @@ export class Troupe {
         servers: options.servers, stream: options.stream, subjectPrefix: options.subjectPrefix, replicas: options.replicas,
         maxMessageBytes: Math.max(options.maxBatchBytes + 1024, 1024 * 1024), duplicateWindowMs: options.duplicateWindowMs, shards: options.shards,
       });
-      await ensureStream(journal);
-      const info = await journal.jsm.streams.info(options.stream);
+      const info = await ensureStream(journal);
       const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
       cleanup.unshift(() => store.close());
       const identity = `${info.created} layout ${STORE_LAYOUT}`;
