@@ -1,13 +1,13 @@
 /**
  * A Troupe process of the suite:
  *
- *   node --import tsx bench/child.ts '{"mode":"ledger","spec":{…LedgerRunSpec}}'
+ *   node runtime/bin/run-ts.cjs bench/child.ts '{"mode":"ledger","spec":{…LedgerRunSpec}}'
  *       the in-process variant: Troupe.start here, both phases through node.send;
  *       prints `@@bench <LedgerRunResult>`
- *   node --import tsx bench/child.ts '{"mode":"serve","spec":{…ServeSpec}}'
+ *   node runtime/bin/run-ts.cjs bench/child.ts '{"mode":"serve","spec":{…ServeSpec}}'
  *       a node serving commands over NATS (the remote variant): prints `@@bench {"ready":true}`,
  *       then `@@bench {"stopped":true,…}` after reading `stop` on stdin
- *   node --import tsx bench/child.ts '{"mode":"activation","spec":{…ActivationSpec}}'
+ *   node runtime/bin/run-ts.cjs bench/child.ts '{"mode":"activation","spec":{…ActivationSpec}}'
  *       the activation experiment (bench/activation.ts); prints `@@bench <ActivationResult>`
  *
  * With `--cpu-prof` on the node command line and TROUPE_PROFILE_DIR in the environment, the

@@ -1,7 +1,7 @@
 /**
  * The clients of the remote variant, in their own process:
  *
- *   node --import tsx bench/remote-client.ts '{"servers":"nats://…","subjectPrefix":"…","accounts":10000,
+ *   node runtime/bin/run-ts.cjs bench/remote-client.ts '{"servers":"nats://…","subjectPrefix":"…","accounts":10000,
  *     "commandCount":100000,"seed":42,"concurrency":4096}'
  *
  * Phase 1 (OpenAccount for every account) and phase 2 (the generated commands, closed loop at C)

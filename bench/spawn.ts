@@ -1,6 +1,7 @@
 /**
- * Child processes of the suite: `node --import tsx <script>` with a JSON spec, a result line on
- * stdout, progress lines on stderr.
+ * Child processes of the suite: `node runtime/bin/run-ts.cjs <script>` (the way `troupe start`
+ * runs: tsx's require hook in the main thread, no loader thread) with a JSON spec, a result line
+ * on stdout, progress lines on stderr. Child scripts therefore use no top-level await.
  *
  * Protocol (both directions are line based, so Troupe's own JSON log lines on stdout never get
  * in the way):
@@ -17,6 +18,7 @@ export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO_DIR = join(BENCH_DIR, '..');
 export const MESSAGE_PREFIX = '@@bench ';
 export const PHASE_PREFIX = '@@phase ';
+const RUN_TS = join(REPO_DIR, 'runtime', 'bin', 'run-ts.cjs');
 
 /** In a child: send a message (or the result) to the parent. */
 export function sendToParent(value: unknown): void {
@@ -31,7 +33,7 @@ export function announcePhase(name: string): void {
 /** In a child: read the spec from argv[2] (JSON). */
 export function readSpec<T>(): T {
   const raw = process.argv[2];
-  if (raw === undefined) throw new Error(`usage: node --import tsx ${process.argv[1] ?? 'child'} '<json spec>'`);
+  if (raw === undefined) throw new Error(`usage: node runtime/bin/run-ts.cjs ${process.argv[1] ?? 'child'} '<json spec>'`);
   return JSON.parse(raw) as T;
 }
 
@@ -50,7 +52,7 @@ export interface ChildHandle<T> {
 
 export interface SpawnOptions {
   readonly env?: NodeJS.ProcessEnv;
-  /** Extra node flags before `--import tsx` (e.g. `--cpu-prof`). */
+  /** Extra node flags before the script (e.g. `--cpu-prof`). */
   readonly nodeArgs?: readonly string[];
   readonly onPhase?: (name: string) => void;
   /** Kill the child and fail when it runs longer than this. */
@@ -62,9 +64,9 @@ function keepTail(buf: string, add: string, max = 32 * 1024): string {
   return s.length > max ? s.slice(s.length - max) : s;
 }
 
-/** Run `node [nodeArgs] --import tsx <script> <spec as JSON>` in the repository root. */
+/** Run `node [nodeArgs] runtime/bin/run-ts.cjs <script> <spec as JSON>` in the repository root. */
 export function spawnChild<T>(script: string, spec: unknown, opts: SpawnOptions = {}): ChildHandle<T> {
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', script, JSON.stringify(spec)], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), RUN_TS, script, JSON.stringify(spec)], {
     cwd: REPO_DIR,
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],

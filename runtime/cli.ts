@@ -164,4 +164,8 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv.slice(2));
+// No top-level await: runtime/bin/run-ts.cjs loads this file through tsx's require hook.
+main(process.argv.slice(2)).catch((e: unknown) => {
+  process.stderr.write(`troupe: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(1);
+});

@@ -6,7 +6,8 @@
 //   2. makes sure a nats-server >= 2.10 is available ($TROUPE_NATS_SERVER, PATH, or
 //      <data dir>/bin/nats-server; on Debian-like systems it fetches Debian 13's package);
 //   3. `ensure-nats`: prints the server's path and version and exits;
-//      anything else: runs `node --import tsx runtime/cli.ts <args>` with TROUPE_NATS_SERVER set.
+//      anything else: runs `node runtime/bin/run-ts.cjs runtime/cli.ts <args>` (TypeScript through
+//      tsx's require hook) with TROUPE_NATS_SERVER set.
 //
 // Environment: TROUPE_NATS_SERVER (a nats-server binary to use), TROUPE_DATA_DIR (data folder,
 // default <repo>/.troupe), TROUPE_NATS_DEBIAN_SUITE (Debian suite to fetch from, default trixie).
@@ -15,7 +16,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve, sep } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DATA_DIR = process.env.TROUPE_DATA_DIR ? resolve(process.env.TROUPE_DATA_DIR) : join(ROOT, '.troupe');
@@ -242,15 +243,6 @@ function ensureNats() {
 // ---------------------------------------------------------------------------------------------
 // main
 
-function tsxImport() {
-  try {
-    return import.meta.resolve('tsx');
-  } catch {
-    const local = join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs');
-    return existsSync(local) ? pathToFileURL(local).href : 'tsx';
-  }
-}
-
 function main() {
   const args = process.argv.slice(2);
   const sub = args[0];
@@ -267,7 +259,7 @@ function main() {
   }
   const cli = join(ROOT, 'runtime', 'cli.ts');
   if (!existsSync(cli)) throw new Failure(`${cli} does not exist yet.`);
-  const child = spawn(process.execPath, ['--import', tsxImport(), cli, ...args], {
+  const child = spawn(process.execPath, [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), cli, ...args], {
     stdio: 'inherit',
     env: { ...process.env, TROUPE_NATS_SERVER: nats.path },
   });
