@@ -4,7 +4,10 @@
  * Commands sent in one event-loop turn travel together in one request message (up to
  * `maxBatch`), as one flat array (protocol FLAT, service.ts); replies are matched by hand under
  * one wildcard inbox. Every command gets a commandId on the client (UUID-shaped: random per
- * client, then a counter), so a retry after a timeout is safe: the node answers it once.
+ * client, then a counter), and the node records it. When the outcome is unknown (TIMEOUT,
+ * JOURNAL_UNAVAILABLE), the error names it in `data.commandId`: sending the command again with
+ * that commandId is safe, the node answers it once. An id the client made goes out marked
+ * fresh, so the node records it without first looking it up (it cannot have been seen).
  */
 import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode, type EventEnvelope } from './codec.ts';
@@ -79,7 +82,7 @@ export class TroupeClient {
       ? new SendTrace({ commandId, type, aggregateType, aggregateId, correlationId: meta?.correlationId, causationId: meta?.causationId })
       : null;
     return new Promise<CommandResult>((resolve, reject) => {
-      this.batch.push(commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent);
+      this.batch.push(commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
       if (t === null) {
         this.resolves.push(resolve);
         this.rejects.push(reject);
@@ -115,7 +118,7 @@ export class TroupeClient {
       }
       this.nc.publish(this.subject, encode([FLAT, flat]), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
-      this.fail(id, new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}`, {}, e));
+      this.fail(id, (commandId) => new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}; retry with the same commandId`, { commandId }, e));
     }
   }
 
@@ -125,49 +128,53 @@ export class TroupeClient {
     if (w === undefined) return;
     this.waiting.delete(id);
     if (msg.headers?.code === 503) {
-      this.failWaiting(w, new JournalUnavailableError(`no Troupe node serves ${this.subject}; start one (npm start)`));
+      // No node took the request: nothing of it was stored.
+      this.failWaiting(w, (commandId) => new JournalUnavailableError(`no Troupe node serves ${this.subject}; start one (npm start)`, { commandId }));
       return;
     }
     let body: RemoteOutcomes | { error: WireError };
     try {
       body = decode(msg.data);
     } catch (e) {
-      this.failWaiting(w, new ValidationError('MALFORMED_COMMAND', `unreadable reply from the node: ${(e as Error).message}`, {}));
+      this.failWaiting(w, (commandId) => new ValidationError('MALFORMED_COMMAND', `unreadable reply from the node: ${(e as Error).message}`, { commandId }));
       return;
     }
     if (!Array.isArray(body)) {
-      this.failWaiting(w, fromWire(body.error));
+      const refusal = body.error;
+      this.failWaiting(w, (commandId) => fromWire({ ...refusal, data: { ...refusal.data, commandId } }));
       return;
     }
     for (let i = 0; i < w.resolves.length; i++) {
       const b = i * OUTCOME_STRIDE;
       if (b >= body.length) {
-        w.rejects[i]!(fromWire({ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: {}, retryable: true }));
+        w.rejects[i]!(fromWire({ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: { commandId: w.flat[i * REQUEST_STRIDE] as string }, retryable: true }));
         continue;
       }
       const e = body[b + 1] as WireError | null;
       const c = i * REQUEST_STRIDE;
       if (e === null) w.resolves[i]!(readOutcome(body, b, w.flat[c] as string, w.flat[c + 2] as string, w.flat[c + 3] as string));
-      else w.rejects[i]!(fromWire(e));
+      // Every error names the command's id (the node's usually do), so that a retry can use it.
+      else w.rejects[i]!(fromWire(e.data?.commandId === undefined ? { ...e, data: { ...e.data, commandId: w.flat[c] as string } } : e));
     }
   }
 
-  private fail(id: number, e: unknown): void {
+  private fail(id: number, error: (commandId: string) => unknown): void {
     const w = this.waiting.get(id);
     if (w === undefined) return;
     this.waiting.delete(id);
-    this.failWaiting(w, e);
+    this.failWaiting(w, error);
   }
 
-  private failWaiting(w: Waiting, e: unknown): void {
-    for (const reject of w.rejects) reject(e);
+  /** Fail each command of a request with its own error, which names its commandId. */
+  private failWaiting(w: Waiting, error: (commandId: string) => unknown): void {
+    for (let i = 0; i < w.rejects.length; i++) w.rejects[i]!(error(w.flat[i * REQUEST_STRIDE] as string));
   }
 
   private sweep(): void {
     const limit = Date.now() - this.timeoutMs;
     for (const [id, w] of this.waiting) {
       if (w.sentAt > limit) break;
-      this.fail(id, new TimeoutError(`no reply from a Troupe node within ${this.timeoutMs} ms; retry: commands carry their commandId, so a retry is answered once`));
+      this.fail(id, (commandId) => new TimeoutError(`no reply from a Troupe node within ${this.timeoutMs} ms; the command may or may not be stored: retry with the same commandId (error.data.commandId), it is answered once`, { commandId }));
     }
   }
 

@@ -17,11 +17,22 @@ export interface CommandEnvelope {
   /** The event or command that caused this command, if any. */
   causationId: string | null;
   shard: number;
-  /** True when the caller chose the commandId (an idempotency key); generated ids are never re-sent. */
-  idGiven: boolean;
+  /** What the commandId promises: whether it is looked up, and recorded, for re-sends. */
+  idUse: IdUse;
   /** The command's spans on the main thread, when tracing is on (never crosses threads). */
   trace?: CommandTrace;
 }
+
+/**
+ * How a command's id is used for idempotency:
+ * - GENERATED: the node made it; it is never re-sent, so it is neither looked up nor recorded.
+ * - GIVEN: the caller chose it (an idempotency key, or a retry): looked up first, so a re-send
+ *   is answered with the first result, and recorded.
+ * - FRESH: TroupeClient made it and sends it for the first time: recorded, so that a retry with
+ *   it is answered once, but not looked up (two LMDB reads per command that could only miss).
+ */
+export const IdUse = { GENERATED: 0, GIVEN: 1, FRESH: 2 } as const;
+export type IdUse = (typeof IdUse)[keyof typeof IdUse];
 
 /**
  * Commands stream to a worker as flat arrays, COMMAND_STRIDE values each (the last is the
@@ -34,7 +45,7 @@ export const OUTCOME_STRIDE = 6;
 
 /** Append one command to a flat batch. */
 export function pushCommand(flat: unknown[], c: CommandEnvelope, seq: number): void {
-  flat.push(c.commandId, c.type, c.aggregateType, c.aggregateId, c.payload, c.userId, c.correlationId, c.causationId, c.shard, c.idGiven, seq);
+  flat.push(c.commandId, c.type, c.aggregateType, c.aggregateId, c.payload, c.userId, c.correlationId, c.causationId, c.shard, c.idUse, seq);
 }
 
 /** Append one outcome: [seq, error, version, position, [eventId, eventType, ...], duplicate]. */

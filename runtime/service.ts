@@ -12,7 +12,7 @@
  */
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from './codec.ts';
-import { OUTCOME_STRIDE, newId, pushOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
+import { IdUse, OUTCOME_STRIDE, newId, pushOutcome, type CommandEnvelope, type CommandResult } from './envelope.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from './errors.ts';
 import type { NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -23,29 +23,36 @@ import { TRACEPARENT, tracing } from './telemetry.ts';
 /**
  * A command request is msgpack `[protocol, commands]`:
  * - PROTOCOL (1): `commands` is an array of RemoteCommand objects (node-to-node forwarding);
- * - FLAT (2): `commands` is one flat array, REQUEST_STRIDE values per command (what
+ * - FLAT (3): `commands` is one flat array, REQUEST_STRIDE values per command (what
  *   TroupeClient sends): [commandId, type, aggregateType, aggregateId, payload, userId,
- *   correlationId, causationId, traceparent], absent values as nil. msgpack then writes values,
- *   not each command's keys: measured here, packing objects took ~10% of the client's CPU and
- *   unpacking them ~5% of the node's main thread.
+ *   correlationId, causationId, traceparent, fresh], absent values as nil. msgpack then writes
+ *   values, not each command's keys: measured here, packing objects took ~10% of the client's
+ *   CPU and unpacking them ~5% of the node's main thread. `fresh` is true when the client made
+ *   the commandId and sends it for the first time: the node records it without looking it up
+ *   (IdUse.FRESH, envelope.ts);
+ * - FLAT_2 (2): the same without `fresh` (REQUEST_STRIDE_2 values; clients before FLAT): every
+ *   commandId is looked up.
  */
 export const PROTOCOL = 1;
-export const FLAT = 2;
-export const REQUEST_STRIDE = 9;
+export const FLAT_2 = 2;
+export const FLAT = 3;
+export const REQUEST_STRIDE_2 = 9;
+export const REQUEST_STRIDE = 10;
 
-/** The commands of a FLAT request, as objects without the absent fields. */
-function unflatten(flat: unknown[]): RemoteCommand[] {
-  if (flat.length % REQUEST_STRIDE !== 0) {
-    throw new ValidationError('MALFORMED_COMMAND', `a flat command request holds ${REQUEST_STRIDE} values per command; got ${flat.length}`, {});
+/** The commands of a FLAT (or FLAT_2) request, as objects without the absent fields. */
+function unflatten(flat: unknown[], stride: number): RemoteCommand[] {
+  if (flat.length % stride !== 0) {
+    throw new ValidationError('MALFORMED_COMMAND', `a flat command request holds ${stride} values per command; got ${flat.length}`, {});
   }
-  const out = new Array<RemoteCommand>(flat.length / REQUEST_STRIDE);
-  for (let i = 0, b = 0; b < flat.length; i++, b += REQUEST_STRIDE) {
+  const out = new Array<RemoteCommand>(flat.length / stride);
+  for (let i = 0, b = 0; b < flat.length; i++, b += stride) {
     const c = { type: flat[b + 1], aggregateType: flat[b + 2], aggregateId: flat[b + 3], payload: flat[b + 4] } as RemoteCommand;
     if (flat[b] != null) c.commandId = flat[b] as string;
     if (flat[b + 5] != null) c.userId = flat[b + 5] as string;
     if (flat[b + 6] != null) c.correlationId = flat[b + 6] as string;
     if (flat[b + 7] != null) c.causationId = flat[b + 7] as string;
     if (flat[b + 8] != null) c.traceparent = flat[b + 8] as string;
+    if (stride === REQUEST_STRIDE && flat[b + 9] === true) c.fresh = true;
     out[i] = c;
   }
   return out;
@@ -56,6 +63,8 @@ export interface RemoteCommand extends Command {
   aggregateId: string;
   /** W3C traceparent of the sender's span for this command (only when the sender traces). */
   traceparent?: string;
+  /** The sender made `commandId` and sends it for the first time: record it, skip the lookup. */
+  fresh?: boolean;
 }
 
 /**
@@ -129,7 +138,7 @@ async function forward(to: Forwarding, owner: string, items: { index: number; co
     });
   } catch (e) {
     const err = toWire(new JournalUnavailableError(`node ${owner}, which owns these commands' shards, did not answer: ${(e as Error).message}; retry with the same commandId`, { owner }, e));
-    for (const { index } of items) reply.answer(index, err, null);
+    for (const { index, command } of items) reply.answer(index, { ...err, data: { ...err.data, commandId: command.commandId } }, null);
   }
 }
 
@@ -176,10 +185,10 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, f
       throw new ValidationError('COMMAND_TOO_LARGE', `the request is ${msg.data.length} bytes; a request may carry at most ${maxRequestBytes}`, {});
     }
     const body = decode<unknown>(msg.data);
-    if (!Array.isArray(body) || (body[0] !== PROTOCOL && body[0] !== FLAT) || !Array.isArray(body[1])) {
-      throw new ValidationError('MALFORMED_COMMAND', `not a Troupe command request (expected msgpack [${PROTOCOL} or ${FLAT}, [commands]])`, {});
+    if (!Array.isArray(body) || (body[0] !== PROTOCOL && body[0] !== FLAT && body[0] !== FLAT_2) || !Array.isArray(body[1])) {
+      throw new ValidationError('MALFORMED_COMMAND', `not a Troupe command request (expected msgpack [${PROTOCOL}, ${FLAT_2} or ${FLAT}, [commands]])`, {});
     }
-    commands = body[0] === FLAT ? unflatten(body[1] as unknown[]) : body[1] as RemoteCommand[];
+    commands = body[0] === PROTOCOL ? body[1] as RemoteCommand[] : unflatten(body[1] as unknown[], body[0] === FLAT ? REQUEST_STRIDE : REQUEST_STRIDE_2);
   } catch (e) {
     const err = e instanceof ValidationError ? e : new ValidationError('MALFORMED_COMMAND', `the request could not be decoded: ${(e as Error).message}`, {});
     msg.respond(encode({ error: toWire(err) }));
@@ -205,7 +214,10 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, f
       const owner = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.owner : undefined;
       if (forwarding !== null && typeof owner === 'string') {
         // Not ours: the node holding the shard's lease answers it (one hop; it never forwards again).
-        c!.commandId ??= newId();
+        if (c!.commandId === undefined) {
+          c!.commandId = newId();
+          c!.fresh = true;
+        }
         elsewhere ??= new Map();
         const list = elsewhere.get(owner) ?? [];
         list.push({ index: i, command: c! });
@@ -216,6 +228,7 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, f
       reply.answer(i, toWire(e), null);
       continue;
     }
+    if (c!.fresh === true && envelope.idUse === IdUse.GIVEN) envelope.idUse = IdUse.FRESH;
     if (traced) {
       node.submitTraced(envelope, typeof c!.traceparent === 'string' ? c!.traceparent : messageParent, true)
         .then((r) => reply.answer(i, null, r), (e: unknown) => reply.answer(i, toWire(e), null));

@@ -17,7 +17,7 @@
  */
 import { beginBatch, decodeCommits, encodeCommit, endBatch, estimateSize, isoTime, writeCommit, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope, type WireCommit, type WireEvent } from './codec.ts';
 import type { CommandEnvelope, CommandResult } from './envelope.ts';
-import { formatId, type IdGenerator } from './envelope.ts';
+import { formatId, IdUse, type IdGenerator } from './envelope.ts';
 import {
   ConcurrencyError, DecideFailedError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
   type WireError,
@@ -266,7 +266,7 @@ export class ShardHost {
 
   /** A command already processed (or in flight) gets its first result again, and nothing is appended. */
   private answerDuplicate(cmd: InboundCommand): boolean {
-    if (!cmd.idGiven) return false;
+    if (cmd.idUse !== IdUse.GIVEN) return false;
     const inFlight = this.inProgress.get(cmd.commandId);
     if (inFlight !== undefined) {
       (inFlight.followers ??= []).push(() => cmd.reply(null, this.resultOf(inFlight, true)));
@@ -426,7 +426,7 @@ export class ShardHost {
     cell.pending = state;
     cell.pendingVersion = pc.lastSeq;
     cell.lastPending = pc;
-    if (cmd.idGiven) this.inProgress.set(cmd.commandId, pc);
+    if (cmd.idUse !== IdUse.GENERATED) this.inProgress.set(cmd.commandId, pc);
     this.buffer.push(pc);
     this.ctx.scheduleFlush(this);
   }
@@ -509,7 +509,7 @@ export class ShardHost {
       cell.version = pc.lastSeq;
       if (cell.lastPending === pc) cell.lastPending = null;
       store.indexCommit(type, cell.id, pc.lastSeq, position);
-      if (pc.cmd.idGiven) {
+      if (pc.cmd.idUse !== IdUse.GENERATED) {
         this.inProgress.delete(pc.commandId);
         const rec: CommandRecord = [type, cell.id, pc.firstSeq, pc.lastSeq, position];
         this.recent.set(pc.commandId, rec);

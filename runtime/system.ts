@@ -7,7 +7,7 @@
  */
 import { estimateSize, type EventEnvelope } from './codec.ts';
 import type { CommandEnvelope, CommandMetadata, CommandResult } from './envelope.ts';
-import { IdGenerator, shardOf } from './envelope.ts';
+import { IdGenerator, IdUse, shardOf } from './envelope.ts';
 import { ConcurrencyError, StoppedError, ValidationError, fromWire, type WireError } from './errors.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from './journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from './options.ts';
@@ -238,7 +238,7 @@ export class Troupe {
       correlationId: meta?.correlationId ?? commandId,
       causationId: meta?.causationId ?? null,
       shard,
-      idGiven: meta?.commandId !== undefined,
+      idUse: meta?.commandId === undefined ? IdUse.GENERATED : IdUse.GIVEN,
     };
   }
 

@@ -10,7 +10,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, pushOutcome, pushStoredOutcome, type CommandResult } from './envelope.ts';
+import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, type IdUse, pushOutcome, pushStoredOutcome, type CommandResult } from './envelope.ts';
 import { toWire, type WireError } from './errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from './journal.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -318,7 +318,7 @@ class WorkerCommand implements InboundCommand {
   readonly correlationId: string;
   readonly causationId: string | null;
   readonly shard: number;
-  readonly idGiven: boolean;
+  readonly idUse: IdUse;
   readonly spans: WorkerCommandTrace | null;
   private readonly seq: number;
   private settled = false;
@@ -332,7 +332,7 @@ class WorkerCommand implements InboundCommand {
     this.correlationId = flat[base + 6] as string;
     this.causationId = flat[base + 7] as string | null;
     this.shard = flat[base + 8] as number;
-    this.idGiven = flat[base + 9] as boolean;
+    this.idUse = flat[base + 9] as IdUse;
     this.seq = flat[base + 10] as number;
     this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
   }

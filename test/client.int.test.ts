@@ -4,13 +4,14 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TroupeClient } from '../runtime/client.ts';
-import { decode } from '../runtime/codec.ts';
-import { DomainRejection, isTroupeError, ValidationError } from '../runtime/errors.ts';
+import { decode, encode } from '../runtime/codec.ts';
+import { readOutcome } from '../runtime/envelope.ts';
+import { DomainRejection, isTroupeError, TimeoutError, ValidationError } from '../runtime/errors.ts';
 import { REPO_ROOT } from '../runtime/nats-server.ts';
-import { FLAT, REQUEST_STRIDE } from '../runtime/service.ts';
+import { FLAT, FLAT_2, REQUEST_STRIDE } from '../runtime/service.ts';
 import type { Troupe } from '../runtime/system.ts';
 import { useNatsServer } from './helpers/nats.ts';
-import { countByCommandId, freshStream, natsConnect, range1, readEvents, startNode } from './helpers/troupe.ts';
+import { countByCommandId, eventually, freshStream, natsConnect, range1, readEvents, startNode } from './helpers/troupe.ts';
 
 const execFileAsync = promisify(execFile);
 const senderScript = fileURLToPath(new URL('./fixtures/client-sender.ts', import.meta.url));
@@ -52,6 +53,60 @@ describe('TroupeClient', () => {
     const again = await client.send('Account', 'c2', 'Deposit', { amount: 3 }, { commandId: 'c2-dep' });
     expect(again).toEqual({ ...first, duplicate: true });
     expect(await client.query('Account', 'c2')).toMatchObject({ state: { balance: 3 }, version: 2 });
+  });
+
+  it('records the ids it makes: the same command sent again with its commandId is answered once', async () => {
+    await client.send('Account', 'c4', 'OpenAccount', {});
+    const first = await client.send('Account', 'c4', 'Deposit', { amount: 4 });
+    const again = await client.send('Account', 'c4', 'Deposit', { amount: 4 }, { commandId: first.commandId });
+    expect(again).toEqual({ ...first, duplicate: true });
+    expect(await client.query('Account', 'c4')).toMatchObject({ state: { balance: 4 }, version: 2 });
+    expect(countByCommandId(await readEvents(nats.url, stream)).get(first.commandId)).toBe(1);
+  });
+
+  it('names the commandId when a reply is lost, and the retry with it is answered once', async () => {
+    // A relay passes requests on to the node and drops the replies: the node stores the
+    // command, the sender times out without knowing.
+    const relay = await natsConnect(nats.url);
+    const lossyPrefix = `${subjectPrefix}_lossy`;
+    relay.subscribe(`${lossyPrefix}.cmd`, { callback: (_e, msg) => void relay.request(`${subjectPrefix}.cmd`, msg.data, { timeout: 10_000 }).catch(() => {}) });
+    await relay.flush();
+    const lossy = await TroupeClient.connect({ servers: nats.url, subjectPrefix: lossyPrefix, timeoutMs: 300 });
+    try {
+      await client.send('Account', 'c5', 'OpenAccount', {});
+      const lost = await lossy.send('Account', 'c5', 'Deposit', { amount: 9 }).then(() => null, (err: unknown) => err);
+      expect(lost).toBeInstanceOf(TimeoutError);
+      const commandId = (lost as TimeoutError).data.commandId as string;
+      expect(commandId).toMatch(/^[0-9a-f-]{36}$/);
+      await eventually(async () => expect(await client.query('Account', 'c5')).toMatchObject({ version: 2 }), 10_000);
+
+      const retried = await client.send('Account', 'c5', 'Deposit', { amount: 9 }, { commandId });
+      expect(retried).toMatchObject({ commandId, version: 2, duplicate: true });
+      expect(await client.query('Account', 'c5')).toMatchObject({ state: { balance: 9 }, version: 2 });
+      expect(countByCommandId(await readEvents(nats.url, stream)).get(commandId)).toBe(1);
+    } finally {
+      await lossy.close();
+      await relay.close();
+    }
+  });
+
+  it('looks up every commandId of a request in the earlier flat protocol, which has no fresh mark', async () => {
+    const nc = await natsConnect(nats.url);
+    try {
+      await client.send('Account', 'c6', 'OpenAccount', {});
+      // [commandId, type, aggregateType, aggregateId, payload, userId, correlationId, causationId, traceparent]
+      const request = encode([FLAT_2, ['c6-dep', 'Deposit', 'Account', 'c6', { amount: 6 }, null, null, null, null]]);
+      const ask = async () => decode<unknown[]>((await nc.request(`${subjectPrefix}.cmd`, request, { timeout: 10_000 })).data);
+      const first = await ask();
+      const again = await ask();
+      expect([first[1], again[1]]).toEqual([null, null]);
+      const result = readOutcome(first, 0, 'c6-dep', 'Account', 'c6');
+      expect(result).toMatchObject({ version: 2, duplicate: false });
+      expect(readOutcome(again, 0, 'c6-dep', 'Account', 'c6')).toEqual({ ...result, duplicate: true });
+      expect(await client.query('Account', 'c6')).toMatchObject({ state: { balance: 6 }, version: 2 });
+    } finally {
+      await nc.close();
+    }
   });
 
   it('rebuilds typed errors on the client: a rejection is a DomainRejection', async () => {

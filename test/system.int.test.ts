@@ -270,8 +270,8 @@ describe('Troupe node', () => {
       try {
         const before = await count();
         const ask = async (bytes: Uint8Array) => decode<unknown>((await nc.request(`${subjectPrefix}.cmd`, bytes, { timeout: 5000 })).data);
-        // ... including a flat request (protocol 2) whose length is not a whole number of commands.
-        for (const garbage of [Uint8Array.of(0xc1, 0xff, 0x00, 0x13), new TextEncoder().encode('{"type":"Deposit"}'), encode('hello'), encode([99, []]), encode([2, ['c-1', 'OpenAccount', 'Account']])]) {
+        // ... including flat requests (protocols 2 and 3) whose length is not a whole number of commands.
+        for (const garbage of [Uint8Array.of(0xc1, 0xff, 0x00, 0x13), new TextEncoder().encode('{"type":"Deposit"}'), encode('hello'), encode([99, []]), encode([2, ['c-1', 'OpenAccount', 'Account']]), encode([3, ['c-1', 'OpenAccount', 'Account', 'a-1', {}, null, null, null, null]])]) {
           const reply = await ask(garbage) as { error: WireError };
           expect(reply.error.code, JSON.stringify(reply)).toBe('MALFORMED_COMMAND');
         }
