@@ -29,14 +29,15 @@ export type CommandRecord = [aggregateType: string, aggregateId: string, firstSe
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 /**
  * How long the hot path's index writes wait to share one LMDB transaction. The history index
- * costs one put per actor per flush, not per commit: the longer the window, the more commits of
- * a busy actor share a put, and the fewer transactions (at 50k commands/s over 10k actors a
- * 250 ms window writes ~1.8× fewer entries than a 20 ms one, in 12× fewer transactions). Measured
- * here (C = 4096, 100k commands): LMDB's write-thread CPU fell from ~1.0 s to ~0.3-0.5 s. Longer
- * windows saved a little more but raised p99 at C = 64 by a few ms. A crash loses at most the
- * window, which the shard's catch-up re-reads from the log.
+ * costs one put per actor per flush, not per commit, and each put lands on its actor's page of
+ * the B-tree: a window rewrites about one page per active actor, whatever its length. So the
+ * longer the window, the fewer pages written per second. Measured here in interleaved runs
+ * (10k accounts, one worker): at C = 4096, 1 s windows gave 53-64k cmds/s against 48-57k with
+ * 250 ms (3 rounds, CPU per command -4 to -28%); at C = 64, throughput and p99 were the same
+ * within noise (4 rounds), and 2 s windows measured no better than 1 s. A crash loses at most
+ * the window, which the shard's catch-up re-reads from the log.
  */
-const INDEX_FLUSH_MS = 250;
+const INDEX_FLUSH_MS = 1000;
 /**
  * A window's puts are issued in slices of this many milliseconds, one slice per event-loop
  * turn, so that a large window does not stall the thread's commands and acks. The slice grows
