@@ -13,6 +13,8 @@ import { tempDir, useNatsServer } from './helpers/nats.ts';
 import { countByCommandId, foldAccounts, readEvents, sleep, startNode } from './helpers/troupe.ts';
 
 const cli = fileURLToPath(new URL('../runtime/cli.ts', import.meta.url));
+// The launcher `troupe start` uses (runtime/bin/troupe.mjs): TypeScript through tsx's require hook.
+const runTs = fileURLToPath(new URL('../runtime/bin/run-ts.cjs', import.meta.url));
 const RETRYABLE = ['STOPPED', 'JOURNAL_UNAVAILABLE', 'TIMEOUT', 'WORKER_LOST', 'OVERLOADED'];
 
 interface Sent { commandId: string; account: string; amount: number }
@@ -22,7 +24,7 @@ describe('graceful shutdown', () => {
 
   it('exits 0 on SIGTERM under load, loses no acknowledged command and fails the rest with retryable errors', async () => {
     const dataDir = tempDir();
-    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'start', '--workers', '2', '--shards', '8', '--data-dir', dataDir, '--http-port', '0', '--log-level', 'info'], {
+    const child = spawn(process.execPath, [runTs, cli, 'start', '--workers', '2', '--shards', '8', '--data-dir', dataDir, '--http-port', '0', '--log-level', 'info'], {
       cwd: REPO_ROOT, env: { ...process.env, NATS_URL: nats.url, OTEL_TRACES_EXPORTER: 'none' }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
