@@ -32,10 +32,12 @@ const MAX_SEQ = Number.MAX_SAFE_INTEGER;
  * costs one put per actor per flush, not per commit, and each put lands on its actor's page of
  * the B-tree: a window rewrites about one page per active actor, whatever its length. So the
  * longer the window, the fewer pages written per second. Measured here in interleaved runs
- * (10k accounts, one worker): at C = 4096, 1 s windows gave 53-64k cmds/s against 48-57k with
- * 250 ms (3 rounds, CPU per command -4 to -28%); at C = 64, throughput and p99 were the same
- * within noise (4 rounds), and 2 s windows measured no better than 1 s. A crash loses at most
- * the window, which the shard's catch-up re-reads from the log.
+ * (10k accounts, one worker, 200k commands): at C = 4096, 1 s windows gave 53-64k cmds/s
+ * against 48-57k with 250 ms (3 rounds, CPU per command -4 to -28%); at C = 64, throughput and
+ * p99 were the same within noise (4 rounds), and 2 s windows measured no better than 1 s. In
+ * the benchmark's shorter runs (100k commands, a fresh process each, 3 × 3 rounds) neither
+ * concurrency moved beyond the noise. A crash loses at most the window, which the shard's
+ * catch-up re-reads from the log.
  */
 const INDEX_FLUSH_MS = 1000;
 /**
