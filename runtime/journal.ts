@@ -285,11 +285,12 @@ export class LeanPublisher {
     return this.pending.size;
   }
 
-  publish(subject: string, data: Uint8Array, hdrs: MsgHdrs | AppendHeaders, cb: PublishCallback): void {
+  publish(subject: string, data: Uint8Array, hdrs: AppendHeaders, cb: PublishCallback): void {
     const id = this.next++;
     this.pending.set(id, { cb, sentAt: Date.now(), subject });
     try {
-      this.nc.publish(subject, data, { reply: this.inbox + id, headers: hdrs as MsgHdrs });
+      // nats.js only calls encode() on a message's headers.
+      this.nc.publish(subject, data, { reply: this.inbox + id, headers: hdrs as unknown as MsgHdrs });
     } catch (e) {
       this.pending.delete(id);
       cb(new JournalUnavailableError(`publish to ${subject} failed: ${(e as Error).message}`, {}, e), null);
