@@ -17,7 +17,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import { Troupe } from '../runtime/system.ts';
+import { Troupe } from '../runtime/node/system.ts';
 import type { ServerRef } from './troupe.ts';
 import { ACCOUNT_MODULE } from './troupe.ts';
 import { announcePhase } from './spawn.ts';

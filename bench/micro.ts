@@ -1,7 +1,7 @@
 /**
  * tinybench microbenchmarks of Troupe's hot paths, each racing the alternatives:
  *
- * - codec: one message of N commits — runtime/codec.ts encodeBatch, against msgpackr's pack()
+ * - codec: one message of N commits — runtime/journal/codec.ts encodeBatch, against msgpackr's pack()
  *   of the whole array, each commit packed alone and the parts concatenated, and JSON; and the
  *   way back (decodeCommits, decodeCommitBatch to full envelopes, JSON.parse).
  * - decide + evolve: Account (Deposit; a Withdraw rejected by throwing) and Investigation
@@ -24,9 +24,9 @@ import { Bench, type Task } from 'tinybench';
 import { Packr } from 'msgpackr';
 import { open } from 'lmdb';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { decodeCommitBatch, decodeCommits, encodeBatch, encodeCommit, FORMAT, type WireCommit } from '../runtime/codec.ts';
+import { decodeCommitBatch, decodeCommits, encodeBatch, encodeCommit, FORMAT, type WireCommit } from '../runtime/journal/codec.ts';
 import { IdGenerator, shardOf } from '../runtime/envelope.ts';
-import { Registry } from '../runtime/registry.ts';
+import { Registry } from '../runtime/contracts/registry.ts';
 import type { CommandContext, EventContext, EventDraft } from '../runtime/define.ts';
 import { account } from '../actors/account.ts';
 import { investigation } from '../actors/investigation.ts';
@@ -140,7 +140,7 @@ async function codecGroup(opts: MicroOptions): Promise<MicroRow[]> {
   const json = Buffer.from(JSON.stringify([FORMAT, prefix, ...commits]));
   const size = (b: Uint8Array): string => `${Math.round(b.length / n)} B/commit`;
   const enc = await race('codec: encode a message of 100 commits', 'commits/s', [
-    { name: 'encodeBatch (runtime/codec.ts)', items: n, fn: () => encodeBatch(prefix, commits), notes: size(encoded) },
+    { name: 'encodeBatch (runtime/journal/codec.ts)', items: n, fn: () => encodeBatch(prefix, commits), notes: size(encoded) },
     { name: 'msgpackr pack() of the whole array', items: n, fn: () => genericPackr.pack([FORMAT, prefix, ...commits]), notes: size(genericPackr.pack([FORMAT, prefix, ...commits])) },
     { name: 'pack each commit + Buffer.concat', items: n, fn: () => packEachAndConcat(prefix, commits), notes: size(packEachAndConcat(prefix, commits)) },
     { name: 'JSON.stringify + Buffer.from', items: n, fn: () => Buffer.from(JSON.stringify([FORMAT, prefix, ...commits])), notes: size(json) },

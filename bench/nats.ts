@@ -1,5 +1,5 @@
 /**
- * Throwaway nats-servers for benchmarks, on top of runtime/nats-server.ts: loopback, JetStream
+ * Throwaway nats-servers for benchmarks, on top of runtime/testing/nats-server.ts: loopback, JetStream
  * on, a fresh store dir that is deleted on stop() (not only at process exit, so a suite that
  * starts many servers does not fill the disk).
  */
@@ -12,7 +12,7 @@ import {
   startNatsServer,
   type NatsCluster,
   type NatsServerHandle,
-} from '../runtime/nats-server.ts';
+} from '../runtime/testing/nats-server.ts';
 
 export interface BenchNats {
   readonly url: string;

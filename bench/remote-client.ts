@@ -9,7 +9,7 @@
  * phases are announced on stderr (`@@phase commands`, `@@phase commands-done`) so the parent
  * can sample the node, this process and nats-server around phase 2.
  */
-import { TroupeClient } from '../runtime/client.ts';
+import { TroupeClient } from '../runtime/remote/client.ts';
 import { announcePhase, readSpec, sendToParent } from './spawn.ts';
 import { driveLedger, phase2Of, type PhaseResult, type RemoteClientResult, type RemoteClientSpec } from './troupe.ts';
 import { generateCommands } from './workload.ts';

@@ -2,7 +2,7 @@
  * Commands as they travel, ids, and shard placement.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { CommandTrace } from './telemetry.ts';
+import type { CommandTrace } from './ops/tracing.ts';
 
 /** A command on its way to an actor (what crosses threads and NATS). */
 export interface CommandEnvelope {

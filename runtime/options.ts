@@ -6,7 +6,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { InvalidOptionError } from './errors.ts';
-import { isLogLevel, type LogLevel } from './log.ts';
+import { isLogLevel, type LogLevel } from './ops/log.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_STREAM = 'TROUPE';

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { readSnapshot, type ContractsOf } from '../runtime/contracts.ts';
+import { readSnapshot, type ContractsOf } from '../runtime/contracts/contract.ts';
 import {
   addField, defineActor, given, InvalidDefinitionError, isTroupeError, removeField, renameField, upcast, upcastEvent, upcastState,
   type ActorConfig, type ActorDefinition, type Upcaster,
 } from '../runtime/index.ts';
-import { Registry } from '../runtime/registry.ts';
+import { Registry } from '../runtime/contracts/registry.ts';
 
 interface Ticket { open: boolean; subject: string; priority: string; comments: number }
 

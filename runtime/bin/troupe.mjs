@@ -6,7 +6,7 @@
 //   2. makes sure a nats-server >= 2.10 is available ($TROUPE_NATS_SERVER, PATH, or
 //      <data dir>/bin/nats-server; on Debian-like systems it fetches Debian 13's package);
 //   3. `ensure-nats`: prints the server's path and version and exits;
-//      anything else: runs `node runtime/bin/run-ts.cjs runtime/cli.ts <args>` (TypeScript through
+//      anything else: runs `node runtime/bin/run-ts.cjs runtime/cli/main.ts <args>` (TypeScript through
 //      tsx's require hook) with TROUPE_NATS_SERVER set.
 //
 // Environment: TROUPE_NATS_SERVER (a nats-server binary to use), TROUPE_DATA_DIR (data folder,
@@ -257,7 +257,7 @@ function main() {
     process.stdout.write(`nats-server ${nats.version} ${nats.path}\n`);
     return;
   }
-  const cli = join(ROOT, 'runtime', 'cli.ts');
+  const cli = join(ROOT, 'runtime', 'cli', 'main.ts');
   if (!existsSync(cli)) throw new Failure(`${cli} does not exist yet.`);
   const child = spawn(process.execPath, [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), cli, ...args], {
     stdio: 'inherit',

@@ -12,16 +12,16 @@
 // command that installs one: `node runtime/bin/troupe.mjs ensure-nats` (npm test runs it).
 
 import { afterAll, beforeAll } from 'vitest';
-import { makeTempDir, startNatsServer, type NatsServerHandle, type StartNatsServerOptions } from '../../runtime/nats-server.ts';
+import { makeTempDir, startNatsServer, type NatsServerHandle, type StartNatsServerOptions } from '../../runtime/testing/nats-server.ts';
 
 export {
   startNatsServer, startNatsCluster, findNatsServer, freePorts, makeTempDir, REPO_ROOT, DEFAULT_NATS_CONFIG, ENSURE_NATS_COMMAND,
-} from '../../runtime/nats-server.ts';
-export type { NatsServerHandle, NatsCluster, StartNatsServerOptions } from '../../runtime/nats-server.ts';
+} from '../../runtime/testing/nats-server.ts';
+export type { NatsServerHandle, NatsCluster, StartNatsServerOptions } from '../../runtime/testing/nats-server.ts';
 
 /**
  * A fresh directory under os.tmpdir(), removed when the test process ends (vitest ends its
- * fork workers with SIGTERM; runtime/nats-server.ts cleans up on that signal and on 'exit').
+ * fork workers with SIGTERM; runtime/testing/nats-server.ts cleans up on that signal and on 'exit').
  */
 export function tempDir(prefix = 'troupe-test-'): string {
   return makeTempDir(prefix);

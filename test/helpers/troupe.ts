@@ -10,8 +10,8 @@
 import { jetstream, jetstreamManager, DeliverPolicy } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { actorModules } from '../../actors/index.ts';
-import { decodeCommitBatch, type EventEnvelope } from '../../runtime/codec.ts';
-import { Troupe } from '../../runtime/system.ts';
+import { decodeCommitBatch, type EventEnvelope } from '../../runtime/journal/codec.ts';
+import { Troupe } from '../../runtime/node/system.ts';
 import type { TroupeOptions } from '../../runtime/options.ts';
 import type { TroupeError } from '../../runtime/errors.ts';
 import { tempDir } from './nats.ts';

@@ -1,0 +1,139 @@
+/**
+ * The options of `consume()`: types, named defaults, and the check that resolves them.
+ */
+import type { NatsConnection } from '../journal/journal.ts';
+import type { ConsumerStore } from './consumer-store.ts';
+import type { DeadLetterRecord, DeadLetterStats } from './dlq.ts';
+import { InvalidOptionError } from '../errors.ts';
+import { resolveRetry, TokenBucket, type CircuitBreakerPolicy, type RateLimit, type ResolvedRetry, type RetryOptions } from './flow.ts';
+import type { BatchHandler, EventHandler, EventTransform } from './handler.ts';
+import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+
+export const DEFAULT_MAX_ACK_PENDING = 1000;
+export const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_ACK_WAIT_MS = 30_000;
+export const DEFAULT_BATCH_SIZE = 100;
+const NAME = /^[A-Za-z0-9_-]{1,128}$/;
+
+export interface CommonOptions {
+  /** The durable consumer's name (letters, digits, `_`, `-`). Also names its DLQ subject and LMDB records. */
+  name: string;
+  /** Only these event types reach the handler. Default: all. */
+  eventTypes?: readonly string[];
+  /** Only events of these actor types reach the handler. Default: all. */
+  aggregateTypes?: readonly string[];
+  /** Lanes (aggregates) handled at the same time. Default 1. */
+  concurrency?: number;
+  /** Un-acked messages at most (JetStream `max_ack_pending`). Default 1000. */
+  maxAckPending?: number;
+  /** Bytes of messages held in memory, about: no fetch asks for more messages than the free bytes hold at the average size. Default 64 MiB. */
+  maxBufferedBytes?: number;
+  /** Time JetStream waits for an ack before redelivering; held messages are kept alive meanwhile. Default 30 s. */
+  ackWaitMs?: number;
+  rateLimit?: RateLimit;
+  retry?: RetryOptions;
+  /** Wrap every handler call in this cockatiel breaker; while it is open events are delayed, not failed. */
+  breaker?: CircuitBreakerPolicy;
+  /** Delay before an event put off by an open breaker is tried again. Default: retry.initialDelayMs. */
+  breakerDelayMs?: number;
+  /** Errors worth a retry. Default: all except Troupe errors marked not retryable (validation, rejections). */
+  isRetryable?: (error: unknown) => boolean;
+  /** Applied to every event before the handler (upcasting and decryption plug in here). */
+  transform?: EventTransform;
+  /** Where the consumer keeps its LMDB records (`<dataDir>/consumers`), or an open store. */
+  dataDir?: string;
+  store?: ConsumerStore;
+  /** NATS servers to connect to, or an open connection (left open by stop()). */
+  servers?: string;
+  nc?: NatsConnection;
+  stream?: string;
+  subjectPrefix?: string;
+  /** Where a consumer that does not exist yet starts: the start of the log (default), new events only, or after a position. */
+  from?: 'start' | 'new' | { after: number };
+  /** How long handled eventIds are remembered. Default 7 days. */
+  dedupTtlMs?: number;
+  /**
+   * How long after its failing event's retry time an aggregate's later events wait for that
+   * event to be redelivered before going ahead without it. Default: retry.maxDelayMs + 2 × ackWaitMs.
+   */
+  orderTimeoutMs?: number;
+  onError?: (error: unknown) => void;
+  /** Called after an event was stored in the dead-letter queue. */
+  onDeadLetter?: (record: DeadLetterRecord) => void;
+  /** Call `onAlert` when this consumer's dead letters reach `threshold` (checked after each one). */
+  deadLetterAlert?: { threshold: number; onAlert: (stats: DeadLetterStats) => void };
+  /**
+   * Report lag and DLQ depth to the node's /health and /metrics (metrics.ts consumer probes),
+   * with these limits. Default: reported, with the node's default limits. `false`: not reported.
+   */
+  probe?: false | { maxLag?: number; maxDlqDepth?: number };
+  /**
+   * @internal Projections: the JetStream consumer belongs to this process's checkpoint; it is
+   * re-created at every start to deliver from `startAfter + 1`, and deleted at stop.
+   */
+  startAfter?: number;
+  /** @internal Called when the stream turned out to be a new incarnation and the consumer's records were cleared. */
+  onStreamReset?: () => Promise<unknown>;
+}
+
+export interface SingleConsumeOptions extends CommonOptions {
+  batch?: false;
+  handler: EventHandler;
+  /** Events one lane task takes (handled one by one, committed together). Default 1. */
+  batchSize?: number;
+}
+
+export interface BatchConsumeOptions extends CommonOptions {
+  batch: true;
+  handler: BatchHandler;
+  /** Events per handler call at most. Default 100. */
+  batchSize?: number;
+}
+
+export type ConsumeOptions = SingleConsumeOptions | BatchConsumeOptions;
+
+export interface ResolvedConsumeOptions {
+  stream: string;
+  subjectPrefix: string;
+  concurrency: number;
+  batchSize: number;
+  maxAckPending: number;
+  maxBufferedBytes: number;
+  ackWaitMs: number;
+  retry: ResolvedRetry;
+  rateLimit: TokenBucket | null;
+}
+
+export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsumeOptions {
+  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('consume(options): options must be an object');
+  if (typeof options.name !== 'string' || !NAME.test(options.name)) {
+    throw new InvalidOptionError(`options.name must be 1-128 letters, digits, _ or -, got ${JSON.stringify(options.name)}`, { field: 'name' });
+  }
+  if (typeof options.handler !== 'function') throw new InvalidOptionError(`options.handler of consumer ${options.name} must be a function`, { field: 'handler' });
+  if (options.store === undefined && (typeof options.dataDir !== 'string' || options.dataDir.length === 0)) {
+    throw new InvalidOptionError(`consumer ${options.name} needs options.dataDir (a folder for its LMDB records) or options.store`, { field: 'dataDir' });
+  }
+  const int = (name: keyof ConsumeOptions, fallback: number, min: number): number => {
+    const v = (options as unknown as Record<string, unknown>)[name] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new InvalidOptionError(`options.${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`, { field: name });
+    return v;
+  };
+  for (const list of ['eventTypes', 'aggregateTypes'] as const) {
+    const v = options[list];
+    if (v !== undefined && (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== 'string'))) {
+      throw new InvalidOptionError(`options.${list} must be a non-empty array of names, got ${JSON.stringify(v)}`, { field: list });
+    }
+  }
+  return {
+    stream: options.stream ?? DEFAULT_STREAM,
+    subjectPrefix: options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX,
+    concurrency: int('concurrency', 1, 1),
+    batchSize: int('batchSize', options.batch === true ? DEFAULT_BATCH_SIZE : 1, 1),
+    maxAckPending: int('maxAckPending', DEFAULT_MAX_ACK_PENDING, 1),
+    maxBufferedBytes: int('maxBufferedBytes', DEFAULT_MAX_BUFFERED_BYTES, 1),
+    ackWaitMs: int('ackWaitMs', DEFAULT_ACK_WAIT_MS, 1000),
+    retry: resolveRetry(options.retry),
+    rateLimit: options.rateLimit === undefined ? null : new TokenBucket(options.rateLimit.perSecond, options.rateLimit.burst),
+  };
+}
+

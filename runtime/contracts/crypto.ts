@@ -1,0 +1,444 @@
+/**
+ * Encryption of sensitive fields: AES-256-GCM (node:crypto), one data key per subject (a user,
+ * a tenant, an aggregate), keys wrapped with a master key, rotation and crypto-shredding.
+ *
+ *   master key (env / file / option)          never stored anywhere Troupe writes
+ *     └─ wraps ─▶ subject keys (32 B each)     stored wrapped in a KeyBackend (NATS KV in production)
+ *                   └─ encrypt ─▶ field values  { $enc: kid, d: iv | tag | ciphertext } in the log
+ *
+ * A subject may have several keys (rotation adds one); new values use the newest, old values
+ * name theirs by key id (`kid`), so they stay readable. Shredding a subject destroys all its
+ * keys in the backend (a PURGE marker remains), after which every value written under them is
+ * unreadable everywhere and readers get a redacted marker instead.
+ *
+ * The KeyRing is the in-memory view of one thread: synchronous lookups for the write path,
+ * asynchronous creation (awaited before an event that needs a new key is decided again).
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
+import { KeysUnavailableError } from '../errors.ts';
+
+export const KEY_BYTES = 32;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+
+/** Encrypt with AES-256-GCM; returns iv (12 B) | tag (16 B) | ciphertext. */
+export function encryptBytes(key: Uint8Array, plain: Uint8Array, aad: string): Buffer {
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(aad, 'utf8'));
+  const body = Buffer.concat([cipher.update(plain), cipher.final()]);
+  return Buffer.concat([iv, cipher.getAuthTag(), body]);
+}
+
+/** The reverse of encryptBytes. Throws when the key, the data or the associated data do not match. */
+export function decryptBytes(key: Uint8Array, data: Uint8Array, aad: string): Buffer {
+  if (data.length < IV_BYTES + TAG_BYTES) throw new Error('ciphertext too short');
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(0, IV_BYTES));
+  decipher.setAAD(Buffer.from(aad, 'utf8'));
+  decipher.setAuthTag(buf.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
+  return Buffer.concat([decipher.update(buf.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
+}
+
+// ── master key ─────────────────────────────────────────────────────────────────────────────
+
+export const MASTER_KEY_ENV = 'TROUPE_MASTER_KEY';
+export const MASTER_KEY_FILE_ENV = 'TROUPE_MASTER_KEY_FILE';
+/**
+ * The development master key, generated when none is configured: in the project's data folder
+ * (`.troupe/`, next to `.troupe/data`), not in a node's dataDir, which is a cache that may be
+ * deleted. Relative to the working directory.
+ */
+export const DEV_MASTER_KEY_FILE = '.troupe/master.key';
+
+/** The key that wraps every subject key. Only its id (a fingerprint) is ever stored. */
+export class MasterKey {
+  /** Fingerprint stored with every wrapped key, to tell a wrong master key from a destroyed key. */
+  readonly id: string;
+  readonly #wrap: Buffer;
+  readonly #names: Buffer;
+
+  constructor(bytes: Uint8Array) {
+    if (bytes.length !== KEY_BYTES) throw new KeysUnavailableError(`a master key must be ${KEY_BYTES} bytes, got ${bytes.length}`, {}, undefined, false);
+    const derive = (info: string) => Buffer.from(hkdfSync('sha256', bytes, Buffer.alloc(0), info, KEY_BYTES));
+    this.#wrap = derive('troupe/wrap/1');
+    this.#names = derive('troupe/subject-names/1');
+    this.id = createHash('sha256').update(derive('troupe/master-id/1')).digest('hex').slice(0, 16);
+  }
+
+  /** Subject names never reach storage: a keyed hash stands for them (no dictionary attack without the master key). */
+  subjectHash(subject: string): string {
+    return createHmac('sha256', this.#names).update(subject, 'utf8').digest('base64url').slice(0, 22);
+  }
+
+  wrap(kid: string, subjectHash: string, key: Uint8Array): Buffer {
+    return encryptBytes(this.#wrap, key, `${kid}.${subjectHash}`);
+  }
+
+  unwrap(kid: string, subjectHash: string, wrapped: Uint8Array): Buffer {
+    return decryptBytes(this.#wrap, wrapped, `${kid}.${subjectHash}`);
+  }
+}
+
+/** 32 bytes as base64, base64url or 64 hex characters. */
+export function parseMasterKey(text: string | Uint8Array, what = 'the master key'): MasterKey {
+  if (typeof text !== 'string') return new MasterKey(text);
+  const t = text.trim();
+  const bytes = /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, 'hex') : Buffer.from(t, /[-_]/.test(t) ? 'base64url' : 'base64');
+  if (bytes.length !== KEY_BYTES) {
+    throw new KeysUnavailableError(`${what} must be ${KEY_BYTES} random bytes as base64 or 64 hex characters (make one: openssl rand -base64 32), got ${bytes.length} bytes`, {}, undefined, false);
+  }
+  return new MasterKey(bytes);
+}
+
+export interface MasterKeySource {
+  /** The key itself (32 bytes, or base64 / hex text). Takes precedence over everything else. */
+  masterKey?: string | Uint8Array;
+  /** A file holding the key as text. */
+  masterKeyFile?: string;
+  /** The development key file to use (created when missing) when nothing else is configured. Default DEV_MASTER_KEY_FILE; `false` refuses to generate one. */
+  devKeyFile?: string | false;
+  /** Process environment to read TROUPE_MASTER_KEY / TROUPE_MASTER_KEY_FILE from. Default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/**
+ * Find the master key: `masterKey`, then TROUPE_MASTER_KEY, then `masterKeyFile`, then
+ * TROUPE_MASTER_KEY_FILE, then `.troupe/master.key` under the working directory, which is
+ * generated (mode 0600) when missing. The generated key is for local development: every node
+ * and consumer of a deployment needs the same master key, so production sets
+ * TROUPE_MASTER_KEY (or TROUPE_MASTER_KEY_FILE).
+ */
+export function resolveMasterKey(src: MasterKeySource = {}): { key: MasterKey; source: string } {
+  const env = src.env ?? process.env;
+  if (src.masterKey !== undefined) return { key: parseMasterKey(src.masterKey, 'options.masterKey'), source: 'option' };
+  const fromEnv = env[MASTER_KEY_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') return { key: parseMasterKey(fromEnv, MASTER_KEY_ENV), source: MASTER_KEY_ENV };
+  const file = src.masterKeyFile ?? (env[MASTER_KEY_FILE_ENV] || undefined);
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new KeysUnavailableError(`cannot read the master key file ${file}: ${(e as Error).message}`, { file }, e, false);
+    }
+    return { key: parseMasterKey(text, `the master key in ${file}`), source: file };
+  }
+  if (src.devKeyFile === false) {
+    throw new KeysUnavailableError(`no master key: set ${MASTER_KEY_ENV} (32 random bytes as base64: openssl rand -base64 32) or ${MASTER_KEY_FILE_ENV}, or pass masterKey`, {}, undefined, false);
+  }
+  const path = resolvePath(src.devKeyFile ?? DEV_MASTER_KEY_FILE);
+  mkdirSync(dirname(path), { recursive: true });
+  try {
+    writeFileSync(path, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { flag: 'wx', mode: 0o600 });
+    chmodSync(path, 0o600);
+    process.emitWarning(`generated a development master key in ${path}; every node and consumer of a deployment needs the same key: set ${MASTER_KEY_ENV} in production`, { code: 'TROUPE_DEV_MASTER_KEY' });
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'EEXIST') throw new KeysUnavailableError(`cannot create the development master key ${path}: ${(e as Error).message}`, { file: path }, e, false);
+  }
+  return { key: parseMasterKey(readFileSync(path, 'utf8'), `the master key in ${path}`), source: path };
+}
+
+// ── key storage ────────────────────────────────────────────────────────────────────────────
+
+/** A subject key as stored: wrapped with the master key. */
+export interface StoredKey {
+  readonly kid: string;
+  readonly subjectHash: string;
+  readonly createdAt: number;
+  /** `MasterKey.id` of the key that wrapped it. */
+  readonly masterId: string;
+  readonly wrapped: Uint8Array;
+}
+
+/** Where wrapped keys live. Every node and consumer of a deployment must see the same store. */
+export interface KeyBackend {
+  /** Store a new key; its kid is fresh, so this never replaces one. */
+  create(key: StoredKey): Promise<void>;
+  /** Destroy every key of a subject, leaving a marker; returns the destroyed kids. */
+  destroy(subjectHash: string): Promise<string[]>;
+  /** One key by id: the stored key, 'destroyed' when a marker remains, undefined when never stored. */
+  fetch(kid: string): Promise<StoredKey | 'destroyed' | undefined>;
+  /**
+   * Deliver every stored key and every destroy marker, then keep delivering changes (from any
+   * process). Resolves once the keys stored so far were delivered.
+   */
+  follow(onKey: (key: StoredKey) => void, onDestroyed: (kid: string, subjectHash: string) => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A KeyBackend in memory: for tests and single-process tools. Share one instance to share keys. */
+export class MemoryKeyBackend implements KeyBackend {
+  private readonly keys = new Map<string, StoredKey>();
+  private readonly destroyed = new Map<string, string>();
+  private readonly followers = new Set<{ onKey: (key: StoredKey) => void; onDestroyed: (kid: string, subjectHash: string) => void }>();
+
+  async create(key: StoredKey): Promise<void> {
+    if (this.keys.has(key.kid) || this.destroyed.has(key.kid)) throw new Error(`key ${key.kid} exists`);
+    this.keys.set(key.kid, key);
+    for (const f of this.followers) f.onKey(key);
+  }
+
+  async destroy(subjectHash: string): Promise<string[]> {
+    const kids = [...this.keys.values()].filter((k) => k.subjectHash === subjectHash).map((k) => k.kid);
+    for (const kid of kids) {
+      this.keys.delete(kid);
+      this.destroyed.set(kid, subjectHash);
+      for (const f of this.followers) f.onDestroyed(kid, subjectHash);
+    }
+    return kids;
+  }
+
+  async fetch(kid: string): Promise<StoredKey | 'destroyed' | undefined> {
+    return this.keys.get(kid) ?? (this.destroyed.has(kid) ? 'destroyed' : undefined);
+  }
+
+  async follow(onKey: (key: StoredKey) => void, onDestroyed: (kid: string, subjectHash: string) => void): Promise<void> {
+    for (const k of this.keys.values()) onKey(k);
+    for (const [kid, sh] of this.destroyed) onDestroyed(kid, sh);
+    this.followers.add({ onKey, onDestroyed });
+  }
+
+  /** Every stored key as it is at rest (wrapped), for tests that look for clear text. */
+  stored(): StoredKey[] {
+    return [...this.keys.values()];
+  }
+
+  async close(): Promise<void> {
+    this.followers.clear();
+  }
+}
+
+// ── the key ring ───────────────────────────────────────────────────────────────────────────
+
+interface RingKey {
+  readonly kid: string;
+  readonly subjectHash: string;
+  readonly createdAt: number;
+  readonly masterId: string;
+  wrapped: Uint8Array | null;
+  key: Buffer | null;
+}
+
+/** What `KeyRing.key(kid)` knows: the key, `null` when it was destroyed, `undefined` when it never saw it. */
+export type KeyLookup = Buffer | null | undefined;
+
+export interface KeyRingOptions {
+  /** Subject keys older than this are rotated the next time a value is written for the subject. Default: never. */
+  rotateAfterMs?: number;
+  /** Clock for rotation decisions and creation times. */
+  now?: () => number;
+}
+
+/**
+ * One thread's view of the subject keys: every stored key (unwrapped on first use) and every
+ * destroyed kid, kept current by following the backend, so the write path looks keys up
+ * synchronously.
+ */
+export class KeyRing {
+  private readonly byKid = new Map<string, RingKey>();
+  private readonly destroyedKids = new Set<string>();
+  /** subjectHash → the newest key (rotation picks the newest; ties go to the larger kid). */
+  private readonly current = new Map<string, RingKey>();
+  private readonly creating = new Map<string, Promise<string>>();
+  private readonly listeners = new Set<(kids: readonly string[]) => void>();
+  private readonly rotateAfterMs: number;
+  private readonly now: () => number;
+  private closed = false;
+
+  private constructor(readonly master: MasterKey, readonly backend: KeyBackend, opts: KeyRingOptions) {
+    this.rotateAfterMs = opts.rotateAfterMs ?? Number.POSITIVE_INFINITY;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Open a ring over a backend; resolves once every stored key is known. */
+  static async open(master: MasterKey, backend: KeyBackend, opts: KeyRingOptions = {}): Promise<KeyRing> {
+    const ring = new KeyRing(master, backend, opts);
+    await backend.follow((k) => ring.learn(k), (kid, sh) => ring.forget(kid, sh));
+    const foreign = [...ring.byKid.values()].filter((k) => k.masterId !== master.id);
+    if (foreign.length > 0) {
+      await backend.close();
+      throw new KeysUnavailableError(`${foreign.length} of ${ring.byKid.size} stored keys were wrapped with master key ${foreign[0]!.masterId}, but this process has master key ${master.id}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV} or ${MASTER_KEY_FILE_ENV})`, { masterId: master.id, storedMasterId: foreign[0]!.masterId }, undefined, false);
+    }
+    return ring;
+  }
+
+  /** A ring with its own in-memory backend and a random master key: for tests and the test kit. */
+  static async inMemory(opts: KeyRingOptions = {}): Promise<KeyRing> {
+    return KeyRing.open(new MasterKey(randomBytes(KEY_BYTES)), new MemoryKeyBackend(), opts);
+  }
+
+  private learn(k: StoredKey): void {
+    if (this.destroyedKids.has(k.kid) || this.byKid.has(k.kid)) return;
+    const rk: RingKey = { kid: k.kid, subjectHash: k.subjectHash, createdAt: k.createdAt, masterId: k.masterId, wrapped: k.wrapped, key: null };
+    this.byKid.set(k.kid, rk);
+    const cur = this.current.get(k.subjectHash);
+    if (cur === undefined || cur.createdAt < rk.createdAt || (cur.createdAt === rk.createdAt && cur.kid < rk.kid)) this.current.set(k.subjectHash, rk);
+  }
+
+  private forget(kid: string, subjectHash: string): void {
+    if (this.destroyedKids.has(kid)) return;
+    this.destroyedKids.add(kid);
+    const rk = this.byKid.get(kid);
+    if (rk !== undefined) {
+      rk.key?.fill(0);
+      rk.key = null;
+      rk.wrapped = null;
+      this.byKid.delete(kid);
+    }
+    if (this.current.get(subjectHash)?.kid === kid) {
+      this.current.delete(subjectHash);
+      let best: RingKey | undefined;
+      for (const k of this.byKid.values()) {
+        if (k.subjectHash === subjectHash && (best === undefined || best.createdAt < k.createdAt || (best.createdAt === k.createdAt && best.kid < k.kid))) best = k;
+      }
+      if (best !== undefined) this.current.set(subjectHash, best);
+    }
+    for (const l of this.listeners) {
+      try {
+        l([kid]);
+      } catch {
+        // A listener's failure must not stop this ring from learning of later keys.
+      }
+    }
+  }
+
+  private unwrap(rk: RingKey): Buffer {
+    if (rk.key !== null) return rk.key;
+    if (rk.masterId !== this.master.id) {
+      throw new KeysUnavailableError(`key ${rk.kid} was wrapped with master key ${rk.masterId}, but this process has master key ${this.master.id}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV})`, { kid: rk.kid }, undefined, false);
+    }
+    rk.key = this.master.unwrap(rk.kid, rk.subjectHash, rk.wrapped!);
+    return rk.key;
+  }
+
+  /** The key of a kid, synchronously: null once destroyed, undefined when this ring never saw it (see `load`). */
+  key(kid: string): KeyLookup {
+    const rk = this.byKid.get(kid);
+    if (rk !== undefined) return this.unwrap(rk);
+    return this.destroyedKids.has(kid) ? null : undefined;
+  }
+
+  /** True when the kid was destroyed (shredded). */
+  isDestroyed(kid: string): boolean {
+    return this.destroyedKids.has(kid);
+  }
+
+  /** The key new values of a subject are written with, synchronously; undefined when it has none yet (call `ensure`). */
+  currentKey(subject: string): { kid: string; key: Buffer } | undefined {
+    const rk = this.current.get(this.master.subjectHash(subject));
+    if (rk === undefined || this.now() - rk.createdAt >= this.rotateAfterMs) return undefined;
+    return { kid: rk.kid, key: this.unwrap(rk) };
+  }
+
+  /** Make sure the subject has a current key, creating (and storing) one if needed. Resolves with its kid. */
+  ensure(subject: string): Promise<string> {
+    const cur = this.currentKey(subject);
+    if (cur !== undefined) return Promise.resolve(cur.kid);
+    return this.create(this.master.subjectHash(subject));
+  }
+
+  /** Give a subject a new key for new values; values written under older keys stay readable. Resolves with the new kid. */
+  rotate(subject: string): Promise<string> {
+    return this.create(this.master.subjectHash(subject), true);
+  }
+
+  /** Rotate every subject this ring knows. Resolves with the number of subjects rotated. */
+  async rotateAll(): Promise<number> {
+    const hashes = [...this.current.keys()];
+    for (const h of hashes) await this.create(h, true);
+    return hashes.length;
+  }
+
+  private create(subjectHash: string, force = false): Promise<string> {
+    this.assertOpen();
+    const pending = this.creating.get(subjectHash);
+    if (pending !== undefined && !force) return pending;
+    const p = (async () => {
+      const kid = randomBytes(9).toString('base64url');
+      const key = randomBytes(KEY_BYTES);
+      let createdAt = this.now();
+      const cur = this.current.get(subjectHash);
+      if (cur !== undefined && cur.createdAt >= createdAt) createdAt = cur.createdAt + 1; // newest wins, whatever the clock says
+      const stored: StoredKey = { kid, subjectHash, createdAt, masterId: this.master.id, wrapped: this.master.wrap(kid, subjectHash, key) };
+      try {
+        await this.backend.create(stored);
+      } catch (e) {
+        throw new KeysUnavailableError(`cannot store a new encryption key: ${(e as Error).message}`, {}, e);
+      }
+      this.learn(stored);
+      const rk = this.byKid.get(kid);
+      if (rk !== undefined) rk.key = key;
+      return kid;
+    })();
+    this.creating.set(subjectHash, p);
+    const done = () => { if (this.creating.get(subjectHash) === p) this.creating.delete(subjectHash); };
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * Crypto-shredding: destroy every key of a subject, in the store and so in every process
+   * that follows it. Values written under those keys become unreadable for good; readers get
+   * the redacted marker. Resolves with the number of keys destroyed.
+   */
+  async shred(subject: string): Promise<number> {
+    this.assertOpen();
+    const subjectHash = this.master.subjectHash(subject);
+    let kids: string[];
+    try {
+      kids = await this.backend.destroy(subjectHash);
+    } catch (e) {
+      throw new KeysUnavailableError(`cannot destroy the keys of a subject: ${(e as Error).message}`, {}, e);
+    }
+    for (const kid of kids) this.forget(kid, subjectHash);
+    for (const rk of [...this.byKid.values()]) if (rk.subjectHash === subjectHash) this.forget(rk.kid, subjectHash);
+    return kids.length;
+  }
+
+  /** Ask the store for a kid this ring has not seen (written by another process a moment ago). */
+  async load(kid: string): Promise<KeyLookup> {
+    const known = this.key(kid);
+    if (known !== undefined) return known;
+    let found: StoredKey | 'destroyed' | undefined;
+    try {
+      found = await this.backend.fetch(kid);
+    } catch (e) {
+      throw new KeysUnavailableError(`cannot read encryption key ${kid}: ${(e as Error).message}`, { kid }, e);
+    }
+    if (found === 'destroyed') {
+      this.destroyedKids.add(kid);
+      return null;
+    }
+    if (found === undefined) {
+      throw new KeysUnavailableError(`encryption key ${kid} is in no key store this process can see: check that it reads the deployment's key bucket (the stream's <stream>_keys)`, { kid }, undefined, false);
+    }
+    this.learn(found);
+    return this.key(kid);
+  }
+
+  /** Called with the kids destroyed by any process, as this ring learns of them. Returns an unsubscribe function. */
+  onDestroyed(listener: (kids: readonly string[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Number of live keys this ring knows. */
+  get size(): number {
+    return this.byKid.size;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new KeysUnavailableError('the key ring is closed', {}, undefined, false);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.listeners.clear();
+    for (const rk of this.byKid.values()) rk.key?.fill(0);
+    await this.backend.close();
+  }
+}

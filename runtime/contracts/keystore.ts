@@ -1,0 +1,175 @@
+/**
+ * Subject keys in NATS KV, so that every node and consumer of a deployment reads the same keys.
+ *
+ *   bucket  <stream>_keys          (history 1, no expiry: a key lives until it is shredded)
+ *   key     s.<subjectHash>.<kid>  value: JSON { v: 1, kid, s, at, mk, w }  (w = key wrapped with the master key, base64)
+ *
+ * Subject names never reach the bucket (a keyed hash stands for them) and keys are stored
+ * wrapped, so the bucket alone reveals nothing. Shredding purges a subject's keys: the PURGE
+ * marker that remains tells every reader "destroyed" rather than "never existed".
+ *
+ * This is one of the few files that import `@nats-io/*`.
+ */
+import { Kvm, type KV } from '@nats-io/kv';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { KeyRing, resolveMasterKey, type KeyBackend, type KeyRingOptions, type MasterKeySource, type StoredKey } from './crypto.ts';
+import { KeysUnavailableError } from '../errors.ts';
+
+interface KeyRecordJson {
+  v: 1;
+  kid: string;
+  s: string;
+  at: number;
+  mk: string;
+  w: string;
+}
+
+const INITIAL_LOAD_TIMEOUT_MS = 30_000;
+
+/** The bucket that holds a stream's keys. */
+export function keyBucketName(stream: string): string {
+  return `${stream}_keys`;
+}
+
+function encodeRecord(k: StoredKey): Uint8Array {
+  const rec: KeyRecordJson = { v: 1, kid: k.kid, s: k.subjectHash, at: k.createdAt, mk: k.masterId, w: Buffer.from(k.wrapped).toString('base64') };
+  return new TextEncoder().encode(JSON.stringify(rec));
+}
+
+function decodeRecord(bytes: Uint8Array): StoredKey {
+  const rec = JSON.parse(new TextDecoder().decode(bytes)) as KeyRecordJson;
+  return { kid: rec.kid, subjectHash: rec.s, createdAt: rec.at, masterId: rec.mk, wrapped: Buffer.from(rec.w, 'base64') };
+}
+
+/** `s.<subjectHash>.<kid>` → its parts. */
+function parseKey(key: string): { subjectHash: string; kid: string } | undefined {
+  const parts = key.split('.');
+  return parts.length === 3 && parts[0] === 's' ? { subjectHash: parts[1]!, kid: parts[2]! } : undefined;
+}
+
+export class NatsKeyBackend implements KeyBackend {
+  private stopFollowing: (() => void) | null = null;
+
+  private constructor(private readonly kv: KV, private readonly ownConnection: NatsConnection | null) {}
+
+  /** Open (creating if needed) the key bucket of `stream`. `ownConnection` is closed by close(). */
+  static async open(nc: NatsConnection, stream: string, opts: { replicas?: number; ownConnection?: boolean } = {}): Promise<NatsKeyBackend> {
+    try {
+      const kv = await new Kvm(nc).create(keyBucketName(stream), { history: 1, replicas: opts.replicas ?? 1 });
+      return new NatsKeyBackend(kv, opts.ownConnection === true ? nc : null);
+    } catch (e) {
+      throw new KeysUnavailableError(`cannot open the key bucket ${keyBucketName(stream)}: ${(e as Error).message}`, { stream }, e);
+    }
+  }
+
+  async create(k: StoredKey): Promise<void> {
+    await this.kv.create(`s.${k.subjectHash}.${k.kid}`, encodeRecord(k));
+  }
+
+  async destroy(subjectHash: string): Promise<string[]> {
+    const names: string[] = [];
+    for await (const name of await this.kv.keys(`s.${subjectHash}.*`)) names.push(name);
+    const kids: string[] = [];
+    for (const name of names) {
+      await this.kv.purge(name);
+      const parsed = parseKey(name);
+      if (parsed !== undefined) kids.push(parsed.kid);
+    }
+    return kids;
+  }
+
+  async fetch(kid: string): Promise<StoredKey | 'destroyed' | undefined> {
+    let last: { operation: string; value: Uint8Array } | undefined;
+    for await (const e of await this.kv.history({ key: `s.*.${kid}` })) last = e;
+    if (last === undefined) return undefined;
+    return last.operation === 'PUT' ? decodeRecord(last.value) : 'destroyed';
+  }
+
+  async follow(onKey: (key: StoredKey) => void, onDestroyed: (kid: string, subjectHash: string) => void): Promise<void> {
+    const initial = (await this.kv.status()).values;
+    const watch = await this.kv.watch({ key: 's.>' });
+    this.stopFollowing = () => watch.stop();
+    let loaded!: () => void;
+    const ready = new Promise<void>((resolve) => { loaded = resolve; });
+    if (initial === 0) loaded();
+    const consume = async () => {
+      for await (const e of watch) {
+        const parsed = parseKey(e.key);
+        if (parsed !== undefined) {
+          if (e.operation === 'PUT') {
+            try {
+              onKey(decodeRecord(e.value));
+            } catch {
+              // A value that is not a key record is not ours; leave it.
+            }
+          } else {
+            onDestroyed(parsed.kid, parsed.subjectHash);
+          }
+        }
+        // The watcher marks the last of the initial values (and everything after) as updates.
+        if (e.isUpdate) loaded();
+      }
+    };
+    void (async () => {
+      try {
+        await consume();
+      } catch {
+        // The watch ended with the connection; keys already known stay usable, unknown ones are fetched on demand.
+      }
+      loaded();
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new KeysUnavailableError(`the key bucket did not deliver its ${initial} keys within ${INITIAL_LOAD_TIMEOUT_MS} ms`)), INITIAL_LOAD_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([ready, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.stopFollowing?.();
+    this.stopFollowing = null;
+    if (this.ownConnection !== null) await this.ownConnection.close().catch(() => {});
+  }
+}
+
+export interface OpenKeyRingOptions extends MasterKeySource, KeyRingOptions {
+  /** The stream whose key bucket (`<stream>_keys`) to use. */
+  stream: string;
+  /** An open connection to use, or `servers` to open one (closed by `ring.close()`). */
+  nc?: NatsConnection;
+  servers?: string;
+  replicas?: number;
+}
+
+/**
+ * A key ring over a stream's key bucket: what nodes use internally, and what consumers and
+ * admin tools pass to `eventReader` or call `rotate` / `shred` on.
+ *
+ *   const keys = await openKeyRing({ servers, stream: 'TROUPE' });   // master key from TROUPE_MASTER_KEY
+ *   await keys.shred('user:42');
+ */
+export async function openKeyRing(opts: OpenKeyRingOptions): Promise<KeyRing> {
+  const { key } = resolveMasterKey(opts);
+  let nc = opts.nc;
+  let own = false;
+  if (nc === undefined) {
+    const servers = opts.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+    try {
+      nc = await connect({ servers: servers.split(','), name: 'troupe-keys', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    } catch (e) {
+      throw new KeysUnavailableError(`cannot connect to NATS at ${servers} to read encryption keys: ${(e as Error).message}`, {}, e);
+    }
+    own = true;
+  }
+  try {
+    const backend = await NatsKeyBackend.open(nc, opts.stream, { replicas: opts.replicas, ownConnection: own });
+    return await KeyRing.open(key, backend, opts);
+  } catch (e) {
+    if (own) await nc.close().catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,448 @@
+/**
+ * The worker entry: a Piscina task handler that hosts shards.
+ *
+ * Each worker thread keeps its own NATS connection and lean publisher, opens the node's LMDB
+ * environment, and loads the actor modules by path. Commands arrive in batches over the
+ * MessagePort handed over by the `attach` task (never one message per command); each outcome
+ * (stored in JetStream, rejected, or failed with a typed error) goes back over the same port,
+ * many per message. Queries, history, shard open/release and stop are Piscina tasks.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { threadId, workerData, type MessagePort } from 'node:worker_threads';
+import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, type IdUse, pushOutcome, pushStoredOutcome, type CommandResult } from '../envelope.ts';
+import { toWire, type WireError } from '../errors.ts';
+import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
+import type { ResolvedOptions } from '../options.ts';
+import { loadRegistry, type Registry } from '../contracts/registry.ts';
+import { stateUsesKeys } from '../contracts/sensitive.ts';
+import { commitResult, eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
+import { Store } from '../journal/store.ts';
+import type { EventEnvelope } from '../journal/codec.ts';
+import { childLog, createLog, errorFields } from '../ops/log.ts';
+import { WorkerMetrics, type WorkerMetricsSnapshot } from '../ops/metrics.ts';
+import { shutdownTracingSdk, startTracingSdk, traceBatchHeaders, tracing, WorkerCommandTrace } from '../ops/tracing.ts';
+
+export type WorkerTask =
+  /** The main thread's end of this worker's command stream (pool.ts). */
+  | { kind: 'attach'; port: MessagePort }
+  | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string }
+  | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string }
+  | { kind: 'open'; shards: number[] }
+  | { kind: 'release'; shards: number[] }
+  | { kind: 'stats' }
+  | { kind: 'stop' }
+  | { kind: 'crash' };
+
+export interface WorkerStats {
+  threadId: number;
+  shards: number;
+  residentActors: number;
+  queuedCommits: number;
+  inFlightAppends: number;
+  natsConnected: boolean;
+  /** Counters and histograms of this worker, for /metrics. */
+  metrics: WorkerMetricsSnapshot;
+}
+
+interface WorkerState {
+  nc: NatsConnection;
+  journal: Journal;
+  store: Store;
+  registry: Registry;
+  publisher: LeanPublisher;
+  shards: Map<number, ShardHost>;
+  ctx: ShardContext;
+  sweeper: NodeJS.Timeout;
+  /** Send one message for every shard with buffered commits and none in flight. */
+  flushAll(): void;
+}
+
+const options = (workerData as { options: ResolvedOptions }).options;
+let state: Promise<WorkerState> | null = null;
+const log = childLog(createLog(options.logLevel, { node: options.nodeName }), { worker: threadId });
+const metrics = new WorkerMetrics();
+
+// A worker thread that fails (an uncaught exception or rejection) first lets LMDB finish and
+// closes its environment, then exits. A thread that dies inside a write transaction leaves the
+// environment's write lock held for ever: every other worker, and the replacement, then wait
+// on it (seen under load: after such a crash no thread or process could write again). Piscina
+// replaces the worker; the main thread fails its unanswered commands with WORKER_LOST.
+let failing = false;
+function failWorker(err: unknown): void {
+  if (failing) return;
+  failing = true;
+  log.logger.error({ ...errorFields(err), stack: (err as Error)?.stack }, 'worker thread failed: letting LMDB commit, then exiting; Piscina replaces it');
+  // Die the way an uncaught error does (Piscina sees the worker's 'error' event, with the thread id
+  // still set, and the main thread fails this worker's unanswered commands with WORKER_LOST).
+  const die = () => {
+    process.off('uncaughtException', failWorker);
+    process.off('unhandledRejection', failWorker);
+    process.nextTick(() => { throw err instanceof Error ? err : new Error(String(err)); });
+  };
+  const timer = setTimeout(die, 5_000);
+  // No new writes: commands stop being taken, acknowledgements stop arriving; then the writes
+  // already queued commit, and the thread dies before anything else runs.
+  const quiet = state === null ? Promise.resolve() : state.then(async (w) => {
+    clearInterval(w.sweeper);
+    w.publisher.close();
+    await w.store.flushed();
+    await w.store.flushed();
+  });
+  void quiet.catch(() => {}).finally(() => {
+    clearTimeout(timer);
+    die();
+  });
+}
+process.on('uncaughtException', failWorker);
+process.on('unhandledRejection', failWorker);
+
+// `TROUPE_PROFILE_DIR=dir` writes a V8 CPU profile of each worker thread when the node stops
+// (Node's --cpu-prof does not see Piscina workers, which are terminated, not exited).
+const profileDir = process.env.TROUPE_PROFILE_DIR;
+let profiler: Session | null = null;
+if (profileDir !== undefined && profileDir !== '') {
+  profiler = new Session();
+  profiler.connect();
+  profiler.post('Profiler.enable', () => profiler!.post('Profiler.start'));
+}
+
+function writeProfile(): Promise<void> {
+  const session = profiler;
+  if (session === null) return Promise.resolve();
+  return new Promise((resolve) => session.post('Profiler.stop', (err, result) => {
+    if (err === null) {
+      mkdirSync(profileDir!, { recursive: true });
+      writeFileSync(`${profileDir}/worker-${process.pid}-${threadId}.cpuprofile`, JSON.stringify(result.profile));
+    }
+    resolve();
+  }));
+}
+
+async function init(): Promise<WorkerState> {
+  // Each worker thread has its own OpenTelemetry SDK, when OTEL_* variables enable tracing.
+  await startTracingSdk({ serviceName: 'troupe' });
+  // Opens the <stream>_keys ring when an actor type declares sensitive fields (contracts/contract.ts, keystore.ts).
+  const registry = await loadRegistry(options.actors, options);
+  const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
+  const nc = await connectNats(options.servers, `troupe-${options.nodeName}-w${threadId}`);
+  const journal = await openJournal(nc, {
+    servers: options.servers, stream: options.stream, subjectPrefix: options.subjectPrefix, replicas: options.replicas,
+    maxMessageBytes: options.maxBatchBytes, duplicateWindowMs: options.duplicateWindowMs, shards: options.shards,
+  });
+  const publisher = new LeanPublisher(nc, options.ackTimeoutMs);
+  const shards = new Map<number, ShardHost>();
+  const dirty = new Set<ShardHost>();
+  let scheduled = false;
+  const flushAll = () => {
+    scheduled = false;
+    for (const s of dirty) s.flush();
+    dirty.clear();
+  };
+  const ids = new IdGenerator();
+  // The periodic sweep bounds resident actors at its own pace; when actors activate faster
+  // than that (a million touched at 20k/s), every 5% of the bound activated sweeps sooner.
+  const sweepEvery = Math.max(64, Math.floor(options.maxResidentActors / 20));
+  let activatedSinceSweep = 0;
+  let sweepSoon = false;
+  const sweepNow = () => {
+    sweepSoon = false;
+    activatedSinceSweep = 0;
+    sweep(shards);
+  };
+  const ctx: ShardContext = {
+    options, registry, store, journal, publisher, ids,
+    writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
+    observer: shardObserver(ids.prefix),
+    actorActivated() {
+      if (++activatedSinceSweep < sweepEvery || sweepSoon) return;
+      sweepSoon = true;
+      setImmediate(sweepNow);
+    },
+    scheduleFlush(shard) {
+      dirty.add(shard);
+      if (scheduled) return;
+      scheduled = true;
+      if (options.lingerMs > 0) setTimeout(flushAll, options.lingerMs);
+      else setImmediate(flushAll);
+    },
+  };
+  // A dropped connection leaves every in-flight append's outcome unknown: say so at once.
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect' && log.warn) log.logger.warn({ server: nc.getServer() }, 'NATS connection lost; reconnecting');
+      if (s.type === 'disconnect') publisher.failAll('the NATS connection dropped before JetStream acknowledged; the outcome is unknown, retry with the same commandId');
+    }
+  })();
+  const sweeper = setInterval(sweepNow, Math.max(50, Math.min(1000, options.idleActorMs / 4)));
+  sweeper.unref();
+  // Crypto-shredding: resident actors whose state was built with a destroyed key leave memory
+  // (their snapshot cannot be sealed any more, so it is dropped); they are rebuilt, redacted, from the log.
+  registry.keys?.onDestroyed((kids) => {
+    for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
+  });
+  return { nc, journal, store, registry, publisher, shards, ctx, sweeper, flushAll };
+}
+
+/** Passivate idle actors, and the least recently used when over the resident bound. */
+function sweep(shards: Map<number, ShardHost>): void {
+  const now = Date.now();
+  const idleBefore = now - options.idleActorMs;
+  let resident = 0;
+  for (const s of shards.values()) resident += s.residentActors;
+  let lruBefore = -Infinity;
+  if (resident > options.maxResidentActors) {
+    // The cut-off that passivates the oldest (resident - 90% of the bound) actors, estimated
+    // from an even sample instead of sorting every actor's last use.
+    const step = Math.max(1, Math.floor(resident / 4096));
+    const sample: number[] = [];
+    let i = 0;
+    for (const s of shards.values()) for (const c of s.cells.values()) if (i++ % step === 0) sample.push(c.lastUsed);
+    sample.sort((a, b) => a - b);
+    const evict = (resident - Math.floor(options.maxResidentActors * 0.9)) / resident;
+    lruBefore = sample[Math.min(sample.length - 1, Math.floor(evict * sample.length))] ?? -Infinity;
+  }
+  for (const s of shards.values()) {
+    if (s.state !== 'ready') continue;
+    for (const c of s.cells.values()) {
+      if (c.lastUsed < idleBefore || c.lastUsed < lruBefore) s.passivate(c);
+    }
+  }
+}
+
+/** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
+function shardObserver(idPrefix: string): ShardObserver {
+  return {
+    flushed(subject, batch, headers, msgId, bytes) {
+      metrics.flushed(batch.length, bytes);
+      if (tracing.on) traceBatchHeaders(headers, subject, msgId, batch);
+      if (log.debug) log.logger.debug({ subject, msgId, commits: batch.length, bytes }, 'commit batch sent');
+    },
+    appended(shard, batch, position, ms) {
+      let events = 0;
+      for (let i = 0; i < batch.length; i++) events += batch[i]!.wire.length;
+      metrics.appended(batch.length, events, ms);
+      if (log.info) logEvents(shard, batch, position, idPrefix);
+    },
+    appendFailed(shard, cause, failed) {
+      metrics.appendFailed(cause.code, failed.length);
+      if (log.warn) {
+        log.logger.warn({ shard, commits: failed.length, ...errorFields(cause) },
+          'append failed: its commands failed with a retryable error; the shard re-opens from the log');
+      }
+    },
+  };
+}
+
+/** info: one line per stored event (a business event), with the ids that tie it to its cause. */
+function logEvents(shard: number, batch: readonly PendingCommit[], position: number, idPrefix: string): void {
+  for (const pc of batch) {
+    const aggregateType = pc.cell.reg.def.type;
+    for (const e of eventsOf(pc, idPrefix)) {
+      log.logger.info({
+        eventType: e.eventType, eventId: e.eventId, aggregateType, aggregateId: pc.cell.id, sequence: e.sequence, position, shard,
+        commandId: pc.commandId, correlationId: pc.cmd.correlationId, causationId: pc.commandId, userId: pc.cmd.userId,
+      }, 'event stored');
+    }
+  }
+}
+
+/** A command failed in this worker: a bug or a failure needs attention now; an answer is flow detail. */
+function logFailure(cmd: WorkerCommand, error: WireError): void {
+  const fields = {
+    ...errorFields(error), commandId: cmd.commandId, commandType: cmd.type, aggregateType: cmd.aggregateType, aggregateId: cmd.aggregateId,
+    correlationId: cmd.correlationId, causationId: cmd.causationId,
+  };
+  if (error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL') log.logger.error(fields, 'command failed: the actor threw');
+  else if (log.debug) log.logger.debug(fields, 'command not stored');
+}
+
+function shardFor(w: WorkerState, shard: number): ShardHost {
+  let host = w.shards.get(shard);
+  if (host === undefined) {
+    host = new ShardHost(shard, w.ctx);
+    w.shards.set(shard, host);
+  }
+  return host;
+}
+
+/** Outcomes per message at most (the main thread's side: DISPATCH_CHUNK in pool.ts). */
+const OUTCOME_CHUNK = 256;
+
+/**
+ * Where outcomes go: collected as commands settle and posted to the main thread once per
+ * event-loop turn, or as soon as OUTCOME_CHUNK of them are waiting, so many acknowledgements
+ * share one message.
+ */
+class OutcomeStream {
+  private out: unknown[] = [];
+  private scheduled = false;
+  private readonly send = () => {
+    this.scheduled = false;
+    const out = this.out;
+    if (out.length === 0) return;
+    this.out = [];
+    this.port.postMessage(out);
+  };
+
+  constructor(private readonly port: MessagePort) {}
+
+  push(seq: number, error: WireError | null, result: CommandResult | null): void {
+    pushOutcome(this.out, seq, error, result);
+    this.schedule();
+  }
+
+  pushStored(seq: number, pc: PendingCommit, position: number, idPrefix: string): void {
+    pushStoredOutcome(this.out, seq, pc.lastSeq, position, idPrefix, pc.wire);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    // A full chunk goes at once, so the main thread answers it while this thread carries on.
+    if (this.out.length >= OUTCOME_CHUNK * OUTCOME_STRIDE) this.send();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.send);
+    }
+  }
+}
+
+/** A command unpacked from a flat batch; `reply` sends its outcome back once. */
+class WorkerCommand implements InboundCommand {
+  readonly commandId: string;
+  readonly type: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly payload: unknown;
+  readonly userId: string | null;
+  readonly correlationId: string;
+  readonly causationId: string | null;
+  readonly shard: number;
+  readonly idUse: IdUse;
+  readonly spans: WorkerCommandTrace | null;
+  private readonly seq: number;
+  private settled = false;
+  constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream, traceparent: string | null) {
+    this.commandId = flat[base] as string;
+    this.type = flat[base + 1] as string;
+    this.aggregateType = flat[base + 2] as string;
+    this.aggregateId = flat[base + 3] as string;
+    this.payload = flat[base + 4];
+    this.userId = flat[base + 5] as string | null;
+    this.correlationId = flat[base + 6] as string;
+    this.causationId = flat[base + 7] as string | null;
+    this.shard = flat[base + 8] as number;
+    this.idUse = flat[base + 9] as IdUse;
+    this.seq = flat[base + 10] as number;
+    this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
+  }
+
+  replyStored(pc: PendingCommit, position: number, idPrefix: string): void {
+    // A traced command's spans want the result object.
+    if (this.spans !== null) this.reply(null, commitResult(pc, position, idPrefix, false));
+    else if (this.settle()) this.stream.pushStored(this.seq, pc, position, idPrefix);
+  }
+
+  reply(error: WireError | null, result: CommandResult | null): void {
+    if (!this.settle()) return;
+    if (this.spans !== null) this.spans.replied(error, result);
+    if (error !== null && (log.debug || error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL')) logFailure(this, error);
+    this.stream.push(this.seq, error, result);
+  }
+
+  /** True the first time: a command is answered once. */
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    metrics.mailboxDepth--;
+    return true;
+  }
+}
+
+function attach(w: WorkerState, port: MessagePort): void {
+  const stream = new OutcomeStream(port);
+  // A batch is a flat array; a batch with traced commands comes as {flat, traces} (pool.ts).
+  port.on('message', (msg: unknown[] | { flat: unknown[]; traces: (string | null)[] }) => {
+    if (failing) return; // the main thread fails them with WORKER_LOST when this thread exits
+    const flat = Array.isArray(msg) ? msg : msg.flat;
+    const traces = Array.isArray(msg) ? null : msg.traces;
+    metrics.mailboxDepth += flat.length / COMMAND_STRIDE;
+    if (log.debug) log.logger.debug({ commands: flat.length / COMMAND_STRIDE }, 'command batch received');
+    for (let b = 0; b < flat.length; b += COMMAND_STRIDE) {
+      const cmd = new WorkerCommand(flat, b, stream, traces === null ? null : traces[b / COMMAND_STRIDE] ?? null);
+      try {
+        shardFor(w, cmd.shard).submit(cmd);
+      } catch (e) {
+        cmd.reply(toWire(e), null);
+      }
+    }
+    // Each batch's commits leave now rather than after the last queued batch: the main thread
+    // sends a busy turn's commands in several batches (pool.ts), and their appends then overlap.
+    if (options.lingerMs === 0) w.flushAll();
+  });
+}
+
+export default async function handle(task: WorkerTask): Promise<unknown> {
+  const w = await (state ??= init());
+  switch (task.kind) {
+    case 'attach':
+      attach(w, task.port);
+      return true;
+    // Errors cross back as data: a thrown error would lose its class and code on the way.
+    case 'query':
+      return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
+    case 'history':
+      return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId).then((value: EventEnvelope[]) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
+    case 'open':
+      await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
+      if (log.info) log.logger.info({ shards: task.shards }, 'shards opened: caught up with the log');
+      return true;
+    case 'release':
+      for (const s of task.shards) {
+        const host = w.shards.get(s);
+        if (host === undefined) continue;
+        await host.drain(options.ackTimeoutMs);
+        host.snapshotAll();
+        host.close();
+        w.shards.delete(s);
+      }
+      await w.store.flushed();
+      return true;
+    case 'stats': {
+      let residentActors = 0;
+      let queuedCommits = 0;
+      for (const s of w.shards.values()) {
+        residentActors += s.residentActors;
+        queuedCommits += s.queuedCommits;
+      }
+      const stats: WorkerStats = {
+        threadId, shards: w.shards.size, residentActors, queuedCommits, inFlightAppends: w.publisher.inFlight,
+        natsConnected: !w.nc.isClosed() && w.nc.getServer() !== '',
+        metrics: metrics.snapshot(),
+      };
+      return stats;
+    }
+    case 'stop': {
+      await Promise.all([...w.shards.values()].map((s) => s.drain(options.ackTimeoutMs)));
+      for (const s of w.shards.values()) {
+        s.snapshotAll();
+        s.close();
+      }
+      clearInterval(w.sweeper);
+      await w.store.flushed();
+      w.publisher.close();
+      await shutdownTracingSdk();
+      await w.nc.drain().catch(() => {});
+      await w.store.close().catch(() => {});
+      await w.registry.close().catch(() => {});
+      if (log.info) log.logger.info({ shards: w.shards.size }, 'worker stopped: commits finished, snapshots written, NATS drained, LMDB closed');
+      await writeProfile();
+      state = null;
+      return true;
+    }
+    case 'crash':
+      // For tests of worker replacement: die the way a native fault or OOM would.
+      setImmediate(() => { throw new Error('worker crash requested'); });
+      return true;
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * Commands from other processes over NATS request/reply.
+ *
+ *   <prefix>.cmd      msgpack [1, [command, ...]]  →  msgpack flat outcomes (see RemoteOutcomes)
+ *   <prefix>.query    msgpack [aggregateType, aggregateId]  →  [error|null, {state, version}|null]
+ *   <prefix>.history  msgpack [aggregateType, aggregateId]  →  [error|null, events|null]
+ *
+ * A client batches the commands it sends in one event-loop turn into one request, so the
+ * per-message cost of NATS is paid per batch, not per command. Nodes subscribe in one queue
+ * group; a node that takes a command for a shard another node leases forwards it to that
+ * node (`<prefix>.node.<name>.cmd`, one hop) and relays the answer.
+ */
+import type { Msg, Subscription } from '@nats-io/transport-node';
+import { decode, encode } from '../journal/codec.ts';
+import { IdUse, OUTCOME_STRIDE, newId, pushOutcome, type CommandEnvelope, type CommandResult } from '../envelope.ts';
+import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
+import type { NatsConnection } from '../journal/journal.ts';
+import type { ResolvedOptions } from '../options.ts';
+import type { OutcomeSink } from '../node/pool.ts';
+import type { Command, Troupe } from '../node/system.ts';
+import { TRACEPARENT, tracing } from '../ops/tracing.ts';
+
+/**
+ * A command request is msgpack `[protocol, commands]`:
+ * - PROTOCOL (1): `commands` is an array of RemoteCommand objects (node-to-node forwarding);
+ * - FLAT (3): `commands` is one flat array, REQUEST_STRIDE values per command (what
+ *   TroupeClient sends): [commandId, type, aggregateType, aggregateId, payload, userId,
+ *   correlationId, causationId, traceparent, fresh], absent values as nil. msgpack then writes
+ *   values, not each command's keys: measured here, packing objects took ~10% of the client's
+ *   CPU and unpacking them ~5% of the node's main thread. `fresh` is true when the client made
+ *   the commandId and sends it for the first time: the node records it without looking it up
+ *   (IdUse.FRESH, envelope.ts);
+ * - FLAT_2 (2): the same without `fresh` (REQUEST_STRIDE_2 values; clients before FLAT): every
+ *   commandId is looked up.
+ */
+export const PROTOCOL = 1;
+export const FLAT_2 = 2;
+export const FLAT = 3;
+export const REQUEST_STRIDE_2 = 9;
+export const REQUEST_STRIDE = 10;
+
+/** The commands of a FLAT (or FLAT_2) request, as objects without the absent fields. */
+function unflatten(flat: unknown[], stride: number): RemoteCommand[] {
+  if (flat.length % stride !== 0) {
+    throw new ValidationError('MALFORMED_COMMAND', `a flat command request holds ${stride} values per command; got ${flat.length}`, {});
+  }
+  const out = new Array<RemoteCommand>(flat.length / stride);
+  for (let i = 0, b = 0; b < flat.length; i++, b += stride) {
+    const c = { type: flat[b + 1], aggregateType: flat[b + 2], aggregateId: flat[b + 3], payload: flat[b + 4] } as RemoteCommand;
+    if (flat[b] != null) c.commandId = flat[b] as string;
+    if (flat[b + 5] != null) c.userId = flat[b + 5] as string;
+    if (flat[b + 6] != null) c.correlationId = flat[b + 6] as string;
+    if (flat[b + 7] != null) c.causationId = flat[b + 7] as string;
+    if (flat[b + 8] != null) c.traceparent = flat[b + 8] as string;
+    if (stride === REQUEST_STRIDE && flat[b + 9] === true) c.fresh = true;
+    out[i] = c;
+  }
+  return out;
+}
+
+export interface RemoteCommand extends Command {
+  aggregateType: string;
+  aggregateId: string;
+  /** W3C traceparent of the sender's span for this command (only when the sender traces). */
+  traceparent?: string;
+  /** The sender made `commandId` and sends it for the first time: record it, skip the lookup. */
+  fresh?: boolean;
+}
+
+/**
+ * A reply to a command request is one flat array, OUTCOME_STRIDE values per command in request
+ * order (envelope.ts `pushOutcome`): msgpack then writes numbers and ids, not an object with
+ * its keys per command and per event (the objects cost a quarter of the node's main thread).
+ */
+export type RemoteOutcomes = unknown[];
+
+export class CommandService {
+  private constructor(private readonly subs: Subscription[]) {}
+
+  static async start(nc: NatsConnection, options: ResolvedOptions, node: Troupe): Promise<CommandService> {
+    const queue = `${options.subjectPrefix}.nodes`;
+    const maxRequestBytes = options.maxBatchBytes;
+    const cmd = nc.subscribe(`${options.subjectPrefix}.cmd`, {
+      queue,
+      callback: (_err, msg) => {
+        if (msg.reply === undefined || msg.reply === '') return;
+        void handleCommands(node, msg, maxRequestBytes, { nc, prefix: options.subjectPrefix, timeoutMs: options.ackTimeoutMs * 2 });
+      },
+    });
+    // Commands another node forwarded here because this node holds their shards' leases.
+    const direct = nc.subscribe(nodeSubject(options.subjectPrefix, options.nodeName), {
+      callback: (_err, msg) => {
+        if (msg.reply === undefined || msg.reply === '') return;
+        void handleCommands(node, msg, maxRequestBytes, null);
+      },
+    });
+    const query = nc.subscribe(`${options.subjectPrefix}.query`, {
+      queue,
+      callback: (_err, msg) => void handleRead(msg, (t, id) => node.query(t, id)),
+    });
+    const history = nc.subscribe(`${options.subjectPrefix}.history`, {
+      queue,
+      callback: (_err, msg) => void handleRead(msg, (t, id) => node.history(t, id)),
+    });
+    await nc.flush();
+    return new CommandService([cmd, direct, query, history]);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.subs.map((s) => s.drain().catch(() => {})));
+  }
+}
+
+/** The subject on which a node takes commands forwarded to it by other nodes. */
+export function nodeSubject(prefix: string, nodeName: string): string {
+  return `${prefix}.node.${nodeName}.cmd`;
+}
+
+interface Forwarding {
+  nc: NatsConnection;
+  prefix: string;
+  timeoutMs: number;
+}
+
+/**
+ * Send commands whose shards another node owns to that node, in one request per owner, and
+ * put its answers at their places in the original request's reply.
+ */
+async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
+  try {
+    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode([PROTOCOL, items.map((x) => x.command)]), { timeout: to.timeoutMs });
+    const out = decode<unknown>(answer.data);
+    if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
+    items.forEach(({ index }, k) => {
+      const b = k * OUTCOME_STRIDE;
+      if (out[b + 1] === undefined) reply.answer(index, toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner })), null);
+      else reply.copy(index, out, b);
+    });
+  } catch (e) {
+    const err = toWire(new JournalUnavailableError(`node ${owner}, which owns these commands' shards, did not answer: ${(e as Error).message}; retry with the same commandId`, { owner }, e));
+    for (const { index, command } of items) reply.answer(index, { ...err, data: { ...err.data, commandId: command.commandId } }, null);
+  }
+}
+
+/** The reply to one request: each command's outcome at its place, sent when the last one is in. */
+class RequestReply {
+  private readonly out: RemoteOutcomes;
+  private remaining: number;
+
+  constructor(private readonly msg: Msg, n: number) {
+    this.out = new Array(n * OUTCOME_STRIDE);
+    this.remaining = n;
+  }
+
+  answer(i: number, error: WireError | null, result: CommandResult | null): void {
+    const one: unknown[] = [];
+    pushOutcome(one, i, error, result);
+    this.copy(i, one, 0);
+  }
+
+  /** An outcome as a worker (or another node) sent it: copied, with this request's index. */
+  copy(i: number, from: readonly unknown[], b: number): void {
+    const at = i * OUTCOME_STRIDE;
+    this.out[at] = i;
+    for (let k = 1; k < OUTCOME_STRIDE; k++) this.out[at + k] = from[b + k];
+    if (--this.remaining === 0) this.msg.respond(encode(this.out));
+  }
+}
+
+/** Where a command's outcome goes: straight from the worker's message into the reply (pool.ts). */
+class CommandSink implements OutcomeSink {
+  constructor(private readonly reply: RequestReply, private readonly index: number) {}
+  outcome(out: readonly unknown[], b: number): void {
+    this.reply.copy(this.index, out, b);
+  }
+  failed(e: unknown): void {
+    this.reply.answer(this.index, toWire(e), null);
+  }
+}
+
+async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, forwarding: Forwarding | null): Promise<void> {
+  let commands: RemoteCommand[];
+  try {
+    if (msg.data.length > maxRequestBytes) {
+      throw new ValidationError('COMMAND_TOO_LARGE', `the request is ${msg.data.length} bytes; a request may carry at most ${maxRequestBytes}`, {});
+    }
+    const body = decode<unknown>(msg.data);
+    if (!Array.isArray(body) || (body[0] !== PROTOCOL && body[0] !== FLAT && body[0] !== FLAT_2) || !Array.isArray(body[1])) {
+      throw new ValidationError('MALFORMED_COMMAND', `not a Troupe command request (expected msgpack [${PROTOCOL}, ${FLAT_2} or ${FLAT}, [commands]])`, {});
+    }
+    commands = body[0] === PROTOCOL ? body[1] as RemoteCommand[] : unflatten(body[1] as unknown[], body[0] === FLAT ? REQUEST_STRIDE : REQUEST_STRIDE_2);
+  } catch (e) {
+    const err = e instanceof ValidationError ? e : new ValidationError('MALFORMED_COMMAND', `the request could not be decoded: ${(e as Error).message}`, {});
+    msg.respond(encode({ error: toWire(err) }));
+    return;
+  }
+  const n = commands.length;
+  if (n === 0) {
+    msg.respond(encode([]));
+    return;
+  }
+  // A request carries many commands: each has its own traceparent; the message's is the fallback.
+  const traced = tracing.on;
+  const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
+  const reply = new RequestReply(msg, n);
+  let elsewhere: Map<string, { index: number; command: RemoteCommand }[]> | null = null;
+  for (let i = 0; i < n; i++) {
+    const c = commands[i];
+    let envelope: CommandEnvelope;
+    try {
+      if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
+      envelope = node.envelope(c.aggregateType, c.aggregateId, c);
+    } catch (e) {
+      const owner = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.owner : undefined;
+      if (forwarding !== null && typeof owner === 'string') {
+        // Not ours: the node holding the shard's lease answers it (one hop; it never forwards again).
+        if (c!.commandId === undefined) {
+          c!.commandId = newId();
+          c!.fresh = true;
+        }
+        elsewhere ??= new Map();
+        const list = elsewhere.get(owner) ?? [];
+        list.push({ index: i, command: c! });
+        elsewhere.set(owner, list);
+        continue;
+      }
+      node.refused(e);
+      reply.answer(i, toWire(e), null);
+      continue;
+    }
+    if (c!.fresh === true && envelope.idUse === IdUse.GIVEN) envelope.idUse = IdUse.FRESH;
+    if (traced) {
+      node.submitTraced(envelope, typeof c!.traceparent === 'string' ? c!.traceparent : messageParent, true)
+        .then((r) => reply.answer(i, null, r), (e: unknown) => reply.answer(i, toWire(e), null));
+    } else {
+      node.submitTo(envelope, new CommandSink(reply, i));
+    }
+  }
+  if (elsewhere !== null) {
+    for (const [owner, items] of elsewhere) void forward(forwarding!, owner, items, reply);
+  }
+}
+
+async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<unknown>): Promise<void> {
+  try {
+    const body = decode<unknown>(msg.data);
+    if (!Array.isArray(body) || typeof body[0] !== 'string' || typeof body[1] !== 'string') {
+      throw new ValidationError('MALFORMED_COMMAND', 'a read request is msgpack [aggregateType, aggregateId]', {});
+    }
+    msg.respond(encode([null, await read(body[0], body[1])]));
+  } catch (e) {
+    msg.respond(encode([toWire(e), null]));
+  }
+}

@@ -1,0 +1,186 @@
+// TroupeClient against a node over NATS: in this process, and from a separate process.
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TroupeClient } from '../../runtime/remote/client.ts';
+import { decode, encode } from '../../runtime/journal/codec.ts';
+import { readOutcome } from '../../runtime/envelope.ts';
+import { DomainRejection, isTroupeError, TimeoutError, ValidationError } from '../../runtime/errors.ts';
+import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
+import { FLAT, FLAT_2, REQUEST_STRIDE } from '../../runtime/remote/service.ts';
+import type { Troupe } from '../../runtime/node/system.ts';
+import { useNatsServer } from '../helpers/nats.ts';
+import { countByCommandId, eventually, freshStream, natsConnect, range1, readEvents, startNode } from '../helpers/troupe.ts';
+
+const execFileAsync = promisify(execFile);
+const senderScript = fileURLToPath(new URL('../fixtures/client-sender.ts', import.meta.url));
+
+describe('TroupeClient', () => {
+  const nats = useNatsServer();
+  const { stream, subjectPrefix } = freshStream('CLI');
+  let node: Troupe;
+  let client: TroupeClient;
+
+  beforeAll(async () => {
+    node = await startNode(nats.url, { stream, subjectPrefix });
+    client = await TroupeClient.connect({ servers: nats.url, subjectPrefix, timeoutMs: 20_000 });
+  });
+  afterAll(async () => {
+    await client?.close();
+    await node?.stop();
+  });
+
+  it('sends commands and reads state and history through the node', async () => {
+    const opened = await client.send('Account', 'c1', 'OpenAccount', {}, { commandId: 'c1-open', userId: 'carol', correlationId: 'flow-1' });
+    expect(opened).toMatchObject({ commandId: 'c1-open', aggregateType: 'Account', aggregateId: 'c1', version: 1, duplicate: false });
+    expect(opened.position).toBeGreaterThan(0);
+    const deposited = await client.send('Account', 'c1', { type: 'Deposit', payload: { amount: 25 } });
+    expect(deposited).toMatchObject({ version: 2, events: [{ eventType: 'Deposited', sequence: 2 }] });
+
+    expect(await client.query('Account', 'c1')).toEqual({ state: { opened: true, balance: 25 }, version: 2 });
+    const history = await client.history('Account', 'c1');
+    expect(history.map((e) => [e.eventType, e.sequence, e.commandId])).toEqual([
+      ['AccountOpened', 1, 'c1-open'], ['Deposited', 2, deposited.commandId],
+    ]);
+    expect(history[0]).toMatchObject({ userId: 'carol', correlationId: 'flow-1', position: opened.position });
+    expect(history).toEqual(await node.history('Account', 'c1'));
+  });
+
+  it('answers a re-sent commandId once', async () => {
+    await client.send('Account', 'c2', 'OpenAccount', {});
+    const first = await client.send('Account', 'c2', 'Deposit', { amount: 3 }, { commandId: 'c2-dep' });
+    const again = await client.send('Account', 'c2', 'Deposit', { amount: 3 }, { commandId: 'c2-dep' });
+    expect(again).toEqual({ ...first, duplicate: true });
+    expect(await client.query('Account', 'c2')).toMatchObject({ state: { balance: 3 }, version: 2 });
+  });
+
+  it('records the ids it makes: the same command sent again with its commandId is answered once', async () => {
+    await client.send('Account', 'c4', 'OpenAccount', {});
+    const first = await client.send('Account', 'c4', 'Deposit', { amount: 4 });
+    const again = await client.send('Account', 'c4', 'Deposit', { amount: 4 }, { commandId: first.commandId });
+    expect(again).toEqual({ ...first, duplicate: true });
+    expect(await client.query('Account', 'c4')).toMatchObject({ state: { balance: 4 }, version: 2 });
+    expect(countByCommandId(await readEvents(nats.url, stream)).get(first.commandId)).toBe(1);
+  });
+
+  it('names the commandId when a reply is lost, and the retry with it is answered once', async () => {
+    // A relay passes requests on to the node and drops the replies: the node stores the
+    // command, the sender times out without knowing.
+    const relay = await natsConnect(nats.url);
+    const lossyPrefix = `${subjectPrefix}_lossy`;
+    relay.subscribe(`${lossyPrefix}.cmd`, { callback: (_e, msg) => void relay.request(`${subjectPrefix}.cmd`, msg.data, { timeout: 10_000 }).catch(() => {}) });
+    await relay.flush();
+    const lossy = await TroupeClient.connect({ servers: nats.url, subjectPrefix: lossyPrefix, timeoutMs: 300 });
+    try {
+      await client.send('Account', 'c5', 'OpenAccount', {});
+      const lost = await lossy.send('Account', 'c5', 'Deposit', { amount: 9 }).then(() => null, (err: unknown) => err);
+      expect(lost).toBeInstanceOf(TimeoutError);
+      const commandId = (lost as TimeoutError).data.commandId as string;
+      expect(commandId).toMatch(/^[0-9a-f-]{36}$/);
+      await eventually(async () => expect(await client.query('Account', 'c5')).toMatchObject({ version: 2 }), 10_000);
+
+      const retried = await client.send('Account', 'c5', 'Deposit', { amount: 9 }, { commandId });
+      expect(retried).toMatchObject({ commandId, version: 2, duplicate: true });
+      expect(await client.query('Account', 'c5')).toMatchObject({ state: { balance: 9 }, version: 2 });
+      expect(countByCommandId(await readEvents(nats.url, stream)).get(commandId)).toBe(1);
+    } finally {
+      await lossy.close();
+      await relay.close();
+    }
+  });
+
+  it('looks up every commandId of a request in the earlier flat protocol, which has no fresh mark', async () => {
+    const nc = await natsConnect(nats.url);
+    try {
+      await client.send('Account', 'c6', 'OpenAccount', {});
+      // [commandId, type, aggregateType, aggregateId, payload, userId, correlationId, causationId, traceparent]
+      const request = encode([FLAT_2, ['c6-dep', 'Deposit', 'Account', 'c6', { amount: 6 }, null, null, null, null]]);
+      const ask = async () => decode<unknown[]>((await nc.request(`${subjectPrefix}.cmd`, request, { timeout: 10_000 })).data);
+      const first = await ask();
+      const again = await ask();
+      expect([first[1], again[1]]).toEqual([null, null]);
+      const result = readOutcome(first, 0, 'c6-dep', 'Account', 'c6');
+      expect(result).toMatchObject({ version: 2, duplicate: false });
+      expect(readOutcome(again, 0, 'c6-dep', 'Account', 'c6')).toEqual({ ...result, duplicate: true });
+      expect(await client.query('Account', 'c6')).toMatchObject({ state: { balance: 6 }, version: 2 });
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('rebuilds typed errors on the client: a rejection is a DomainRejection', async () => {
+    await client.send('Account', 'c3', 'OpenAccount', {});
+    const e = await client.send('Account', 'c3', 'Withdraw', { amount: 1 }).then(() => null, (err: unknown) => err);
+    expect(e).toBeInstanceOf(DomainRejection);
+    expect(isTroupeError(e, 'DOMAIN_REJECTION')).toBe(true);
+    expect((e as DomainRejection).data).toMatchObject({ reason: 'insufficient-funds', balance: 0, amount: 1 });
+
+    const bad = await client.send('Account', 'c3', 'Deposit', { amount: -5 }).then(() => null, (err: unknown) => err);
+    expect(bad).toBeInstanceOf(ValidationError);
+    expect(isTroupeError(bad, 'SCHEMA_VIOLATION')).toBe(true);
+
+    const unknown = await client.query('Spaceship', 'x').then(() => null, (err: unknown) => err);
+    expect(unknown).toBeInstanceOf(ValidationError);
+    expect(isTroupeError(unknown, 'UNKNOWN_ACTOR_TYPE')).toBe(true);
+    expect(await client.query('Account', 'c3')).toMatchObject({ state: { balance: 0 }, version: 1 });
+  });
+
+  it('carries 1,000 concurrent sends in a handful of request messages, each answered', async () => {
+    const watcher = await natsConnect(nats.url);
+    const requests: number[] = [];
+    const protocols: number[] = [];
+    const sub = watcher.subscribe(`${subjectPrefix}.cmd`, {
+      // A request is [FLAT, flat commands], REQUEST_STRIDE values per command (service.ts).
+      callback: (_e, msg) => {
+        const [protocol, flat] = decode(msg.data) as [number, unknown[]];
+        protocols.push(protocol);
+        requests.push(flat.length / REQUEST_STRIDE);
+      },
+    });
+    await watcher.flush();
+    try {
+      const ids = range1(1000).map((i) => `batch-${i}`);
+      const results = await Promise.all(ids.map((id) => client.send('Account', id, 'OpenAccount', {})));
+      expect(results.map((r) => r.aggregateId)).toEqual(ids);
+      expect(results.every((r) => r.version === 1 && !r.duplicate)).toBe(true);
+      await watcher.flush();
+      expect(new Set(protocols)).toEqual(new Set([FLAT]));
+      expect(requests.reduce((a, b) => a + b, 0)).toBe(1000);
+      expect(requests.length).toBeLessThanOrEqual(5);
+      const events = await readEvents(nats.url, stream);
+      const counts = countByCommandId(events);
+      expect(results.every((r) => counts.get(r.commandId) === 1)).toBe(true);
+      // Each result names the event the log holds (ids cross as counters and are formatted here).
+      const logged = new Map(events.map((e) => [e.commandId, e]));
+      for (const r of results) {
+        expect(r.events).toEqual([{ eventId: logged.get(r.commandId)!.eventId, eventType: 'AccountOpened', sequence: 1 }]);
+        expect(r.position).toBe(logged.get(r.commandId)!.position);
+      }
+    } finally {
+      sub.unsubscribe();
+      await watcher.close();
+    }
+  });
+
+  it('serves a client running in another process', async () => {
+    const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', senderScript, nats.url, subjectPrefix, 'child-1', '50'], {
+      cwd: REPO_ROOT, timeout: 45_000,
+    });
+    const seen = JSON.parse(stdout.trim().split('\n').pop()!) as {
+      pid: number; opened: { version: number }; versions: number[]; commandIds: string[];
+      rejection: { instanceOfDomainRejection: boolean; code: string; reason: string } | null;
+      query: { state: { balance: number }; version: number };
+    };
+    expect(seen.pid).not.toBe(process.pid);
+    expect(seen.opened.version).toBe(1);
+    expect(seen.versions).toEqual(range1(50).map((n) => n + 1));
+    expect(seen.rejection).toEqual({ instanceOfDomainRejection: true, code: 'DOMAIN_REJECTION', reason: 'insufficient-funds' });
+    expect(seen.query).toEqual({ state: { opened: true, balance: 1275 }, version: 51 });
+
+    expect(await node.query('Account', 'child-1')).toEqual({ state: { opened: true, balance: 1275 }, version: 51 });
+    const history = await node.history('Account', 'child-1');
+    expect(history[0]).toMatchObject({ eventType: 'AccountOpened', userId: 'child-process' });
+    expect(history.slice(1).map((e) => e.commandId)).toEqual(seen.commandIds);
+  });
+});
