@@ -185,25 +185,83 @@ const COLUMNS: readonly Column[] = [
   { title: 'notes', align: 'left', cell: (r) => r.notes ?? '' },
 ];
 
-function cells(rows: readonly BenchRow[]): string[][] {
-  return rows.map((r) => COLUMNS.map((c) => c.cell(r)));
+function cells(rows: readonly BenchRow[], columns: readonly Column[] = COLUMNS): string[][] {
+  return rows.map((r) => columns.map((c) => c.cell(r)));
 }
 
-/** An aligned plain-text table. */
+/** The width the terminal report keeps to: every line fits 120 columns. */
+export const TERMINAL_WIDTH = 120;
+
+/**
+ * The terminal table's columns: the numbers a reader compares, with short titles (latencies in
+ * ms, said once above the table). The workload, CPU seconds and notes stay in RESULTS.md and
+ * the JSON; the notes are printed under the table, wrapped.
+ */
+const TERMINAL_COLUMNS: readonly Column[] = [
+  { title: 'variant', align: 'left', cell: (r) => r.variant },
+  { title: 'C', align: 'right', cell: (r) => fmtInt(r.concurrency) },
+  { title: 'accounts', align: 'right', cell: (r) => fmtInt(r.accounts) },
+  { title: 'cmds/s', align: 'right', cell: (r) => fmtInt(r.cmdsPerSec) },
+  { title: 'events/s', align: 'right', cell: (r) => fmtInt(r.eventsPerSec) },
+  { title: 'p50', align: 'right', cell: (r) => fmtMs(r.p50Ms) },
+  { title: 'p99', align: 'right', cell: (r) => fmtMs(r.p99Ms) },
+  { title: 'p99.9', align: 'right', cell: (r) => fmtMs(r.p999Ms) },
+  { title: 'open/s', align: 'right', cell: (r) => fmtInt(r.phase1PerSec) },
+  { title: 'RSS MB', align: 'right', cell: (r) => fmtNum(r.peakRssMb, 0) },
+  { title: 'µs/cmd', align: 'right', cell: (r) => fmtNum(r.cpuUsPerCmd, 0) },
+  { title: 'JS msgs', align: 'right', cell: (r) => fmtInt(r.jetstreamMessages) },
+  { title: 'verify', align: 'left', cell: (r) => fmtVerify(r.verifyOk) },
+];
+
+/**
+ * Break a line longer than `width` at spaces; continuation lines get the line's own indent
+ * plus `hang` spaces. A single word longer than the width is left whole.
+ */
+export function wrapLine(line: string, width = TERMINAL_WIDTH, hang = 4): string[] {
+  if (line.length <= width) return [line];
+  const indent = /^\s*/.exec(line)?.[0] ?? '';
+  const next = `${indent}${' '.repeat(hang)}`;
+  const out: string[] = [];
+  let current = '';
+  for (const word of line.slice(indent.length).split(' ')) {
+    const prefix = out.length === 0 ? indent : next;
+    if (current === '') current = prefix + word;
+    else if (current.length + 1 + word.length <= width) current += ` ${word}`;
+    else {
+      out.push(current);
+      current = next + word;
+    }
+  }
+  if (current !== '') out.push(current);
+  return out;
+}
+
+/** An aligned plain-text table of the terminal columns (it fits 120 columns for the suite's variants). */
 export function formatTable(rows: readonly BenchRow[]): string {
-  const body = cells(rows);
-  const widths = COLUMNS.map((c, i) => Math.max(c.title.length, ...body.map((row) => (row[i] ?? '').length)));
+  const columns = TERMINAL_COLUMNS;
+  const body = cells(rows, columns);
+  const widths = columns.map((c, i) => Math.max(c.title.length, ...body.map((row) => (row[i] ?? '').length)));
   const line = (values: readonly string[]): string =>
-    COLUMNS.map((c, i) => {
+    columns.map((c, i) => {
       const v = values[i] ?? '';
       const w = widths[i] ?? 0;
       return c.align === 'right' ? v.padStart(w) : v.padEnd(w);
     })
       .join('  ')
       .trimEnd();
-  const header = line(COLUMNS.map((c) => c.title));
+  const header = line(columns.map((c) => c.title));
   const rule = widths.map((w) => '─'.repeat(w)).join('  ');
-  return [header, rule, ...body.map(line)].join('\n');
+  const notes = rows
+    .filter((r) => (r.notes ?? '') !== '')
+    .flatMap((r) => wrapLine(`  ${r.variant}${r.concurrency === null ? '' : ` C=${fmtInt(r.concurrency)}`}: ${r.notes ?? ''}`));
+  return [
+    'Latencies (p50, p99, p99.9) in ms; RSS: peak resident memory; µs/cmd: CPU of all measured processes per command.',
+    '',
+    header,
+    rule,
+    ...body.map(line),
+    ...(notes.length === 0 ? [] : ['', 'Notes:', ...notes]),
+  ].join('\n');
 }
 
 export function printTable(rows: readonly BenchRow[], out: NodeJS.WritableStream = process.stdout): void {
@@ -296,8 +354,8 @@ export function formatResultsMd(report: BenchReport, chartFile?: string): string
 
   const goals = report.goals ?? [];
   if (goals.length > 0) {
-    out.push('## Goals (issue 3)', '');
-    if (report.mode === 'quick') out.push('_Quick mode: sizes far below the workload\'s; the verdicts below do not judge Troupe._', '');
+    out.push('## Goals', '');
+    if (report.mode === 'quick') out.push(`_${QUICK_NOTICE.replace(/\n/g, ' ')}_`, '');
     out.push('| measure | goal | measured | verdict |', '| --- | --- | --- | --- |');
     for (const g of goals) out.push(`| ${mdEscape(g.measure)} | ${mdEscape(g.goal)} | ${mdEscape(g.measured)} | ${metText(g.met)} |`);
     out.push('');
@@ -379,17 +437,30 @@ export function formatResultsMd(report: BenchReport, chartFile?: string): string
   return out.join('\n');
 }
 
-/** The same content for the terminal: tables, goals, ratios, activation, micro. */
+/** What a quick run is, said where its numbers are shown. */
+export const QUICK_NOTICE =
+  'Quick mode: small sizes, a smoke test that the suite runs and every run verifies.\n' +
+  'These numbers are not a performance claim; `npm run bench` (without --quick) measures.';
+
+/**
+ * The same content for the terminal: tables, goals, ratios, activation, micro. Every line fits
+ * TERMINAL_WIDTH columns (longer text is wrapped).
+ */
 export function formatTerminal(report: BenchReport): string {
   const out: string[] = [];
   const m = report.machine;
-  out.push(`${m.cpuModel} × ${m.cores}, ${m.memoryGb} GB, Node ${m.node}, nats-server ${m.natsServer}${report.mode === 'quick' ? ' (quick)' : ''}`, '');
+  const quick = report.mode === 'quick';
+  out.push(`${m.cpuModel} × ${m.cores}, ${m.memoryGb} GB, Node ${m.node}, nats-server ${m.natsServer}${quick ? ' (quick mode)' : ''}`, '');
+  if (quick) out.push(QUICK_NOTICE, '');
   if (report.rows.length > 0) out.push(formatTable(report.rows), '');
   const goals = report.goals ?? [];
   if (goals.length > 0) {
-    out.push(`Goals (issue 3)${report.mode === 'quick' ? ' — quick mode, not a verdict' : ''}:`);
+    out.push(`Goals${quick ? ' (quick mode: not a verdict on Troupe)' : ''}:`);
     const w = Math.max(...goals.map((g) => g.measure.length));
-    for (const g of goals) out.push(`  ${g.met === null ? '·' : g.met ? '✓' : '✗'} ${g.measure.padEnd(w)}  ${g.measured}  (goal: ${g.goal})`);
+    for (const g of goals) {
+      out.push(`  ${g.met === null ? '·' : g.met ? '✓' : '✗'} ${g.measure.padEnd(w)}  ${g.measured}`);
+      out.push(`      goal: ${g.goal}`);
+    }
     out.push('');
   }
   const ratios = report.ratios ?? [];
@@ -413,7 +484,10 @@ export function formatTerminal(report: BenchReport): string {
     for (const [group, rows] of microGroups(micro)) {
       out.push(`  ${group}`);
       const w = Math.max(...rows.map((r) => r.name.length));
-      for (const r of rows) out.push(`    ${r.name.padEnd(w)}  ${fmtInt(r.opsPerSec).padStart(13)} ${r.unit ?? 'ops/s'}  ${fmtRatio(r.relative ?? null).padStart(6)}${r.notes ? `  ${r.notes}` : ''}`);
+      for (const r of rows) {
+        out.push(`    ${r.name.padEnd(w)}  ${fmtInt(r.opsPerSec).padStart(13)} ${r.unit ?? 'ops/s'}  ${fmtRatio(r.relative ?? null).padStart(6)}`);
+        if (r.notes) out.push(`        ${r.notes}`);
+      }
     }
     out.push('');
   }
@@ -423,7 +497,8 @@ export function formatTerminal(report: BenchReport): string {
     for (const f of failures) out.push(`  - ${f.split('\n')[0]}`);
     out.push('');
   }
-  return out.join('\n');
+  if (quick && report.rows.length > 0) out.push(QUICK_NOTICE, '');
+  return out.flatMap((line) => line.split('\n')).flatMap((line) => wrapLine(line)).join('\n');
 }
 
 export async function writeResultsMd(path: string, report: BenchReport, chartFile?: string): Promise<void> {
@@ -477,8 +552,9 @@ function barColor(r: BenchRow): string {
 }
 
 /**
- * A dependency-free SVG: two horizontal bar panels sharing row labels, throughput on the left
- * (cmds/s; msgs/s for the ceiling) and p99 latency on the right. Troupe variants in blue,
+ * A dependency-free SVG: two panels sharing row labels, throughput bars on the left (cmds/s;
+ * msgs/s for the ceiling) and p99 latency on the right: bars on a linear axis, or points on a
+ * log axis when the latencies spread over more than 30×. Troupe variants in blue,
  * the plain baseline in grey, the per-message ceiling in orange.
  */
 export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger workload: throughput and p99 latency'): string {
@@ -511,7 +587,8 @@ export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger worklo
   const maxT = niceMax(Math.max(0, ...ordered.map((r) => throughput(r)?.value ?? 0)));
   const p99s = ordered.map((r) => r.p99Ms).filter((v): v is number => v !== null && Number.isFinite(v) && v > 0);
   const maxL = niceMax(Math.max(0, ...p99s));
-  // Latencies spread over orders of magnitude (C = 64 vs C = 4096, fsync): a log axis keeps small ones readable.
+  // Latencies spread over orders of magnitude (C = 64 vs C = 4096, fsync): a log axis keeps small
+  // ones readable, and then each row is a point, not a bar.
   const logL = p99s.length > 1 && Math.max(...p99s) / Math.min(...p99s) > 30;
   const logLo = logL ? 10 ** Math.floor(Math.log10(Math.min(...p99s))) : 0;
   const logHi = logL ? 10 ** Math.ceil(Math.log10(Math.max(...p99s))) : 1;
@@ -558,10 +635,18 @@ export function formatSvgChart(rows: readonly BenchRow[], title = 'Ledger worklo
       s.push(`<rect x="${x1}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${color}" rx="2"/>`);
       s.push(`<text x="${(x1 + w + 5).toFixed(1)}" y="${y + barH / 2 + 4}" fill="#222">${xmlEscape(compact(t.value))}</text>`);
     }
-    if (r.p99Ms !== null && Number.isFinite(r.p99Ms)) {
+    if (r.p99Ms !== null && Number.isFinite(r.p99Ms) && r.p99Ms > 0) {
       const w = Math.max(1, latencyWidth(r.p99Ms));
-      s.push(`<rect x="${x2}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${color}" fill-opacity="0.75" rx="2"/>`);
-      s.push(`<text x="${(x2 + w + 5).toFixed(1)}" y="${y + barH / 2 + 4}" fill="#222">${xmlEscape(fmtMs(r.p99Ms))} ms</text>`);
+      if (logL) {
+        // A bar's length on a log axis means nothing (it depends on where the axis starts):
+        // a log axis gets a point per row, a linear one gets bars.
+        s.push(`<line x1="${x2}" y1="${y + barH / 2}" x2="${(x2 + plotW).toFixed(1)}" y2="${y + barH / 2}" stroke="#f0f0f0"/>`);
+        s.push(`<circle cx="${(x2 + w).toFixed(1)}" cy="${y + barH / 2}" r="5" fill="${color}"/>`);
+        s.push(`<text x="${(x2 + w + 9).toFixed(1)}" y="${y + barH / 2 + 4}" fill="#222">${xmlEscape(fmtMs(r.p99Ms))} ms</text>`);
+      } else {
+        s.push(`<rect x="${x2}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${color}" fill-opacity="0.75" rx="2"/>`);
+        s.push(`<text x="${(x2 + w + 5).toFixed(1)}" y="${y + barH / 2 + 4}" fill="#222">${xmlEscape(fmtMs(r.p99Ms))} ms</text>`);
+      }
     } else {
       s.push(`<text x="${x2 + 4}" y="${y + barH / 2 + 4}" fill="#999">–</text>`);
     }

@@ -3,7 +3,8 @@
  *
  *   npm run bench                          the whole suite (several minutes); rewrites
  *                                          bench/RESULTS.md and bench/results.svg
- *   npm run bench -- --quick               small sizes, well under a minute (the smoke test)
+ *   npm run bench -- --quick               small sizes, about a minute: a smoke test that the
+ *                                          suite runs and verifies, not a performance claim
  *   npm run bench -- --json FILE           also write machine-readable results
  *   npm run bench -- --only in-process,remote
  *                                          a subset: ceiling, plain (or baselines), in-process,
@@ -50,6 +51,7 @@ import { formatSummary, profileFiles, summarizeProfile } from './profile.ts';
 import {
   formatTerminal,
   machineInfo,
+  QUICK_NOTICE,
   rowSection,
   steps,
   writeJson,
@@ -90,8 +92,14 @@ interface Args {
 }
 
 function usage(): string {
-  return 'usage: npm run bench -- [--quick] [--json FILE] [--only ' + STEP_KEYS.join(',') + '] [--profile DIR] ' +
-    '[--accounts N] [--commands N] [--scale 10k,100k,1m] [--repeat N] [--same-process] [--from-json FILE] [--md FILE] [--svg FILE]\n';
+  return [
+    'usage: npm run bench -- [--quick] [--json FILE] [--only STEPS] [--profile DIR]',
+    '                        [--accounts N] [--commands N] [--scale 10k,100k,1m] [--repeat N]',
+    '                        [--same-process] [--from-json FILE] [--md FILE] [--svg FILE]',
+    `steps: ${STEP_KEYS.join(', ')} (or ${Object.keys(ALIASES).join(', ')})`,
+    '--quick: small sizes, a smoke test of the suite; its numbers are not a performance claim.',
+    '',
+  ].join('\n');
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -284,6 +292,7 @@ async function main(): Promise<void> {
     args.only = new Set<StepKey>(['ceiling', 'plain', 'in-process', 'remote', 'micro']);
   }
   const sizes = sizesFor(args);
+  if (args.quick) process.stderr.write(`${QUICK_NOTICE}\n\n`);
   const started = performance.now();
   const machine = machineInfo();
   const source = sourceState();

@@ -1,6 +1,6 @@
 /**
- * What the rows of one run mean: ratios against the baselines of the same run, and the goals
- * of issue 3 with met / not met.
+ * What the rows of one run mean: ratios against the baselines of the same run, and Troupe's
+ * performance goals with met / not met.
  */
 import type { ActivationRow } from './activation.ts';
 import type { BenchRow } from './report.ts';

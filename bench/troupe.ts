@@ -297,7 +297,7 @@ export function decodeLedgerMessage(data: Uint8Array, seq: number): LedgerEventL
   });
 }
 
-/** Rebuild every account from the log alone and check the WORKLOAD.md rules. */
+/** Rebuild every account from the log alone and check the ledger workload's rules (docs/performance.md). */
 export async function verifyTroupeLog(opts: {
   servers: string;
   stream: string;

@@ -1,5 +1,5 @@
 /**
- * The ledger workload (see /work/shared/WORKLOAD.md): deterministic command generation, a
+ * The ledger workload (defined in docs/performance.md): deterministic command generation, a
  * closed-loop driver with latency percentiles, and a resource sampler (RSS, CPU) for this
  * process and for child processes such as nats-server.
  */
@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 // Generation
 // ---------------------------------------------------------------------------------------------
 
-/** mulberry32 exactly as in WORKLOAD.md: returns floats in [0, 1). */
+/** mulberry32 exactly as in the workload's definition: returns floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {

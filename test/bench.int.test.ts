@@ -67,6 +67,10 @@ describe('npm run bench -- --quick', () => {
     }
     expect(report.micro.length).toBeGreaterThan(0);
     expect(report.micro.every((m) => Number.isFinite(m.opsPerSec) && m.opsPerSec > 0)).toBe(true);
-    expect(stdout).toContain('Goals (issue 3)');
+    expect(stdout).toMatch(/^Goals \(quick mode[^\n]*:$/m);
+    expect(stdout).not.toMatch(/issue \d/i);
+    expect(stdout).toContain('not a performance claim');
+    const wide = stdout.split('\n').filter((line) => [...line].length > 120);
+    expect(wide, 'terminal lines wider than 120 columns').toEqual([]);
   });
 });
