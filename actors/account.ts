@@ -1,5 +1,5 @@
 /**
- * Account: the ledger workload's actor (shared/WORKLOAD.md), written to be the benchmark's hot
+ * Account: the ledger workload's actor (docs/performance.md), written to be the benchmark's hot
  * path. Each decide returns one event draft (no array) with a fixed-shape payload, and each
  * evolve returns a fixed-shape state literal (no spread), so V8 keeps one hidden class for
  * each and a command costs two small allocations.
