@@ -2,8 +2,13 @@
  * Every error Troupe raises. Each has a stable string `code`, whether a retry can help
  * (`retryable`), the ids someone needs to debug it, and an optional `cause`.
  *
+ * One convention: every code belongs to exactly one class below (ERROR_CLASSES), each class
+ * has a `name` equal to its class name, and nothing outside this file raises a bare
+ * `new TroupeError(...)` (a unit test checks it).
+ *
  * Errors lose their class when they cross `postMessage` or NATS: send `toWire(e)` and
- * rebuild with `fromWire()`. Branch on them with `isTroupeError(e, code)`.
+ * rebuild with `fromWire()`, which builds the class of the code. Branch on them with
+ * `isTroupeError(e, code)`.
  */
 
 export type ErrorCode =
@@ -11,6 +16,7 @@ export type ErrorCode =
   | 'UNKNOWN_ACTOR_TYPE'
   | 'UNKNOWN_COMMAND_TYPE'
   | 'MALFORMED_COMMAND'
+  | 'MALFORMED_REQUEST'
   | 'COMMAND_TOO_LARGE'
   | 'SCHEMA_VIOLATION'
   | 'SENSITIVE_DATA'
@@ -42,7 +48,12 @@ export interface ErrorData {
   [key: string]: unknown;
 }
 
+/**
+ * The base class. Raise one of the subclasses below, never a bare TroupeError: every code
+ * belongs to exactly one class (ERROR_CLASSES), and fromWire() rebuilds that class.
+ */
 export class TroupeError extends Error {
+  override name = 'TroupeError';
   readonly code: ErrorCode;
   readonly retryable: boolean;
   readonly data: ErrorData;
@@ -63,10 +74,19 @@ export class TroupeError extends Error {
   }
 }
 
-/** A command or event does not have the required shape (missing id, wrong types). */
+/** The codes of ValidationError. */
+export type ValidationCode =
+  | 'VALIDATION' | 'MALFORMED_COMMAND' | 'MALFORMED_REQUEST' | 'COMMAND_TOO_LARGE' | 'SCHEMA_VIOLATION' | 'SENSITIVE_DATA'
+  | 'UNKNOWN_ACTOR_TYPE' | 'UNKNOWN_COMMAND_TYPE';
+
+/**
+ * A command, event or request does not have the required shape (missing id, wrong types, a
+ * schema or the sensitive-data guard refuses it, unreadable bytes on a query or history
+ * subject). Nothing was appended; a retry with the same input fails the same way.
+ */
 export class ValidationError extends TroupeError {
   override name = 'ValidationError';
-  constructor(code: 'VALIDATION' | 'MALFORMED_COMMAND' | 'COMMAND_TOO_LARGE' | 'SCHEMA_VIOLATION' | 'SENSITIVE_DATA' | 'UNKNOWN_ACTOR_TYPE' | 'UNKNOWN_COMMAND_TYPE', message: string, data: ErrorData = {}, cause?: unknown) {
+  constructor(code: ValidationCode, message: string, data: ErrorData = {}, cause?: unknown) {
     super(code, message, data, { cause, retryable: false });
   }
 }
@@ -98,10 +118,13 @@ export class DecideFailedError extends TroupeError {
   }
 }
 
+/** The codes of ConcurrencyError. */
+export type ConcurrencyCode = 'CONCURRENCY' | 'SHARD_NOT_OWNED';
+
 /** Another writer appended to the shard (fencing), or the node does not own the shard. */
 export class ConcurrencyError extends TroupeError {
   override name = 'ConcurrencyError';
-  constructor(code: 'CONCURRENCY' | 'SHARD_NOT_OWNED', message: string, data: ErrorData = {}, cause?: unknown) {
+  constructor(code: ConcurrencyCode, message: string, data: ErrorData = {}, cause?: unknown) {
     // Retryable: the command was not stored; a retry is decided against the state the log now holds.
     super(code, message, data, { cause, retryable: true });
   }
@@ -115,6 +138,7 @@ export class JournalUnavailableError extends TroupeError {
   }
 }
 
+/** Too many commands are in progress (`maxQueuedCommands`); retry later. */
 export class OverloadedError extends TroupeError {
   override name = 'OverloadedError';
   constructor(message: string, data: ErrorData = {}) {
@@ -122,6 +146,7 @@ export class OverloadedError extends TroupeError {
   }
 }
 
+/** A named thing does not exist: a query, a dead letter. */
 export class NotFoundError extends TroupeError {
   override name = 'NotFoundError';
   constructor(message: string, data: ErrorData = {}) {
@@ -129,6 +154,7 @@ export class NotFoundError extends TroupeError {
   }
 }
 
+/** No answer in time; the outcome of a command may be unknown: retry with the same commandId. */
 export class TimeoutError extends TroupeError {
   override name = 'TimeoutError';
   constructor(message: string, data: ErrorData = {}) {
@@ -136,6 +162,7 @@ export class TimeoutError extends TroupeError {
   }
 }
 
+/** An option (of a node, client, consumer, query) is wrong; the message names the fix. */
 export class InvalidOptionError extends TroupeError {
   override name = 'InvalidOptionError';
   constructor(message: string, data: ErrorData = {}) {
@@ -143,6 +170,7 @@ export class InvalidOptionError extends TroupeError {
   }
 }
 
+/** An actor definition is wrong (names, versions, upcasters, guard); the message names the fix. */
 export class InvalidDefinitionError extends TroupeError {
   override name = 'InvalidDefinitionError';
   constructor(message: string, data: ErrorData = {}) {
@@ -173,6 +201,7 @@ export class KeysUnavailableError extends TroupeError {
   }
 }
 
+/** The node is stopping or stopped; retry against a running node. */
 export class StoppedError extends TroupeError {
   override name = 'StoppedError';
   constructor(message = 'the Troupe node is stopping or stopped; retry against a running node', data: ErrorData = {}) {
@@ -186,6 +215,62 @@ export class WorkerLostError extends TroupeError {
   constructor(message: string, data: ErrorData = {}, cause?: unknown) {
     super('WORKER_LOST', message, data, { cause, retryable: true });
   }
+}
+
+/** The connected nats-server cannot run Troupe: older than 2.10, or JetStream is off. */
+export class NatsServerUnsupportedError extends TroupeError {
+  override name = 'NatsServerUnsupportedError';
+  constructor(message: string, data: ErrorData = {}) {
+    super('NATS_SERVER_UNSUPPORTED', message, data, { retryable: false });
+  }
+}
+
+/**
+ * Something that should not happen did: the log skips a version, a field does not decrypt
+ * (the data or its ids were altered), a non-Troupe error crossed a boundary. A bug or damaged
+ * data; not retryable unless the raiser knows better.
+ */
+export class InternalError extends TroupeError {
+  override name = 'InternalError';
+  constructor(message: string, data: ErrorData = {}, cause?: unknown, retryable = false) {
+    super('INTERNAL', message, data, { cause, retryable });
+  }
+}
+
+/** A class of Troupe error. */
+export type TroupeErrorClass = abstract new (...args: never[]) => TroupeError;
+
+/** The one class of every code: what fromWire() rebuilds, what `instanceof` can test. */
+export const ERROR_CLASSES: Readonly<Record<ErrorCode, TroupeErrorClass>> = Object.freeze({
+  VALIDATION: ValidationError,
+  UNKNOWN_ACTOR_TYPE: ValidationError,
+  UNKNOWN_COMMAND_TYPE: ValidationError,
+  MALFORMED_COMMAND: ValidationError,
+  MALFORMED_REQUEST: ValidationError,
+  COMMAND_TOO_LARGE: ValidationError,
+  SCHEMA_VIOLATION: ValidationError,
+  SENSITIVE_DATA: ValidationError,
+  UPCAST_FAILED: UpcastError,
+  KEYS_UNAVAILABLE: KeysUnavailableError,
+  DOMAIN_REJECTION: DomainRejection,
+  DECIDE_FAILED: DecideFailedError,
+  CONCURRENCY: ConcurrencyError,
+  SHARD_NOT_OWNED: ConcurrencyError,
+  JOURNAL_UNAVAILABLE: JournalUnavailableError,
+  OVERLOADED: OverloadedError,
+  NOT_FOUND: NotFoundError,
+  TIMEOUT: TimeoutError,
+  INVALID_OPTION: InvalidOptionError,
+  INVALID_DEFINITION: InvalidDefinitionError,
+  STOPPED: StoppedError,
+  WORKER_LOST: WorkerLostError,
+  NATS_SERVER_UNSUPPORTED: NatsServerUnsupportedError,
+  INTERNAL: InternalError,
+});
+
+/** The class of a code; undefined for a code this version does not know (from a newer peer). */
+export function errorClassOf(code: string): TroupeErrorClass | undefined {
+  return Object.hasOwn(ERROR_CLASSES, code) ? ERROR_CLASSES[code as ErrorCode] : undefined;
 }
 
 export interface WireError {
@@ -218,34 +303,21 @@ export function fromWire(w: WireError): TroupeError {
   }
 }
 
+/** The classes whose constructor is `(message, data)`; the others take their code or retryable too. */
+type MessageDataClass = new (message: string, data: ErrorData) => TroupeError;
+
 function rebuild(w: WireError): TroupeError {
-  const { code, message, data } = w;
-  switch (code) {
-    case 'VALIDATION':
-    case 'MALFORMED_COMMAND':
-    case 'COMMAND_TOO_LARGE':
-    case 'SCHEMA_VIOLATION':
-    case 'SENSITIVE_DATA':
-    case 'UNKNOWN_ACTOR_TYPE':
-    case 'UNKNOWN_COMMAND_TYPE':
-      return new ValidationError(code, message, data);
-    case 'DOMAIN_REJECTION': return new DomainRejection(message, data);
-    case 'DECIDE_FAILED': return new DecideFailedError(message, data);
-    case 'CONCURRENCY':
-    case 'SHARD_NOT_OWNED':
-      return new ConcurrencyError(code, message, data);
-    case 'JOURNAL_UNAVAILABLE': return new JournalUnavailableError(message, data);
-    case 'OVERLOADED': return new OverloadedError(message, data);
-    case 'NOT_FOUND': return new NotFoundError(message, data);
-    case 'TIMEOUT': return new TimeoutError(message, data);
-    case 'INVALID_OPTION': return new InvalidOptionError(message, data);
-    case 'INVALID_DEFINITION': return new InvalidDefinitionError(message, data);
-    case 'STOPPED': return new StoppedError(message, data);
-    case 'WORKER_LOST': return new WorkerLostError(message, data);
-    case 'UPCAST_FAILED': return new UpcastError(message, data);
-    case 'KEYS_UNAVAILABLE': return new KeysUnavailableError(message, data, undefined, w.retryable);
-    default: return new TroupeError(code, message, data, { retryable: w.retryable });
+  const { code, message, data, retryable } = w;
+  const cls = errorClassOf(code);
+  if (cls === undefined) {
+    // A code from a newer peer: keep it, so isTroupeError(e, code) still works.
+    return new TroupeError(code, message, data, { retryable });
   }
+  if (cls === ValidationError) return new ValidationError(code as ValidationCode, message, data);
+  if (cls === ConcurrencyError) return new ConcurrencyError(code as ConcurrencyCode, message, data);
+  if (cls === KeysUnavailableError) return new KeysUnavailableError(message, data, undefined, retryable);
+  if (cls === InternalError) return new InternalError(message, data, undefined, retryable);
+  return new (cls as unknown as MessageDataClass)(message, data);
 }
 
 /** Structural check that survives thread and process boundaries. */

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { account, actorModules, entity, investigation, threat } from '../actors/index.ts';
-import { given, testActor, type ActorDefinition, type EventDraft } from '../runtime/index.ts';
+import type { ActorDefinition, EventDraft } from '../runtime/index.ts';
+import { given, testActor } from '../runtime/testing/index.ts';
 
 const definitions = [account, investigation, entity, threat] as ActorDefinition<unknown>[];
 const ajv = new Ajv({ strict: true, allErrors: true });

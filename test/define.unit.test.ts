@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ACTOR_DEFINITION, InvalidDefinitionError, addField, defineActor, isActorDefinition, isTroupeError, looksPastTense, removeField, upcast, type ActorConfig } from '../runtime/index.ts';
+import { InvalidDefinitionError, addField, defineActor, isTroupeError, removeField, upcast, type ActorConfig } from '../runtime/index.ts';
+import { ACTOR_DEFINITION, isActorDefinition, looksPastTense } from '../runtime/internal.ts';
 
 interface S { n: number }
 

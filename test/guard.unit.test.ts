@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { account } from '../actors/index.ts';
 import { compileGuard, matchFieldName, matchValue, normalizeFieldName, schemaIsClosedToText } from '../runtime/guard.ts';
 import {
-  DEFAULT_GUARD_PATTERNS, GUARD_PATTERNS, defineActor, isTroupeError, testActor, type ActorConfig, type GuardPattern, type TroupeError,
+  DEFAULT_GUARD_PATTERNS, GUARD_PATTERNS, defineActor, isTroupeError, type ActorConfig, type GuardPattern, type TroupeError,
 } from '../runtime/index.ts';
+import { testActor } from '../runtime/testing/index.ts';
 
 const P = DEFAULT_GUARD_PATTERNS;
 

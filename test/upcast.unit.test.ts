@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { readSnapshot, type ContractsOf } from '../runtime/contracts/contract.ts';
 import {
-  addField, defineActor, given, InvalidDefinitionError, isTroupeError, removeField, renameField, upcast, upcastEvent, upcastState,
+  addField, defineActor, InvalidDefinitionError, isTroupeError, removeField, renameField, upcast,
   type ActorConfig, type ActorDefinition, type Upcaster,
 } from '../runtime/index.ts';
+import { given, upcastEvent, upcastState } from '../runtime/testing/index.ts';
 import { Registry } from '../runtime/contracts/registry.ts';
 
 interface Ticket { open: boolean; subject: string; priority: string; comments: number }

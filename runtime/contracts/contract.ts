@@ -15,7 +15,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { commitEvents, isoTime, type EventEnvelope, type WireCommit, type WireEvent } from '../journal/codec.ts';
 import type { KeyRing } from './crypto.ts';
 import { definedActors, guardExempt, REDACTED, type ActorDefinition, type JsonSchema, type NormalizedEvent } from '../define.ts';
-import { KeysUnavailableError, TroupeError, UpcastError, ValidationError } from '../errors.ts';
+import { InternalError, KeysUnavailableError, UpcastError, ValidationError } from '../errors.ts';
 import { compileGuard, guardMessage } from '../guard.ts';
 import {
   carryTaint, collectKids, decryptFields, encryptValue, isSealed, setPendingKeys, unknownKids, unsealState,
@@ -183,7 +183,7 @@ export function foldCommit(reg: ContractsOf, state: unknown, c: WireCommit): unk
     const [eventId, eventType, version, payload] = events[i]!;
     const contract = reg.contracts.get(eventType);
     if (contract === undefined) {
-      throw new TroupeError('INTERNAL', `${reg.def.type}: the log holds event type ${eventType}, which the definition no longer declares`, { aggregateType: reg.def.type, eventType });
+      throw new InternalError(`${reg.def.type}: the log holds event type ${eventType}, which the definition no longer declares`, { aggregateType: reg.def.type, eventType });
     }
     const notes = track ? readNotes : null;
     if (notes !== null) {

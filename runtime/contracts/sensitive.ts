@@ -17,7 +17,7 @@ import { hkdfSync, randomBytes } from 'node:crypto';
 import { decode, encode } from '../journal/codec.ts';
 import { decryptBytes, encryptBytes, type KeyRing } from './crypto.ts';
 import { REDACTED } from '../define.ts';
-import { KeysUnavailableError, TroupeError, toWire, type WireError } from '../errors.ts';
+import { InternalError, KeysUnavailableError, TroupeError, toWire, type WireError } from '../errors.ts';
 
 /** A sensitive value as the log holds it. */
 export interface EncryptedValue {
@@ -102,7 +102,7 @@ export function decryptFields(
     try {
       out[field] = decode(decryptBytes(key, v.d, fieldAad(aggregateType, aggregateId, eventId, field)));
     } catch (e) {
-      throw new TroupeError('INTERNAL', `${aggregateType} ${aggregateId}: event ${eventType} ${eventId}: field ${field} does not decrypt with key ${v.$enc} (the data or its ids were altered)`, { aggregateType, aggregateId, eventType, field }, { cause: e });
+      throw new InternalError(`${aggregateType} ${aggregateId}: event ${eventType} ${eventId}: field ${field} does not decrypt with key ${v.$enc} (the data or its ids were altered)`, { aggregateType, aggregateId, eventType, field }, e);
     }
     notes?.kids.push(v.$enc);
   }

@@ -15,7 +15,7 @@ import {
   DeliverPolicy, DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, jetstream, jetstreamManager,
   type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
 } from '@nats-io/jetstream';
-import { JournalUnavailableError, TroupeError } from '../errors.ts';
+import { ConcurrencyError, InvalidOptionError, JournalUnavailableError, NatsServerUnsupportedError, TroupeError } from '../errors.ts';
 
 export type { NatsConnection, MsgHdrs, StoredMsg };
 export { headers, nuid };
@@ -63,12 +63,12 @@ export function assertServerVersion(nc: NatsConnection): string {
   const version = nc.info?.version ?? '0.0.0';
   const [major = 0, minor = 0] = version.split('.').map((n) => Number.parseInt(n, 10));
   if (major < 2 || (major === 2 && minor < 10)) {
-    throw new TroupeError('NATS_SERVER_UNSUPPORTED',
+    throw new NatsServerUnsupportedError(
       `nats-server ${version} is too old: Troupe needs 2.10 or newer, because 2.9 does not serialize expected-last-subject-sequence on replicated streams (nats-server#4320), so it cannot fence a second writer. Install 2.10+ (node runtime/bin/troupe.mjs ensure-nats)`,
       { version });
   }
   if (nc.info?.jetstream !== true) {
-    throw new TroupeError('NATS_SERVER_UNSUPPORTED', `nats-server ${version} at ${nc.getServer()} has JetStream disabled; start it with -js or a jetstream block in its config`, { version });
+    throw new NatsServerUnsupportedError( `nats-server ${version} at ${nc.getServer()} has JetStream disabled; start it with -js or a jetstream block in its config`, { version });
   }
   return version;
 }
@@ -103,7 +103,7 @@ export async function ensureStream(journal: Journal): Promise<StreamInfo> {
   if (info !== null) {
     const covered = subjects.every((s) => info.config.subjects?.includes(s));
     if (!covered) {
-      throw new TroupeError('INVALID_OPTION', `stream ${config.stream} exists but does not hold ${subjects.join(', ')}; choose another options.stream or options.subjectPrefix`, {});
+      throw new InvalidOptionError( `stream ${config.stream} exists but does not hold ${subjects.join(', ')}; choose another options.stream or options.subjectPrefix`, {});
     }
     await checkShardCount(journal, info);
     return info;
@@ -142,7 +142,7 @@ async function checkShardCount(journal: Journal, info: StreamInfo): Promise<void
   const recorded = info.config.metadata?.[SHARDS_METADATA];
   if (recorded !== undefined) {
     if (recorded === String(config.shards)) return;
-    throw new TroupeError('INVALID_OPTION',
+    throw new InvalidOptionError(
       `stream ${config.stream} is routed over ${recorded} shards, and options.shards is ${config.shards}. The shard count is fixed per stream: ` +
       `start with shards: ${recorded}, or use another options.stream`, { stream: config.stream, shards: config.shards, streamShards: Number(recorded) });
   }
@@ -151,7 +151,7 @@ async function checkShardCount(journal: Journal, info: StreamInfo): Promise<void
     const withSubjects = await jsm.streams.info(config.stream, { subjects_filter: `${config.subjectPrefix}.log.>` });
     for (const subject of Object.keys(withSubjects.state.subjects ?? {})) highest = Math.max(highest, Number(subject.slice(subject.lastIndexOf('.') + 1)));
     if (highest >= config.shards) {
-      throw new TroupeError('INVALID_OPTION',
+      throw new InvalidOptionError(
         `stream ${config.stream} holds commits of shard ${highest}, so it was written with more than options.shards = ${config.shards} shards. ` +
         `The shard count is fixed per stream: start with the count it was written with (at least ${highest + 1}; the default was 64 before it became 16), or use another options.stream`,
         { stream: config.stream, shards: config.shards, streamShardsAtLeast: highest + 1 });
@@ -316,7 +316,7 @@ export class LeanPublisher {
     if (reply.error !== undefined) {
       const code = reply.error.err_code ?? 0;
       const text = `JetStream refused the append to ${p.subject}: ${reply.error.description ?? 'unknown error'} (${code})`;
-      if (code === WRONG_LAST_SEQUENCE) p.cb(new TroupeError('CONCURRENCY', text, { errCode: code }), null);
+      if (code === WRONG_LAST_SEQUENCE) p.cb(new ConcurrencyError('CONCURRENCY', text, { errCode: code }), null);
       else p.cb(new JournalUnavailableError(text, { errCode: code }), null);
       return;
     }

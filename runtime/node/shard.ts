@@ -19,7 +19,7 @@ import { beginBatch, decodeCommits, encodeCommit, endBatch, estimateSize, isoTim
 import type { CommandEnvelope, CommandResult } from '../envelope.ts';
 import { formatId, IdUse, type IdGenerator } from '../envelope.ts';
 import {
-  ConcurrencyError, DecideFailedError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
+  ConcurrencyError, DecideFailedError, InternalError, JournalUnavailableError, StoppedError, TroupeError, ValidationError, toWire,
   type WireError,
 } from '../errors.ts';
 import { AppendHeaders, COMMIT_BATCH_FORMAT, FORMAT_HEADER, lastSequenceOf, readMessage, readSubject, shardSubject, type Journal, type LeanPublisher, type PublishAck } from '../journal/journal.ts';
@@ -322,7 +322,7 @@ export class ShardHost {
             const first = c[7];
             const n = c[8].length;
             if (first + n - 1 <= version) continue;
-            if (first !== version + 1) throw new TroupeError('INTERNAL', `${def.type} ${cell.id}: the log jumps from version ${version} to ${first}`, { aggregateType: def.type, aggregateId: cell.id });
+            if (first !== version + 1) throw new InternalError(`${def.type} ${cell.id}: the log jumps from version ${version} to ${first}`, { aggregateType: def.type, aggregateId: cell.id });
             // Decrypted and upcast to the current version first (contracts/contract.ts); a promise only when keys must be loaded.
             state = await foldCommit(cell.reg, state, c);
             version = first + n - 1;

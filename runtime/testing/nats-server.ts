@@ -1,8 +1,9 @@
 // Starting and stopping local nats-server processes: one server for `npm start` and tests,
 // or a 3-server JetStream cluster on loopback for multi-node tests and R3 benchmarks.
 //
-// Node builtins only. The binary is found by findNatsServer(); `node runtime/bin/troupe.mjs
-// ensure-nats` (run by `npm test` and `npm start`) fetches one when the machine has none.
+// Node builtins only. The binary is found by findNatsServer(); `npx troupe ensure-nats` (in a
+// clone of Troupe, `npm test` and `npm start` run it) fetches one when the machine has none.
+// Works the same from an installed package: nats.conf ships at the package root.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -11,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The repository root (the folder holding nats.conf and package.json). */
+/** The package root (the folder holding nats.conf and package.json): the repository root in a clone. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** The default nats-server configuration. */
+/** The default nats-server configuration, shipped with the package. */
 export const DEFAULT_NATS_CONFIG = join(REPO_ROOT, 'nats.conf');
 /** The command that installs a suitable nats-server (also run by `npm test` and `npm start`). */
-export const ENSURE_NATS_COMMAND = 'node runtime/bin/troupe.mjs ensure-nats';
+export const ENSURE_NATS_COMMAND = 'npx troupe ensure-nats';
 
 const MIN_MAJOR = 2;
 const MIN_MINOR = 10;
@@ -54,7 +55,7 @@ export interface NatsServerHandle {
 }
 
 export interface StartNatsServerOptions {
-  /** Config file; default `<repo>/nats.conf`. */
+  /** Config file; default the package's `nats.conf`. */
   config?: string;
   /** Client port; default a random free port. */
   port?: number;
@@ -88,9 +89,16 @@ interface FoundServer { path: string; version: string }
 let cachedServer: FoundServer | undefined;
 let cachedKey = '';
 
-function dataDir(): string {
+/**
+ * Where a fetched nats-server may live: `$TROUPE_DATA_DIR/bin`, else the app's `.troupe/bin`
+ * (the working directory's), then the package's own (a clone of Troupe run from elsewhere).
+ */
+function binDirs(): string[] {
   const d = process.env.TROUPE_DATA_DIR;
-  return d ? resolve(d) : join(REPO_ROOT, '.troupe');
+  if (d) return [join(resolve(d), 'bin')];
+  const app = join(process.cwd(), '.troupe', 'bin');
+  const pkg = join(REPO_ROOT, '.troupe', 'bin');
+  return app === pkg ? [app] : [app, pkg];
 }
 
 function isExecutable(p: string): boolean {
@@ -127,18 +135,19 @@ function tooOldMessage(path: string, version: string): string {
 }
 
 function installHint(): string {
-  return `Run \`${ENSURE_NATS_COMMAND}\` in ${REPO_ROOT} (\`npm test\` and \`npm start\` do it too): ` +
-    `it fetches nats-server >= 2.10 into ${join(dataDir(), 'bin')}. Or install nats-server >= 2.10 from ` +
+  return `Run \`${ENSURE_NATS_COMMAND}\` in your app's folder (in a clone of Troupe, \`npm test\` and \`npm start\` do it): ` +
+    `it fetches nats-server >= 2.10 into .troupe/bin. Or install nats-server >= 2.10 from ` +
     `https://github.com/nats-io/nats-server/releases and put it on PATH or set TROUPE_NATS_SERVER.`;
 }
 
 /**
  * Find a nats-server >= 2.10: `$TROUPE_NATS_SERVER`, else `nats-server` on PATH, else
- * `<repo>/.troupe/bin/nats-server` (`$TROUPE_DATA_DIR/bin/nats-server`). Throws an Error that
+ * `.troupe/bin/nats-server` of the app (working directory) or of the package
+ * (`$TROUPE_DATA_DIR/bin/nats-server` when set). Throws an Error that
  * names the install command when none is found or the only one is older than 2.10.
  */
 export function findNatsServer(): { path: string; version: string } {
-  const key = [process.env.TROUPE_NATS_SERVER, process.env.PATH, process.env.TROUPE_DATA_DIR].join('\0');
+  const key = [process.env.TROUPE_NATS_SERVER, process.env.PATH, process.env.TROUPE_DATA_DIR, process.cwd()].join('\0');
   if (cachedServer && cachedKey === key) return { ...cachedServer };
   cachedServer = undefined;
   cachedKey = key;
@@ -156,7 +165,7 @@ export function findNatsServer(): { path: string; version: string } {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     if (dir) candidates.push(join(dir, 'nats-server'));
   }
-  candidates.push(join(dataDir(), 'bin', 'nats-server'));
+  for (const dir of binDirs()) candidates.push(join(dir, 'nats-server'));
   let old: FoundServer | undefined;
   for (const c of candidates) {
     if (!isExecutable(c)) continue;
@@ -169,7 +178,7 @@ export function findNatsServer(): { path: string; version: string } {
     old ??= { path: c, version: v };
   }
   if (old) throw new Error(`${tooOldMessage(old.path, old.version)} ${installHint()}`);
-  throw new Error(`nats-server not found (looked at $TROUPE_NATS_SERVER, PATH, ${join(dataDir(), 'bin', 'nats-server')}). ${installHint()}`);
+  throw new Error(`nats-server not found (looked at $TROUPE_NATS_SERVER, PATH, ${binDirs().map((d) => join(d, 'nats-server')).join(', ')}). ${installHint()}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,7 +467,7 @@ function buildLaunch(bin: string, version: string, opts: StartNatsServerOptions,
 }
 
 /**
- * Start one nats-server from `<repo>/nats.conf` (or `opts.config`) on 127.0.0.1, with a random
+ * Start one nats-server from the package's `nats.conf` (or `opts.config`) on 127.0.0.1, with a random
  * free port and a fresh temp store unless told otherwise. Resolves when the server logged
  * "Server is ready" (and, for cluster members, knows its JetStream meta leader) and accepts
  * TCP connections; rejects with the server's output otherwise. Servers still running when this

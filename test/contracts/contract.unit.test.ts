@@ -2,10 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { account, entity, investigation, threat } from '../../actors/index.ts';
 import { foldCommit, readCommit } from '../../runtime/contracts/contract.ts';
 import type { EventEnvelope, WireCommit } from '../../runtime/journal/codec.ts';
-import {
-  addField, defineActor, eventReader, isEncrypted, KeyRing, REDACTED, renameField, testActor, upcast, validateCommandSchema,
-  validateEventSchema, type ActorDefinition, type TestActor,
-} from '../../runtime/index.ts';
+import { addField, defineActor, eventReader, REDACTED, renameField, upcast, type ActorDefinition } from '../../runtime/index.ts';
+import { isEncrypted, KeyRing } from '../../runtime/internal.ts';
+import { testActor, validateCommandSchema, validateEventSchema, type TestActor } from '../../runtime/testing/index.ts';
 import { Registry } from '../../runtime/contracts/registry.ts';
 import { KEYS_PENDING, pendingKeys } from '../../runtime/contracts/sensitive.ts';
 

@@ -10,8 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../../actors/index.ts';
 import { decodeCommitBatch } from '../../runtime/journal/codec.ts';
 import {
-  eventReader, isEncrypted, isSealed, isTroupeError, keyBucketName, openKeyRing, REDACTED, Troupe, type ActorDefinition, type EventEnvelope, type KeyRing,
+  eventReader, isTroupeError, openKeyRing, REDACTED, Troupe, type ActorDefinition, type EventEnvelope, type KeyRing,
 } from '../../runtime/index.ts';
+import { isEncrypted, isSealed, keyBucketName } from '../../runtime/internal.ts';
 import { Store } from '../../runtime/journal/store.ts';
 import { customer } from '../fixtures/customer.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -7,6 +8,7 @@ import {
   ENSURE_NATS_COMMAND, findNatsServer, startNatsCluster, startNatsServer, tempDir, useNatsServer, type NatsCluster,
   type NatsServerHandle,
 } from '../helpers/nats.ts';
+import { startNatsServer as startForApp } from '../../runtime/testing/index.ts';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -49,6 +51,31 @@ describe('nats-server binary', () => {
       if (saved === undefined) delete process.env.TROUPE_NATS_SERVER; else process.env.TROUPE_NATS_SERVER = saved;
     }
     expect(findNatsServer().version).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it("is found in the app's .troupe/bin (the working directory's) when PATH and TROUPE_NATS_SERVER have none, and starts from the package's nats.conf", async () => {
+    const real = findNatsServer().path;
+    const app = tempDir();
+    const bin = join(app, '.troupe', 'bin', 'nats-server');
+    mkdirSync(join(app, '.troupe', 'bin'), { recursive: true });
+    symlinkSync(real, bin);
+    const saved = { cwd: process.cwd(), PATH: process.env.PATH, TROUPE_NATS_SERVER: process.env.TROUPE_NATS_SERVER, TROUPE_DATA_DIR: process.env.TROUPE_DATA_DIR };
+    process.chdir(app);
+    process.env.PATH = '';
+    delete process.env.TROUPE_NATS_SERVER;
+    delete process.env.TROUPE_DATA_DIR;
+    try {
+      expect(findNatsServer().path).toBe(bin);
+      const s = started(await startForApp());
+      const nc = await open(s.url);
+      const info = await (await jetstreamManager(nc)).getAccountInfo();
+      expect(info.limits).toBeDefined();
+    } finally {
+      process.chdir(saved.cwd);
+      for (const k of ['PATH', 'TROUPE_NATS_SERVER', 'TROUPE_DATA_DIR'] as const) {
+        if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
+      }
+    }
   });
 });
 

@@ -2,9 +2,9 @@ import { AssertionError } from 'node:assert';
 import { pack, unpack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import {
-  DecideFailedError, DomainRejection, ValidationError, defineActor, given, isTroupeError, reject, testActor,
-  type CommandContext, type EventContext, type TestCodec,
+  DecideFailedError, DomainRejection, ValidationError, defineActor, isTroupeError, reject, type CommandContext, type EventContext,
 } from '../../runtime/index.ts';
+import { given, testActor, type TestCodec } from '../../runtime/testing/index.ts';
 
 interface Counter { count: number; log: number[] }
 

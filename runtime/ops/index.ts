@@ -1,0 +1,8 @@
+// `troupe/ops`: what an operator wires up around a node or a consumer process: OpenTelemetry
+// tracing, health checks and consumer probes behind /health and /ready, dead-letter metrics.
+
+export { startTracingSdk, shutdownTracingSdk, withConsumerSpan } from './tracing.ts';
+export { registerHealthCheck, registerConsumerProbe, recordDeadLettered } from './metrics.ts';
+export type { HealthCheck, HealthCheckResult, ConsumerProbe } from './metrics.ts';
+export type { HealthReport } from './http.ts';
+export type { LogLevel } from './log.ts';
