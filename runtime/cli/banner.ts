@@ -2,15 +2,21 @@
  * What `troupe start` prints once the node runs: the actors it loaded, where NATS is, and
  * commands to try that fit the first loaded actor (with a payload built from its schema).
  */
-import type { ActorDefinition, JsonSchema } from '../define.ts';
+import type { JsonSchema } from '../define.ts';
 import { DEFAULT_NATS_URL } from '../options.ts';
+
+/** What the banner reads of an actor definition. */
+export interface ActorSummary {
+  readonly type: string;
+  readonly commands: ReadonlyMap<string, { readonly name: string; readonly schema: JsonSchema | undefined }>;
+}
 
 export interface BannerInput {
   nodeName: string;
   workers: number;
   ownedShards: number;
   shards: number;
-  definitions: readonly ActorDefinition<unknown>[];
+  definitions: readonly ActorSummary[];
   /** The URL the node uses. */
   natsUrl: string;
   /** Set when `troupe start` runs its own nats-server. */
@@ -22,7 +28,7 @@ export interface BannerInput {
 }
 
 /** A command line that sends something sensible to the first actor type. */
-export function suggestedCommands(definitions: readonly ActorDefinition<unknown>[], natsUrl: string): string[] {
+export function suggestedCommands(definitions: readonly ActorSummary[], natsUrl: string): string[] {
   const def = definitions[0];
   if (def === undefined) return [];
   const id = `${def.type.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-1`;
