@@ -46,14 +46,17 @@ const NO_ACTORS = 'no actors to run: write a troupe.config.json here ({ "actors"
   'pass --actors ./actors.js (or TROUPE_ACTORS), or scaffold an app with `npx troupe init my-app`';
 
 /** The node options from flags over the config file; `servers` undefined means "start a local nats-server". */
-export async function resolveStart(flags: StartFlags, cwd = process.cwd()): Promise<{ options: TroupeOptions; config?: LoadedConfig; root: string }> {
+export async function resolveStart(flags: StartFlags, cwd = process.cwd(), examples: () => string | undefined = exampleActors): Promise<{ options: TroupeOptions; config?: LoadedConfig; root: string }> {
   const file = flags.config ?? findConfig(cwd);
   const config = file !== undefined ? await loadConfig(resolve(cwd, file)) : undefined;
   const fromFile = config?.options ?? {};
   const root = dataRoot(flags.dataDir);
   let actors: readonly (string | URL)[] | undefined;
   if (flags.actors !== undefined && flags.actors !== '') actors = flags.actors.split(',').map((a) => resolve(cwd, a.trim()));
-  else actors = fromFile.actors ?? (exampleActors() !== undefined ? [exampleActors()!] : undefined);
+  else {
+    const example = fromFile.actors === undefined ? examples() : undefined;
+    actors = fromFile.actors ?? (example !== undefined ? [example] : undefined);
+  }
   if (actors === undefined) throw new CliError(NO_ACTORS, EXIT_USAGE);
   const servers = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : fromFile.servers;
   const options: TroupeOptions = {
@@ -94,6 +97,13 @@ async function definitionsOf(modules: readonly string[]): Promise<ActorDefinitio
   return defs;
 }
 
+/** The message of the innermost cause of `e`. */
+function rootCause(e: unknown): string {
+  let c = e;
+  while (typeof (c as { cause?: unknown })?.cause === 'object' && (c as { cause?: unknown }).cause !== null) c = (c as { cause: unknown }).cause;
+  return (c as Error)?.message ?? String(c);
+}
+
 export async function start(flags: StartFlags): Promise<void> {
   const { options, config, root } = await resolveStart(flags);
   // The entry point sets up the OpenTelemetry SDK (traces, when OTEL_* variables ask for them).
@@ -110,7 +120,7 @@ export async function start(flags: StartFlags): Promise<void> {
     await server?.stop();
     await shutdownTracingSdk();
     if (isTroupeError(e, 'JOURNAL_UNAVAILABLE') && server === null) {
-      throw new CliError(`cannot reach NATS at ${options.servers}: ${e.message}. Check --nats-url / NATS_URL, or unset it to let \`troupe start\` run its own nats-server`, EXIT_RETRYABLE, { cause: e });
+      throw new CliError(`cannot reach NATS at ${options.servers} (${rootCause(e)}): check --nats-url / NATS_URL, or unset it to let \`troupe start\` run its own nats-server`, EXIT_RETRYABLE, { cause: e });
     }
     throw e;
   }

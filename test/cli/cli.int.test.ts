@@ -192,7 +192,15 @@ describe('troupe send, state and history', () => {
   });
 });
 
-describe('troupe start with its own nats-server', () => {
+describe('troupe start failures', () => {
+  it('says in one line that NATS is unreachable, with exit 75, when --nats-url points nowhere', async () => {
+    const [port] = await freePorts(1);
+    const app = tempDir('troupe-cli-app-');
+    writeApp(app);
+    const r = await run(['start', '--actors', 'src/counter.ts', '--nats-url', `nats://127.0.0.1:${port}`, '--http-port', '0'], { cwd: app });
+    expectOneLine(r, 75, new RegExp(`^troupe: cannot reach NATS at nats://127\\.0\\.0\\.1:${port} .*--nats-url`));
+  });
+
   it('says which port is taken and how to choose another, with exit 1', async () => {
     const blocker: Server = createServer();
     const port = await new Promise<number>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as { port: number }).port)));

@@ -164,6 +164,20 @@ describe('config files', () => {
   });
 });
 
+describe('troupe start without actors', () => {
+  it('runs the repository\'s example actors when there are any', async () => {
+    const { options } = await resolveStart({}, tmp(), () => '/repo/actors/index.ts');
+    expect(options.actors).toEqual(['/repo/actors/index.ts']);
+  });
+
+  it('says how to name actors, as a usage error, in an installed package', async () => {
+    const failure = await resolveStart({}, tmp(), () => undefined).then(() => undefined, (e: unknown) => e);
+    expect(failure).toBeInstanceOf(CliError);
+    expect(exitCodeOf(failure)).toBe(2);
+    expect((failure as Error).message).toMatch(/troupe\.config\.json.*--actors.*npx troupe init my-app/);
+  });
+});
+
 describe('the command line\'s small parts', () => {
   it('keeps data under the working directory unless told otherwise', () => {
     const saved = process.env.TROUPE_DATA_DIR;
