@@ -246,13 +246,11 @@ function ensureNats() {
 function main() {
   const args = process.argv.slice(2);
   const sub = args[0];
-  if (sub === undefined) {
-    process.stderr.write('usage: troupe ensure-nats | troupe <command> [args...]   (start, send, state, history, ...; `troupe --help` for the full list)\n');
-    process.exitCode = 1;
-    return;
-  }
   ensureDeps();
-  const nats = ensureNats();
+  // Only `start` runs a nats-server; help, version, init and the clients need none (the command
+  // line itself answers `troupe` with no arguments).
+  const command = args.find((a) => !a.startsWith('-'));
+  const nats = command === 'start' || sub === 'ensure-nats' ? ensureNats() : undefined;
   if (sub === 'ensure-nats') {
     process.stdout.write(`nats-server ${nats.version} ${nats.path}\n`);
     return;
@@ -261,7 +259,7 @@ function main() {
   if (!existsSync(cli)) throw new Failure(`${cli} does not exist yet.`);
   const child = spawn(process.execPath, [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), cli, ...args], {
     stdio: 'inherit',
-    env: { ...process.env, TROUPE_NATS_SERVER: nats.path },
+    env: nats === undefined ? process.env : { ...process.env, TROUPE_NATS_SERVER: nats.path },
   });
   const forward = (signal) => {
     try {

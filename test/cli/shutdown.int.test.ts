@@ -3,6 +3,7 @@
 // drain NATS, close LMDB, exit 0. No acknowledged command is lost; every command that did not
 // finish gets a retryable error, and a retry with the same commandId is answered once.
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { TroupeClient } from '../../runtime/remote/client.ts';
@@ -108,7 +109,8 @@ describe('graceful shutdown', () => {
       expect([...counts].filter(([, k]) => k !== 1)).toEqual([]);
 
       // A retry of each failed command with its commandId is answered once, by a restarted node.
-      node = await startNode(nats.url, { dataDir, stream: 'TROUPE', subjectPrefix: 'troupe' });
+      // `--data-dir` is the data folder; the node's LMDB is its `data` subfolder.
+      node = await startNode(nats.url, { dataDir: join(dataDir, 'data'), stream: 'TROUPE', subjectPrefix: 'troupe' });
       const retried = await Promise.all(failed.map((f) => node!.send('Account', f.account, 'Deposit', { amount: f.amount }, { commandId: f.commandId })));
       expect(retried.every((r) => r.version > 0)).toBe(true);
       const after = await readEvents(nats.url, 'TROUPE');

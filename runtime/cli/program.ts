@@ -1,0 +1,144 @@
+/**
+ * The commands, options and help of the `troupe` command line (commander). main.ts runs it.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { isLogLevel } from '../ops/log.ts';
+import { CONFIG_NAMES } from './config.ts';
+import { EXIT_CODES_HELP, exitCodeOf, isExpected, oneLine } from './exit.ts';
+import { scaffold } from './init.ts';
+import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
+import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
+
+/** The version of the troupe package (runtime/cli/main.ts and dist/cli/main.js are two folders deep). */
+export function troupeVersion(): string {
+  const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json');
+  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+}
+
+function int(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+function httpPort(value: string): number | false {
+  if (value === 'off' || value === 'false') return false;
+  return int(0, 65535)(value);
+}
+
+function logLevel(value: string): StartFlags['logLevel'] {
+  if (!isLogLevel(value)) throw new InvalidArgumentError('expected one of fatal, error, warn, info, debug, trace, silent.');
+  return value;
+}
+
+const ENVIRONMENT_HELP = `Environment:
+  NATS_URL             NATS servers, comma separated (start: default runs its own nats-server;
+                       send/state/history: default nats://127.0.0.1:4222)
+  TROUPE_NATS_PORT     port of the nats-server that \`troupe start\` runs itself (default ${DEFAULT_NATS_PORT})
+  TROUPE_ACTORS        actor modules, comma separated
+  TROUPE_WORKERS, TROUPE_SHARDS, TROUPE_DATA_DIR, TROUPE_HTTP_PORT, TROUPE_LOG_LEVEL
+  OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT   traces (off by default)`;
+
+function natsUrlOption(forStart: boolean): Option {
+  return new Option('--nats-url <url>', forStart
+    ? 'NATS servers to use, comma separated (default: run a local nats-server)'
+    : 'NATS servers of the node (default: nats://127.0.0.1:4222)').env('NATS_URL');
+}
+
+function clientFlags(cmd: Command): ClientFlags {
+  return cmd.opts<ClientFlags>();
+}
+
+export function program(): Command {
+  const version = troupeVersion();
+  const p = new Command('troupe')
+    .description('Troupe: actors on worker threads, NATS JetStream as the log, LMDB snapshots.')
+    .version(version, '-V, --version', 'print the version of troupe')
+    .helpOption('-h, --help', 'show help (also `troupe <command> --help`)')
+    .option('--debug', 'print stack traces of failures')
+    .exitOverride()
+    .configureOutput({ outputError: () => {} })
+    .showSuggestionAfterError(true)
+    .addHelpText('after', `\n${EXIT_CODES_HELP}\n\n${ENVIRONMENT_HELP}\n\nThe manual: docs/cli.md`);
+
+  p.command('start')
+    .description('run a Troupe node: your actors on worker threads, serving commands over NATS')
+    .addOption(new Option('-c, --config <file>', `config file (default: ${CONFIG_NAMES.join(', ')} in the working directory)`))
+    .addOption(new Option('--actors <modules>', 'actor modules, comma separated (overrides the config file)').env('TROUPE_ACTORS'))
+    .addOption(natsUrlOption(true))
+    .addOption(new Option('--nats-port <port>', `port of the nats-server it runs itself (default ${DEFAULT_NATS_PORT})`).env('TROUPE_NATS_PORT').argParser(int(1, 65535)))
+    .addOption(new Option('--workers <n>', 'worker threads (default: cores - 1, 1 to 8)').env('TROUPE_WORKERS').argParser(int(1, 256)))
+    .addOption(new Option('--shards <n>', 'shards; fixed per deployment (default 16)').env('TROUPE_SHARDS').argParser(int(1, 65536)))
+    .addOption(new Option('--data-dir <dir>', 'data folder: LMDB in <dir>/data, the local nats-server\'s log in <dir>/nats (default ./.troupe)').env('TROUPE_DATA_DIR'))
+    .addOption(new Option('--http-port <port>', `port of /health, /ready, /metrics; 0 = any free port, off = none (default ${DEFAULT_CLI_HTTP_PORT})`).env('TROUPE_HTTP_PORT').argParser(httpPort))
+    .addOption(new Option('--log-level <level>', `fatal, error, warn, info, debug, trace or silent (default ${DEFAULT_CLI_LOG_LEVEL})`).env('TROUPE_LOG_LEVEL').argParser(logLevel))
+    .addHelpText('after', `
+Flags and environment variables override the config file. Examples:
+  npx troupe start
+  npx troupe start --actors ./src/actors.js --nats-port 4223
+  NATS_URL=nats://nats.internal:4222 npx troupe start --config deploy/troupe.config.mjs`)
+    .action((_opts, cmd: Command) => start(cmd.opts<StartFlags>()));
+
+  p.command('send')
+    .description('send a command to an actor; prints the result as JSON')
+    .argument('<type>', 'actor type, e.g. Account')
+    .argument('<id>', 'actor id, e.g. acct-1')
+    .argument('<command>', 'command type, e.g. Deposit')
+    .argument('[payload]', 'the command\'s payload, a JSON object (default {})')
+    .option('--command-id <id>', 'idempotency key: a command re-sent with the same id is answered once')
+    .option('--user <id>', 'user id recorded with the events')
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
+    .addHelpText('after', `
+Example:
+  npx troupe send Account acct-1 Deposit '{"amount":100}'`)
+    .action((type: string, id: string, command: string, payload: string | undefined, _opts, cmd: Command) => send(type, id, command, payload, cmd.opts<SendFlags>()));
+
+  p.command('state')
+    .description('print an actor\'s state and version as JSON')
+    .argument('<type>', 'actor type')
+    .argument('<id>', 'actor id')
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
+    .action((type: string, id: string, _opts, cmd: Command) => state(type, id, clientFlags(cmd)));
+
+  p.command('history')
+    .description('print an actor\'s events as JSON')
+    .argument('<type>', 'actor type')
+    .argument('<id>', 'actor id')
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
+    .action((type: string, id: string, _opts, cmd: Command) => history(type, id, clientFlags(cmd)));
+
+  p.command('init')
+    .description('scaffold a Troupe app: package.json, a config file, one actor, one test')
+    .argument('[dir]', 'folder of the new app', '.')
+    .option('--force', 'write into a folder that is not empty')
+    .action(async (dir: string, opts: { force?: boolean }) => {
+      await scaffold(dir, { troupeVersion: version, force: opts.force === true });
+      const cd = dir === '.' ? '' : `cd ${dir} && `;
+      process.stdout.write(`Created a Troupe app in ${dir}. Next:\n  ${cd}npm install\n  npx troupe start\n  npm test\n`);
+    });
+
+  return p;
+}
+
+/** The name of the command `argv` runs (for messages), or undefined for the program itself. */
+function commandOf(p: Command, argv: readonly string[]): Command | undefined {
+  const first = argv.find((a) => !a.startsWith('-'));
+  return p.commands.find((c) => c.name() === first);
+}
+
+/** One line for a usage error: what is wrong, and where the fix is. */
+export function usageLine(p: Command, argv: readonly string[], e: CommanderError): string {
+  const cmd = commandOf(p, argv);
+  const name = cmd === undefined ? 'troupe' : `troupe ${cmd.name()}`;
+  let text = e.message.replace(/^error: /, '').replace(/\.\s*$/, '').replace(/\s*\n\s*/g, ' ').replace(/\(Did you mean/, '(did you mean');
+  if (e.code === 'commander.missingArgument' && cmd !== undefined) text += `; usage: ${name} ${cmd.usage()}`;
+  return `${name}: ${text}; see \`${name} --help\``;
+}
