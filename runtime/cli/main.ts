@@ -12,6 +12,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TroupeClient } from '../remote/client.ts';
+import { DATA_DIR_ENV, dataPaths } from './paths.ts';
 import { isTroupeError } from '../errors.ts';
 import { REPO_ROOT, startNatsServer, type NatsServerHandle } from '../testing/nats-server.ts';
 import type { LogLevel } from '../ops/log.ts';
@@ -52,12 +53,14 @@ async function start(args: string[]): Promise<void> {
   const logLevel = values['log-level'] ?? (process.env.TROUPE_LOG_LEVEL || 'info');
   // The entry point sets up the OpenTelemetry SDK (traces, when OTEL_* variables ask for them).
   const traced = await startTracingSdk({ serviceName: 'troupe' });
-  const dataRoot = process.env.TROUPE_DATA_DIR ?? join(REPO_ROOT, '.troupe');
+  // Data under the app's working directory (or --data-dir / TROUPE_DATA_DIR), never the package's folder.
+  const paths = dataPaths({ dataDir: values['data-dir'] });
+  process.env[DATA_DIR_ENV] = paths.root; // worker threads, the master key and the nats-server lookup agree
   let server: NatsServerHandle | null = null;
   let servers = process.env.NATS_URL;
   if (servers === undefined || servers === '') {
     try {
-      server = await startNatsServer({ port: 4222, storeDir: join(dataRoot, 'nats'), serverName: 'troupe-local' });
+      server = await startNatsServer({ port: 4222, storeDir: paths.nats, serverName: 'troupe-local' });
     } catch (e) {
       fail(`could not start the local nats-server on 127.0.0.1:4222: ${(e as Error).message}\nIs another Troupe or nats-server running? Stop it, or set NATS_URL to use it.`, 1);
     }
@@ -70,7 +73,7 @@ async function start(args: string[]): Promise<void> {
     node = await Troupe.start({
       actors,
       servers,
-      dataDir: values['data-dir'] ?? join(dataRoot, 'data'),
+      dataDir: paths.data,
       httpPort,
       logLevel: logLevel as LogLevel,
       ...(values.workers !== undefined ? { workers: Number(values.workers) } : {}),

@@ -11,12 +11,15 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The repository root (the folder holding nats.conf and package.json). */
+/**
+ * Troupe's own folder (holding nats.conf and package.json): the repository, or the installed
+ * package (this file is runtime/testing/ or dist/testing/ under it). Read-only: data never goes here.
+ */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** The default nats-server configuration. */
+/** The default nats-server configuration (shipped with the package). */
 export const DEFAULT_NATS_CONFIG = join(REPO_ROOT, 'nats.conf');
 /** The command that installs a suitable nats-server (also run by `npm test` and `npm start`). */
-export const ENSURE_NATS_COMMAND = 'node runtime/bin/troupe.mjs ensure-nats';
+export const ENSURE_NATS_COMMAND = 'npx troupe ensure-nats';
 
 const MIN_MAJOR = 2;
 const MIN_MINOR = 10;
@@ -54,7 +57,7 @@ export interface NatsServerHandle {
 }
 
 export interface StartNatsServerOptions {
-  /** Config file; default `<repo>/nats.conf`. */
+  /** Config file; default the nats.conf shipped with Troupe. */
   config?: string;
   /** Client port; default a random free port. */
   port?: number;
@@ -88,9 +91,9 @@ interface FoundServer { path: string; version: string }
 let cachedServer: FoundServer | undefined;
 let cachedKey = '';
 
+/** The app's data folder: TROUPE_DATA_DIR, else `.troupe` under the working directory (see cli/paths.ts). */
 function dataDir(): string {
-  const d = process.env.TROUPE_DATA_DIR;
-  return d ? resolve(d) : join(REPO_ROOT, '.troupe');
+  return resolve(process.env.TROUPE_DATA_DIR || '.troupe');
 }
 
 function isExecutable(p: string): boolean {
@@ -127,14 +130,14 @@ function tooOldMessage(path: string, version: string): string {
 }
 
 function installHint(): string {
-  return `Run \`${ENSURE_NATS_COMMAND}\` in ${REPO_ROOT} (\`npm test\` and \`npm start\` do it too): ` +
+  return `Run \`${ENSURE_NATS_COMMAND}\` in your project's folder (in Troupe's repository, \`npm test\` and \`npm start\` do it too): ` +
     `it fetches nats-server >= 2.10 into ${join(dataDir(), 'bin')}. Or install nats-server >= 2.10 from ` +
     `https://github.com/nats-io/nats-server/releases and put it on PATH or set TROUPE_NATS_SERVER.`;
 }
 
 /**
  * Find a nats-server >= 2.10: `$TROUPE_NATS_SERVER`, else `nats-server` on PATH, else
- * `<repo>/.troupe/bin/nats-server` (`$TROUPE_DATA_DIR/bin/nats-server`). Throws an Error that
+ * `.troupe/bin/nats-server` under the working directory (`$TROUPE_DATA_DIR/bin/nats-server`). Throws an Error that
  * names the install command when none is found or the only one is older than 2.10.
  */
 export function findNatsServer(): { path: string; version: string } {
@@ -339,7 +342,7 @@ class ServerProcess implements NatsServerHandle {
     installExitHook();
     // detached: its own process group, so a Ctrl-C in the terminal reaches only this process,
     // which can then drain its work before it stops the server.
-    const child = spawn(this.launch.bin, this.launch.args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(this.launch.bin, this.launch.args, { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     liveChildren.add(child);
     let startOut = '';
