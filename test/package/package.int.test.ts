@@ -244,6 +244,24 @@ try {
     },
   );
 
+  it.skipIf(typeof (process.features as { typescript?: unknown }).typescript === 'string')(
+    'loads a TypeScript actor module, in the main thread and the workers, through the tsx the app installed',
+    async () => {
+      await npm(app, ['install', '--save-dev', 'tsx@4.23.15', '--no-audit', '--no-fund', '--prefer-offline'], 120_000);
+      writeFileSync(join(app, 'typed-run.mjs'), `import { Troupe } from 'troupe';
+const node = await Troupe.start({ actors: ['./actors/typed.ts'], servers: process.argv[2], workers: 2, shards: 2, httpPort: 0, dataDir: '.troupe/typed' });
+try {
+  for (const id of ['ts-1', 'ts-2', 'ts-3', 'ts-4']) await node.send('Counter', id, 'Increment', { by: 4 });
+  process.stdout.write(JSON.stringify(await node.query('Counter', 'ts-3')));
+} finally {
+  await node.stop();
+}
+`);
+      const { stdout } = await run(process.execPath, ['typed-run.mjs', nats.url], { cwd: app, env: userEnv(), timeout: 60_000 });
+      expect(JSON.parse(stdout)).toEqual({ state: { value: 4 }, version: 1 });
+    },
+  );
+
   it('`troupe init` scaffolds an app whose tests pass and whose actor runs from its config', async () => {
     const dir = join(work, 'my-app');
     const script = `import('troupe/internal').then((m) => m.scaffold(${JSON.stringify(dir)}, { troupeVersion: '0.1.0' })).then((r) => process.stdout.write(JSON.stringify(r)))`;
