@@ -18,6 +18,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -234,7 +235,14 @@ function main() {
   const source = join(ROOT, 'runtime', 'cli', 'main.ts');
   const compiled = join(ROOT, 'dist', 'cli', 'main.js');
   let argv;
-  if (existsSync(source)) argv = [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), source, ...args];
+  if (existsSync(source)) {
+    try {
+      createRequire(import.meta.url).resolve('tsx/cjs');
+    } catch {
+      throw new Failure(`the repository's npm dependencies are not installed: run \`npm ci\` in ${ROOT} first.`);
+    }
+    argv = [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), source, ...args];
+  }
   else if (existsSync(compiled)) argv = [compiled, ...args];
   else throw new Failure(`neither ${compiled} nor ${source} exists: this Troupe package is incomplete; reinstall it.`);
   const child = spawn(process.execPath, argv, {
