@@ -34,3 +34,9 @@ export { ReadModel } from './consumers/projection.ts';
 
 // Tracing switched on or off after start (tests).
 export { refreshTracing } from './ops/tracing.ts';
+
+// Where `troupe start` keeps data, and the `troupe init` scaffold (the package tests use them).
+export { dataPaths, DATA_DIR_ENV, DEFAULT_DATA_ROOT } from './cli/paths.ts';
+export type { DataPaths } from './cli/paths.ts';
+export { scaffold } from './cli/init.ts';
+export type { ScaffoldOptions } from './cli/init.ts';

@@ -1,25 +1,41 @@
 #!/usr/bin/env node
 // Troupe's command-line entry point (package.json "bin", `npm start`, `npm test`).
 //
-// Plain JavaScript with node: builtins only, because it runs before `npm install`:
-//   1. installs the npm dependencies when node_modules is missing or older than package-lock.json;
-//   2. makes sure a nats-server >= 2.10 is available ($TROUPE_NATS_SERVER, PATH, or
+// Plain JavaScript with node: builtins only:
+//   1. makes sure a nats-server >= 2.10 is available ($TROUPE_NATS_SERVER, PATH, or
 //      <data dir>/bin/nats-server; on Debian-like systems it fetches Debian 13's package);
-//   3. `ensure-nats`: prints the server's path and version and exits;
-//      anything else: runs `node runtime/bin/run-ts.cjs runtime/cli/main.ts <args>` (TypeScript through
-//      tsx's require hook) with TROUPE_NATS_SERVER set.
+//   2. `ensure-nats`: prints the server's path and version and exits;
+//      anything else: runs the CLI with TROUPE_NATS_SERVER set: the compiled dist/cli/main.js
+//      in the installed package, or, in a source checkout (runtime/cli/main.ts next to this
+//      file), `node runtime/bin/run-ts.cjs runtime/cli/main.ts <args>` (TypeScript through tsx,
+//      a dev dependency of the repository).
+// It never installs npm packages: in the repository, `npm ci` does (see the README).
 //
+// Data (the fetched nats-server, and everything `troupe start` keeps) goes under the app's
+// working directory: `--data-dir`, else TROUPE_DATA_DIR, else ./.troupe; never inside the package.
 // Environment: TROUPE_NATS_SERVER (a nats-server binary to use), TROUPE_DATA_DIR (data folder,
-// default <repo>/.troupe), TROUPE_NATS_DEBIAN_SUITE (Debian suite to fetch from, default trixie).
+// default ./.troupe), TROUPE_NATS_DEBIAN_SUITE (Debian suite to fetch from, default trixie).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, chmodSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, resolve, sep } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const DATA_DIR = process.env.TROUPE_DATA_DIR ? resolve(process.env.TROUPE_DATA_DIR) : join(ROOT, '.troupe');
+
+/** `--data-dir DIR` / `--data-dir=DIR` among the arguments (the CLI parses them again). */
+function dataDirArg(args) {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') break;
+    if (args[i] === '--data-dir' && args[i + 1] !== undefined) return args[i + 1];
+    if (args[i].startsWith('--data-dir=')) return args[i].slice('--data-dir='.length);
+  }
+  return undefined;
+}
+
+const DATA_DIR = resolve(dataDirArg(process.argv.slice(2)) || process.env.TROUPE_DATA_DIR || '.troupe');
 const LOCAL_BIN = join(DATA_DIR, 'bin', 'nats-server');
 const SUITE = process.env.TROUPE_NATS_DEBIAN_SUITE || 'trixie';
 const MIN = [2, 10];
@@ -28,46 +44,6 @@ class Failure extends Error {}
 
 function say(msg) {
   process.stderr.write(`troupe: ${msg}\n`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// npm dependencies
-
-function mtime(p) {
-  try {
-    return statSync(p).mtimeMs;
-  } catch {
-    return undefined;
-  }
-}
-
-function ensureDeps() {
-  // Installed as a dependency of another package: npm already installed (and hoisted) our deps.
-  if (ROOT.split(sep).includes('node_modules')) return;
-  const lock = join(ROOT, 'package-lock.json');
-  const marker = join(ROOT, 'node_modules', '.package-lock.json');
-  const nodeModules = mtime(join(ROOT, 'node_modules'));
-  const markerTime = mtime(marker);
-  const lockTime = mtime(lock);
-  let reason;
-  if (nodeModules === undefined) reason = 'node_modules is missing';
-  else if (lockTime !== undefined && (markerTime === undefined || markerTime < lockTime)) reason = 'package-lock.json is newer than node_modules';
-  if (!reason) return;
-  // npm ci would empty the directory a node_modules symlink points to (someone else's install).
-  if (nodeModules !== undefined && lstatSync(join(ROOT, 'node_modules')).isSymbolicLink()) {
-    say(`${reason}, but node_modules is a symbolic link: not reinstalling; run \`npm ci\` yourself if needed`);
-    return;
-  }
-  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-  const useCi = lockTime !== undefined;
-  say(`${reason}: running \`npm ${useCi ? 'ci' : 'install'}\` in ${ROOT}`);
-  let r = spawnSync(npm, [useCi ? 'ci' : 'install'], { cwd: ROOT, stdio: 'inherit' });
-  if (useCi && r.status !== 0) {
-    say('`npm ci` failed; trying `npm install`');
-    r = spawnSync(npm, ['install'], { cwd: ROOT, stdio: 'inherit' });
-  }
-  if (r.error) throw new Failure(`could not run npm: ${r.error.message}`);
-  if (r.status !== 0) throw new Failure(`installing npm dependencies failed (exit ${r.status ?? r.signal})`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,7 +222,6 @@ function ensureNats() {
 function main() {
   const args = process.argv.slice(2);
   const sub = args[0];
-  ensureDeps();
   // Only `start` runs a nats-server; help, version, init and the clients need none (the command
   // line itself answers `troupe` with no arguments).
   const command = args.find((a) => !a.startsWith('-'));
@@ -255,11 +230,22 @@ function main() {
     process.stdout.write(`nats-server ${nats.version} ${nats.path}\n`);
     return;
   }
-  const cli = join(ROOT, 'runtime', 'cli', 'main.ts');
-  if (!existsSync(cli)) throw new Failure(`${cli} does not exist yet.`);
-  const child = spawn(process.execPath, [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), cli, ...args], {
+  const source = join(ROOT, 'runtime', 'cli', 'main.ts');
+  const compiled = join(ROOT, 'dist', 'cli', 'main.js');
+  let argv;
+  if (existsSync(source)) {
+    try {
+      createRequire(import.meta.url).resolve('tsx/cjs');
+    } catch {
+      throw new Failure(`the repository's npm dependencies are not installed: run \`npm ci\` in ${ROOT} first.`);
+    }
+    argv = [join(ROOT, 'runtime', 'bin', 'run-ts.cjs'), source, ...args];
+  }
+  else if (existsSync(compiled)) argv = [compiled, ...args];
+  else throw new Failure(`neither ${compiled} nor ${source} exists: this Troupe package is incomplete; reinstall it.`);
+  const child = spawn(process.execPath, argv, {
     stdio: 'inherit',
-    env: nats === undefined ? process.env : { ...process.env, TROUPE_NATS_SERVER: nats.path },
+    env: nats === undefined ? { ...process.env, TROUPE_DATA_DIR: DATA_DIR } : { ...process.env, TROUPE_NATS_SERVER: nats.path, TROUPE_DATA_DIR: DATA_DIR },
   });
   const forward = (signal) => {
     try {

@@ -106,6 +106,8 @@ function rootCause(e: unknown): string {
 
 export async function start(flags: StartFlags): Promise<void> {
   const { options, config, root } = await resolveStart(flags);
+  // Worker threads, the development master key and the nats-server lookup use the same folder.
+  process.env.TROUPE_DATA_DIR = root;
   // The entry point sets up the OpenTelemetry SDK (traces, when OTEL_* variables ask for them).
   const traced = await startTracingSdk({ serviceName: 'troupe' });
   let server: NatsServerHandle | null = null;

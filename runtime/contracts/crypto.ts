@@ -16,7 +16,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { KeysUnavailableError } from '../errors.ts';
 
 export const KEY_BYTES = 32;
@@ -106,7 +106,7 @@ export interface MasterKeySource {
 
 /**
  * Find the master key: `masterKey`, then TROUPE_MASTER_KEY, then `masterKeyFile`, then
- * TROUPE_MASTER_KEY_FILE, then `.troupe/master.key` under the working directory, which is
+ * TROUPE_MASTER_KEY_FILE, then `master.key` in TROUPE_DATA_DIR or `.troupe/master.key` under the working directory, which is
  * generated (mode 0600) when missing. The generated key is for local development: every node
  * and consumer of a deployment needs the same master key, so production sets
  * TROUPE_MASTER_KEY (or TROUPE_MASTER_KEY_FILE).
@@ -129,7 +129,8 @@ export function resolveMasterKey(src: MasterKeySource = {}): { key: MasterKey; s
   if (src.devKeyFile === false) {
     throw new KeysUnavailableError(`no master key: set ${MASTER_KEY_ENV} (32 random bytes as base64: openssl rand -base64 32) or ${MASTER_KEY_FILE_ENV}, or pass masterKey`, {}, undefined, false);
   }
-  const path = resolvePath(src.devKeyFile ?? DEV_MASTER_KEY_FILE);
+  const dataRoot = env.TROUPE_DATA_DIR;
+  const path = resolvePath(src.devKeyFile ?? (dataRoot ? join(dataRoot, 'master.key') : DEV_MASTER_KEY_FILE));
   mkdirSync(dirname(path), { recursive: true });
   try {
     writeFileSync(path, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { flag: 'wx', mode: 0o600 });

@@ -118,6 +118,7 @@ export async function loadRegistry(modules: readonly string[], keys?: RegistryKe
     try {
       mod = await importModule(path);
     } catch (e) {
+      if (e instanceof InvalidDefinitionError) throw e;
       throw new InvalidDefinitionError(`cannot load actor module ${path}: ${(e as Error).message}`, { module: path });
     }
     let found = 0;
@@ -135,15 +136,40 @@ export async function loadRegistry(modules: readonly string[], keys?: RegistryKe
   return registry;
 }
 
+const TS_MODULE = /\.(?:ts|mts|cts|tsx)$/;
+/** Import errors that mean "this thread cannot load TypeScript as ESM" (no loader, or Node's type stripping refused the syntax). */
+const NO_TS_LOADER = new Set(['ERR_UNKNOWN_FILE_EXTENSION', 'ERR_UNSUPPORTED_TYPESCRIPT_SYNTAX', 'ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING']);
+
 /**
- * ESM import, or require where the thread has no ESM hook for TypeScript: on Node 20, worker
- * threads get tsx's require hook but not its ESM loader.
+ * Load an actor module (.js, .mjs, .cjs or TypeScript) in this thread (the main thread and each
+ * worker load the modules themselves).
+ *
+ * JavaScript: a plain import. TypeScript: an import first, which works where Node strips types
+ * itself (on by default from Node 23.6; Node 22.6+ with --experimental-strip-types) or where a
+ * TypeScript hook is registered; otherwise through tsx's require hook, registered in this thread
+ * from the tsx the user's project installed (resolved from the module's own folder: Troupe
+ * itself does not depend on tsx). With neither, an error that names the fix.
  */
 async function importModule(path: string): Promise<Record<string, unknown>> {
+  const url = pathToFileURL(path).href;
   try {
-    return await import(pathToFileURL(path).href) as Record<string, unknown>;
+    return await import(url) as Record<string, unknown>;
   } catch (e) {
-    if ((e as { code?: string }).code !== 'ERR_UNKNOWN_FILE_EXTENSION') throw e;
-    return createRequire(pathToFileURL(path).href)(path) as Record<string, unknown>;
+    if (!TS_MODULE.test(path) || !NO_TS_LOADER.has((e as { code?: string }).code ?? '')) throw e;
   }
+  const req = createRequire(url);
+  if (!('.ts' in req.extensions)) {
+    let tsx: string;
+    try {
+      tsx = req.resolve('tsx/cjs');
+    } catch {
+      throw new InvalidDefinitionError(
+        `cannot load the TypeScript actor module ${path}: this Node.js (${process.version}) does not run TypeScript by itself, and tsx is not installed in your app. ` +
+        'Install tsx in your app (npm i -D tsx), or write the actor in JavaScript (.js), or use Node.js >= 23.6 (or 22.6+ with --experimental-strip-types).',
+        { module: path },
+      );
+    }
+    req(tsx);
+  }
+  return req(path) as Record<string, unknown>;
 }

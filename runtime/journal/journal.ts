@@ -64,7 +64,7 @@ export function assertServerVersion(nc: NatsConnection): string {
   const [major = 0, minor = 0] = version.split('.').map((n) => Number.parseInt(n, 10));
   if (major < 2 || (major === 2 && minor < 10)) {
     throw new NatsServerUnsupportedError(
-      `nats-server ${version} is too old: Troupe needs 2.10 or newer, because 2.9 does not serialize expected-last-subject-sequence on replicated streams (nats-server#4320), so it cannot fence a second writer. Install 2.10+ (node runtime/bin/troupe.mjs ensure-nats)`,
+      `nats-server ${version} is too old: Troupe needs 2.10 or newer, because 2.9 does not serialize expected-last-subject-sequence on replicated streams (nats-server#4320), so it cannot fence a second writer. Install 2.10+ (npx troupe ensure-nats)`,
       { version });
   }
   if (nc.info?.jetstream !== true) {

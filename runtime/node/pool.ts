@@ -18,6 +18,7 @@
  * re-open from LMDB checkpoint plus log tail. Commands that were on the dead worker fail
  * with a retryable WORKER_LOST error.
  */
+import { existsSync } from 'node:fs';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { OUTCOME_STRIDE, pushCommand, readOutcome, type CommandEnvelope, type CommandResult } from '../envelope.ts';
@@ -69,6 +70,14 @@ interface Slot {
 const QUEUE = Piscina.queueOptionsSymbol;
 
 /**
+ * The worker threads' module: the compiled worker.js next to this file in the installed package
+ * (dist/node/), or, in a source checkout, worker-entry.cjs, which loads worker.ts through tsx (a
+ * dev dependency of the repository only).
+ */
+const COMPILED_WORKER = new URL('./worker.js', import.meta.url);
+const WORKER_FILE = existsSync(COMPILED_WORKER) ? COMPILED_WORKER.href : new URL('./worker-entry.cjs', import.meta.url).href;
+
+/**
  * A slot's queue leaves for its worker at the end of the event-loop turn, or as soon as it
  * holds this many commands. Without the cap, a turn that answers thousands of commands sends
  * their successors as one batch: the worker waits while the main thread produces it, and the
@@ -102,7 +111,7 @@ export class WorkerPool {
       sentAt: new Float64Array(size), sentCount: 0, nextSeq: 0, attaching: null,
     }));
     this.pool = new Piscina({
-      filename: new URL('./worker-entry.cjs', import.meta.url).href,
+      filename: WORKER_FILE,
       minThreads: n,
       maxThreads: n,
       idleTimeout: Infinity,

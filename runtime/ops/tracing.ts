@@ -31,6 +31,7 @@ import {
   type Attributes, type Context, type Link, type Span, type SpanContext, type Tracer,
 } from '@opentelemetry/api';
 import type { MetricData, MetricProducer, CollectionResult } from '@opentelemetry/sdk-metrics';
+import { InvalidOptionError } from '../errors.ts';
 import { ops, within, type HistogramSnapshot, type NodeMetrics, type WorkerCounters, type WorkerMetricsSnapshot, addWorkerCounters, emptyWorkerCounters } from './metrics.ts';
 
 // ── tracing state ────────────────────────────────────────────────────────────────────────────
@@ -387,6 +388,23 @@ export function tracingConfigured(env: NodeJS.ProcessEnv = process.env): boolean
 interface Sdk { shutdown(): Promise<void> }
 let sdk: Sdk | null = null;
 
+/** The SDK package: an optional peer dependency of Troupe, loaded only when tracing is on. */
+const SDK_NODE = '@opentelemetry/sdk-node';
+
+async function loadSdkNode(): Promise<typeof import('@opentelemetry/sdk-node')> {
+  try {
+    return await import(SDK_NODE) as typeof import('@opentelemetry/sdk-node');
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw e;
+    throw new InvalidOptionError(
+      `tracing is on (OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set) but ${SDK_NODE} is not installed: ` +
+      `install it in your app (npm i ${SDK_NODE}), or unset those variables (or set OTEL_SDK_DISABLED=true)`,
+      { field: 'tracing', package: SDK_NODE },
+    );
+  }
+}
+
 /**
  * Start @opentelemetry/sdk-node in this thread when OTEL_* variables enable tracing (or
  * `force`): traces only (metrics go to /metrics, logs to stdout). Exporter, sampler, endpoint
@@ -394,7 +412,7 @@ let sdk: Sdk | null = null;
  */
 export async function startTracingSdk(options: { serviceName?: string; force?: boolean } = {}): Promise<boolean> {
   if (sdk === null && (options.force === true || tracingConfigured())) {
-    const { NodeSDK } = await import('@opentelemetry/sdk-node');
+    const { NodeSDK } = await loadSdkNode();
     const s = new NodeSDK({
       serviceName: process.env.OTEL_SERVICE_NAME ?? options.serviceName ?? 'troupe',
       metricReaders: [],

@@ -348,7 +348,7 @@ class ServerProcess implements NatsServerHandle {
     installExitHook();
     // detached: its own process group, so a Ctrl-C in the terminal reaches only this process,
     // which can then drain its work before it stops the server.
-    const child = spawn(this.launch.bin, this.launch.args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(this.launch.bin, this.launch.args, { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     liveChildren.add(child);
     let startOut = '';

@@ -9,7 +9,7 @@
 // `nats.url` inside tests (started in beforeAll, stopped in afterAll).
 //
 // When no nats-server >= 2.10 is installed these throw, so tests FAIL (never skip) with the
-// command that installs one: `node runtime/bin/troupe.mjs ensure-nats` (npm test runs it).
+// command that installs one: `npx troupe ensure-nats` (npm test runs it).
 
 import { afterAll, beforeAll } from 'vitest';
 import { makeTempDir, startNatsServer, type NatsServerHandle, type StartNatsServerOptions } from '../../runtime/testing/nats-server.ts';
