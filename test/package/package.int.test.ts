@@ -201,7 +201,7 @@ describe('the packed package', () => {
     const env = { NATS_URL: nats.url };
     const node = await startCli(app, ['--actors', './actors/counter.js', '--workers', '1', '--shards', '2', '--http-port', '0', '--data-dir', 'var/troupe'], env);
     children.push(node.child);
-    expect(node.stdout()).toContain('actors Counter');
+    expect(node.stdout()).toContain('Actors: Counter');
     const sent = await cli(app, ['send', 'Counter', 'cli-1', 'Increment', '{"by":2}'], env) as { version: number };
     expect(sent.version).toBe(1);
     await cli(app, ['send', 'Counter', 'cli-1', 'Increment', '{"by":3}'], env);
