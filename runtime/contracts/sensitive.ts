@@ -218,7 +218,7 @@ export function unsealState(ring: KeyRing | null, type: string, id: string, seal
   return { state };
 }
 
-/** What `Store.putSnapshot` writes: the snapshot with its state sealed if needed, or null to write nothing. */
+/** What the node hands `Store.putSnapshot`: the snapshot with its state sealed if needed, or null (remove the snapshot, write nothing). */
 export function sealSnapshot<T extends { state: unknown }>(type: string, id: string, snap: T): T | null {
   const state = sealState(type, id, snap.state);
   if (state === snap.state) return snap;

@@ -15,7 +15,6 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { sealSnapshot } from '../contracts/sensitive.ts';
 
 export interface Snapshot {
   sv: number;
@@ -131,14 +130,15 @@ export class Store {
   }
 
   /**
-   * A state built from sensitive values is sealed under the keys it was built with (sensitive.ts);
-   * when one of them was destroyed meanwhile, the snapshot is dropped instead: LMDB never holds a
-   * sensitive value in the clear, and the actor is rebuilt from the log next time.
+   * Write a snapshot as given, or remove the actor's snapshot when given null. The caller seals
+   * first (contracts/sensitive.ts `sealSnapshot`): a state built from sensitive values is sealed
+   * under the keys it was built with, and when one of them was destroyed meanwhile there is no
+   * snapshot to write (null), so LMDB never holds a sensitive value in the clear and the actor
+   * is rebuilt from the log next time.
    */
-  putSnapshot(type: string, id: string, snap: Snapshot): Promise<boolean> {
-    const sealed = sealSnapshot(type, id, snap);
-    if (sealed === null) return this.snapshots.remove([type, id]).then(() => false);
-    return this.snapshots.put([type, id], sealed);
+  putSnapshot(type: string, id: string, snap: Snapshot | null): Promise<boolean> {
+    if (snap === null) return this.snapshots.remove([type, id]).then(() => false);
+    return this.snapshots.put([type, id], snap);
   }
 
   /**

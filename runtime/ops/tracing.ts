@@ -180,7 +180,7 @@ export function startCommandTrace(cmd: CommandLike, parent?: Context | string | 
 }
 
 /** For pool.ts: the traceparents of a batch's commands (ends their route spans), or undefined when none is traced. */
-export function taskTraces(batch: readonly { trace?: CommandTrace }[]): (string | null)[] | undefined {
+export function taskTraces(batch: readonly { trace?: { routed(): string } | undefined }[]): (string | null)[] | undefined {
   let out: (string | null)[] | undefined;
   for (let i = 0; i < batch.length; i++) {
     const t = batch[i]!.trace;
