@@ -1,6 +1,8 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { checkWings, parseImports, readRuntimeTree, type SourceFile, type Violation } from './helpers/wings.ts';
+import { checkWings, parseImports, readRuntimeTree, WING_RULES, type SourceFile, type Violation } from './helpers/wings.ts';
 
 const RUNTIME = fileURLToPath(new URL('../runtime/', import.meta.url));
 
@@ -20,6 +22,20 @@ describe('wing import rules', () => {
     const violations = checkWings(files);
     // One line per violation, so a failure reads as a list of what to fix.
     expect(violations.map((v) => v.message).join('\n')).toBe('');
+  });
+
+  it('name every wing of runtime/ in the rule table, and each wing says in its README what it owns and may import', () => {
+    const wings = readdirSync(RUNTIME, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+    expect(wings.filter((w) => WING_RULES.may[w] === undefined)).toEqual([]);
+    const problems: string[] = [];
+    for (const wing of wings) {
+      const readme = join(RUNTIME, wing, 'README.md');
+      if (!existsSync(readme)) { problems.push(`${wing}/README.md is missing`); continue; }
+      const [title, blank, rule] = readFileSync(readme, 'utf8').split('\n');
+      if (!title!.startsWith(`# ${wing}/ — `)) problems.push(`${wing}/README.md: the first line is not "# ${wing}/ — <what it owns>"`);
+      if (blank !== '' || !rule!.startsWith('May import: ')) problems.push(`${wing}/README.md: the second paragraph is not "May import: ..."`);
+    }
+    expect(problems).toEqual([]);
   });
 
   it('parse every import form, types included, and skip comments', () => {
