@@ -29,7 +29,6 @@ import type { WorkerTask } from './worker.ts';
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
 
-export type { OutcomeSink };
 type Resolve = ((r: CommandResult) => void) | OutcomeSink;
 type Reject = ((e: unknown) => void) | OutcomeSink;
 

@@ -24,7 +24,6 @@ export type { Logger };
 // The levels are an option of the node, so they live with the options (root); re-exported here.
 export { LOG_LEVELS, isLogLevel, type LogLevel } from '../options.ts';
 
-
 /** A logger plus one flag per level, read on hot paths instead of building a line that is dropped. */
 export interface Log {
   readonly logger: Logger;
