@@ -5,7 +5,7 @@ import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@o
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLog, SILENT_LOG } from '../../runtime/ops/log.ts';
 import {
-  NodeMetrics, PlainHistogram, WorkerMetrics, ops, recordDeadLettered, registerConsumerProbe, registerHealthCheck,
+  NodeMetrics, PlainHistogram, WorkerMetrics, registerConsumerProbe, registerHealthCheck,
 } from '../../runtime/ops/metrics.ts';
 import {
   commitTraces, formatTraceparent, parseTraceparent, refreshTracing, startCommandTrace, traceBatchHeaders,
