@@ -55,6 +55,8 @@ describe('wing import rules', () => {
       `// import { no } from './comment.ts';`,
       `/* import('./block.ts') */`,
       `const s = "import x from './string.ts'";`,
+      `const t = 'see: import { a } from "./quoted.ts"', u = \`require('./template.ts')\`;`,
+      `const v = "it's \\" import('./escaped.ts')";`,
     ].join('\n'));
     expect(refs.map((r) => `${r.line} ${r.specifier}`)).toEqual([
       '1 ./a.ts', '2 ../b.ts', '3 ./c.ts', '4 ./d.ts', '8 ./e.ts', '9 ./side.ts', '10 ./f.ts', '11 @g/g', '12 ./h.cjs',

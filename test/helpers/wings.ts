@@ -9,7 +9,7 @@
  *
  * Every import form counts, types included: `import`, `import type`, `export ... from`,
  * side-effect `import 'x'`, dynamic `import('x')` (also inside `typeof import('x')`) and
- * `require('x')`. Comments are skipped; strings are not parsed as code.
+ * `require('x')`. Comments, and strings that are not specifiers, are skipped.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, posix, relative } from 'node:path';
@@ -86,7 +86,13 @@ export function wingOf(path: string): string {
   return slash < 0 ? ROOT : path.slice(0, slash);
 }
 
-/** Source text with comments blanked out (newlines kept, so offsets still give line numbers). */
+/** A string that starts here is a module specifier (after `from`, `import`, `import(`, `require(`). */
+const SPECIFIER_BEFORE = /(?:\bfrom|\bimport|\bimport\s*\(|\brequire\s*\()\s*$/;
+
+/**
+ * Source text with comments blanked out, and the contents of every string that is not a module
+ * specifier (newlines kept, so offsets still give line numbers).
+ */
 function stripComments(text: string): string {
   let out = '';
   let i = 0;
@@ -101,16 +107,21 @@ function stripComments(text: string): string {
       out += '  ';
       i += 2;
     } else if (c === '"' || c === "'" || c === '`') {
-      // Copy the string as it is (specifiers live in strings) and skip to its end.
       const quote = c;
+      const keep = SPECIFIER_BEFORE.test(out.slice(-40));
       out += c;
       i++;
       while (i < n && text[i] !== quote) {
-        if (text[i] === '\\') { out += text[i]!; i++; }
-        if (i < n) { out += text[i]!; i++; }
-        if (quote !== '`' && text[i - 1] === '\n') break;
+        if (quote !== '`' && text[i] === '\n') break;
+        const escaped = text[i] === '\\' && i + 1 < n;
+        const len = escaped ? 2 : 1;
+        for (let k = 0; k < len; k++) {
+          const ch = text[i]!;
+          out += keep ? ch : ch === '\n' ? '\n' : ' ';
+          i++;
+        }
       }
-      if (i < n) { out += text[i]!; i++; }
+      if (i < n && text[i] === quote) { out += quote; i++; }
     } else {
       out += c;
       i++;
