@@ -11,6 +11,13 @@ export interface Snapshot {
   state: unknown;
 }
 
+/**
+ * A snapshot that went through contracts/sensitive.ts `sealSnapshot`. The mark exists only for
+ * the compiler (nothing is stored for it): writing a snapshot that was not sealed does not
+ * compile, so LMDB cannot be handed a sensitive value in the clear by mistake.
+ */
+export type SealedSnapshot = Snapshot & { readonly __sealed: true };
+
 export class Snapshots {
   private readonly db: Database<Snapshot, [string, string]>;
 
@@ -29,7 +36,7 @@ export class Snapshots {
    * snapshot to write (null), so LMDB never holds a sensitive value in the clear and the actor
    * is rebuilt from the log next time.
    */
-  put(type: string, id: string, snap: Snapshot | null): Promise<boolean> {
+  put(type: string, id: string, snap: SealedSnapshot | null): Promise<boolean> {
     if (snap === null) return this.db.remove([type, id]).then(() => false);
     return this.db.put([type, id], snap);
   }

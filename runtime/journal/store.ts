@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { Checkpoints } from './checkpoints.ts';
 import { CommandIds, type CommandRecord } from './command-ids.ts';
 import { HistoryIndex, IndexWindow } from './history-index.ts';
-import { Snapshots, type Snapshot } from './snapshots.ts';
+import { Snapshots, type SealedSnapshot, type Snapshot } from './snapshots.ts';
 
-export type { CommandRecord, Snapshot };
+export type { CommandRecord, SealedSnapshot, Snapshot };
 
 /**
  * How long the hot path's index writes wait to share one LMDB transaction. The history index
@@ -71,7 +71,7 @@ export class Store {
   }
 
   /** Write a sealed snapshot, or remove the actor's snapshot when given null (snapshots.ts). */
-  putSnapshot(type: string, id: string, snap: Snapshot | null): Promise<boolean> {
+  putSnapshot(type: string, id: string, snap: SealedSnapshot | null): Promise<boolean> {
     return this.snapshots.put(type, id, snap);
   }
 

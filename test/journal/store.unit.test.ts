@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { sealSnapshot } from '../../runtime/contracts/sensitive.ts';
 import { Store } from '../../runtime/journal/store.ts';
 
 // The LMDB cache on real files: the history index (one entry per actor per flush window),
@@ -72,7 +73,7 @@ describe('Store', () => {
 
   it('writes a snapshot as given and removes it when given null', async () => {
     const { s } = open();
-    expect(await s.putSnapshot('Account', 'a1', { sv: 1, version: 3, position: 7, state: { balance: 5 } })).toBe(true);
+    expect(await s.putSnapshot('Account', 'a1', sealSnapshot('Account', 'a1', { sv: 1, version: 3, position: 7, state: { balance: 5 } }))).toBe(true);
     expect(s.getSnapshot('Account', 'a1')).toEqual({ sv: 1, version: 3, position: 7, state: { balance: 5 } });
     expect(await s.putSnapshot('Account', 'a1', null)).toBe(false);
     expect(s.getSnapshot('Account', 'a1')).toBeUndefined();
@@ -93,7 +94,7 @@ describe('Store', () => {
 
   it('forgets snapshots, history, checkpoints and command ids when reset for another stream', async () => {
     const { s } = open();
-    await s.putSnapshot('Account', 'a1', { sv: 1, version: 1, position: 1, state: {} });
+    await s.putSnapshot('Account', 'a1', sealSnapshot('Account', 'a1', { sv: 1, version: 1, position: 1, state: {} }));
     s.indexCommit('Account', 'a1', 1, 1);
     s.advanceCheckpoint(0, 1);
     s.putCommand('c1', ['Account', 'a1', 1, 1, 1]);
