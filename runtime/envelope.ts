@@ -2,7 +2,6 @@
  * Commands as they travel, ids, and shard placement.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { CommandTrace } from './ops/tracing.ts';
 
 /** A command on its way to an actor (what crosses threads and NATS). */
 export interface CommandEnvelope {
@@ -20,7 +19,18 @@ export interface CommandEnvelope {
   /** What the commandId promises: whether it is looked up, and recorded, for re-sends. */
   idUse: IdUse;
   /** The command's spans on the main thread, when tracing is on (never crosses threads). */
-  trace?: CommandTrace;
+  trace?: EnvelopeTrace;
+}
+
+/**
+ * What the node asks of a command's spans on the main thread (ops/tracing.ts's CommandTrace is
+ * one): queued for a worker, handed to it (its traceparent), answered, ended.
+ */
+export interface EnvelopeTrace {
+  enqueued(slot: number): void;
+  routed(): string;
+  answered(): void;
+  end(error: unknown, result: CommandResult | null): void;
 }
 
 /**
@@ -105,6 +115,22 @@ export interface CommandMetadata {
   userId?: string;
   correlationId?: string;
   causationId?: string;
+}
+
+/** A command as one object: the form `send(type, id, command)` and the NATS client take. */
+export interface Command extends CommandMetadata {
+  type: string;
+  payload?: unknown;
+}
+
+/**
+ * Takes a command's outcome as the worker sent it, OUTCOME_STRIDE values at `out[b]` (the NATS
+ * service copies them into its reply: no result object is built on the way), or a failure
+ * raised on this thread (overload, stop, a lost worker).
+ */
+export interface OutcomeSink {
+  outcome(out: readonly unknown[], b: number): void;
+  failed(e: unknown): void;
 }
 
 /** What `send` resolves with once JetStream has acknowledged the command's events. */

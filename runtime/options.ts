@@ -6,7 +6,14 @@ import { availableParallelism, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { InvalidOptionError } from './errors.ts';
-import { isLogLevel, type LogLevel } from './ops/log.ts';
+
+/** pino's levels, as `logLevel` takes them. */
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export function isLogLevel(v: unknown): v is LogLevel {
+  return typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v);
+}
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_STREAM = 'TROUPE';

@@ -21,6 +21,11 @@
  * with `concurrency` (parallel lanes across aggregates) or split work across consumer names.
  *
  * This is one of the few files that import `@nats-io/*`.
+ *
+ * Why one file of ~480 lines: it has one job, the NATS side of a consumer (create or check the
+ * durable consumer, recover, the fetch loop with its backpressure, acks and naks, dead letters
+ * and replay, stop), and its methods share the fetch loop's state. What could stand alone
+ * already does: options (consume-options.ts), the engine (pipeline.ts), the DLQ (dlq.ts).
  */
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import {

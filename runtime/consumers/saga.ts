@@ -22,11 +22,10 @@ import type { Database } from 'lmdb';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { consume, type Consumer, type SingleConsumeOptions } from './consume.ts';
 import type { ConsumerStore } from './consumer-store.ts';
-import type { CommandResult } from '../envelope.ts';
+import type { Command, CommandResult } from '../envelope.ts';
 import { InvalidOptionError, isTroupeError } from '../errors.ts';
 import { DEFAULT_STREAM } from '../options.ts';
 import type { HandlerContext } from './pipeline.ts';
-import type { Command } from '../node/system.ts';
 
 /** Where workflow commands go: a `Troupe` node or a `TroupeClient`. */
 export interface CommandSender {

@@ -218,12 +218,16 @@ export function unsealState(ring: KeyRing | null, type: string, id: string, seal
   return { state };
 }
 
-/** What `Store.putSnapshot` writes: the snapshot with its state sealed if needed, or null to write nothing. */
-export function sealSnapshot<T extends { state: unknown }>(type: string, id: string, snap: T): T | null {
+/**
+ * What the node hands `Store.putSnapshot`: the snapshot with its state sealed if needed, or null
+ * (remove the snapshot, write nothing). The result carries the type-level mark that
+ * journal/snapshots.ts `SealedSnapshot` asks for, so a snapshot that skipped this does not compile.
+ */
+export function sealSnapshot<T extends { state: unknown }>(type: string, id: string, snap: T): (T & { readonly __sealed: true }) | null {
   const state = sealState(type, id, snap.state);
-  if (state === snap.state) return snap;
+  if (state === snap.state) return snap as T & { readonly __sealed: true };
   if (state === null) return null;
-  return { ...snap, state };
+  return { ...snap, state } as T & { readonly __sealed: true };
 }
 
 // ── commands that wait for a new subject key ───────────────────────────────────────────────

@@ -1,32 +1,27 @@
 /**
  * LMDB: the node's local cache of what the log says. One environment per (node, stream),
  * opened by every worker thread. Deleting it loses nothing: a shard rebuilds it from JetStream.
+ * Each job has its file; this one opens the environment, composes them, and queues the hot
+ * path's index writes:
  *
- *   snapshots   [type, id]            → { sv: stateVersion, version, position, state }
- *   history-runs [type, id, lastSeq]  → [lastSeq, position, ...]  (which log messages hold which commits:
- *                                       one entry per actor per index flush, keyed by its last commit)
- *   meta        ['checkpoint', shard] → stream sequence up to which `history`/commands are complete
- *               ['stream']            → creation time of the stream this cache describes
- *   commands-N  commandId             → [type, id, firstSeq, lastSeq, position]   (N = time epoch; old epochs are dropped)
+ *   snapshots.ts      actor snapshots
+ *   history-index.ts  which log messages hold which commits of an actor
+ *   command-ids.ts    processed command ids with expiry (idempotency)
+ *   checkpoints.ts    per-shard checkpoints and the identity of the stream the cache describes
  *
  * Writes are never awaited one at a time on the hot path: lmdb batches all puts of an
  * event-loop turn into one transaction (DESIGN.md: ~700k async puts/s against ~4k/s awaited).
  */
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { sealSnapshot } from '../contracts/sensitive.ts';
+import { Checkpoints } from './checkpoints.ts';
+import { CommandIds, type CommandRecord } from './command-ids.ts';
+import { HistoryIndex, IndexWindow } from './history-index.ts';
+import { Snapshots, type SealedSnapshot, type Snapshot } from './snapshots.ts';
 
-export interface Snapshot {
-  sv: number;
-  version: number;
-  position: number;
-  state: unknown;
-}
+export type { CommandRecord, SealedSnapshot, Snapshot };
 
-export type CommandRecord = [aggregateType: string, aggregateId: string, firstSeq: number, lastSeq: number, position: number];
-
-const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 /**
  * How long the hot path's index writes wait to share one LMDB transaction. The history index
  * costs one put per actor per flush, not per commit, and each put lands on its actor's page of
@@ -54,91 +49,30 @@ const INDEX_FLUSH_COMMITS = 100_000;
 /** Part of the cache's identity: a cache written with another layout is rebuilt from the log. */
 export const STORE_LAYOUT = 2;
 
-const NO_ENTRIES: readonly (string | number)[] = Object.freeze([]);
-
-/**
- * The history entries of one flush window, without an object per entry: numbers in typed
- * arrays, and per id a chain of its entries. A window lives up to INDEX_FLUSH_MS; small objects
- * kept that long survive young-generation collections and are copied by each (measured: with a
- * Map of per-actor arrays, the worker's scavenges grew and p99 latency at C = 64 rose ~4 ms).
- */
-class IndexWindow {
-  count = 0;
-  /** Whether entries may repeat ones already in LMDB (catch-up): merged on write. */
-  overlaps = false;
-  private types: string[] = [];
-  private lastSeqs = new Float64Array(1024);
-  private positions = new Float64Array(1024);
-  /** The previous entry of the same id, or -1. */
-  private prev = new Int32Array(1024);
-  /** id → its newest entry. */
-  private readonly newest = new Map<string, number>();
-
-  add(type: string, id: string, lastSeq: number, position: number): void {
-    const i = this.count++;
-    if (i === this.prev.length) this.grow();
-    this.types.push(type);
-    this.lastSeqs[i] = lastSeq;
-    this.positions[i] = position;
-    this.prev[i] = this.newest.get(id) ?? -1;
-    this.newest.set(id, i);
-  }
-
-  private grow(): void {
-    const n = this.prev.length * 2;
-    const lastSeqs = new Float64Array(n);
-    lastSeqs.set(this.lastSeqs);
-    this.lastSeqs = lastSeqs;
-    const positions = new Float64Array(n);
-    positions.set(this.positions);
-    this.positions = positions;
-    const prev = new Int32Array(n);
-    prev.set(this.prev);
-    this.prev = prev;
-  }
-
-  /** Each id with its entries, oldest first: [type, lastSeq, position, ...]. */
-  *runs(): IterableIterator<[string, readonly (string | number)[]]> {
-    for (const [id, newest] of this.newest) yield [id, this.entriesOf(id, newest)];
-  }
-
-  entriesOf(id: string, newest = this.newest.get(id) ?? -1): readonly (string | number)[] {
-    if (newest < 0) return NO_ENTRIES;
-    const out: (string | number)[] = [];
-    for (let i = newest; i >= 0; i = this.prev[i]!) out.push(this.positions[i]!, this.lastSeqs[i]!, this.types[i]!);
-    return out.reverse();
-  }
-}
-
 export class Store {
   readonly root: RootDatabase;
-  private readonly snapshots: Database<Snapshot, [string, string]>;
-  private readonly history: Database<number[], [string, string, number]>;
-  private readonly meta: Database<unknown, (string | number)[]>;
-  private readonly epochs = new Map<number, Database<CommandRecord, string>>();
+  private readonly snapshots: Snapshots;
+  private readonly history: HistoryIndex;
+  private readonly commands: CommandIds;
+  private readonly checkpoints: Checkpoints;
 
-  constructor(dataDir: string, stream: string, private readonly commandTtlMs: number) {
+  constructor(dataDir: string, stream: string, commandTtlMs: number) {
     const path = join(dataDir, 'lmdb', stream);
     mkdirSync(path, { recursive: true });
     this.root = open({ path, maxDbs: 32, mapSize: 2 ** 34 });
-    this.snapshots = this.root.openDB({ name: 'snapshots', sharedStructuresKey: Symbol.for('troupe.structures') });
-    this.history = this.root.openDB<number[], [string, string, number]>({ name: 'history-runs' });
-    this.meta = this.root.openDB<unknown, (string | number)[]>({ name: 'meta' });
+    this.snapshots = new Snapshots(this.root);
+    this.history = new HistoryIndex(this.root);
+    this.checkpoints = new Checkpoints(this.root);
+    this.commands = new CommandIds(this.root, commandTtlMs);
   }
 
   getSnapshot(type: string, id: string): Snapshot | undefined {
-    return this.snapshots.get([type, id]);
+    return this.snapshots.get(type, id);
   }
 
-  /**
-   * A state built from sensitive values is sealed under the keys it was built with (sensitive.ts);
-   * when one of them was destroyed meanwhile, the snapshot is dropped instead: LMDB never holds a
-   * sensitive value in the clear, and the actor is rebuilt from the log next time.
-   */
-  putSnapshot(type: string, id: string, snap: Snapshot): Promise<boolean> {
-    const sealed = sealSnapshot(type, id, snap);
-    if (sealed === null) return this.snapshots.remove([type, id]).then(() => false);
-    return this.snapshots.put([type, id], sealed);
+  /** Write a sealed snapshot, or remove the actor's snapshot when given null (snapshots.ts). */
+  putSnapshot(type: string, id: string, snap: SealedSnapshot | null): Promise<boolean> {
+    return this.snapshots.put(type, id, snap);
   }
 
   /**
@@ -146,22 +80,7 @@ export class Store {
    * including index entries not yet committed to LMDB (see `indexCommit`).
    */
   historyAfter(type: string, id: string, version: number): { lastSeq: number; position: number }[] {
-    const out: { lastSeq: number; position: number }[] = [];
-    for (const { value } of this.history.getRange({ start: [type, id, version + 1], end: [type, id, MAX_SEQ] })) {
-      for (let i = 0; i < value.length; i += 2) if (value[i]! > version) out.push({ lastSeq: value[i]!, position: value[i + 1]! });
-    }
-    let extra = false;
-    for (const window of this.uncommitted) {
-      const run = window.entriesOf(id);
-      for (let i = 0; i < run.length; i += 3) {
-        const lastSeq = run[i + 1] as number;
-        if (run[i] !== type || lastSeq <= version || out.some((e) => e.lastSeq === lastSeq)) continue;
-        out.push({ lastSeq, position: run[i + 2] as number });
-        extra = true;
-      }
-    }
-    if (extra) out.sort((a, b) => a.lastSeq - b.lastSeq);
-    return out;
+    return this.history.after(type, id, version, this.uncommitted);
   }
 
   // ── The hot path's index writes ─────────────────────────────────────────────────────────
@@ -255,99 +174,46 @@ export class Store {
     const slice = () => performance.now() + INDEX_SLICE_MS * Math.max(1, this.uncommitted.length - 1);
     let sliceEnd = slice();
     for (const [id, run] of window.runs()) {
-      this.putRuns(id, run, window.overlaps);
+      this.history.putRuns(id, run, window.overlaps);
       if (++n % 32 === 0 && performance.now() >= sliceEnd) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         sliceEnd = slice();
       }
     }
-    for (let i = 0; i < commands.length; i += 3) this.putCommand(commands[i] as string, commands[i + 1] as CommandRecord, commands[i + 2] as number);
-    for (const [shard, seq] of checkpoints) void this.meta.put(['checkpoint', shard], seq);
+    for (let i = 0; i < commands.length; i += 3) this.commands.put(commands[i] as string, commands[i + 1] as CommandRecord, commands[i + 2] as number);
+    for (const [shard, seq] of checkpoints) this.checkpoints.put(shard, seq);
     await (this.root.flushed as unknown as Promise<void>);
   }
 
-  /** One history entry per actor type in the run (an id is almost always one type's). */
-  private putRuns(id: string, run: readonly (string | number)[], overlaps: boolean): void {
-    let type = run[0] as string;
-    let pairs: number[] = [];
-    for (let i = 0; i < run.length; i += 3) {
-      if (run[i] !== type) {
-        this.putRun(type, id, pairs, overlaps);
-        type = run[i] as string;
-        pairs = [];
-      }
-      pairs.push(run[i + 1] as number, run[i + 2] as number);
-    }
-    this.putRun(type, id, pairs, overlaps);
-  }
-
-  private putRun(type: string, id: string, pairs: number[], overlaps: boolean): void {
-    const key: [string, string, number] = [type, id, pairs[pairs.length - 2]!];
-    if (overlaps) {
-      // Re-indexing after a crash can meet an entry under the same key: keep the union.
-      const old = this.history.get(key);
-      if (old !== undefined) {
-        const seen = new Map<number, number>();
-        for (let i = 0; i < old.length; i += 2) seen.set(old[i]!, old[i + 1]!);
-        for (let i = 0; i < pairs.length; i += 2) seen.set(pairs[i]!, pairs[i + 1]!);
-        pairs = [...seen].sort((a, b) => a[0] - b[0]).flat();
-      }
-    }
-    void this.history.put(key, pairs);
-  }
-
   getCheckpoint(shard: number): number {
-    return (this.meta.get(['checkpoint', shard]) as number | undefined) ?? 0;
-  }
-
-  private epochDb(epoch: number): Database<CommandRecord, string> {
-    let db = this.epochs.get(epoch);
-    if (db === undefined) {
-      db = this.root.openDB<CommandRecord, string>({ name: `commands-${epoch}` });
-      this.epochs.set(epoch, db);
-    }
-    return db;
+    return this.checkpoints.get(shard);
   }
 
   /** The stored result of a processed command, if it is younger than the TTL (up to twice it). */
   getCommand(commandId: string, now = Date.now()): CommandRecord | undefined {
-    const epoch = Math.floor(now / this.commandTtlMs);
-    return this.epochDb(epoch).get(commandId) ?? this.epochDb(epoch - 1).get(commandId);
+    return this.commands.get(commandId, now);
   }
 
   putCommand(commandId: string, rec: CommandRecord, now = Date.now()): void {
-    void this.epochDb(Math.floor(now / this.commandTtlMs)).put(commandId, rec);
+    this.commands.put(commandId, rec, now);
   }
 
   /** Drop command-id epochs older than the previous one. Cheap: whole databases go at once. */
-  async expireCommands(now = Date.now()): Promise<void> {
-    const current = Math.floor(now / this.commandTtlMs);
-    for (const key of this.root.getKeys({})) {
-      if (typeof key !== 'string' || !key.startsWith('commands-')) continue;
-      const epoch = Number(key.slice(9));
-      if (epoch < current - 1) {
-        const db = this.epochDb(epoch);
-        await db.drop();
-        this.epochs.delete(epoch);
-      }
-    }
+  expireCommands(now = Date.now()): Promise<void> {
+    return this.commands.expire(now);
   }
 
   getStreamIdentity(): string | undefined {
-    return this.meta.get(['stream']) as string | undefined;
+    return this.checkpoints.streamIdentity();
   }
 
   /** Forget everything when the cache describes another incarnation of the stream. */
   async resetFor(identity: string): Promise<void> {
-    await this.snapshots.clearAsync();
-    await this.history.clearAsync();
-    await this.meta.clearAsync();
-    for (const key of this.root.getKeys({})) {
-      if (typeof key === 'string' && key.startsWith('commands-')) await this.epochDb(Number(key.slice(9))).clearAsync();
-      // The history index of layout 1 (one entry per commit).
-      if (key === 'history') await this.root.openDB({ name: 'history' }).drop();
-    }
-    await this.meta.put(['stream'], identity);
+    await this.snapshots.clear();
+    await this.history.clear();
+    await this.checkpoints.clear();
+    await this.commands.clear();
+    await this.checkpoints.setStreamIdentity(identity);
   }
 
   /** Resolves when every put issued so far, queued index writes included, is committed. */

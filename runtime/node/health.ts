@@ -17,7 +17,7 @@ import { ops, within, type HealthCheckResult } from '../ops/metrics.ts';
 import type { ResolvedOptions } from '../options.ts';
 import type { WorkerPool } from './pool.ts';
 import type { Store } from '../journal/store.ts';
-import { createMetricsRenderer, type MetricsRenderer, type NodeView, type WorkerView } from '../ops/tracing.ts';
+import { createMetricsRenderer, type MetricsRenderer, type NodeView, type WorkerView } from '../ops/prometheus.ts';
 import type { WorkerStats } from './worker.ts';
 
 /** How long one health check or one worker's stats may take before it counts as failed. */

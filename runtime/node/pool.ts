@@ -21,7 +21,7 @@
 import { existsSync } from 'node:fs';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { OUTCOME_STRIDE, pushCommand, readOutcome, type CommandEnvelope, type CommandResult } from '../envelope.ts';
+import { OUTCOME_STRIDE, pushCommand, readOutcome, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { fromWire, OverloadedError, StoppedError, WorkerLostError, type WireError } from '../errors.ts';
 import { NodeMetrics } from '../ops/metrics.ts';
 import type { ResolvedOptions } from '../options.ts';
@@ -30,15 +30,6 @@ import type { WorkerTask } from './worker.ts';
 
 type PiscinaWorkerLike = { id: number; destroyed: boolean; terminating: boolean };
 
-/**
- * Takes a command's outcome as the worker sent it, OUTCOME_STRIDE values at `out[b]` (the NATS
- * service copies them into its reply: no result object is built on the way), or a failure
- * raised on this thread (overload, stop, a lost worker).
- */
-export interface OutcomeSink {
-  outcome(out: readonly unknown[], b: number): void;
-  failed(e: unknown): void;
-}
 type Resolve = ((r: CommandResult) => void) | OutcomeSink;
 type Reject = ((e: unknown) => void) | OutcomeSink;
 

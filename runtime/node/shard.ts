@@ -26,7 +26,7 @@ import { AppendHeaders, COMMIT_BATCH_FORMAT, FORMAT_HEADER, lastSequenceOf, read
 import type { ResolvedOptions } from '../options.ts';
 import type { Registered, Registry } from '../contracts/registry.ts';
 import { foldCommit, readCommit, readSnapshot, taintDecided } from '../contracts/contract.ts';
-import { deferUntilKeys, pendingKeys, KEYS_PENDING } from '../contracts/sensitive.ts';
+import { deferUntilKeys, pendingKeys, sealSnapshot, KEYS_PENDING } from '../contracts/sensitive.ts';
 import type { CommandRecord, Store } from '../journal/store.ts';
 import type { CommandContext, EventDraft } from '../define.ts';
 import type { WorkerCommandTrace } from '../ops/tracing.ts';
@@ -517,7 +517,7 @@ export class ShardHost {
         remembered = true;
       }
       if (cell.version - cell.snapshotVersion >= cell.reg.def.snapshotEvery && cell.lastPending === null) {
-        void store.putSnapshot(type, cell.id, { sv: cell.reg.def.stateVersion, version: cell.version, position, state: cell.state });
+        void store.putSnapshot(type, cell.id, sealSnapshot(type, cell.id, { sv: cell.reg.def.stateVersion, version: cell.version, position, state: cell.state }));
         cell.snapshotVersion = cell.version;
       }
       pc.cmd.replyStored(pc, position, this.ctx.ids.prefix);
@@ -632,7 +632,7 @@ export class ShardHost {
     if (cell.version > cell.snapshotVersion) {
       cell.phase = 'passivating';
       cell.snapshotVersion = cell.version;
-      this.ctx.store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state })
+      this.ctx.store.putSnapshot(def.type, cell.id, sealSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state }))
         .then(() => { if (cell.phase === 'passivating') this.cells.remove(cell); }, () => { cell.phase = 'running'; });
     } else {
       this.cells.remove(cell);
@@ -644,7 +644,7 @@ export class ShardHost {
     for (const cell of this.cells.values()) {
       if (cell.phase !== 'running' || cell.version <= cell.snapshotVersion) continue;
       const def = cell.reg.def;
-      void this.ctx.store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state });
+      void this.ctx.store.putSnapshot(def.type, cell.id, sealSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position: this.expectedSeq, state: cell.state }));
       cell.snapshotVersion = cell.version;
     }
   }

@@ -6,15 +6,15 @@
  * owned shards (catch-up from checkpoint) → serve commands over NATS.
  */
 import { estimateSize, type EventEnvelope } from '../journal/codec.ts';
-import type { CommandEnvelope, CommandMetadata, CommandResult } from '../envelope.ts';
+import type { Command, CommandEnvelope, CommandMetadata, CommandResult, OutcomeSink } from '../envelope.ts';
 import { IdGenerator, IdUse, shardOf } from '../envelope.ts';
 import { ConcurrencyError, StoppedError, ValidationError, fromWire, type WireError } from '../errors.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
-import { WorkerPool, type OutcomeSink } from './pool.ts';
+import { WorkerPool } from './pool.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
-import { CommandService } from '../remote/service.ts';
+import { CommandService, type ServedNode } from '../remote/service.ts';
 import { Store, STORE_LAYOUT } from '../journal/store.ts';
 import type { WorkerStats } from './worker.ts';
 import type { HealthReport } from '../ops/http.ts';
@@ -22,11 +22,7 @@ import { createLog, errorFields, type Log } from '../ops/log.ts';
 import { NodeOps } from './health.ts';
 import { refreshTracing, startCommandTrace, tracing } from '../ops/tracing.ts';
 
-/** A command as one object: the form `send(type, id, command)` and the NATS client take. */
-export interface Command extends CommandMetadata {
-  type: string;
-  payload?: unknown;
-}
+export type { Command };
 
 export interface NodeStats {
   nodeName: string;
@@ -37,7 +33,7 @@ export interface NodeStats {
 
 const ID = /^[\x21-\x7e]{1,256}$/;
 
-export class Troupe {
+export class Troupe implements ServedNode {
   private stopping: Promise<void> | null = null;
   private readonly ids = new IdGenerator();
   private readonly expiry: NodeJS.Timeout;

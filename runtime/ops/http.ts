@@ -3,7 +3,7 @@
  *
  *   GET /health   200 {"status":"ok",...} or 503 {"status":"fail",...}: every check with its detail
  *   GET /ready    200 while the node takes commands; 503 while it starts, stops or lacks a worker
- *   GET /metrics  Prometheus text format (ops/tracing.ts renders it)
+ *   GET /metrics  Prometheus text format (ops/prometheus.ts renders it)
  *
  * It listens on 127.0.0.1 unless told otherwise: these endpoints are for a local agent or a
  * scraper, not for the internet. node:http only; no framework.

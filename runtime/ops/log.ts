@@ -18,11 +18,11 @@
  *   if (log.debug) log.logger.debug({ aggregateId }, 'decided');
  */
 import { pino, type Logger } from 'pino';
+import type { LogLevel } from '../options.ts';
 
 export type { Logger };
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+// The levels are an option of the node, so they live with the options (root); re-exported here.
+export { LOG_LEVELS, isLogLevel, type LogLevel } from '../options.ts';
 
 /** A logger plus one flag per level, read on hot paths instead of building a line that is dropped. */
 export interface Log {
@@ -31,10 +31,6 @@ export interface Log {
   readonly warn: boolean;
   readonly info: boolean;
   readonly debug: boolean;
-}
-
-export function isLogLevel(v: unknown): v is LogLevel {
-  return typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v);
 }
 
 function flags(logger: Logger): Log {

@@ -5,8 +5,8 @@
  * The hot paths count here, per batch, in plain fields: a worker adds a flush's commits and
  * events once per JetStream message, the main thread adds a task's commands once per task. No
  * telemetry library is called per command. When Prometheus scrapes /metrics, the main thread
- * asks each worker for a snapshot (the `stats` task), adds them up, and ops/tracing.ts hands the
- * sums to the OpenTelemetry Prometheus exporter.
+ * asks each worker for a snapshot (the `stats` task), adds them up, and ops/prometheus.ts writes
+ * the sums in the Prometheus text format.
  *
  * Counters stay monotonic across worker restarts: the last snapshot of a worker that died is
  * kept in `retired` and added to the live ones (increments since that worker's last scrape are

@@ -1,10 +1,11 @@
 /**
- * Traces and the Prometheus exposition: with log.ts, the only files that import OpenTelemetry.
+ * Traces: spans of a command on the main thread, in the worker and in the client, trace context
+ * across threads and NATS, and starting/stopping the OpenTelemetry SDK. With log.ts (pino), the
+ * only files that import a telemetry library; /metrics is written by hand (prometheus.ts).
  *
- * The library itself depends on @opentelemetry/api alone. The SDK (@opentelemetry/sdk-node)
- * and the Prometheus exporter are loaded with a dynamic import, only when they are used: by
- * the node's entry point (cli.ts), by each worker thread when OTEL_* variables enable tracing,
- * and by the HTTP server for /metrics.
+ * The library itself depends on @opentelemetry/api alone. The SDK (@opentelemetry/sdk-node) is
+ * loaded with a dynamic import, only when it is used: by the node's entry point (the CLI) and
+ * by each worker thread when OTEL_* variables enable tracing.
  *
  * One command's trace (only when a tracer provider is registered; otherwise each hook below is
  * one branch on `tracing.on`):
@@ -27,12 +28,10 @@
  *   command that produced an event. A commit beyond the cap falls back to the message's.
  */
 import {
-  context, trace, ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, ValueType,
+  context, trace, ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags,
   type Attributes, type Context, type Link, type Span, type SpanContext, type Tracer,
 } from '@opentelemetry/api';
-import type { MetricData, MetricProducer, CollectionResult } from '@opentelemetry/sdk-metrics';
 import { InvalidOptionError } from '../errors.ts';
-import { ops, within, type HistogramSnapshot, type NodeMetrics, type WorkerCounters, type WorkerMetricsSnapshot, addWorkerCounters, emptyWorkerCounters } from './metrics.ts';
 
 // ── tracing state ────────────────────────────────────────────────────────────────────────────
 
@@ -181,7 +180,7 @@ export function startCommandTrace(cmd: CommandLike, parent?: Context | string | 
 }
 
 /** For pool.ts: the traceparents of a batch's commands (ends their route spans), or undefined when none is traced. */
-export function taskTraces(batch: readonly { trace?: CommandTrace }[]): (string | null)[] | undefined {
+export function taskTraces(batch: readonly { trace?: { routed(): string } | undefined }[]): (string | null)[] | undefined {
   let out: (string | null)[] | undefined;
   for (let i = 0; i < batch.length; i++) {
     const t = batch[i]!.trace;
@@ -431,133 +430,4 @@ export async function shutdownTracingSdk(): Promise<void> {
   sdk = null;
   if (s !== null) await s.shutdown().catch(() => {});
   refreshTracing();
-}
-
-// ── Prometheus ──────────────────────────────────────────────────────────────────────────────
-
-export interface WorkerView {
-  slot: number;
-  threadId: number;
-  alive: boolean;
-  residentActors: number;
-  inFlightAppends: number;
-  /** Commands queued on the main thread for this worker. */
-  queued: number;
-  /** Commands sent to this worker and not answered yet. */
-  inFlight: number;
-  metrics: WorkerMetricsSnapshot | null;
-}
-
-/** What the node hands the exporter at each scrape. */
-export interface NodeView {
-  nodeName: string;
-  metrics: NodeMetrics;
-  workers: WorkerView[];
-  ownedShards: number;
-  /** Consumer probes that do not answer within this are reported as missing. */
-  probeTimeoutMs: number;
-}
-
-type Dyn = {
-  DataPointType: typeof import('@opentelemetry/sdk-metrics').DataPointType;
-  AggregationTemporality: typeof import('@opentelemetry/sdk-metrics').AggregationTemporality;
-};
-
-function hr(ms: number): [number, number] {
-  return [Math.floor(ms / 1000), Math.round((ms % 1000) * 1e6)];
-}
-
-/** Builds OTel metric data from plain numbers (the exporter serializes it for Prometheus). */
-class NodeMetricProducer implements MetricProducer {
-  private readonly started = Date.now();
-  constructor(private readonly view: () => Promise<NodeView>, private readonly dyn: Dyn) {}
-
-  async collect(): Promise<CollectionResult> {
-    const v = await this.view();
-    const { DataPointType, AggregationTemporality } = this.dyn;
-    const start = hr(this.started);
-    const end = hr(Date.now());
-    const cumulative = AggregationTemporality.CUMULATIVE;
-    const metrics: MetricData[] = [];
-    const point = <T>(attributes: Attributes, value: T) => ({ startTime: start, endTime: end, attributes, value });
-    const sum = (name: string, description: string, points: [Attributes, number][], unit = ''): void => {
-      metrics.push({ descriptor: { name, description, unit, valueType: ValueType.DOUBLE }, aggregationTemporality: cumulative, dataPointType: DataPointType.SUM, isMonotonic: true, dataPoints: points.map(([a, n]) => point(a, n)) });
-    };
-    const gauge = (name: string, description: string, points: [Attributes, number][], unit = ''): void => {
-      metrics.push({ descriptor: { name, description, unit, valueType: ValueType.DOUBLE }, aggregationTemporality: cumulative, dataPointType: DataPointType.GAUGE, dataPoints: points.map(([a, n]) => point(a, n)) });
-    };
-    const histogram = (name: string, description: string, h: HistogramSnapshot, unit = ''): void => {
-      metrics.push({
-        descriptor: { name, description, unit, valueType: ValueType.DOUBLE }, aggregationTemporality: cumulative, dataPointType: DataPointType.HISTOGRAM,
-        dataPoints: [point({}, { buckets: { boundaries: h.bounds, counts: h.counts }, sum: h.sum, count: h.count })],
-      });
-    };
-
-    const m = v.metrics;
-    const totals: WorkerCounters = emptyWorkerCounters();
-    addWorkerCounters(totals, m.retired);
-    for (const w of v.workers) if (w.metrics !== null) addWorkerCounters(totals, w.metrics);
-    const failed = Object.values(m.failures).reduce((a, b) => a + b, 0);
-
-    sum('troupe_commands', 'Commands answered by the node, by outcome (ok: stored or a no-op; error: rejected or failed)', [[{ outcome: 'ok' }, m.commandsOk], [{ outcome: 'error' }, failed]]);
-    sum('troupe_command_failures', 'Commands that failed, by reason (the error code; DOMAIN_REJECTION is a business rule)', Object.entries(m.failures).map(([reason, n]) => [{ reason }, n]));
-    sum('troupe_events_appended', 'Events stored in JetStream', [[{}, totals.eventsAppended]]);
-    sum('troupe_commits_appended', 'Commits (the events of one command) stored in JetStream', [[{}, totals.commitsAppended]]);
-    sum('troupe_append_messages', 'JetStream messages (commit batches) acknowledged', [[{}, totals.messagesAppended]]);
-    sum('troupe_append_bytes', 'Bytes of commit batches sent to JetStream', [[{}, totals.bytesAppended]], 'By');
-    sum('troupe_append_failures', 'Commits whose append failed, by reason (CONCURRENCY: fenced by another writer; JOURNAL_UNAVAILABLE: refused or not acknowledged)', Object.entries(totals.appendFailures).map(([reason, n]) => [{ reason }, n]));
-    sum('troupe_events_dead_lettered', 'Events consumers moved to a dead-letter queue', Object.entries(ops.deadLettered).map(([consumer, n]) => [{ consumer }, n]));
-    sum('troupe_worker_restarts', 'Worker threads that died and were replaced', [[{}, m.workerRestarts]]);
-
-    histogram('troupe_command_duration_seconds', 'Command latency on the node: from when its batch left for the worker (at most one event-loop turn after send) to its answer', m.commandSeconds.snapshot(), 's');
-    histogram('troupe_append_batch_commits', 'Commits per JetStream message (batch size)', totals.batchCommits);
-    histogram('troupe_append_duration_seconds', 'JetStream append latency, from publish to acknowledgement', totals.appendSeconds, 's');
-
-    const byWorker = (f: (w: WorkerView) => number): [Attributes, number][] => v.workers.map((w) => [{ worker: String(w.slot) }, f(w)]);
-    gauge('troupe_mailbox_depth', 'Commands received by a worker and not answered yet (actor mailboxes: stashed, deciding, waiting for the append)', byWorker((w) => w.metrics?.mailboxDepth ?? 0));
-    gauge('troupe_worker_queue_depth', 'Commands queued on the main thread for a worker', byWorker((w) => w.queued));
-    gauge('troupe_worker_commands_in_flight', 'Commands sent to a worker and not answered yet', byWorker((w) => w.inFlight));
-    gauge('troupe_active_actors', 'Actors resident in memory, per worker', byWorker((w) => w.residentActors));
-    gauge('troupe_appends_in_flight', 'JetStream messages sent and not acknowledged yet, per worker', byWorker((w) => w.inFlightAppends));
-    gauge('troupe_workers_alive', 'Worker threads alive', [[{}, v.workers.filter((w) => w.alive).length]]);
-    gauge('troupe_owned_shards', 'Shards this node writes', [[{}, v.ownedShards]]);
-
-    const probes = [...ops.consumers.values()];
-    const lag: [Attributes, number][] = [];
-    const dlq: [Attributes, number][] = [];
-    await Promise.all(probes.map(async (p) => {
-      if (p.lag !== undefined) { const n = await within(v.probeTimeoutMs, `consumer ${p.name} lag`, p.lag).catch(() => NaN); lag.push([{ consumer: p.name }, n]); }
-      if (p.dlqDepth !== undefined) { const n = await within(v.probeTimeoutMs, `consumer ${p.name} DLQ depth`, p.dlqDepth).catch(() => NaN); dlq.push([{ consumer: p.name }, n]); }
-    }));
-    gauge('troupe_consumer_lag', 'Log messages a consumer has not processed yet', lag);
-    gauge('troupe_dlq_depth', 'Events in a consumer\'s dead-letter queue', dlq);
-
-    return { resourceMetrics: { resource: undefined as never, scopeMetrics: [{ scope: { name: 'troupe' }, metrics }] }, errors: [] };
-  }
-}
-
-/** Renders the node's metrics in the Prometheus text format (through the OTel Prometheus exporter). */
-export interface MetricsRenderer {
-  render(): Promise<string>;
-  shutdown(): Promise<void>;
-}
-
-export async function createMetricsRenderer(view: () => Promise<NodeView>, nodeName: string): Promise<MetricsRenderer> {
-  const [sdkMetrics, prom, resources] = await Promise.all([
-    import('@opentelemetry/sdk-metrics'), import('@opentelemetry/exporter-prometheus'), import('@opentelemetry/resources'),
-  ]);
-  const producer = new NodeMetricProducer(view, { DataPointType: sdkMetrics.DataPointType, AggregationTemporality: sdkMetrics.AggregationTemporality });
-  const exporter = new prom.PrometheusExporter({ preventServerStart: true, metricProducers: [producer], withoutScopeInfo: true });
-  const provider = new sdkMetrics.MeterProvider({
-    resource: resources.resourceFromAttributes({ 'service.name': 'troupe', 'service.instance.id': nodeName }),
-    readers: [exporter],
-  });
-  const serializer = new prom.PrometheusSerializer('', false, undefined, false, true);
-  return {
-    async render() {
-      const { resourceMetrics } = await exporter.collect();
-      return serializer.serialize(resourceMetrics);
-    },
-    shutdown: () => provider.shutdown().catch(() => {}),
-  };
 }

@@ -11,10 +11,9 @@
  */
 import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
-import { IdGenerator, OUTCOME_STRIDE, readOutcome, type CommandMetadata, type CommandResult } from '../envelope.ts';
+import { IdGenerator, OUTCOME_STRIDE, readOutcome, type Command, type CommandMetadata, type CommandResult } from '../envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from '../errors.ts';
 import { FLAT, REQUEST_STRIDE, type RemoteOutcomes } from './service.ts';
-import type { Command } from '../node/system.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.ts';
 
 export interface ClientOptions {

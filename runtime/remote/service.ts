@@ -10,14 +10,11 @@
  * group; a node that takes a command for a shard another node leases forwards it to that
  * node (`<prefix>.node.<name>.cmd`, one hop) and relays the answer.
  */
-import type { Msg, Subscription } from '@nats-io/transport-node';
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from '../journal/codec.ts';
-import { IdUse, OUTCOME_STRIDE, newId, pushOutcome, type CommandEnvelope, type CommandResult } from '../envelope.ts';
+import { IdUse, OUTCOME_STRIDE, newId, pushOutcome, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
-import type { NatsConnection } from '../journal/journal.ts';
 import type { ResolvedOptions } from '../options.ts';
-import type { OutcomeSink } from '../node/pool.ts';
-import type { Command, Troupe } from '../node/system.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 
 /**
@@ -74,10 +71,24 @@ export interface RemoteCommand extends Command {
  */
 export type RemoteOutcomes = unknown[];
 
+/**
+ * What the service needs of the node it serves (node/system.ts's Troupe is one): build and
+ * check an envelope at the door, count a refusal, submit (traced, or into an outcome sink that
+ * copies the worker's outcome into the reply), and read state and history.
+ */
+export interface ServedNode {
+  envelope(aggregateType: string, aggregateId: string, command: Command): CommandEnvelope;
+  refused(e: unknown): void;
+  submitTraced(envelope: CommandEnvelope, parent: string | null, remote: boolean): Promise<CommandResult>;
+  submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void;
+  query(aggregateType: string, aggregateId: string): Promise<unknown>;
+  history(aggregateType: string, aggregateId: string): Promise<unknown>;
+}
+
 export class CommandService {
   private constructor(private readonly subs: Subscription[]) {}
 
-  static async start(nc: NatsConnection, options: ResolvedOptions, node: Troupe): Promise<CommandService> {
+  static async start(nc: NatsConnection, options: ResolvedOptions, node: ServedNode): Promise<CommandService> {
     const queue = `${options.subjectPrefix}.nodes`;
     const maxRequestBytes = options.maxBatchBytes;
     const cmd = nc.subscribe(`${options.subjectPrefix}.cmd`, {
@@ -178,7 +189,7 @@ class CommandSink implements OutcomeSink {
   }
 }
 
-async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, forwarding: Forwarding | null): Promise<void> {
+async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: number, forwarding: Forwarding | null): Promise<void> {
   let commands: RemoteCommand[];
   try {
     if (msg.data.length > maxRequestBytes) {

@@ -1,26 +1,20 @@
 // Starting and stopping local nats-server processes: one server for `npm start` and tests,
 // or a 3-server JetStream cluster on loopback for multi-node tests and R3 benchmarks.
 //
-// Node builtins only. The binary is found by findNatsServer(); `npx troupe ensure-nats` (in a
-// clone of Troupe, `npm test` and `npm start` run it) fetches one when the machine has none.
-// Works the same from an installed package: nats.conf ships at the package root.
+// Node builtins only. The binary is found by findNatsServer() (nats-binary.ts); `npx troupe
+// ensure-nats` (in a clone, `npm test` and `npm start` run it) fetches one when the machine has
+// none. The cluster is in nats-cluster.ts; both are re-exported here.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { DEFAULT_NATS_CONFIG, findNatsServer } from './nats-binary.ts';
 
-/** The package root (the folder holding nats.conf and package.json): the repository root in a clone. */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** The default nats-server configuration, shipped with the package. */
-export const DEFAULT_NATS_CONFIG = join(REPO_ROOT, 'nats.conf');
-/** The command that installs a suitable nats-server (also run by `npm test` and `npm start`). */
-export const ENSURE_NATS_COMMAND = 'npx troupe ensure-nats';
+export { DEFAULT_NATS_CONFIG, ENSURE_NATS_COMMAND, REPO_ROOT, findNatsServer } from './nats-binary.ts';
+export { startNatsCluster, type NatsCluster } from './nats-cluster.ts';
 
-const MIN_MAJOR = 2;
-const MIN_MINOR = 10;
 const START_TIMEOUT_MS = 20_000;
 const CLUSTER_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
@@ -73,112 +67,6 @@ export interface StartNatsServerOptions {
   waitForMetaLeader?: boolean;
   /** Startup timeout in ms (default 20 s, 30 s with waitForMetaLeader). */
   timeoutMs?: number;
-}
-
-export interface NatsCluster {
-  urls: string[];
-  servers: NatsServerHandle[];
-  /** Stop every server (SIGTERM, wait). */
-  stop(): Promise<void>;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Finding the binary
-
-interface FoundServer { path: string; version: string }
-let cachedServer: FoundServer | undefined;
-let cachedKey = '';
-
-/**
- * Where a fetched nats-server may live: `$TROUPE_DATA_DIR/bin`, else the app's `.troupe/bin`
- * (the working directory's), then the package's own (a clone of Troupe run from elsewhere).
- */
-function binDirs(): string[] {
-  const d = process.env.TROUPE_DATA_DIR;
-  if (d) return [join(resolve(d), 'bin')];
-  const app = join(process.cwd(), '.troupe', 'bin');
-  const pkg = join(REPO_ROOT, '.troupe', 'bin');
-  return app === pkg ? [app] : [app, pkg];
-}
-
-function isExecutable(p: string): boolean {
-  try {
-    accessSync(p, fsConstants.X_OK);
-    return statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function versionOf(bin: string): string | undefined {
-  try {
-    const out = execFileSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
-    return /v?(\d+\.\d+\.\d+\S*)/.exec(out)?.[1];
-  } catch {
-    return undefined;
-  }
-}
-
-function versionOk(v: string): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(v);
-  if (!m) return false;
-  const major = Number(m[1]);
-  const minor = Number(m[2]);
-  return major > MIN_MAJOR || (major === MIN_MAJOR && minor >= MIN_MINOR);
-}
-
-function tooOldMessage(path: string, version: string): string {
-  return `nats-server ${version} at ${path} is too old: Troupe needs nats-server >= 2.10. ` +
-    `nats-server 2.9 does not serialize the expected-last-subject-sequence check on replicated ` +
-    `streams (nats-server#4320), so two writers with the same expectation can both be accepted ` +
-    `and Troupe cannot fence a stale writer.`;
-}
-
-function installHint(): string {
-  return `Run \`${ENSURE_NATS_COMMAND}\` in your app's folder (in a clone of Troupe, \`npm test\` and \`npm start\` do it): ` +
-    `it fetches nats-server >= 2.10 into .troupe/bin. Or install nats-server >= 2.10 from ` +
-    `https://github.com/nats-io/nats-server/releases and put it on PATH or set TROUPE_NATS_SERVER.`;
-}
-
-/**
- * Find a nats-server >= 2.10: `$TROUPE_NATS_SERVER`, else `nats-server` on PATH, else
- * `.troupe/bin/nats-server` of the app (working directory) or of the package
- * (`$TROUPE_DATA_DIR/bin/nats-server` when set). Throws an Error that
- * names the install command when none is found or the only one is older than 2.10.
- */
-export function findNatsServer(): { path: string; version: string } {
-  const key = [process.env.TROUPE_NATS_SERVER, process.env.PATH, process.env.TROUPE_DATA_DIR, process.cwd()].join('\0');
-  if (cachedServer && cachedKey === key) return { ...cachedServer };
-  cachedServer = undefined;
-  cachedKey = key;
-  const fromEnv = process.env.TROUPE_NATS_SERVER;
-  if (fromEnv) {
-    const p = resolve(fromEnv);
-    if (!isExecutable(p)) throw new Error(`TROUPE_NATS_SERVER=${fromEnv} is not an executable file. ${installHint()}`);
-    const v = versionOf(p);
-    if (!v) throw new Error(`TROUPE_NATS_SERVER=${fromEnv}: \`${p} --version\` failed. ${installHint()}`);
-    if (!versionOk(v)) throw new Error(`${tooOldMessage(p, v)} ${installHint()}`);
-    cachedServer = { path: p, version: v };
-    return { ...cachedServer };
-  }
-  const candidates: string[] = [];
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir) candidates.push(join(dir, 'nats-server'));
-  }
-  for (const dir of binDirs()) candidates.push(join(dir, 'nats-server'));
-  let old: FoundServer | undefined;
-  for (const c of candidates) {
-    if (!isExecutable(c)) continue;
-    const v = versionOf(c);
-    if (!v) continue;
-    if (versionOk(v)) {
-      cachedServer = { path: c, version: v };
-      return { ...cachedServer };
-    }
-    old ??= { path: c, version: v };
-  }
-  if (old) throw new Error(`${tooOldMessage(old.path, old.version)} ${installHint()}`);
-  throw new Error(`nats-server not found (looked at $TROUPE_NATS_SERVER, PATH, ${binDirs().map((d) => join(d, 'nats-server')).join(', ')}). ${installHint()}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,93 +385,4 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
     }
   }
   throw lastErr;
-}
-
-/**
- * Start a JetStream cluster of `size` (default 3) servers on loopback, each with its own
- * server_name (`troupe-n1`...), client port, route port and temp store; resolves once every
- * member knows the meta leader, so R3 streams can be created at once.
- */
-export async function startNatsCluster(opts: { size?: number; name?: string; syncAlways?: boolean; config?: string } = {}): Promise<NatsCluster> {
-  const size = opts.size ?? 3;
-  if (!Number.isInteger(size) || size < 1) throw new Error(`startNatsCluster: size must be a positive integer, got ${size}`);
-  // Now and then (seen about once in fifty starts on a loaded 2-core machine) a fresh 2.10
-  // cluster keeps re-creating routes and elects no JetStream meta leader; a new cluster on
-  // new ports then forms at once. So: up to three attempts of 15 s each.
-  let last: unknown;
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    try {
-      return await startClusterOnce(size, opts, 15_000);
-    } catch (e) {
-      last = e;
-    }
-  }
-  throw last;
-}
-
-async function startClusterOnce(size: number, opts: { name?: string; syncAlways?: boolean; config?: string }, timeoutMs: number): Promise<NatsCluster> {
-  const clusterName = opts.name ?? 'troupe-test';
-  const ports = await freePorts(size * 3);
-  const clientPorts = ports.slice(0, size);
-  const routePorts = ports.slice(size, size * 2);
-  const monitorPorts = ports.slice(size * 2);
-  const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
-  const started = await Promise.allSettled(clientPorts.map((port, i) => {
-    const o: StartNatsServerOptions = {
-      port,
-      serverName: `troupe-n${i + 1}`,
-      cluster: { name: clusterName, port: routePorts[i]!, routes },
-      // A one-server "cluster" never logs a meta leader line for others; wait only for ready.
-      waitForMetaLeader: size > 1,
-      timeoutMs,
-      // Monitoring on loopback, to see when the meta group can place replicated streams.
-      extraArgs: ['-m', String(monitorPorts[i]!)],
-    };
-    if (opts.syncAlways) o.syncAlways = true;
-    if (opts.config) o.config = opts.config;
-    return startNatsServer(o);
-  }));
-  const servers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  const stop = async () => { await Promise.all(servers.map((s) => s.stop())); };
-  if (failed) {
-    await stop();
-    throw failed.reason;
-  }
-  if (size > 1) {
-    try {
-      await metaGroupReady(monitorPorts, size, Date.now() + timeoutMs);
-    } catch (e) {
-      await stop();
-      throw e;
-    }
-  }
-  return { urls: servers.map((s) => s.url), servers, stop };
-}
-
-/**
- * Resolves when every server names the same JetStream meta leader and the leader sees all
- * other peers as current: before that, creating an R3 stream can fail with "no suitable peers
- * for placement" even though every server has logged the leader (seen here).
- */
-async function metaGroupReady(monitorPorts: number[], size: number, deadline: number): Promise<void> {
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      const views = await Promise.all(monitorPorts.map(async (port) => {
-        const r = await fetch(`http://127.0.0.1:${port}/jsz`);
-        return (await r.json() as { meta_cluster?: { leader?: string; replicas?: { current?: boolean }[] } }).meta_cluster;
-      }));
-      const leader = views[0]?.leader;
-      const agreed = leader !== undefined && leader !== '' && views.every((v) => v?.leader === leader);
-      const leaderView = views.find((v) => v?.replicas !== undefined);
-      const current = leaderView?.replicas?.filter((r) => r.current === true).length ?? 0;
-      if (agreed && current === size - 1) return;
-      last = JSON.stringify(views);
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the JetStream meta group of the cluster did not form in time; last view: ${last.slice(0, 2000)}`);
 }

@@ -2,10 +2,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { sealSnapshot } from '../../runtime/contracts/sensitive.ts';
 import { Store } from '../../runtime/journal/store.ts';
 
-// The history index on real LMDB files: one entry per actor per flush window.
-describe('Store history index', () => {
+// The LMDB cache on real files: the history index (one entry per actor per flush window),
+// snapshots, command ids and checkpoints.
+describe('Store', () => {
   const dirs: string[] = [];
   const stores: Store[] = [];
   const open = (dir = mkdtempSync(join(tmpdir(), 'troupe-store-'))) => {
@@ -67,5 +69,41 @@ describe('Store history index', () => {
     await s.flushIndex();
     expect(s.historyAfter('Account', 'a3', 0).map((e) => e.position)).toEqual(expected(3));
     expect(s.historyAfter('Account', 'a6', 400).map((e) => e.lastSeq)).toEqual(Array.from({ length: versions.get('a6')! - 400 }, (_, i) => 401 + i));
+  });
+
+  it('writes a snapshot as given and removes it when given null', async () => {
+    const { s } = open();
+    expect(await s.putSnapshot('Account', 'a1', sealSnapshot('Account', 'a1', { sv: 1, version: 3, position: 7, state: { balance: 5 } }))).toBe(true);
+    expect(s.getSnapshot('Account', 'a1')).toEqual({ sv: 1, version: 3, position: 7, state: { balance: 5 } });
+    expect(await s.putSnapshot('Account', 'a1', null)).toBe(false);
+    expect(s.getSnapshot('Account', 'a1')).toBeUndefined();
+  });
+
+  it('answers a processed commandId for one to two TTLs, and forgets it after', async () => {
+    const { s } = open();
+    const ttl = 60_000;
+    const t0 = 10 * ttl + 5;
+    s.putCommand('c1', ['Account', 'a1', 1, 1, 9], t0);
+    await s.flushed();
+    expect(s.getCommand('c1', t0)).toEqual(['Account', 'a1', 1, 1, 9]);
+    expect(s.getCommand('c1', t0 + ttl)).toEqual(['Account', 'a1', 1, 1, 9]);
+    expect(s.getCommand('c1', t0 + 2 * ttl)).toBeUndefined();
+    await s.expireCommands(t0 + 2 * ttl);
+    expect(s.getCommand('c1', t0 + ttl)).toBeUndefined();
+  });
+
+  it('forgets snapshots, history, checkpoints and command ids when reset for another stream', async () => {
+    const { s } = open();
+    await s.putSnapshot('Account', 'a1', sealSnapshot('Account', 'a1', { sv: 1, version: 1, position: 1, state: {} }));
+    s.indexCommit('Account', 'a1', 1, 1);
+    s.advanceCheckpoint(0, 1);
+    s.putCommand('c1', ['Account', 'a1', 1, 1, 1]);
+    await s.flushed();
+    await s.resetFor('stream-2');
+    expect(s.getSnapshot('Account', 'a1')).toBeUndefined();
+    expect(s.historyAfter('Account', 'a1', 0)).toEqual([]);
+    expect(s.getCheckpoint(0)).toBe(0);
+    expect(s.getCommand('c1')).toBeUndefined();
+    expect(s.getStreamIdentity()).toBe('stream-2');
   });
 });

@@ -57,16 +57,33 @@ describe('worker crash', () => {
       await sleep(10);
     }
     const crashedShard = 0;
+    const crashedSlotShards = new Set(range1(SHARDS).map((i) => i - 1).filter((sh) => sh % 2 === crashedShard % 2));
     const threadsBefore = (await n.stats()).workers.map((w) => w.threadId);
+    // A burst for the crashed worker's actors, in the same turn as the crash: it leaves for that
+    // worker before the worker learns it must die, and cannot all be acknowledged by JetStream
+    // before it does, so commands are surely in flight when the worker dies.
+    const crashedAccounts = accounts.filter((a) => crashedSlotShards.has(shardOfAccount.get(a)!));
+    for (let k = 0; k < 200; k++) {
+      const i = next++;
+      const account = crashedAccounts[k % crashedAccounts.length]!;
+      const amount = (i % 40) + 1;
+      sent.push({
+        commandId: `dep-${i}`, account, amount, shard: shardOfAccount.get(account)!,
+        outcome: track(n.send('Account', account, 'Deposit', { amount }, { commandId: `dep-${i}` })),
+      });
+    }
+    const inFlight = sent.filter((x) => crashedSlotShards.has(x.shard) && !x.outcome.settled).length;
     await n.crashWorkerOf(crashedShard);
     await sleep(1500); // the load keeps running while the worker is replaced
     firing = false;
     await Promise.all(lanes);
     await allSettled(sent.map((x) => x.outcome), 30_000);
 
-    // Failures are retryable WORKER_LOST, and only on the crashed worker's shards.
-    const crashedSlotShards = new Set(range1(SHARDS).map((i) => i - 1).filter((sh) => sh % 2 === crashedShard % 2));
+    // Commands were in flight on the crashed worker, and it died with some of them unanswered.
+    expect(inFlight).toBeGreaterThan(0);
     const failed = sent.filter((x) => x.outcome.error !== undefined);
+    expect(failed.length, 'no command was lost with the worker: the crash was not under load').toBeGreaterThan(0);
+    // Failures are retryable WORKER_LOST, and only on the crashed worker's shards.
     const wrong = failed.filter((x) => !(isTroupeError(x.outcome.error, 'WORKER_LOST') && x.outcome.error.retryable));
     expect(wrong.slice(0, 3).map((x) => describeError(x.outcome.error)), `${wrong.length} of ${failed.length} failures are not a retryable WORKER_LOST`).toEqual([]);
     expect(failed.filter((x) => !crashedSlotShards.has(x.shard)).map((x) => x.commandId)).toEqual([]);

@@ -1,15 +1,15 @@
-// Telemetry without a node: trace context helpers, consumer spans, plain metrics, Prometheus text, log flags.
+// Telemetry without a node: trace context helpers, consumer spans, plain metrics, log flags (Prometheus text: prometheus.unit.test.ts).
 import { context, trace } from '@opentelemetry/api';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLog, SILENT_LOG } from '../../runtime/ops/log.ts';
 import {
-  NodeMetrics, PlainHistogram, WorkerMetrics, ops, recordDeadLettered, registerConsumerProbe, registerHealthCheck,
+  NodeMetrics, PlainHistogram, WorkerMetrics, registerConsumerProbe, registerHealthCheck,
 } from '../../runtime/ops/metrics.ts';
 import {
-  commitTraces, createMetricsRenderer, formatTraceparent, parseTraceparent, refreshTracing, startCommandTrace, traceBatchHeaders,
-  tracing, tracingConfigured, withConsumerSpan, WorkerCommandTrace, TRACE_HEADER, TRACEPARENT, type NodeView,
+  commitTraces, formatTraceparent, parseTraceparent, refreshTracing, startCommandTrace, traceBatchHeaders,
+  tracing, tracingConfigured, withConsumerSpan, WorkerCommandTrace, TRACE_HEADER, TRACEPARENT,
 } from '../../runtime/ops/tracing.ts';
 
 class Headers {
@@ -164,49 +164,6 @@ describe('metrics', () => {
     expect(node.workerRestarts).toBe(1);
     expect(node.retired).toMatchObject({ commitsAppended: 10, eventsAppended: 12, messagesAppended: 1 });
     expect(node.lastByThread.has(7)).toBe(false);
-  });
-
-  it('renders Prometheus text: counters, histograms, per-worker gauges and consumer probes', async () => {
-    const node = new NodeMetrics();
-    node.answered(2, null);
-    node.answered(3, { code: 'DOMAIN_REJECTION' });
-    const w = new WorkerMetrics();
-    w.flushed(2, 300);
-    w.appended(2, 3, 4);
-    w.appendFailed('CONCURRENCY', 5);
-    w.mailboxDepth = 9;
-    const unregister = registerConsumerProbe({ name: 'billing', lag: () => 17, dlqDepth: async () => 2 });
-    recordDeadLettered('billing', 2);
-    const view = async (): Promise<NodeView> => ({
-      nodeName: 'n1', metrics: node, ownedShards: 8, probeTimeoutMs: 500,
-      workers: [{ slot: 0, threadId: 1, alive: true, residentActors: 4, inFlightAppends: 1, queued: 6, inFlight: 3, metrics: w.snapshot() }],
-    });
-    const renderer = await createMetricsRenderer(view, 'n1');
-    try {
-      const text = await renderer.render();
-      expect(text).toContain('troupe_commands_total{outcome="ok"} 1');
-      expect(text).toContain('troupe_commands_total{outcome="error"} 1');
-      expect(text).toContain('troupe_command_failures_total{reason="DOMAIN_REJECTION"} 1');
-      expect(text).toContain('troupe_events_appended_total 3');
-      expect(text).toContain('troupe_append_failures_total{reason="CONCURRENCY"} 5');
-      expect(text).toContain('troupe_events_dead_lettered_total{consumer="billing"} 2');
-      expect(text).toMatch(/# TYPE troupe_command_duration_seconds histogram\n/);
-      expect(text).toContain('troupe_command_duration_seconds_bucket{le="0.0025"} 1');
-      expect(text).toContain('troupe_command_duration_seconds_count 2');
-      expect(text).toContain('troupe_append_batch_commits_bucket{le="2"} 1');
-      expect(text).toContain('troupe_append_duration_seconds_bucket{le="0.005"} 1');
-      expect(text).toContain('troupe_mailbox_depth{worker="0"} 9');
-      expect(text).toContain('troupe_worker_queue_depth{worker="0"} 6');
-      expect(text).toContain('troupe_active_actors{worker="0"} 4');
-      expect(text).toContain('troupe_consumer_lag{consumer="billing"} 17');
-      expect(text).toContain('troupe_dlq_depth{consumer="billing"} 2');
-      expect(text).toContain('troupe_workers_alive 1');
-    } finally {
-      unregister();
-      delete ops.deadLettered.billing;
-      await renderer.shutdown();
-    }
-    expect(ops.consumers.has('billing')).toBe(false);
   });
 
   it('refuses a probe or check without a name', () => {

@@ -1,0 +1,168 @@
+/**
+ * The node's /metrics: its plain-number metrics (metrics.ts) written in the Prometheus text
+ * exposition format 0.0.4, by hand. No telemetry library is involved: the format is a few
+ * lines per metric, and writing them directly keeps the OpenTelemetry SDK out of a node that
+ * does not trace.
+ *
+ * What a scrape returns (names, HELP, TYPE, labels, buckets) is the same as when this output
+ * went through the OpenTelemetry Prometheus exporter, so dashboards and alerts keep working:
+ *
+ *   # HELP target_info Target metadata                           the node's identity
+ *   target_info{service_name="troupe",service_instance_id="<node>"} 1
+ *   # HELP <name>_total ... / # TYPE <name>_total counter         counters: `_total` suffix
+ *   # UNIT <name> s                                               when the metric has a unit
+ *   <name>_count, <name>_sum, <name>_bucket{le="..."} (cumulative, up to le="+Inf")  histograms
+ */
+import { ops, within, addWorkerCounters, emptyWorkerCounters, type HistogramSnapshot, type NodeMetrics, type WorkerCounters, type WorkerMetricsSnapshot } from './metrics.ts';
+
+export interface WorkerView {
+  slot: number;
+  threadId: number;
+  alive: boolean;
+  residentActors: number;
+  inFlightAppends: number;
+  /** Commands queued on the main thread for this worker. */
+  queued: number;
+  /** Commands sent to this worker and not answered yet. */
+  inFlight: number;
+  metrics: WorkerMetricsSnapshot | null;
+}
+
+/** What the node hands the renderer at each scrape. */
+export interface NodeView {
+  nodeName: string;
+  metrics: NodeMetrics;
+  workers: WorkerView[];
+  ownedShards: number;
+  /** Consumer probes that do not answer within this are reported as missing. */
+  probeTimeoutMs: number;
+}
+
+/** Renders the node's metrics in the Prometheus text format. */
+export interface MetricsRenderer {
+  render(): Promise<string>;
+  shutdown(): Promise<void>;
+}
+
+type Labels = Readonly<Record<string, string>>;
+type Points = [Labels, number][];
+
+/** A sample value as Prometheus reads it. */
+function value(n: number): string {
+  if (Number.isNaN(n)) return 'NaN';
+  if (n === Infinity) return '+Inf';
+  if (n === -Infinity) return '-Inf';
+  return String(n);
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function labels(l: Labels, extra = ''): string {
+  let out = '';
+  for (const k in l) out += `${out === '' ? '' : ','}${k}="${escapeLabel(l[k]!)}"`;
+  if (extra !== '') out += `${out === '' ? '' : ','}${extra}`;
+  return out === '' ? '' : `{${out}}`;
+}
+
+/** Writes one exposition: metric after metric, each with its HELP, UNIT and TYPE lines. */
+export class PrometheusText {
+  private out = '';
+
+  private head(name: string, help: string, type: string, unit: string): void {
+    this.out += `# HELP ${name} ${escapeHelp(help)}\n`;
+    if (unit !== '') this.out += `# UNIT ${name} ${unit}\n`;
+    this.out += `# TYPE ${name} ${type}\n`;
+  }
+
+  /** A monotonic counter; its name gets the `_total` suffix. */
+  counter(name: string, help: string, points: Points, unit = ''): this {
+    const full = `${name}_total`;
+    this.head(full, help, 'counter', unit);
+    for (const [l, n] of points) this.out += `${full}${labels(l)} ${value(n)}\n`;
+    return this;
+  }
+
+  gauge(name: string, help: string, points: Points, unit = ''): this {
+    this.head(name, help, 'gauge', unit);
+    for (const [l, n] of points) this.out += `${name}${labels(l)} ${value(n)}\n`;
+    return this;
+  }
+
+  /** A histogram from per-bucket counts: written cumulative, with the `+Inf` bucket last. */
+  histogram(name: string, help: string, h: HistogramSnapshot, unit = '', l: Labels = {}): this {
+    this.head(name, help, 'histogram', unit);
+    this.out += `${name}_count${labels(l)} ${value(h.count)}\n`;
+    this.out += `${name}_sum${labels(l)} ${value(h.sum)}\n`;
+    let cumulative = 0;
+    for (let i = 0; i < h.counts.length; i++) {
+      cumulative += h.counts[i]!;
+      const le = i < h.bounds.length ? value(h.bounds[i]!) : '+Inf';
+      this.out += `${name}_bucket${labels(l, `le="${le}"`)} ${value(cumulative)}\n`;
+    }
+    return this;
+  }
+
+  text(): string {
+    return this.out;
+  }
+}
+
+/** The node's exposition at this moment: counters, histograms, per-worker gauges, consumer probes. */
+export async function renderNodeMetrics(v: NodeView): Promise<string> {
+  const p = new PrometheusText();
+  p.gauge('target_info', 'Target metadata', [[{ service_name: 'troupe', service_instance_id: v.nodeName }, 1]]);
+
+  const m = v.metrics;
+  const totals: WorkerCounters = emptyWorkerCounters();
+  addWorkerCounters(totals, m.retired);
+  for (const w of v.workers) if (w.metrics !== null) addWorkerCounters(totals, w.metrics);
+  const failed = Object.values(m.failures).reduce((a, b) => a + b, 0);
+
+  p.counter('troupe_commands', 'Commands answered by the node, by outcome (ok: stored or a no-op; error: rejected or failed)', [[{ outcome: 'ok' }, m.commandsOk], [{ outcome: 'error' }, failed]]);
+  p.counter('troupe_command_failures', 'Commands that failed, by reason (the error code; DOMAIN_REJECTION is a business rule)', Object.entries(m.failures).map(([reason, n]) => [{ reason }, n]));
+  p.counter('troupe_events_appended', 'Events stored in JetStream', [[{}, totals.eventsAppended]]);
+  p.counter('troupe_commits_appended', 'Commits (the events of one command) stored in JetStream', [[{}, totals.commitsAppended]]);
+  p.counter('troupe_append_messages', 'JetStream messages (commit batches) acknowledged', [[{}, totals.messagesAppended]]);
+  p.counter('troupe_append_bytes', 'Bytes of commit batches sent to JetStream', [[{}, totals.bytesAppended]], 'By');
+  p.counter('troupe_append_failures', 'Commits whose append failed, by reason (CONCURRENCY: fenced by another writer; JOURNAL_UNAVAILABLE: refused or not acknowledged)', Object.entries(totals.appendFailures).map(([reason, n]) => [{ reason }, n]));
+  p.counter('troupe_events_dead_lettered', 'Events consumers moved to a dead-letter queue', Object.entries(ops.deadLettered).map(([consumer, n]) => [{ consumer }, n]));
+  p.counter('troupe_worker_restarts', 'Worker threads that died and were replaced', [[{}, m.workerRestarts]]);
+
+  p.histogram('troupe_command_duration_seconds', 'Command latency on the node: from when its batch left for the worker (at most one event-loop turn after send) to its answer', m.commandSeconds.snapshot(), 's');
+  p.histogram('troupe_append_batch_commits', 'Commits per JetStream message (batch size)', totals.batchCommits);
+  p.histogram('troupe_append_duration_seconds', 'JetStream append latency, from publish to acknowledgement', totals.appendSeconds, 's');
+
+  const byWorker = (f: (w: WorkerView) => number): Points => v.workers.map((w) => [{ worker: String(w.slot) }, f(w)]);
+  p.gauge('troupe_mailbox_depth', 'Commands received by a worker and not answered yet (actor mailboxes: stashed, deciding, waiting for the append)', byWorker((w) => w.metrics?.mailboxDepth ?? 0));
+  p.gauge('troupe_worker_queue_depth', 'Commands queued on the main thread for a worker', byWorker((w) => w.queued));
+  p.gauge('troupe_worker_commands_in_flight', 'Commands sent to a worker and not answered yet', byWorker((w) => w.inFlight));
+  p.gauge('troupe_active_actors', 'Actors resident in memory, per worker', byWorker((w) => w.residentActors));
+  p.gauge('troupe_appends_in_flight', 'JetStream messages sent and not acknowledged yet, per worker', byWorker((w) => w.inFlightAppends));
+  p.gauge('troupe_workers_alive', 'Worker threads alive', [[{}, v.workers.filter((w) => w.alive).length]]);
+  p.gauge('troupe_owned_shards', 'Shards this node writes', [[{}, v.ownedShards]]);
+
+  const probes = [...ops.consumers.values()];
+  const lag: Points = [];
+  const dlq: Points = [];
+  await Promise.all(probes.map(async (probe) => {
+    if (probe.lag !== undefined) { const n = await within(v.probeTimeoutMs, `consumer ${probe.name} lag`, probe.lag).catch(() => NaN); lag.push([{ consumer: probe.name }, n]); }
+    if (probe.dlqDepth !== undefined) { const n = await within(v.probeTimeoutMs, `consumer ${probe.name} DLQ depth`, probe.dlqDepth).catch(() => NaN); dlq.push([{ consumer: probe.name }, n]); }
+  }));
+  p.gauge('troupe_consumer_lag', 'Log messages a consumer has not processed yet', lag);
+  p.gauge('troupe_dlq_depth', 'Events in a consumer\'s dead-letter queue', dlq);
+  return p.text();
+}
+
+/** A renderer over the node's view: each `render()` is one scrape. */
+export async function createMetricsRenderer(view: () => Promise<NodeView>, nodeName: string): Promise<MetricsRenderer> {
+  return {
+    render: async () => renderNodeMetrics({ ...(await view()), nodeName }),
+    shutdown: async () => {},
+  };
+}
