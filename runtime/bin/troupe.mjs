@@ -200,6 +200,15 @@ function fetchFromDebian() {
   }
 }
 
+/** A usable nats-server when one is already here (passed on to the command line), else undefined; never fetches. */
+function findQuietly() {
+  try {
+    return findServer().found;
+  } catch {
+    return undefined;
+  }
+}
+
 function ensureNats() {
   const { found, old } = findServer();
   if (found) return found;
@@ -225,7 +234,12 @@ function main() {
   // Only `start` runs a nats-server; help, version, init and the clients need none (the command
   // line itself answers `troupe` with no arguments).
   const command = args.find((a) => !a.startsWith('-'));
-  const nats = command === 'start' || sub === 'ensure-nats' ? ensureNats() : undefined;
+  // `start` runs its own nats-server unless given one (--nats-url or NATS_URL): find or fetch the
+  // binary now, except for --help. (A config file's `servers` is read later, by the command line.)
+  const wantsHelp = args.includes('--help') || args.includes('-h');
+  const givenNats = args.some((a) => a === '--nats-url' || a.startsWith('--nats-url=')) || Boolean(process.env.NATS_URL);
+  const needsServer = command === 'start' && !wantsHelp && !givenNats;
+  const nats = needsServer || sub === 'ensure-nats' ? ensureNats() : findQuietly();
   if (sub === 'ensure-nats') {
     process.stdout.write(`nats-server ${nats.version} ${nats.path}\n`);
     return;
