@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'UNKNOWN_ACTOR_TYPE'
   | 'UNKNOWN_COMMAND_TYPE'
   | 'MALFORMED_COMMAND'
+  | 'MALFORMED_REQUEST'
   | 'COMMAND_TOO_LARGE'
   | 'SCHEMA_VIOLATION'
   | 'SENSITIVE_DATA'
@@ -63,10 +64,13 @@ export class TroupeError extends Error {
   }
 }
 
-/** A command or event does not have the required shape (missing id, wrong types). */
+/**
+ * A command or event does not have the required shape (missing id, wrong types); a read
+ * request (query, history) that cannot be decoded is MALFORMED_REQUEST.
+ */
 export class ValidationError extends TroupeError {
   override name = 'ValidationError';
-  constructor(code: 'VALIDATION' | 'MALFORMED_COMMAND' | 'COMMAND_TOO_LARGE' | 'SCHEMA_VIOLATION' | 'SENSITIVE_DATA' | 'UNKNOWN_ACTOR_TYPE' | 'UNKNOWN_COMMAND_TYPE', message: string, data: ErrorData = {}, cause?: unknown) {
+  constructor(code: 'VALIDATION' | 'MALFORMED_COMMAND' | 'MALFORMED_REQUEST' | 'COMMAND_TOO_LARGE' | 'SCHEMA_VIOLATION' | 'SENSITIVE_DATA' | 'UNKNOWN_ACTOR_TYPE' | 'UNKNOWN_COMMAND_TYPE', message: string, data: ErrorData = {}, cause?: unknown) {
     super(code, message, data, { cause, retryable: false });
   }
 }
@@ -223,6 +227,7 @@ function rebuild(w: WireError): TroupeError {
   switch (code) {
     case 'VALIDATION':
     case 'MALFORMED_COMMAND':
+    case 'MALFORMED_REQUEST':
     case 'COMMAND_TOO_LARGE':
     case 'SCHEMA_VIOLATION':
     case 'SENSITIVE_DATA':

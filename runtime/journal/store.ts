@@ -7,7 +7,8 @@
  *                                       one entry per actor per index flush, keyed by its last commit)
  *   meta        ['checkpoint', shard] → stream sequence up to which `history`/commands are complete
  *               ['stream']            → creation time of the stream this cache describes
- *   commands-N  commandId             → [type, id, firstSeq, lastSeq, position]   (N = time epoch; old epochs are dropped)
+ *   commands-N  [type, id, commandId] → [type, id, firstSeq, lastSeq, position]   (N = time epoch; old epochs are dropped)
+ *                                       a commandId is scoped to its actor: the same id on another actor is another command
  *
  * Writes are never awaited one at a time on the hot path: lmdb batches all puts of an
  * event-loop turn into one transaction (DESIGN.md: ~700k async puts/s against ~4k/s awaited).
@@ -16,6 +17,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { sealSnapshot } from '../contracts/sensitive.ts';
+import { COMMAND_RECORD, type CommandRecord } from '../wire.ts';
 
 export interface Snapshot {
   sv: number;
@@ -24,7 +26,10 @@ export interface Snapshot {
   state: unknown;
 }
 
-export type CommandRecord = [aggregateType: string, aggregateId: string, firstSeq: number, lastSeq: number, position: number];
+export type { CommandRecord } from '../wire.ts';
+
+/** A processed command's key: [aggregateType, aggregateId, commandId]. */
+type CommandKey = [aggregateType: string, aggregateId: string, commandId: string];
 
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 /**
@@ -52,7 +57,7 @@ const INDEX_SLICE_MS = 2;
 /** Flush earlier when a window holds this many commits. */
 const INDEX_FLUSH_COMMITS = 100_000;
 /** Part of the cache's identity: a cache written with another layout is rebuilt from the log. */
-export const STORE_LAYOUT = 2;
+export const STORE_LAYOUT = 3;
 
 const NO_ENTRIES: readonly (string | number)[] = Object.freeze([]);
 
@@ -115,7 +120,9 @@ export class Store {
   private readonly snapshots: Database<Snapshot, [string, string]>;
   private readonly history: Database<number[], [string, string, number]>;
   private readonly meta: Database<unknown, (string | number)[]>;
-  private readonly epochs = new Map<number, Database<CommandRecord, string>>();
+  private readonly epochs = new Map<number, Database<CommandRecord, CommandKey>>();
+  /** The key of a lookup, refilled per call: LMDB encodes it before `get` returns. */
+  private readonly lookup: CommandKey = ['', '', ''];
 
   constructor(dataDir: string, stream: string, private readonly commandTtlMs: number) {
     const path = join(dataDir, 'lmdb', stream);
@@ -300,23 +307,31 @@ export class Store {
     return (this.meta.get(['checkpoint', shard]) as number | undefined) ?? 0;
   }
 
-  private epochDb(epoch: number): Database<CommandRecord, string> {
+  private epochDb(epoch: number): Database<CommandRecord, CommandKey> {
     let db = this.epochs.get(epoch);
     if (db === undefined) {
-      db = this.root.openDB<CommandRecord, string>({ name: `commands-${epoch}` });
+      db = this.root.openDB<CommandRecord, CommandKey>({ name: `commands-${epoch}` });
       this.epochs.set(epoch, db);
     }
     return db;
   }
 
-  /** The stored result of a processed command, if it is younger than the TTL (up to twice it). */
-  getCommand(commandId: string, now = Date.now()): CommandRecord | undefined {
+  /**
+   * Where the commit of `commandId` sent to actor (type, id) is stored, if it was processed
+   * within the TTL (up to twice it). The same commandId on another actor is another command.
+   */
+  getCommand(type: string, id: string, commandId: string, now = Date.now()): CommandRecord | undefined {
     const epoch = Math.floor(now / this.commandTtlMs);
-    return this.epochDb(epoch).get(commandId) ?? this.epochDb(epoch - 1).get(commandId);
+    const key = this.lookup;
+    key[0] = type;
+    key[1] = id;
+    key[2] = commandId;
+    return this.epochDb(epoch).get(key) ?? this.epochDb(epoch - 1).get(key);
   }
 
+  /** Remember a processed command: its key is (the record's type and id, commandId). */
   putCommand(commandId: string, rec: CommandRecord, now = Date.now()): void {
-    void this.epochDb(Math.floor(now / this.commandTtlMs)).put(commandId, rec);
+    void this.epochDb(Math.floor(now / this.commandTtlMs)).put([rec[COMMAND_RECORD.type], rec[COMMAND_RECORD.id], commandId], rec);
   }
 
   /** Drop command-id epochs older than the previous one. Cheap: whole databases go at once. */

@@ -10,7 +10,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, type IdUse, pushOutcome, pushStoredOutcome, type CommandResult } from '../envelope.ts';
+import { IdGenerator, type IdUse, type CommandResult } from '../envelope.ts';
+import { COMMAND_STRIDE, OUTCOME_STRIDE, pushOutcome, pushStoredOutcome, readCommand } from '../wire.ts';
 import { toWire, type WireError } from '../errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
 import type { ResolvedOptions } from '../options.ts';
@@ -309,31 +310,23 @@ class OutcomeStream {
 
 /** A command unpacked from a flat batch; `reply` sends its outcome back once. */
 class WorkerCommand implements InboundCommand {
-  readonly commandId: string;
-  readonly type: string;
-  readonly aggregateType: string;
-  readonly aggregateId: string;
-  readonly payload: unknown;
-  readonly userId: string | null;
-  readonly correlationId: string;
-  readonly causationId: string | null;
-  readonly shard: number;
-  readonly idUse: IdUse;
+  // Filled by readCommand (wire.ts COMMAND layout).
+  declare readonly commandId: string;
+  declare readonly type: string;
+  declare readonly aggregateType: string;
+  declare readonly aggregateId: string;
+  declare readonly payload: unknown;
+  declare readonly userId: string | null;
+  declare readonly correlationId: string;
+  declare readonly causationId: string | null;
+  declare readonly shard: number;
+  declare readonly idUse: IdUse;
+  /** The command's number on its slot (pool.ts): its outcome carries it back. */
+  declare readonly seq: number;
   readonly spans: WorkerCommandTrace | null;
-  private readonly seq: number;
   private settled = false;
   constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream, traceparent: string | null) {
-    this.commandId = flat[base] as string;
-    this.type = flat[base + 1] as string;
-    this.aggregateType = flat[base + 2] as string;
-    this.aggregateId = flat[base + 3] as string;
-    this.payload = flat[base + 4];
-    this.userId = flat[base + 5] as string | null;
-    this.correlationId = flat[base + 6] as string;
-    this.causationId = flat[base + 7] as string | null;
-    this.shard = flat[base + 8] as number;
-    this.idUse = flat[base + 9] as IdUse;
-    this.seq = flat[base + 10] as number;
+    readCommand(flat, base, this);
     this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
   }
 

@@ -1,0 +1,45 @@
+/**
+ * Snapshots and leaving memory. A snapshot only saves replay time (the log is the truth), so
+ * none is awaited on the hot path:
+ * - every `snapshotEvery` events, once the actor has no uncommitted commit (after an ack);
+ * - on passivation (idle, or over the resident bound: worker.ts sweeps), then the cell is freed;
+ * - for every resident actor that moved, on a graceful stop or a shard release.
+ *
+ *   running ──passivate, moved since the last snapshot──▶ passivating ──snapshot written──▶ removed
+ *      ▲                                                       │
+ *      └──────────────used again, or the write failed──────────┘
+ */
+import type { Store } from '../journal/store.ts';
+import type { ActorCell, CellMap } from './cell.ts';
+
+/** After an acknowledged commit at `position`: snapshot when `snapshotEvery` events passed and nothing is pending. */
+export function snapshotIfDue(store: Store, cell: ActorCell, position: number): void {
+  if (cell.version - cell.snapshotVersion < cell.reg.def.snapshotEvery || cell.lastPending !== null) return;
+  const def = cell.reg.def;
+  void store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position, state: cell.state });
+  cell.snapshotVersion = cell.version;
+}
+
+/** Write a snapshot if the actor moved since the last one, then free it. `position`: the shard's last acknowledged message. */
+export function passivate(store: Store, cells: CellMap, cell: ActorCell, position: number): void {
+  if (cell.phase !== 'running' || cell.lastPending !== null || cell.stash !== null) return;
+  const def = cell.reg.def;
+  if (cell.version > cell.snapshotVersion) {
+    cell.phase = 'passivating';
+    cell.snapshotVersion = cell.version;
+    store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position, state: cell.state })
+      .then(() => { if (cell.phase === 'passivating') cells.remove(cell); }, () => { cell.phase = 'running'; });
+  } else {
+    cells.remove(cell);
+  }
+}
+
+/** Snapshot every actor that moved since its last snapshot (graceful stop, shard release). */
+export function snapshotAll(store: Store, cells: CellMap, position: number): void {
+  for (const cell of cells.values()) {
+    if (cell.phase !== 'running' || cell.version <= cell.snapshotVersion) continue;
+    const def = cell.reg.def;
+    void store.putSnapshot(def.type, cell.id, { sv: def.stateVersion, version: cell.version, position, state: cell.state });
+    cell.snapshotVersion = cell.version;
+  }
+}
