@@ -12,11 +12,14 @@
  *   stored     LMDB (journal/store.ts), learned again from the log when a shard catches up
  *
  * The maps are keyed by commandId alone, so no key string is built per command; an id used by
- * two actors at once (rare) puts the second under a composite key in `others`.
+ * two actors at once (rare) puts the second under a composite key in `others`. Per command,
+ * the maps cost what they cost when the key was the commandId alone: an id the node made
+ * (GENERATED) touches none of them; an id TroupeClient made (FRESH) is unique, so it is set
+ * without a look first; and while no id is shared, a delete is one Map operation.
  */
 import { readMessage, type Journal } from '../journal/journal.ts';
 import { decodeCommits } from '../journal/codec.ts';
-import type { CommandResult } from '../envelope.ts';
+import { IdUse, type CommandResult } from '../envelope.ts';
 import { toWire } from '../errors.ts';
 import type { Store } from '../journal/store.ts';
 import { COMMAND_RECORD, COMMIT, EVENT, type CommandRecord } from '../wire.ts';
@@ -37,16 +40,25 @@ abstract class ByCommand<V> {
     return this.others.size === 0 ? undefined : this.others.get(otherKey(type, id, commandId));
   }
 
-  set(commandId: string, v: V): void {
+  /** `unique`: no other actor can hold this id (TroupeClient's, or the node's own): set without looking. */
+  set(commandId: string, v: V, unique: boolean): void {
+    if (unique) {
+      this.first.set(commandId, v);
+      return;
+    }
     const held = this.first.get(commandId);
     if (held === undefined || (this.typeOf(held) === this.typeOf(v) && this.idOf(held) === this.idOf(v))) this.first.set(commandId, v);
     else this.others.set(otherKey(this.typeOf(v), this.idOf(v), commandId), v);
   }
 
-  delete(commandId: string, v: V): void {
+  delete(type: string, id: string, commandId: string): void {
+    if (this.others.size === 0) {
+      this.first.delete(commandId);
+      return;
+    }
     const held = this.first.get(commandId);
-    if (held !== undefined && this.typeOf(held) === this.typeOf(v) && this.idOf(held) === this.idOf(v)) this.first.delete(commandId);
-    else if (this.others.size > 0) this.others.delete(otherKey(this.typeOf(v), this.idOf(v), commandId));
+    if (held !== undefined && this.typeOf(held) === type && this.idOf(held) === id) this.first.delete(commandId);
+    else this.others.delete(otherKey(type, id, commandId));
   }
 
   clear(): void {
@@ -96,14 +108,15 @@ export class CommandIds {
 
   /** A commit decided for a command whose id is recorded (GIVEN or FRESH). */
   began(pc: PendingCommit): void {
-    this.inFlight.set(pc.commandId, pc);
+    this.inFlight.set(pc.commandId, pc, pc.cmd.idUse !== IdUse.GIVEN);
   }
 
   /** Its append was acknowledged at `position`: LMDB learns it (batched); `recent` answers until then. */
   stored(pc: PendingCommit, position: number, now: number): void {
-    this.inFlight.delete(pc.commandId, pc);
-    const rec: CommandRecord = [pc.cell.reg.def.type, pc.cell.id, pc.firstSeq, pc.lastSeq, position];
-    this.recent.set(pc.commandId, rec);
+    const type = pc.cell.reg.def.type;
+    this.inFlight.delete(type, pc.cell.id, pc.commandId);
+    const rec: CommandRecord = [type, pc.cell.id, pc.firstSeq, pc.lastSeq, position];
+    this.recent.set(pc.commandId, rec, pc.cmd.idUse !== IdUse.GIVEN);
     this.store.rememberCommand(pc.commandId, rec, now);
   }
 
@@ -111,8 +124,7 @@ export class CommandIds {
   indexed(batch: readonly PendingCommit[]): void {
     for (let i = 0; i < batch.length; i++) {
       const pc = batch[i]!;
-      const rec = this.recent.get(pc.cell.reg.def.type, pc.cell.id, pc.commandId);
-      if (rec !== undefined) this.recent.delete(pc.commandId, rec);
+      if (pc.cmd.idUse !== IdUse.GENERATED) this.recent.delete(pc.cell.reg.def.type, pc.cell.id, pc.commandId);
     }
   }
 
