@@ -180,11 +180,18 @@ export function readOutcome(out: readonly unknown[], b: number, commandId: strin
 export const PROTOCOL = 1;
 export const FLAT_2 = 2;
 export const FLAT = 3;
+/** The request message: [protocol, commands]. A refusal of the whole request is answered as `{ error }`. */
+export const REQUEST_MESSAGE = { protocol: 0, commands: 1 } as const;
 export const REQUEST = {
   commandId: 0, type: 1, aggregateType: 2, aggregateId: 3, payload: 4, userId: 5, correlationId: 6, causationId: 7, traceparent: 8, fresh: 9,
 } as const;
 export const REQUEST_STRIDE = 10;
 export const REQUEST_STRIDE_2 = 9;
+
+/** A request message: [protocol, commands]. */
+export function requestMessage(protocol: number, commands: unknown[]): [number, unknown[]] {
+  return [protocol, commands];
+}
 
 /** Append one command to a FLAT request. */
 export function pushRequest(

@@ -6,7 +6,7 @@
 import type { CommandEnvelope, CommandResult } from '../envelope.ts';
 import { formatId } from '../envelope.ts';
 import type { WireError } from '../errors.ts';
-import type { WireEvent } from '../wire.ts';
+import { EVENT, type WireEvent } from '../wire.ts';
 import type { Registered } from '../contracts/registry.ts';
 import type { WorkerCommandTrace } from '../ops/tracing.ts';
 
@@ -104,7 +104,8 @@ export function eventsOf(pc: PendingCommit, idPrefix: string): { eventId: string
   const out = new Array<{ eventId: string; eventType: string; sequence: number }>(pc.wire.length);
   for (let i = 0; i < pc.wire.length; i++) {
     const w = pc.wire[i]!;
-    out[i] = { eventId: typeof w[0] === 'number' ? formatId(idPrefix, w[0]) : w[0], eventType: w[1], sequence: pc.firstSeq + i };
+    const id = w[EVENT.id];
+    out[i] = { eventId: typeof id === 'number' ? formatId(idPrefix, id) : id, eventType: w[EVENT.type], sequence: pc.firstSeq + i };
   }
   return out;
 }

@@ -17,7 +17,8 @@
  *
  * This file keeps the state machine and the wiring; the parts live next to it: cell.ts (what
  * is resident), activation.ts (snapshot + replay), appender.ts (buffer, flush, ack, failure),
- * idempotency.ts (command ids), passivation.ts (snapshots, freeing actors), and the root's
+ * idempotency.ts (command ids), passivation.ts (snapshots, freeing actors), reads.ts (query,
+ * history), and the root's
  * decide.ts (one command: decide, validate, contract write, evolve; shared with the test kit).
  */
 import { decodeCommits, encodeCommit, estimateSize, isoTime, COMMIT_OVERHEAD, EVENT_OVERHEAD, type EventEnvelope } from '../journal/codec.ts';
@@ -30,14 +31,15 @@ import {
 import { lastSequenceOf, readSubject, shardSubject, type Journal, type LeanPublisher } from '../journal/journal.ts';
 import type { ResolvedOptions } from '../options.ts';
 import type { Registry } from '../contracts/registry.ts';
-import { readCommit, taintDecided } from '../contracts/contract.ts';
+import { taintDecided } from '../contracts/contract.ts';
 import { deferUntilKeys, pendingKeys, KEYS_PENDING } from '../contracts/sensitive.ts';
 import type { Store } from '../journal/store.ts';
 import type { CommandContext } from '../define.ts';
 import { Decider, DecideOutcome, type DecideStep } from '../decide.ts';
 import { COMMIT, commitTuple, lastSeqOf, type WireCommit, type WireEvent } from '../wire.ts';
 import { ActorCell, CellMap, commitResult, eventsOf, follow, type InboundCommand, type PendingCommit } from './cell.ts';
-import { activate, messagesAt } from './activation.ts';
+import { activate } from './activation.ts';
+import { actorHistory, queryActor } from './reads.ts';
 import { Appender } from './appender.ts';
 import { CommandIds } from './idempotency.ts';
 import { passivate, snapshotAll } from './passivation.ts';
@@ -346,39 +348,13 @@ export class ShardHost implements DecideStep<InboundCommand> {
   // ── reads ───────────────────────────────────────────────────────────────────────────────
 
   /** The committed state and version of an actor (activating it if needed). */
-  async query(type: string, id: string): Promise<{ state: unknown; version: number }> {
-    await this.open();
-    const reg = this.ctx.registry.get(type);
-    if (reg === undefined) throw this.ctx.registry.check(type, '', undefined, { aggregateId: id });
-    let cell = this.cells.get(type, id);
-    if (cell === undefined) {
-      cell = new ActorCell(reg, id, this.generation);
-      this.cells.add(cell);
-      activate(this, cell);
-    }
-    if (cell.phase === 'activating') {
-      await cell.activated;
-      return this.query(type, id);
-    }
-    if (cell.phase === 'passivating') cell.phase = 'running';
-    cell.lastUsed = Date.now();
-    return { state: cell.state, version: cell.version };
+  query(type: string, id: string): Promise<{ state: unknown; version: number }> {
+    return queryActor(this, type, id);
   }
 
   /** Every committed event of an actor, in order, as full envelopes. */
-  async history(type: string, id: string): Promise<EventEnvelope[]> {
-    await this.open();
-    await this.ctx.store.flushed();
-    this.ctx.store.refresh();
-    const out: EventEnvelope[] = [];
-    const reg = this.ctx.registry.get(type);
-    for await (const { position, data } of messagesAt(this.ctx.journal, this.subject, this.shard, this.ctx.store.historyAfter(type, id, 0))) {
-      for (const c of decodeCommits(data)) {
-        // Decrypted (or redacted) and upcast to the current versions.
-        if (c[COMMIT.type] === type && c[COMMIT.id] === id) for (const e of await readCommit(reg, c, position, this.ctx.registry.keys, 'throw')) out.push(e);
-      }
-    }
-    return out;
+  history(type: string, id: string): Promise<EventEnvelope[]> {
+    return actorHistory(this, type, id);
   }
 
   // ── passivation (passivation.ts) ────────────────────────────────────────────────────────

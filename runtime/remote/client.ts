@@ -13,7 +13,7 @@ import { connect, headers, nuid, type Msg, type NatsConnection, type Subscriptio
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
 import { IdGenerator, isPlainPayload, payloadRefusal, type CommandMetadata, type CommandResult } from '../envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from '../errors.ts';
-import { FLAT, OUTCOME, OUTCOME_STRIDE, READ_REPLY, REQUEST, REQUEST_STRIDE, pushRequest, readOutcome, readRequestOf } from '../wire.ts';
+import { FLAT, OUTCOME, requestMessage, OUTCOME_STRIDE, READ_REPLY, REQUEST, REQUEST_STRIDE, pushRequest, readOutcome, readRequestOf } from '../wire.ts';
 import type { RemoteOutcomes } from './service.ts';
 import type { Command } from '../node/system.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.ts';
@@ -122,7 +122,7 @@ export class TroupeClient {
         h = headers();
         h.set(TRACEPARENT, traceparent);
       }
-      this.nc.publish(this.subject, encode([FLAT, flat]), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
+      this.nc.publish(this.subject, encode(requestMessage(FLAT, flat)), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
       this.fail(id, (commandId) => new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}; retry with the same commandId`, { commandId }, e));
     }

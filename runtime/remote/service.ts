@@ -13,7 +13,7 @@
 import type { Msg, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from '../journal/codec.ts';
 import { IdUse, newId, type CommandEnvelope, type CommandResult } from '../envelope.ts';
-import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
+import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
 import type { NatsConnection } from '../journal/journal.ts';
 import type { ResolvedOptions } from '../options.ts';
@@ -106,7 +106,10 @@ interface Forwarding {
  */
 async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
   try {
-    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode([PROTOCOL, items.map((x) => x.command)]), { timeout: to.timeoutMs });
+    const message: unknown[] = [];
+    message[REQUEST_MESSAGE.protocol] = PROTOCOL;
+    message[REQUEST_MESSAGE.commands] = items.map((x) => x.command);
+    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode(message), { timeout: to.timeoutMs });
     const out = decode<unknown>(answer.data);
     if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
     items.forEach(({ index }, k) => {
@@ -163,10 +166,12 @@ async function handleCommands(node: Troupe, msg: Msg, maxRequestBytes: number, f
       throw new ValidationError('COMMAND_TOO_LARGE', `the request is ${msg.data.length} bytes; a request may carry at most ${maxRequestBytes}`, {});
     }
     const body = decode<unknown>(msg.data);
-    if (!Array.isArray(body) || (body[0] !== PROTOCOL && body[0] !== FLAT && body[0] !== FLAT_2) || !Array.isArray(body[1])) {
+    const protocol: unknown = Array.isArray(body) ? body[REQUEST_MESSAGE.protocol] : undefined;
+    const list: unknown = Array.isArray(body) ? body[REQUEST_MESSAGE.commands] : undefined;
+    if ((protocol !== PROTOCOL && protocol !== FLAT && protocol !== FLAT_2) || !Array.isArray(list)) {
       throw new ValidationError('MALFORMED_COMMAND', `not a Troupe command request (expected msgpack [${PROTOCOL}, ${FLAT_2} or ${FLAT}, [commands]])`, {});
     }
-    commands = body[0] === PROTOCOL ? body[1] as RemoteCommand[] : unflatten(body[1] as unknown[], body[0] === FLAT ? REQUEST_STRIDE : REQUEST_STRIDE_2);
+    commands = protocol === PROTOCOL ? list as RemoteCommand[] : unflatten(list as unknown[], protocol === FLAT ? REQUEST_STRIDE : REQUEST_STRIDE_2);
   } catch (e) {
     const err = e instanceof ValidationError ? e : new ValidationError('MALFORMED_COMMAND', `the request could not be decoded: ${(e as Error).message}`, {});
     msg.respond(encode({ error: toWire(err) }));
