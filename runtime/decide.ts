@@ -63,10 +63,11 @@ export class Decider<T> {
   constructor(private readonly step: DecideStep<T>) {}
 
   /**
-   * Run `ctx.commandType` of `def` on `state`. `ctx` is filled by the caller (the node reuses one
-   * object); the first event gets sequence `ctx.version + 1`; `timestamp` is the ISO form of `ctx.now`.
+   * Run `ctx.commandType` of `def` on `state`, the actor at `version`. `ctx` is filled by the
+   * caller (the node reuses one object); the first event gets sequence `version + 1`;
+   * `timestamp` is the ISO form of `ctx.now`.
    */
-  run(def: ActorDefinition<unknown>, state: unknown, payload: unknown, ctx: CommandContext, timestamp: string, token: T): DecideOutcome {
+  run(def: ActorDefinition<unknown>, state: unknown, version: number, payload: unknown, ctx: CommandContext, timestamp: string, token: T): DecideOutcome {
     this.error = null;
     this.drafts = NO_DRAFTS;
     this.state = state;
@@ -104,14 +105,14 @@ export class Decider<T> {
         const payload = d!.payload;
         if (freeze) deepFreeze(payload);
         if (!step.write(token, i, count, type, payload)) return DecideOutcome.DEFERRED;
-        const ectx: EventContext = { sequence: ctx.version + i + 1, eventType: type, timestamp };
+        const ectx: EventContext = { sequence: version + i + 1, eventType: type, timestamp };
         state = spec.evolve(state, payload, freeze ? Object.freeze(ectx) : ectx);
         if (freeze) deepFreeze(state);
       }
     } catch (e) {
       if (e instanceof TroupeError) return this.fail(e);
       const type = (drafts[i] as EventDraft).type;
-      return this.fail(new DecideFailedError(`${def.type}.${ctx.commandType}: evolve for ${type} (sequence ${ctx.version + i + 1}) threw while applying the events of ${ctx.commandType}: ${messageOf(e)}${this.hint(e)}`, { ...ids(ctx), eventType: type, sequence: ctx.version + i + 1 }, e));
+      return this.fail(new DecideFailedError(`${def.type}.${ctx.commandType}: evolve for ${type} (sequence ${version + i + 1}) threw while applying the events of ${ctx.commandType}: ${messageOf(e)}${this.hint(e)}`, { ...ids(ctx), eventType: type, sequence: version + i + 1 }, e));
     }
     this.state = state;
     this.drafts = drafts;

@@ -227,7 +227,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
     ctx.now = now;
     this.deciding = cell;
     const decider = this.decider;
-    const outcome = decider.run(def, cell.pending, cmd.payload, ctx, isoTime(now), cmd);
+    const outcome = decider.run(def, cell.pending, cell.pendingVersion, cmd.payload, ctx, isoTime(now), cmd);
     this.deciding = null;
     if (outcome === DecideOutcome.FAILED) {
       this.replyAfterPending(cell, cmd, withIds(decider.error!, cell, cmd), null);

@@ -186,7 +186,7 @@ class Engine<S> implements DecideStep<CommandContext> {
       input = deepFreeze(input);
       Object.freeze(ctx);
     }
-    const outcome = this.decider.run(def as ActorDefinition<unknown>, state, input, ctx, new Date(ctx.now).toISOString(), ctx);
+    const outcome = this.decider.run(def as ActorDefinition<unknown>, state, version, input, ctx, new Date(ctx.now).toISOString(), ctx);
     if (outcome === DecideOutcome.FAILED) throw this.decider.error!;
     if (outcome !== DecideOutcome.DECIDED) return { events: [], state };
     const events = this.decider.drafts.map((d) => {
