@@ -45,67 +45,32 @@ export const IdUse = { GENERATED: 0, GIVEN: 1, FRESH: 2 } as const;
 export type IdUse = (typeof IdUse)[keyof typeof IdUse];
 
 /**
- * Commands stream to a worker as flat arrays, COMMAND_STRIDE values each (the last is the
- * command's sequence number on its slot), and outcomes stream back the same way,
- * OUTCOME_STRIDE values each: structured clone then copies values, not thousands of small
- * objects with their keys.
+ * The rule for a command payload: a plain object, whose prototype is Object.prototype or null
+ * (`{ amount: 5 }`, `Object.create(null)`). A Date, Map, Set, array, class instance or
+ * primitive is refused with MALFORMED_COMMAND before anything is sent or appended: msgpack
+ * and structured clone would each turn them into something else on the way (a Map into an
+ * object, a class instance into its fields), so the actor would decide on another value than
+ * the caller sent. An absent (undefined) payload is `{}`. The rule is about the payload
+ * itself; its fields may hold any value the log's codec keeps.
  */
-export const COMMAND_STRIDE = 11;
-export const OUTCOME_STRIDE = 6;
-
-/** Append one command to a flat batch. */
-export function pushCommand(flat: unknown[], c: CommandEnvelope, seq: number): void {
-  flat.push(c.commandId, c.type, c.aggregateType, c.aggregateId, c.payload, c.userId, c.correlationId, c.causationId, c.shard, c.idUse, seq);
+export function isPlainPayload(payload: unknown): payload is Record<string, unknown> {
+  if (typeof payload !== 'object' || payload === null) return false;
+  const proto = Object.getPrototypeOf(payload) as unknown;
+  return proto === Object.prototype || proto === null;
 }
 
-/** Append one outcome: [seq, error, version, position, [eventId, eventType, ...], duplicate]. */
-export function pushOutcome(out: unknown[], seq: number, error: unknown, result: CommandResult | null): void {
-  if (result === null) {
-    out.push(seq, error, 0, 0, null, false);
-    return;
-  }
-  const events = result.events;
-  const flat = new Array<string>(events.length * 2);
-  for (let i = 0; i < events.length; i++) {
-    flat[2 * i] = events[i]!.eventId;
-    flat[2 * i + 1] = events[i]!.eventType;
-  }
-  out.push(seq, null, result.version, result.position, flat, result.duplicate);
+/** What a refused payload is, for the message: "a Date", "an array", "null", "a number". */
+export function describePayload(payload: unknown): string {
+  if (payload === null) return 'null';
+  if (Array.isArray(payload)) return 'an array';
+  if (typeof payload !== 'object') return `a ${typeof payload}`;
+  const name = (Object.getPrototypeOf(payload) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+  return typeof name === 'string' && name !== '' ? `a ${name}` : 'an object with a custom prototype';
 }
 
-/**
- * Append the outcome of a stored commit straight from its wire events: the events slot is then
- * [idPrefix, counter, eventType, ...] (odd length), and the caller's side formats the ids. A
- * counter crosses threads as a small number instead of a 36-character string, and the worker
- * formats no id the caller does not read.
- */
-export function pushStoredOutcome(out: unknown[], seq: number, version: number, position: number, idPrefix: string, wire: readonly (readonly [string | number, string, ...unknown[]])[]): void {
-  const flat = new Array<string | number>(1 + wire.length * 2);
-  flat[0] = idPrefix;
-  for (let i = 0; i < wire.length; i++) {
-    flat[1 + 2 * i] = wire[i]![0];
-    flat[2 + 2 * i] = wire[i]![1];
-  }
-  out.push(seq, null, version, position, flat, false);
-}
-
-/** Rebuild a CommandResult on the caller's side from the outcome at `b`. */
-export function readOutcome(out: readonly unknown[], b: number, commandId: string, aggregateType: string, aggregateId: string): CommandResult {
-  const version = out[b + 2] as number;
-  const flat = out[b + 4] as (string | number)[];
-  // Odd length: [idPrefix, counter or id, eventType, ...] (pushStoredOutcome); even: [id, eventType, ...].
-  const from = flat.length % 2;
-  const prefix = from === 1 ? flat[0] as string : '';
-  const n = (flat.length - from) / 2;
-  const events = new Array<{ eventId: string; eventType: string; sequence: number }>(n);
-  for (let i = 0; i < n; i++) {
-    const id = flat[from + 2 * i]!;
-    events[i] = { eventId: typeof id === 'number' ? formatId(prefix, id) : id, eventType: flat[from + 2 * i + 1] as string, sequence: version - n + 1 + i };
-  }
-  return {
-    commandId, aggregateType, aggregateId, version, events,
-    position: out[b + 3] as number, duplicate: out[b + 5] as boolean,
-  };
+/** The message of MALFORMED_COMMAND for a payload that is not a plain object. */
+export function payloadRefusal(aggregateType: string, commandType: string, payload: unknown): string {
+  return `the payload of ${aggregateType}.${commandType} must be a plain object ({ ... }), got ${describePayload(payload)}`;
 }
 
 /** Metadata a caller may attach to a command. */

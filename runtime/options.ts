@@ -80,7 +80,11 @@ export interface TroupeOptions {
   maxResidentActors?: number;
   /** Actors idle this long are passivated (snapshot written, memory freed). */
   idleActorMs?: number;
-  /** How long processed commandIds are remembered in LMDB. */
+  /**
+   * How long a processed commandId is remembered (in LMDB, and learned again from the log): a
+   * command re-sent with the same commandId to the same actor within this time is answered
+   * once; after it (up to twice it), it is processed again. Default 24 h.
+   */
   commandIdTtlMs?: number;
   duplicateWindowMs?: number;
   /** `lease`: shards are owned through leases in NATS KV. `none`: rely on log fencing alone. */

@@ -8,6 +8,7 @@
  *   consumer({ ..., transform: read });
  */
 import { decodeCommits, type EventEnvelope } from '../journal/codec.ts';
+import { COMMIT } from '../wire.ts';
 import { readCommit, readEnvelope } from '../contracts/contract.ts';
 import type { KeyRing } from '../contracts/crypto.ts';
 import type { ActorDefinition } from '../define.ts';
@@ -48,6 +49,6 @@ export async function readLogMessage(data: Uint8Array, position: number, opts: E
   const registry = registryOf(opts);
   const ring = opts.keys !== undefined ? opts.keys : registry.keys;
   const out: EventEnvelope[] = [];
-  for (const c of decodeCommits(data)) for (const e of await readCommit(registry.get(c[1]), c, position, ring, 'redact')) out.push(e);
+  for (const c of decodeCommits(data)) for (const e of await readCommit(registry.get(c[COMMIT.type]), c, position, ring, 'redact')) out.push(e);
   return out;
 }

@@ -12,7 +12,8 @@
  * snapshot reading (state upcasters, sealed states), and `eventReader` for consumers.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { commitEvents, isoTime, type EventEnvelope, type WireCommit, type WireEvent } from '../journal/codec.ts';
+import { commitEvents, isoTime, type EventEnvelope } from '../journal/codec.ts';
+import { COMMIT, EVENT, type WireCommit, type WireEvent } from '../wire.ts';
 import type { KeyRing } from './crypto.ts';
 import { definedActors, guardExempt, REDACTED, type ActorDefinition, type JsonSchema, type NormalizedEvent } from '../define.ts';
 import { InternalError, KeysUnavailableError, UpcastError, ValidationError } from '../errors.ts';
@@ -159,8 +160,8 @@ function loadKids(ring: KeyRing, kids: Set<string>): Promise<void> {
 function missingKidsOfCommit(ring: KeyRing | null, c: WireCommit): Set<string> | null {
   if (ring === null) return null;
   let kids: Set<string> | null = null;
-  const events = c[8];
-  for (let i = 0; i < events.length; i++) kids = unknownKids(ring, events[i]![3], kids);
+  const events = c[COMMIT.events];
+  for (let i = 0; i < events.length; i++) kids = unknownKids(ring, events[i]![EVENT.payload], kids);
   return kids;
 }
 
@@ -174,10 +175,10 @@ export function foldCommit(reg: ContractsOf, state: unknown, c: WireCommit): unk
   const ring = reg.keySource.keys;
   const missing = missingKidsOfCommit(ring, c);
   if (missing !== null) return loadKids(ring!, missing).then(() => foldCommit(reg, state, c));
-  const aggregateId = c[2];
-  const first = c[7];
-  const timestamp = isoTime(c[5]);
-  const events = c[8];
+  const aggregateId = c[COMMIT.id];
+  const first = c[COMMIT.firstSeq];
+  const timestamp = isoTime(c[COMMIT.timestamp]);
+  const events = c[COMMIT.events];
   const track = reg.secrets || ring !== null;
   for (let i = 0; i < events.length; i++) {
     const [eventId, eventType, version, payload] = events[i]!;
@@ -201,7 +202,7 @@ export function foldCommit(reg: ContractsOf, state: unknown, c: WireCommit): unk
 /** After decide: the new state also carries the keys its events were encrypted with. */
 export function taintDecided(reg: ContractsOf, prev: unknown, next: unknown, events: readonly WireEvent[]): void {
   const kids: string[] = [];
-  for (let i = 0; i < events.length; i++) collectKids(events[i]![3], kids);
+  for (let i = 0; i < events.length; i++) collectKids(events[i]![EVENT.payload], kids);
   carryTaint(prev, next, reg.keySource.keys, kids);
 }
 

@@ -248,7 +248,7 @@ export function pendingKeys(): Promise<unknown> {
   return p;
 }
 
-/** The parts of an actor cell and command that `deferUntilKeys` uses (shard.ts's ActorCell and InboundCommand). */
+/** The parts of an actor cell and command that `deferUntilKeys` uses (node/cell.ts's ActorCell and InboundCommand). */
 interface DeferrableCell<C> {
   phase: 'activating' | 'running' | 'passivating';
   stash: C[] | null;

@@ -9,6 +9,7 @@
  * output is a valid msgpack value. The output is plain msgpack: any decoder reads it.
  */
 import { Packr } from 'msgpackr';
+import { COMMIT, EVENT, type WireCommit, type WireEvent } from '../wire.ts';
 
 const fallback = new Packr({ useRecords: false, variableMapSize: true });
 
@@ -148,14 +149,15 @@ export class BatchWriter {
   }
 }
 
-type Commit = readonly [string, string, string, string | null, string | null, number, string, number, readonly (readonly [string | number, string, number, unknown])[], (string | null)?];
 
 const writer = new BatchWriter();
 
 /** `[format, idPrefix, ...commits]` in the layout codec.ts documents. */
-export function writeCommitBatch(format: number, idPrefix: string, commits: readonly Commit[]): Buffer {
+export function writeCommitBatch(format: number, idPrefix: string, commits: readonly WireCommit[]): Buffer {
   beginCommitBatch(format, idPrefix, commits.length);
-  for (const c of commits) writeCommit(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9] ?? null);
+  for (const c of commits) {
+    writeCommit(c[COMMIT.commandId], c[COMMIT.type], c[COMMIT.id], c[COMMIT.correlationId], c[COMMIT.userId], c[COMMIT.timestamp], c[COMMIT.source], c[COMMIT.firstSeq], c[COMMIT.events], c[COMMIT.causationId] ?? null);
+  }
   return endCommitBatch();
 }
 
@@ -173,7 +175,7 @@ export function beginCommitBatch(format: number, idPrefix: string, count: number
 
 export function writeCommit(
   commandId: string, aggregateType: string, aggregateId: string, correlationId: string | null, userId: string | null,
-  timestampMs: number, source: string, firstSequence: number, events: readonly (readonly [string | number, string, number, unknown])[], causationId: string | null,
+  timestampMs: number, source: string, firstSequence: number, events: readonly WireEvent[], causationId: string | null,
 ): void {
   const w = writer;
   w.array(10);
@@ -188,11 +190,12 @@ export function writeCommit(
   w.array(events.length);
   for (const e of events) {
     w.array(4);
-    if (typeof e[0] === 'number') w.number(e[0]);
-    else w.string(e[0]);
-    w.string(e[1]);
-    w.number(e[2]);
-    w.value(e[3]);
+    const id = e[EVENT.id];
+    if (typeof id === 'number') w.number(id);
+    else w.string(id);
+    w.string(e[EVENT.type]);
+    w.number(e[EVENT.version]);
+    w.value(e[EVENT.payload]);
   }
   w.stringOrNil(causationId);
 }

@@ -9,11 +9,15 @@
  *    causationId|null (what caused the command: e.g. the event a workflow reacted to)]
  * An eventId is a UUID string, or an integer n meaning `idPrefix + n as 12 hex digits` (see
  * IdGenerator in envelope.ts). Fields shared by a commit's events are written once;
- * `decodeCommitBatch` expands every event to the full envelope (`EventEnvelope`).
+ * `decodeCommitBatch` expands every event to the full envelope (`EventEnvelope`). The offsets of
+ * these tuples are named in wire.ts (COMMIT, EVENT, BATCH).
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { beginCommitBatch, endCommitBatch, writeCommitBatch } from './batch-writer.ts';
 import { formatId } from '../envelope.ts';
+import { BATCH, COMMIT, EVENT, type WireCommit, type WireEvent } from '../wire.ts';
+
+export type { WireCommit, WireEvent } from '../wire.ts';
 
 export const FORMAT = 1;
 
@@ -50,11 +54,6 @@ export interface EventEnvelope<P = unknown> {
   redacted?: string[];
 }
 
-export type WireEvent = [eventId: string | number, eventType: string, schemaVersion: number, payload: unknown];
-export type WireCommit = [
-  commandId: string, aggregateType: string, aggregateId: string, correlationId: string | null, userId: string | null,
-  timestampMs: number, source: string, firstSequence: number, events: WireEvent[], commandCausationId?: string | null,
-];
 
 export function encode(value: unknown): Buffer {
   return packr.pack(value);
@@ -125,14 +124,17 @@ export class CorruptBatchError extends Error {
 /** The commits of a message, with every eventId and correlationId spelled out. */
 export function decodeCommits(bytes: Uint8Array): WireCommit[] {
   const all = decode<unknown[]>(bytes);
-  if (!Array.isArray(all) || all[0] !== FORMAT || typeof all[1] !== 'string') {
-    throw new CorruptBatchError(`not a Troupe commit batch (format ${Array.isArray(all) ? String(all[0]) : typeof all})`);
+  if (!Array.isArray(all) || all[BATCH.format] !== FORMAT || typeof all[BATCH.idPrefix] !== 'string') {
+    throw new CorruptBatchError(`not a Troupe commit batch (format ${Array.isArray(all) ? String(all[BATCH.format]) : typeof all})`);
   }
-  const prefix = all[1];
-  const commits = all.slice(2) as WireCommit[];
+  const prefix = all[BATCH.idPrefix] as string;
+  const commits = all.slice(BATCH.firstCommit) as WireCommit[];
   for (const c of commits) {
-    if (c[3] === null) c[3] = c[0];
-    for (const e of c[8]) if (typeof e[0] === 'number') e[0] = formatId(prefix, e[0]);
+    if (c[COMMIT.correlationId] === null) c[COMMIT.correlationId] = c[COMMIT.commandId];
+    for (const e of c[COMMIT.events]) {
+      const id = e[EVENT.id];
+      if (typeof id === 'number') e[EVENT.id] = formatId(prefix, id);
+    }
   }
   return commits;
 }
@@ -148,11 +150,18 @@ export function isoTime(ms: number): string {
 
 /** Expand one commit to full event envelopes. */
 export function commitEvents(c: WireCommit, position: number): EventEnvelope[] {
-  const [commandId, aggregateType, aggregateId, correlationId, userId, ts, source, first, events] = c;
-  const timestamp = isoTime(ts);
-  return events.map(([eventId, eventType, version, payload], i) => ({
-    eventId: String(eventId), eventType, aggregateType, aggregateId, sequence: first + i, version, timestamp,
-    correlationId: correlationId ?? commandId, causationId: commandId, commandCausationId: c[9] ?? null, commandId, userId, source, position, payload,
+  const commandId = c[COMMIT.commandId];
+  const aggregateType = c[COMMIT.type];
+  const aggregateId = c[COMMIT.id];
+  const correlationId = c[COMMIT.correlationId] ?? commandId;
+  const userId = c[COMMIT.userId];
+  const source = c[COMMIT.source];
+  const first = c[COMMIT.firstSeq];
+  const commandCausationId = c[COMMIT.causationId] ?? null;
+  const timestamp = isoTime(c[COMMIT.timestamp]);
+  return c[COMMIT.events].map((e, i) => ({
+    eventId: String(e[EVENT.id]), eventType: e[EVENT.type], aggregateType, aggregateId, sequence: first + i, version: e[EVENT.version], timestamp,
+    correlationId, causationId: commandId, commandCausationId, commandId, userId, source, position, payload: e[EVENT.payload],
   }));
 }
 

@@ -1,39 +1,54 @@
 /**
  * Processed command ids in the LMDB cache, for idempotency:
  *
- *   commands-N  commandId → [type, id, firstSeq, lastSeq, position]   (N = time epoch)
+ *   commands-N  [type, id, commandId] → [type, id, firstSeq, lastSeq, position]   (N = time epoch)
  *
+ * A commandId is scoped to its actor: the same id on another actor is another command.
  * One database per epoch of `commandTtlMs`: a lookup reads the current epoch and the previous
  * one, so a record lives between one and two TTLs; expiry drops whole databases at once.
  */
 import type { Database, RootDatabase } from 'lmdb';
+import { COMMAND_RECORD, type CommandRecord } from '../wire.ts';
 
-export type CommandRecord = [aggregateType: string, aggregateId: string, firstSeq: number, lastSeq: number, position: number];
+export type { CommandRecord };
+
+/** A processed command's key: [aggregateType, aggregateId, commandId]. */
+type CommandKey = [aggregateType: string, aggregateId: string, commandId: string];
 
 const PREFIX = 'commands-';
 
 export class CommandIds {
-  private readonly epochs = new Map<number, Database<CommandRecord, string>>();
+  private readonly epochs = new Map<number, Database<CommandRecord, CommandKey>>();
+  /** The key of a lookup, refilled per call: LMDB encodes it before `get` returns. */
+  private readonly lookup: CommandKey = ['', '', ''];
 
   constructor(private readonly root: RootDatabase, private readonly ttlMs: number) {}
 
-  private epochDb(epoch: number): Database<CommandRecord, string> {
+  private epochDb(epoch: number): Database<CommandRecord, CommandKey> {
     let db = this.epochs.get(epoch);
     if (db === undefined) {
-      db = this.root.openDB<CommandRecord, string>({ name: `${PREFIX}${epoch}` });
+      db = this.root.openDB<CommandRecord, CommandKey>({ name: `${PREFIX}${epoch}` });
       this.epochs.set(epoch, db);
     }
     return db;
   }
 
-  /** The stored result of a processed command, if it is younger than the TTL (up to twice it). */
-  get(commandId: string, now: number): CommandRecord | undefined {
+  /**
+   * Where the commit of `commandId` sent to actor (type, id) is stored, if it was processed
+   * within the TTL (up to twice it). The same commandId on another actor is another command.
+   */
+  get(type: string, id: string, commandId: string, now: number): CommandRecord | undefined {
     const epoch = Math.floor(now / this.ttlMs);
-    return this.epochDb(epoch).get(commandId) ?? this.epochDb(epoch - 1).get(commandId);
+    const key = this.lookup;
+    key[0] = type;
+    key[1] = id;
+    key[2] = commandId;
+    return this.epochDb(epoch).get(key) ?? this.epochDb(epoch - 1).get(key);
   }
 
+  /** Remember a processed command: its key is (the record's type and id, commandId). */
   put(commandId: string, rec: CommandRecord, now: number): void {
-    void this.epochDb(Math.floor(now / this.ttlMs)).put(commandId, rec);
+    void this.epochDb(Math.floor(now / this.ttlMs)).put([rec[COMMAND_RECORD.type], rec[COMMAND_RECORD.id], commandId], rec);
   }
 
   /** Drop epochs older than the previous one. Cheap: whole databases go at once. */

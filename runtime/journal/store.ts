@@ -47,7 +47,7 @@ const INDEX_SLICE_MS = 2;
 /** Flush earlier when a window holds this many commits. */
 const INDEX_FLUSH_COMMITS = 100_000;
 /** Part of the cache's identity: a cache written with another layout is rebuilt from the log. */
-export const STORE_LAYOUT = 2;
+export const STORE_LAYOUT = 3;
 
 export class Store {
   readonly root: RootDatabase;
@@ -190,10 +190,11 @@ export class Store {
   }
 
   /** The stored result of a processed command, if it is younger than the TTL (up to twice it). */
-  getCommand(commandId: string, now = Date.now()): CommandRecord | undefined {
-    return this.commands.get(commandId, now);
+  getCommand(type: string, id: string, commandId: string, now = Date.now()): CommandRecord | undefined {
+    return this.commands.get(type, id, commandId, now);
   }
 
+  /** Remember a processed command: its key is (the record's type and id, commandId). */
   putCommand(commandId: string, rec: CommandRecord, now = Date.now()): void {
     this.commands.put(commandId, rec, now);
   }

@@ -21,7 +21,8 @@
 import { existsSync } from 'node:fs';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { OUTCOME_STRIDE, pushCommand, readOutcome, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
+import type { CommandEnvelope, CommandResult, OutcomeSink } from '../envelope.ts';
+import { OUTCOME_STRIDE, outcomeError, outcomeSeq, pushCommand, readOutcome } from '../wire.ts';
 import { fromWire, OverloadedError, StoppedError, WorkerLostError, type WireError } from '../errors.ts';
 import { NodeMetrics } from '../ops/metrics.ts';
 import type { ResolvedOptions } from '../options.ts';
@@ -198,7 +199,7 @@ export class WorkerPool {
     const mask = this.mask;
     const now = performance.now();
     for (let b = 0; b < out.length; b += OUTCOME_STRIDE) {
-      const i = (out[b] as number) & mask;
+      const i = outcomeSeq(out, b) & mask;
       const cmd = s.sent[i];
       if (cmd === undefined) continue;
       const resolve = s.resolves[i]!;
@@ -206,7 +207,7 @@ export class WorkerPool {
       s.sent[i] = s.resolves[i] = s.rejects[i] = undefined;
       s.sentCount--;
       this.outstanding--;
-      const e = out[b + 1] as WireError | null;
+      const e = outcomeError<WireError>(out, b);
       this.metrics.answered(now - s.sentAt[i]!, e);
       if (cmd.trace !== undefined) cmd.trace.answered();
       if (typeof resolve !== 'function') resolve.outcome(out, b);

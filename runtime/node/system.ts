@@ -7,7 +7,7 @@
  */
 import { estimateSize, type EventEnvelope } from '../journal/codec.ts';
 import type { Command, CommandEnvelope, CommandMetadata, CommandResult, OutcomeSink } from '../envelope.ts';
-import { IdGenerator, IdUse, shardOf } from '../envelope.ts';
+import { IdGenerator, IdUse, isPlainPayload, payloadRefusal, shardOf } from '../envelope.ts';
 import { ConcurrencyError, StoppedError, ValidationError, fromWire, type WireError } from '../errors.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
@@ -216,8 +216,8 @@ export class Troupe implements ServedNode {
     const commandId = meta?.commandId ?? this.ids.next();
     if (meta?.commandId !== undefined && (typeof commandId !== 'string' || !ID.test(commandId))) throw new ValidationError('MALFORMED_COMMAND', `commandId must be 1-256 printable characters, got ${JSON.stringify(commandId)}`, { aggregateType, aggregateId });
     if (payload === undefined) payload = {};
-    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
-      throw new ValidationError('MALFORMED_COMMAND', `the payload of ${aggregateType}.${type} must be an object, got ${Array.isArray(payload) ? 'an array' : String(payload === null ? 'null' : typeof payload)}`, { aggregateType, aggregateId, commandId, commandType: type });
+    if (!isPlainPayload(payload)) {
+      throw new ValidationError('MALFORMED_COMMAND', payloadRefusal(aggregateType, type, payload), { aggregateType, aggregateId, commandId, commandType: type });
     }
     const size = estimateSize(payload, this.options.maxCommandBytes);
     if (size > this.options.maxCommandBytes) {

@@ -10,7 +10,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import { COMMAND_STRIDE, IdGenerator, OUTCOME_STRIDE, type IdUse, pushOutcome, pushStoredOutcome, type CommandResult } from '../envelope.ts';
+import { IdGenerator, type IdUse, type CommandResult } from '../envelope.ts';
+import { COMMAND_STRIDE, readCommand } from '../wire.ts';
+import { OutcomeStream } from './outcomes.ts';
+import { sweep } from './passivation.ts';
 import { toWire, type WireError } from '../errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
 import type { ResolvedOptions } from '../options.ts';
@@ -148,7 +151,7 @@ async function init(): Promise<WorkerState> {
   const sweepNow = () => {
     sweepSoon = false;
     activatedSinceSweep = 0;
-    sweep(shards);
+    sweep(shards.values(), options.idleActorMs, options.maxResidentActors);
   };
   const ctx: ShardContext = {
     options, registry, store, journal, publisher, ids,
@@ -182,32 +185,6 @@ async function init(): Promise<WorkerState> {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
   return { nc, journal, store, registry, publisher, shards, ctx, sweeper, flushAll };
-}
-
-/** Passivate idle actors, and the least recently used when over the resident bound. */
-function sweep(shards: Map<number, ShardHost>): void {
-  const now = Date.now();
-  const idleBefore = now - options.idleActorMs;
-  let resident = 0;
-  for (const s of shards.values()) resident += s.residentActors;
-  let lruBefore = -Infinity;
-  if (resident > options.maxResidentActors) {
-    // The cut-off that passivates the oldest (resident - 90% of the bound) actors, estimated
-    // from an even sample instead of sorting every actor's last use.
-    const step = Math.max(1, Math.floor(resident / 4096));
-    const sample: number[] = [];
-    let i = 0;
-    for (const s of shards.values()) for (const c of s.cells.values()) if (i++ % step === 0) sample.push(c.lastUsed);
-    sample.sort((a, b) => a - b);
-    const evict = (resident - Math.floor(options.maxResidentActors * 0.9)) / resident;
-    lruBefore = sample[Math.min(sample.length - 1, Math.floor(evict * sample.length))] ?? -Infinity;
-  }
-  for (const s of shards.values()) {
-    if (s.state !== 'ready') continue;
-    for (const c of s.cells.values()) {
-      if (c.lastUsed < idleBefore || c.lastUsed < lruBefore) s.passivate(c);
-    }
-  }
 }
 
 /** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
@@ -266,74 +243,25 @@ function shardFor(w: WorkerState, shard: number): ShardHost {
   return host;
 }
 
-/** Outcomes per message at most (the main thread's side: DISPATCH_CHUNK in pool.ts). */
-const OUTCOME_CHUNK = 256;
-
-/**
- * Where outcomes go: collected as commands settle and posted to the main thread once per
- * event-loop turn, or as soon as OUTCOME_CHUNK of them are waiting, so many acknowledgements
- * share one message.
- */
-class OutcomeStream {
-  private out: unknown[] = [];
-  private scheduled = false;
-  private readonly send = () => {
-    this.scheduled = false;
-    const out = this.out;
-    if (out.length === 0) return;
-    this.out = [];
-    this.port.postMessage(out);
-  };
-
-  constructor(private readonly port: MessagePort) {}
-
-  push(seq: number, error: WireError | null, result: CommandResult | null): void {
-    pushOutcome(this.out, seq, error, result);
-    this.schedule();
-  }
-
-  pushStored(seq: number, pc: PendingCommit, position: number, idPrefix: string): void {
-    pushStoredOutcome(this.out, seq, pc.lastSeq, position, idPrefix, pc.wire);
-    this.schedule();
-  }
-
-  private schedule(): void {
-    // A full chunk goes at once, so the main thread answers it while this thread carries on.
-    if (this.out.length >= OUTCOME_CHUNK * OUTCOME_STRIDE) this.send();
-    else if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.send);
-    }
-  }
-}
-
 /** A command unpacked from a flat batch; `reply` sends its outcome back once. */
 class WorkerCommand implements InboundCommand {
-  readonly commandId: string;
-  readonly type: string;
-  readonly aggregateType: string;
-  readonly aggregateId: string;
-  readonly payload: unknown;
-  readonly userId: string | null;
-  readonly correlationId: string;
-  readonly causationId: string | null;
-  readonly shard: number;
-  readonly idUse: IdUse;
+  // Filled by readCommand (wire.ts COMMAND layout).
+  declare readonly commandId: string;
+  declare readonly type: string;
+  declare readonly aggregateType: string;
+  declare readonly aggregateId: string;
+  declare readonly payload: unknown;
+  declare readonly userId: string | null;
+  declare readonly correlationId: string;
+  declare readonly causationId: string | null;
+  declare readonly shard: number;
+  declare readonly idUse: IdUse;
+  /** The command's number on its slot (pool.ts): its outcome carries it back. */
+  declare readonly seq: number;
   readonly spans: WorkerCommandTrace | null;
-  private readonly seq: number;
   private settled = false;
   constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream, traceparent: string | null) {
-    this.commandId = flat[base] as string;
-    this.type = flat[base + 1] as string;
-    this.aggregateType = flat[base + 2] as string;
-    this.aggregateId = flat[base + 3] as string;
-    this.payload = flat[base + 4];
-    this.userId = flat[base + 5] as string | null;
-    this.correlationId = flat[base + 6] as string;
-    this.causationId = flat[base + 7] as string | null;
-    this.shard = flat[base + 8] as number;
-    this.idUse = flat[base + 9] as IdUse;
-    this.seq = flat[base + 10] as number;
+    readCommand(flat, base, this);
     this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
   }
 

@@ -11,9 +11,10 @@
  */
 import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
-import { IdGenerator, OUTCOME_STRIDE, readOutcome, type Command, type CommandMetadata, type CommandResult } from '../envelope.ts';
+import { IdGenerator, isPlainPayload, payloadRefusal, type Command, type CommandMetadata, type CommandResult } from '../envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from '../errors.ts';
-import { FLAT, REQUEST_STRIDE, type RemoteOutcomes } from './service.ts';
+import { FLAT, OUTCOME, requestMessage, OUTCOME_STRIDE, READ_REPLY, REQUEST, REQUEST_STRIDE, pushRequest, readOutcome, readRequestOf } from '../wire.ts';
+import type { RemoteOutcomes } from './service.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.ts';
 
 export interface ClientOptions {
@@ -74,14 +75,19 @@ export class TroupeClient {
   send(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult> {
     const meta: CommandMetadata | undefined = typeof command === 'string' ? metadata : command;
     const type = typeof command === 'string' ? command : command.type;
-    const body = typeof command === 'string' ? payload ?? {} : command.payload;
+    const given = typeof command === 'string' ? payload : command.payload;
+    const body = given === undefined ? {} : given;
     const commandId = meta?.commandId ?? this.ids.next();
+    // Refused here, not only at the node: msgpack would turn a Map or a class instance into a plain object on the way.
+    if (!isPlainPayload(body)) {
+      return Promise.reject(new ValidationError('MALFORMED_COMMAND', payloadRefusal(aggregateType, String(type), body), { aggregateType, aggregateId, commandId, commandType: type }));
+    }
     // When tracing, a `troupe.send` span per command; its context travels with the command.
     const t = tracing.on
       ? new SendTrace({ commandId, type, aggregateType, aggregateId, correlationId: meta?.correlationId, causationId: meta?.causationId })
       : null;
     return new Promise<CommandResult>((resolve, reject) => {
-      this.batch.push(commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
+      pushRequest(this.batch, commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
       if (t === null) {
         this.resolves.push(resolve);
         this.rejects.push(reject);
@@ -109,13 +115,13 @@ export class TroupeClient {
     try {
       // One traceparent per message (its first traced command); each command carries its own in the body.
       let traceparent: string | null = null;
-      if (tracing.on) for (let b = 8; b < flat.length && traceparent === null; b += REQUEST_STRIDE) traceparent = flat[b] as string | null;
+      if (tracing.on) for (let b = REQUEST.traceparent; b < flat.length && traceparent === null; b += REQUEST_STRIDE) traceparent = flat[b] as string | null;
       let h: ReturnType<typeof headers> | undefined;
       if (traceparent !== null) {
         h = headers();
         h.set(TRACEPARENT, traceparent);
       }
-      this.nc.publish(this.subject, encode([FLAT, flat]), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
+      this.nc.publish(this.subject, encode(requestMessage(FLAT, flat)), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
       this.fail(id, (commandId) => new JournalUnavailableError(`cannot send to ${this.subject}: ${(e as Error).message}; retry with the same commandId`, { commandId }, e));
     }
@@ -146,14 +152,15 @@ export class TroupeClient {
     for (let i = 0; i < w.resolves.length; i++) {
       const b = i * OUTCOME_STRIDE;
       if (b >= body.length) {
-        w.rejects[i]!(fromWire({ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: { commandId: w.flat[i * REQUEST_STRIDE] as string }, retryable: true }));
+        w.rejects[i]!(fromWire({ code: 'INTERNAL', message: 'the node sent fewer results than commands', data: { commandId: w.flat[i * REQUEST_STRIDE + REQUEST.commandId] as string }, retryable: true }));
         continue;
       }
-      const e = body[b + 1] as WireError | null;
+      const e = body[b + OUTCOME.error] as WireError | null;
       const c = i * REQUEST_STRIDE;
-      if (e === null) w.resolves[i]!(readOutcome(body, b, w.flat[c] as string, w.flat[c + 2] as string, w.flat[c + 3] as string));
+      const commandId = w.flat[c + REQUEST.commandId] as string;
+      if (e === null) w.resolves[i]!(readOutcome(body, b, commandId, w.flat[c + REQUEST.aggregateType] as string, w.flat[c + REQUEST.aggregateId] as string));
       // Every error names the command's id (the node's usually do), so that a retry can use it.
-      else w.rejects[i]!(fromWire(e.data?.commandId === undefined ? { ...e, data: { ...e.data, commandId: w.flat[c] as string } } : e));
+      else w.rejects[i]!(fromWire(e.data?.commandId === undefined ? { ...e, data: { ...e.data, commandId } } : e));
     }
   }
 
@@ -166,7 +173,7 @@ export class TroupeClient {
 
   /** Fail each command of a request with its own error, which names its commandId. */
   private failWaiting(w: Waiting, error: (commandId: string) => unknown): void {
-    for (let i = 0; i < w.rejects.length; i++) w.rejects[i]!(error(w.flat[i * REQUEST_STRIDE] as string));
+    for (let i = 0; i < w.rejects.length; i++) w.rejects[i]!(error(w.flat[i * REQUEST_STRIDE + REQUEST.commandId] as string));
   }
 
   private sweep(): void {
@@ -180,13 +187,14 @@ export class TroupeClient {
   private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string): Promise<T> {
     let reply: Msg;
     try {
-      reply = await this.nc.request(`${this.options.subjectPrefix ?? 'troupe'}.${kind}`, encode([aggregateType, aggregateId]), { timeout: this.timeoutMs });
+      reply = await this.nc.request(`${this.options.subjectPrefix ?? 'troupe'}.${kind}`, encode(readRequestOf(aggregateType, aggregateId)), { timeout: this.timeoutMs });
     } catch (e) {
       throw new JournalUnavailableError(`${kind} of ${aggregateType} ${aggregateId} got no answer: ${(e as Error).message}`, { aggregateType, aggregateId }, e);
     }
-    const [e, r] = decode<[WireError | null, T]>(reply.data);
+    const answer = decode<unknown[]>(reply.data);
+    const e = answer[READ_REPLY.error] as WireError | null;
     if (e !== null) throw fromWire(e);
-    return r;
+    return answer[READ_REPLY.value] as T;
   }
 
   query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {

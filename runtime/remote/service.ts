@@ -12,47 +12,25 @@
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from '../journal/codec.ts';
-import { IdUse, OUTCOME_STRIDE, newId, pushOutcome, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
+import { IdUse, newId, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
+import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 
 /**
- * A command request is msgpack `[protocol, commands]`:
- * - PROTOCOL (1): `commands` is an array of RemoteCommand objects (node-to-node forwarding);
- * - FLAT (3): `commands` is one flat array, REQUEST_STRIDE values per command (what
- *   TroupeClient sends): [commandId, type, aggregateType, aggregateId, payload, userId,
- *   correlationId, causationId, traceparent, fresh], absent values as nil. msgpack then writes
- *   values, not each command's keys: measured here, packing objects took ~10% of the client's
- *   CPU and unpacking them ~5% of the node's main thread. `fresh` is true when the client made
- *   the commandId and sends it for the first time: the node records it without looking it up
- *   (IdUse.FRESH, envelope.ts);
- * - FLAT_2 (2): the same without `fresh` (REQUEST_STRIDE_2 values; clients before FLAT): every
- *   commandId is looked up.
+ * A command request is msgpack `[protocol, commands]` (wire.ts: PROTOCOL, FLAT, FLAT_2 and the
+ * REQUEST layout). The layouts and their constants are re-exported here for older importers.
  */
-export const PROTOCOL = 1;
-export const FLAT_2 = 2;
-export const FLAT = 3;
-export const REQUEST_STRIDE_2 = 9;
-export const REQUEST_STRIDE = 10;
+export { FLAT, FLAT_2, PROTOCOL, REQUEST_STRIDE, REQUEST_STRIDE_2 } from '../wire.ts';
 
 /** The commands of a FLAT (or FLAT_2) request, as objects without the absent fields. */
 function unflatten(flat: unknown[], stride: number): RemoteCommand[] {
-  if (flat.length % stride !== 0) {
+  const commands = readRequest(flat, stride);
+  if (commands === null) {
     throw new ValidationError('MALFORMED_COMMAND', `a flat command request holds ${stride} values per command; got ${flat.length}`, {});
   }
-  const out = new Array<RemoteCommand>(flat.length / stride);
-  for (let i = 0, b = 0; b < flat.length; i++, b += stride) {
-    const c = { type: flat[b + 1], aggregateType: flat[b + 2], aggregateId: flat[b + 3], payload: flat[b + 4] } as RemoteCommand;
-    if (flat[b] != null) c.commandId = flat[b] as string;
-    if (flat[b + 5] != null) c.userId = flat[b + 5] as string;
-    if (flat[b + 6] != null) c.correlationId = flat[b + 6] as string;
-    if (flat[b + 7] != null) c.causationId = flat[b + 7] as string;
-    if (flat[b + 8] != null) c.traceparent = flat[b + 8] as string;
-    if (stride === REQUEST_STRIDE && flat[b + 9] === true) c.fresh = true;
-    out[i] = c;
-  }
-  return out;
+  return commands as RemoteCommand[];
 }
 
 export interface RemoteCommand extends Command {
@@ -139,12 +117,15 @@ interface Forwarding {
  */
 async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
   try {
-    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode([PROTOCOL, items.map((x) => x.command)]), { timeout: to.timeoutMs });
+    const message: unknown[] = [];
+    message[REQUEST_MESSAGE.protocol] = PROTOCOL;
+    message[REQUEST_MESSAGE.commands] = items.map((x) => x.command);
+    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode(message), { timeout: to.timeoutMs });
     const out = decode<unknown>(answer.data);
     if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
     items.forEach(({ index }, k) => {
       const b = k * OUTCOME_STRIDE;
-      if (out[b + 1] === undefined) reply.answer(index, toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner })), null);
+      if (out[b + OUTCOME.error] === undefined) reply.answer(index, toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner })), null);
       else reply.copy(index, out, b);
     });
   } catch (e) {
@@ -172,8 +153,8 @@ class RequestReply {
   /** An outcome as a worker (or another node) sent it: copied, with this request's index. */
   copy(i: number, from: readonly unknown[], b: number): void {
     const at = i * OUTCOME_STRIDE;
-    this.out[at] = i;
-    for (let k = 1; k < OUTCOME_STRIDE; k++) this.out[at + k] = from[b + k];
+    this.out[at + OUTCOME.seq] = i;
+    for (let k = OUTCOME.seq + 1; k < OUTCOME_STRIDE; k++) this.out[at + k] = from[b + k];
     if (--this.remaining === 0) this.msg.respond(encode(this.out));
   }
 }
@@ -196,10 +177,12 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
       throw new ValidationError('COMMAND_TOO_LARGE', `the request is ${msg.data.length} bytes; a request may carry at most ${maxRequestBytes}`, {});
     }
     const body = decode<unknown>(msg.data);
-    if (!Array.isArray(body) || (body[0] !== PROTOCOL && body[0] !== FLAT && body[0] !== FLAT_2) || !Array.isArray(body[1])) {
+    const protocol: unknown = Array.isArray(body) ? body[REQUEST_MESSAGE.protocol] : undefined;
+    const list: unknown = Array.isArray(body) ? body[REQUEST_MESSAGE.commands] : undefined;
+    if ((protocol !== PROTOCOL && protocol !== FLAT && protocol !== FLAT_2) || !Array.isArray(list)) {
       throw new ValidationError('MALFORMED_COMMAND', `not a Troupe command request (expected msgpack [${PROTOCOL}, ${FLAT_2} or ${FLAT}, [commands]])`, {});
     }
-    commands = body[0] === PROTOCOL ? body[1] as RemoteCommand[] : unflatten(body[1] as unknown[], body[0] === FLAT ? REQUEST_STRIDE : REQUEST_STRIDE_2);
+    commands = protocol === PROTOCOL ? list as RemoteCommand[] : unflatten(list as unknown[], protocol === FLAT ? REQUEST_STRIDE : REQUEST_STRIDE_2);
   } catch (e) {
     const err = e instanceof ValidationError ? e : new ValidationError('MALFORMED_COMMAND', `the request could not be decoded: ${(e as Error).message}`, {});
     msg.respond(encode({ error: toWire(err) }));
@@ -252,14 +235,31 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
   }
 }
 
+/** A query or history request: bytes that are not msgpack [aggregateType, aggregateId] get MALFORMED_REQUEST. */
 async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<unknown>): Promise<void> {
+  let body: unknown;
   try {
-    const body = decode<unknown>(msg.data);
-    if (!Array.isArray(body) || typeof body[0] !== 'string' || typeof body[1] !== 'string') {
-      throw new ValidationError('MALFORMED_COMMAND', 'a read request is msgpack [aggregateType, aggregateId]', {});
-    }
-    msg.respond(encode([null, await read(body[0], body[1])]));
+    body = decode<unknown>(msg.data);
   } catch (e) {
-    msg.respond(encode([toWire(e), null]));
+    body = e;
   }
+  const request = parseReadRequest(body);
+  if (request === null) {
+    const why = body instanceof Error ? `: ${body.message}` : '';
+    respondRead(msg, toWire(new ValidationError('MALFORMED_REQUEST', `a read request is msgpack [aggregateType, aggregateId]; this one could not be read${why}`, {})), null);
+    return;
+  }
+  try {
+    respondRead(msg, null, await read(request[0], request[1]));
+  } catch (e) {
+    respondRead(msg, toWire(e), null);
+  }
+}
+
+/** A read reply: [error | null, value | null] (wire.ts READ_REPLY). */
+function respondRead(msg: Msg, error: WireError | null, value: unknown): void {
+  const reply: unknown[] = [null, null];
+  reply[READ_REPLY.error] = error;
+  reply[READ_REPLY.value] = value;
+  msg.respond(encode(reply));
 }

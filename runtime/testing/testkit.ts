@@ -4,7 +4,8 @@
  *   given(def, events).when('Withdraw', { amount: 5 }).thenRejects('insufficient-funds')
  *   const kit = testActor(def); kit.send('OpenAccount', {}); kit.restart();
  *
- * It runs a command the way the runtime does (mirror any change there):
+ * It runs a command with the runtime's own code (decide.ts: decide → validate the drafts →
+ * contract checks → evolve), so it refuses what a node refuses, with the same code and message:
  *   unknown command type          → ValidationError 'UNKNOWN_COMMAND_TYPE'
  *   decide throws a TroupeError   → that error, unchanged (a DomainRejection from reject())
  *   decide throws anything else   → DecideFailedError with the thrown value as `cause`
@@ -26,6 +27,7 @@
 import { AssertionError, deepStrictEqual } from 'node:assert';
 import { Packr, Unpackr } from 'msgpackr';
 import { compileEventContract, compileSchema, upcastEvent, validateEventSchema, type EventContract } from '../contracts/contract.ts';
+import { Decider, DecideOutcome, deepFreeze, show, type DecideStep } from '../decide.ts';
 import type { ActorDefinition, CommandContext, EventContext, EventDraft } from '../define.ts';
 import { DecideFailedError, ValidationError, isTroupeError, type ErrorCode, type TroupeError } from '../errors.ts';
 
@@ -105,22 +107,6 @@ function resolve(def: ActorDefinition<unknown>, opts: TestKitOptions = {}): Reso
 // ---------------------------------------------------------------------------------------------
 // The engine: one command against one state, and folding events into state.
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value !== 'object' || value === null || Object.isFrozen(value) || ArrayBuffer.isView(value)) return value;
-  Object.freeze(value);
-  for (const key of Reflect.ownKeys(value)) deepFreeze((value as Record<PropertyKey, unknown>)[key]);
-  return value;
-}
-
-function show(value: unknown): string {
-  try {
-    const s = JSON.stringify(value);
-    return s === undefined ? String(value) : s.length > 300 ? `${s.slice(0, 300)}…` : s;
-  } catch {
-    return String(value);
-  }
-}
-
 function roundTrip<T>(codec: TestCodec, value: T): T {
   return codec.decode(codec.encode(value)) as T;
 }
@@ -141,13 +127,17 @@ function fail(message: string, cause?: unknown): never {
   throw err;
 }
 
-class Engine<S> {
+class Engine<S> implements DecideStep<CommandContext> {
   readonly def: ActorDefinition<S>;
   readonly r: Resolved;
+  readonly freeze: boolean;
+  private readonly decider: Decider<CommandContext>;
 
   constructor(def: ActorDefinition<S>, r: Resolved) {
     this.def = def;
     this.r = r;
+    this.freeze = r.freeze;
+    this.decider = new Decider(this);
   }
 
   initialState(): S {
@@ -180,59 +170,36 @@ class Engine<S> {
     return state;
   }
 
-  /** Runs one command: decide on `state`, then evolve. Throws what the runtime would reject with. */
+  /** Runs one command through decide.ts, as a node does. Throws what the runtime would reject with. */
   execute(state: S, version: number, commandType: string, payload: unknown, commandId: string, overrides: Partial<CommandContext> | undefined): { events: EventDraft[]; state: S } {
     const { def, r } = this;
-    const ids = { aggregateType: def.type, aggregateId: overrides?.aggregateId ?? r.aggregateId, commandId: overrides?.commandId ?? commandId, commandType };
-    const command = def.commands.get(commandType);
-    if (command === undefined) {
-      throw new ValidationError('UNKNOWN_COMMAND_TYPE', `actor ${def.type} has no command ${show(commandType)} (declared: ${[...def.commands.keys()].join(', ')})`, ids);
-    }
+    const aggregateId = overrides?.aggregateId ?? r.aggregateId;
+    const id = overrides?.commandId ?? commandId;
     const ctx: CommandContext = {
-      userId: r.userId, correlationId: ids.commandId, version, now: r.now,
+      userId: r.userId, correlationId: id, version, now: r.now,
       ...overrides,
-      aggregateType: def.type, aggregateId: ids.aggregateId, commandId: ids.commandId, commandType,
+      aggregateType: def.type, aggregateId, commandId: id, commandType,
     };
-    let input = roundTrip(r.codec, payload);
+    // Through the codec, as a payload crosses a thread or NATS.
+    let input = def.commands.has(commandType) ? roundTrip(r.codec, payload) : payload;
     if (r.freeze) {
       input = deepFreeze(input);
       Object.freeze(ctx);
     }
-
-    let out: unknown;
-    try {
-      out = command.decide(state, input, ctx);
-    } catch (err) {
-      if (isTroupeError(err)) throw err;
-      throw new DecideFailedError(`actor ${def.type}: decide for ${commandType} threw: ${message(err)}${mutationHint(err)}`, ids, err);
-    }
-
-    const events = this.normalize(out, ids);
-    if (r.contracts) for (const e of events) contractOf(def as ActorDefinition<unknown>, e.type).check(e.payload, ids.aggregateId, ids.commandId);
-    const when = new Date(ctx.now).toISOString();
-    return { events, state: this.fold(state, events, version, `applying the events of ${commandType}`, when) };
+    const outcome = this.decider.run(def as ActorDefinition<unknown>, state, version, input, ctx, new Date(ctx.now).toISOString(), ctx);
+    if (outcome === DecideOutcome.FAILED) throw this.decider.error!;
+    if (outcome !== DecideOutcome.DECIDED) return { events: [], state };
+    const events = this.decider.drafts.map((d) => {
+      const draft = { type: d.type, payload: d.payload };
+      return r.freeze ? deepFreeze(draft) : draft;
+    });
+    return { events, state: this.decider.state as S };
   }
 
-  private normalize(out: unknown, ids: Record<string, string>): EventDraft[] {
-    const { def } = this;
-    if (out === undefined || out === null) return [];
-    if (typeof (out as { then?: unknown }).then === 'function') {
-      throw new ValidationError('VALIDATION', `actor ${def.type}: decide for ${ids.commandType} returned a promise; decide must be synchronous and pure`, ids);
-    }
-    const list: readonly unknown[] = Array.isArray(out) ? out : [out];
-    const events: EventDraft[] = [];
-    for (const item of list) {
-      const type = typeof item === 'object' && item !== null ? (item as { type?: unknown }).type : undefined;
-      if (typeof type !== 'string') {
-        throw new ValidationError('VALIDATION', `actor ${def.type}: decide for ${ids.commandType} returned ${show(item)}; return { type, payload } drafts, an array of them, or nothing`, ids);
-      }
-      if (!def.events.has(type)) {
-        throw new ValidationError('VALIDATION', `actor ${def.type}: decide for ${ids.commandType} returned event type ${show(type)}, which is not declared in events (declared: ${[...def.events.keys()].join(', ')})`, { ...ids, eventType: type });
-      }
-      const draft = { type, payload: (item as EventDraft).payload };
-      events.push(this.r.freeze ? deepFreeze(draft) : draft);
-    }
-    return events;
+  /** DecideStep: the kit checks schemas and the guard (it holds no keys, so nothing is encrypted). */
+  write(ctx: CommandContext, _i: number, _count: number, eventType: string, payload: unknown): boolean {
+    if (this.r.contracts) contractOf(this.def as ActorDefinition<unknown>, eventType).check(payload, ctx.aggregateId, ctx.commandId);
+    return true;
   }
 }
 

@@ -85,11 +85,11 @@ describe('Store', () => {
     const t0 = 10 * ttl + 5;
     s.putCommand('c1', ['Account', 'a1', 1, 1, 9], t0);
     await s.flushed();
-    expect(s.getCommand('c1', t0)).toEqual(['Account', 'a1', 1, 1, 9]);
-    expect(s.getCommand('c1', t0 + ttl)).toEqual(['Account', 'a1', 1, 1, 9]);
-    expect(s.getCommand('c1', t0 + 2 * ttl)).toBeUndefined();
+    expect(s.getCommand('Account', 'a1', 'c1', t0)).toEqual(['Account', 'a1', 1, 1, 9]);
+    expect(s.getCommand('Account', 'a1', 'c1', t0 + ttl)).toEqual(['Account', 'a1', 1, 1, 9]);
+    expect(s.getCommand('Account', 'a1', 'c1', t0 + 2 * ttl)).toBeUndefined();
     await s.expireCommands(t0 + 2 * ttl);
-    expect(s.getCommand('c1', t0 + ttl)).toBeUndefined();
+    expect(s.getCommand('Account', 'a1', 'c1', t0 + ttl)).toBeUndefined();
   });
 
   it('forgets snapshots, history, checkpoints and command ids when reset for another stream', async () => {
@@ -103,7 +103,49 @@ describe('Store', () => {
     expect(s.getSnapshot('Account', 'a1')).toBeUndefined();
     expect(s.historyAfter('Account', 'a1', 0)).toEqual([]);
     expect(s.getCheckpoint(0)).toBe(0);
-    expect(s.getCommand('c1')).toBeUndefined();
+    expect(s.getCommand('Account', 'a1', 'c1')).toBeUndefined();
     expect(s.getStreamIdentity()).toBe('stream-2');
+  });
+});
+
+// Processed command ids: scoped to their actor, remembered for one to two TTLs.
+describe('Store command ids', () => {
+  const dirs: string[] = [];
+  const stores: Store[] = [];
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close().catch(() => {});
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  const open = (ttlMs: number) => {
+    const dir = mkdtempSync(join(tmpdir(), 'troupe-store-'));
+    dirs.push(dir);
+    const s = new Store(dir, 'S', ttlMs);
+    stores.push(s);
+    return s;
+  };
+
+  it('keys a processed command by actor type, actor id and commandId', async () => {
+    const s = open(60_000);
+    const now = 1_000_000;
+    s.putCommand('c-1', ['Account', 'a1', 1, 1, 10], now);
+    s.putCommand('c-1', ['Account', 'a2', 3, 4, 11], now);
+    await s.flushed();
+    expect(s.getCommand('Account', 'a1', 'c-1', now)).toEqual(['Account', 'a1', 1, 1, 10]);
+    expect(s.getCommand('Account', 'a2', 'c-1', now)).toEqual(['Account', 'a2', 3, 4, 11]);
+    expect(s.getCommand('Entity', 'a1', 'c-1', now)).toBeUndefined();
+    expect(s.getCommand('Account', 'a3', 'c-1', now)).toBeUndefined();
+    expect(s.getCommand('Account', 'a1', 'c-2', now)).toBeUndefined();
+  });
+
+  it('forgets a processed command after one to two TTLs, once old epochs are expired', async () => {
+    const ttl = 60_000;
+    const s = open(ttl);
+    const at = 10 * ttl + 1;
+    s.putCommand('c-1', ['Account', 'a1', 1, 1, 10], at);
+    await s.flushed();
+    expect(s.getCommand('Account', 'a1', 'c-1', at + ttl)).toBeDefined();
+    expect(s.getCommand('Account', 'a1', 'c-1', at + 2 * ttl)).toBeUndefined();
+    await s.expireCommands(at + 3 * ttl);
+    expect(s.getCommand('Account', 'a1', 'c-1', at)).toBeUndefined();
   });
 });

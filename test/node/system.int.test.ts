@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decode, decodeCommitBatch, encode } from '../../runtime/journal/codec.ts';
-import { OUTCOME_STRIDE, shardOf, type CommandResult } from '../../runtime/envelope.ts';
+import { shardOf, type CommandResult } from '../../runtime/envelope.ts';
+import { OUTCOME_STRIDE } from '../../runtime/wire.ts';
 import { DomainRejection, isTroupeError, ValidationError, type ErrorCode, type WireError } from '../../runtime/errors.ts';
 import type { Troupe } from '../../runtime/node/system.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
@@ -228,6 +229,25 @@ describe('Troupe node', () => {
       }
     });
 
+    it('refuses a payload that is a Date, Map, Set or class instance with MALFORMED_COMMAND and appends nothing', async () => {
+      const id = fresh('acc');
+      await node.send('Account', id, 'OpenAccount', {});
+      class Amount { constructor(readonly amount: number) {} }
+      const cases: [unknown, string][] = [
+        [new Date(), 'a Date'], [new Map([['amount', 5]]), 'a Map'], [new Set([5]), 'a Set'], [new Amount(5), 'a Amount'], [[5], 'an array'],
+      ];
+      for (const [payload, named] of cases) {
+        const e = await expectRefused(() => node.send('Account', id, 'Deposit', payload), 'MALFORMED_COMMAND');
+        expect((e as Error).message).toBe(`the payload of Account.Deposit must be a plain object ({ ... }), got ${named}`);
+        await expectRefused(() => node.send('Account', id, { type: 'Deposit', payload }), 'MALFORMED_COMMAND');
+      }
+      // A plain object with no prototype is a plain object; an absent payload is {}.
+      const bare = Object.assign(Object.create(null) as Record<string, unknown>, { amount: 5 });
+      await expect(node.send('Account', id, 'Deposit', bare)).resolves.toMatchObject({ version: 2 });
+      await expect(node.send('Account', id, { type: 'Deposit', payload: undefined } as never)).rejects.toMatchObject({ code: 'SCHEMA_VIOLATION' });
+      expect(await node.query('Account', id)).toEqual({ state: { opened: true, balance: 5 }, version: 2 });
+    });
+
     it('refuses a missing or empty actor id with MALFORMED_COMMAND', async () => {
       await expectRefused(() => node.send('Account', undefined as unknown as string, 'OpenAccount', {}), 'MALFORMED_COMMAND');
       await expectRefused(() => node.send('Account', '', 'OpenAccount', {}), 'MALFORMED_COMMAND');
@@ -263,6 +283,22 @@ describe('Troupe node', () => {
       expect(await count()).toBeGreaterThan(before);
       await expectRefused(() => node.send('Buggy', id, 'Explode', {}), 'DECIDE_FAILED');
       await expect(node.send('Buggy', id, 'Poke', {})).resolves.toMatchObject({ version: 3 });
+    });
+
+    it('answers garbage published to the query and history subjects with MALFORMED_REQUEST', async () => {
+      const nc = await natsConnect(nats.url);
+      try {
+        for (const subject of ['query', 'history']) {
+          for (const garbage of [Uint8Array.of(0xc1, 0xff, 0x00, 0x13), encode('hello'), encode(['Account']), encode({ aggregateType: 'Account', aggregateId: 'a' }), encode(['Account', 7])]) {
+            const reply = decode<[WireError | null, unknown]>((await nc.request(`${subjectPrefix}.${subject}`, garbage, { timeout: 5000 })).data);
+            expect(reply[0]?.code, `${subject}: ${JSON.stringify(reply)}`).toBe('MALFORMED_REQUEST');
+            expect(reply[0]?.retryable).toBe(false);
+            expect(reply[1]).toBeNull();
+          }
+        }
+      } finally {
+        await nc.close();
+      }
     });
 
     it('answers garbage published to the command subject with MALFORMED_COMMAND', async () => {
@@ -303,6 +339,52 @@ describe('Troupe node', () => {
       expect(again).toEqual({ ...first, duplicate: true });
       expect(await count()).toBe(before);
       expect(await node.query('Account', id)).toEqual({ state: { opened: true, balance: 70 }, version: 2 });
+    });
+
+    it('scopes a commandId to its actor: the same id on another actor of the same shard or of another shard is a new command', async () => {
+      const shards = node.options.shards;
+      const base = fresh('scope');
+      const shardOfId = (id: string) => shardOf('Account', id, shards);
+      // Three actors: `a`, `near` in a's shard, `far` in another shard.
+      const a = `${base}-a`;
+      let near = '';
+      let far = '';
+      for (let i = 0; near === '' || far === ''; i++) {
+        const id = `${base}-${i}`;
+        if (shardOfId(id) === shardOfId(a)) near ||= id;
+        else far ||= id;
+      }
+      for (const id of [a, near, far]) await node.send('Account', id, 'OpenAccount', {});
+      const commandId = `shared-${base}`;
+      const results = [];
+      for (const id of [a, near, far]) results.push(await node.send('Account', id, 'Deposit', { amount: 3 }, { commandId }));
+      expect(results.map((r) => [r.aggregateId, r.version, r.duplicate])).toEqual([[a, 2, false], [near, 2, false], [far, 2, false]]);
+      // On the same actor it is a re-send: answered with the first result, nothing appended.
+      const before = await count();
+      expect(await node.send('Account', near, 'Deposit', { amount: 3 }, { commandId })).toEqual({ ...results[1], duplicate: true });
+      expect(await count()).toBe(before);
+      const events = (await readEvents(nats.url, stream)).filter((e) => e.commandId === commandId);
+      expect(events.map((e) => e.aggregateId).sort()).toEqual([a, near, far].sort());
+      for (const id of [a, near, far]) expect(await node.query('Account', id)).toEqual({ state: { opened: true, balance: 3 }, version: 2 });
+    });
+
+    it('scopes a commandId to its actor in LMDB too, after a restart', async () => {
+      const s = freshStream('IDEM');
+      const dataDir = tempDir();
+      let n = await startNode(nats.url, { ...s, dataDir, shards: 1 });
+      try {
+        for (const id of ['a', 'b']) await n.send('Account', id, 'OpenAccount', {});
+        const first = await n.send('Account', 'a', 'Deposit', { amount: 2 }, { commandId: 'kept' });
+        await n.stop();
+        n = await startNode(nats.url, { ...s, dataDir, shards: 1 });
+        const before = await messageCount(nats.url, s.stream);
+        expect(await n.send('Account', 'a', 'Deposit', { amount: 2 }, { commandId: 'kept' })).toEqual({ ...first, duplicate: true });
+        expect(await messageCount(nats.url, s.stream)).toBe(before);
+        expect(await n.send('Account', 'b', 'Deposit', { amount: 2 }, { commandId: 'kept' })).toMatchObject({ aggregateId: 'b', version: 2, duplicate: false });
+        expect(await messageCount(nats.url, s.stream)).toBe(before + 1);
+      } finally {
+        await n.stop();
+      }
     });
 
     it('answers a commandId sent twice at once with one commit', async () => {

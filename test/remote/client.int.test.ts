@@ -5,10 +5,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TroupeClient } from '../../runtime/remote/client.ts';
 import { decode, encode } from '../../runtime/journal/codec.ts';
-import { readOutcome } from '../../runtime/envelope.ts';
+import { readOutcome } from '../../runtime/wire.ts';
 import { DomainRejection, isTroupeError, TimeoutError, ValidationError } from '../../runtime/errors.ts';
 import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
-import { FLAT, FLAT_2, REQUEST_STRIDE } from '../../runtime/remote/service.ts';
+import { FLAT, FLAT_2, OUTCOME_STRIDE, REQUEST_STRIDE } from '../../runtime/wire.ts';
 import type { Troupe } from '../../runtime/node/system.ts';
 import { useNatsServer } from '../helpers/nats.ts';
 import { countByCommandId, eventually, freshStream, natsConnect, range1, readEvents, startNode } from '../helpers/troupe.ts';
@@ -104,6 +104,49 @@ describe('TroupeClient', () => {
       expect(result).toMatchObject({ version: 2, duplicate: false });
       expect(readOutcome(again, 0, 'c6-dep', 'Account', 'c6')).toEqual({ ...result, duplicate: true });
       expect(await client.query('Account', 'c6')).toMatchObject({ state: { balance: 6 }, version: 2 });
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('refuses a payload that is not a plain object before sending it, with MALFORMED_COMMAND', async () => {
+    await client.send('Account', 'c7', 'OpenAccount', {});
+    const watcher = await natsConnect(nats.url);
+    let requests = 0;
+    const sub = watcher.subscribe(`${subjectPrefix}.cmd`, { callback: () => { requests++; } });
+    try {
+      await watcher.flush();
+      class Amount { constructor(readonly amount: number) {} }
+      for (const payload of [new Date(), new Map([['amount', 5]]), new Set([5]), new Amount(5), [5], 5, null]) {
+        const e = await client.send('Account', 'c7', 'Deposit', payload).then(() => null, (err: unknown) => err);
+        expect(e, String(payload)).toBeInstanceOf(ValidationError);
+        expect(isTroupeError(e, 'MALFORMED_COMMAND')).toBe(true);
+        expect((e as ValidationError).message).toContain('must be a plain object');
+        expect((e as ValidationError).data).toMatchObject({ aggregateType: 'Account', aggregateId: 'c7', commandType: 'Deposit' });
+      }
+      await watcher.flush();
+      expect(requests).toBe(0);
+      // An absent payload is {} (Deposit's schema then names the missing amount).
+      const absent = await client.send('Account', 'c7', { type: 'Deposit' }).then(() => null, (err: unknown) => err);
+      expect(isTroupeError(absent, 'SCHEMA_VIOLATION')).toBe(true);
+      expect(await client.query('Account', 'c7')).toEqual({ state: { opened: true, balance: 0 }, version: 1 });
+    } finally {
+      sub.unsubscribe();
+      await watcher.close();
+    }
+  });
+
+  it('refuses a Date payload that reaches the node in a request, with MALFORMED_COMMAND, and appends nothing', async () => {
+    const nc = await natsConnect(nats.url);
+    try {
+      await client.send('Account', 'c8', 'OpenAccount', {});
+      // msgpack carries a Date as a timestamp, which arrives as a Date: the node's door refuses it too.
+      const flat: unknown[] = [];
+      for (const payload of [new Date(), { amount: 8 }]) flat.push(null, 'Deposit', 'Account', 'c8', payload, null, null, null, null, false);
+      const outcomes = decode<unknown[]>((await nc.request(`${subjectPrefix}.cmd`, encode([FLAT, flat]), { timeout: 10_000 })).data);
+      expect((outcomes[1] as { code: string } | null)?.code).toBe('MALFORMED_COMMAND');
+      expect(outcomes[OUTCOME_STRIDE + 1]).toBeNull();
+      expect(await client.query('Account', 'c8')).toEqual({ state: { opened: true, balance: 8 }, version: 2 });
     } finally {
       await nc.close();
     }

@@ -119,7 +119,7 @@ describe('running commands like the runtime', () => {
     const e = thrown(() => testActor(counter).send('Subtract', { by: 1 }));
     expect(e).toBeInstanceOf(ValidationError);
     expect(isTroupeError(e, 'UNKNOWN_COMMAND_TYPE')).toBe(true);
-    expect(e.message).toBe('actor Counter has no command "Subtract" (declared: Add, AddTwice, Nothing, Reset)');
+    expect(e.message).toBe('actor Counter has no command "Subtract"; it accepts Add, AddTwice, Nothing, Reset');
   });
 
   it('passes a domain rejection through unchanged', () => {
@@ -134,7 +134,7 @@ describe('running commands like the runtime', () => {
     const broken = defineActor({ type: 'Broken', initialState: () => ({}), commands: { Go: () => { throw boom; } }, events: { Happened: (s) => s } });
     const e = thrown(() => testActor(broken).send('Go', {}));
     expect(e).toBeInstanceOf(DecideFailedError);
-    expect(e.message).toBe('actor Broken: decide for Go threw: boom');
+    expect(e.message).toBe('Broken.Go threw: boom');
     expect(e.cause).toBe(boom);
   });
 

@@ -1,0 +1,126 @@
+/**
+ * A shard's appends: decided commits wait in `buffer`; one JetStream message per flush carries
+ * many of them, with the expected last subject sequence (fencing: a second writer is refused,
+ * the log never forks). At most one message is in flight: the next expectation is the
+ * previous ack.
+ *
+ *   decided ──push──▶ buffer ──flush──▶ in flight ──ack──▶ stored: replies, index, command ids, snapshots
+ *                                           └──refused / no ack──▶ the shard breaks (ShardHost.appendFailed)
+ */
+import { beginBatch, endBatch, writeCommit } from '../journal/codec.ts';
+import { AppendHeaders, COMMIT_BATCH_FORMAT, FORMAT_HEADER, type PublishAck } from '../journal/journal.ts';
+import type { TroupeError } from '../errors.ts';
+import { IdUse } from '../envelope.ts';
+import type { PendingCommit } from './cell.ts';
+import { snapshotIfDue } from './passivation.ts';
+import type { ShardHost } from './shard.ts';
+
+export class Appender {
+  private buffer: PendingCommit[] = [];
+  private inflight: PendingCommit[] | null = null;
+  /** The stream sequence of the shard's last message: the expectation of the next append. */
+  expectedSeq = 0;
+
+  constructor(private readonly host: ShardHost) {}
+
+  /** Commits buffered or in flight. */
+  get queued(): number {
+    return this.buffer.length + (this.inflight?.length ?? 0);
+  }
+
+  get idle(): boolean {
+    return this.inflight === null && this.buffer.length === 0;
+  }
+
+  push(pc: PendingCommit): void {
+    this.buffer.push(pc);
+    this.host.ctx.scheduleFlush(this.host);
+  }
+
+  /** Every commit buffered or in flight, which the caller fails; the appender is then empty. */
+  takeAll(): PendingCommit[] {
+    const all = this.inflight === null ? this.buffer : [...this.inflight, ...this.buffer];
+    this.inflight = null;
+    this.buffer = [];
+    return all;
+  }
+
+  /** Send one message of buffered commits, if none is in flight. Called by the worker's flush loop. */
+  flush(): void {
+    const host = this.host;
+    if (this.inflight !== null || this.buffer.length === 0 || host.state !== 'ready') return;
+    const ctx = host.ctx;
+    const { maxBatchBytes, maxBatchCommits } = ctx.options;
+    let n = 0;
+    let bytes = 8;
+    const buffer = this.buffer;
+    while (n < buffer.length && n < maxBatchCommits && (n === 0 || bytes + buffer[n]!.size <= maxBatchBytes)) {
+      bytes += buffer[n]!.size;
+      n++;
+    }
+    const batch = n === buffer.length ? buffer : buffer.slice(0, n);
+    this.buffer = n === buffer.length ? [] : buffer.slice(n);
+    this.inflight = batch;
+    const source = ctx.options.source;
+    beginBatch(ctx.ids.prefix, batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const pc = batch[i]!;
+      const cmd = pc.cmd;
+      writeCommit(pc.commandId, pc.cell.reg.def.type, pc.cell.id, cmd.correlationId === pc.commandId ? null : cmd.correlationId, cmd.userId, pc.timestamp, source, pc.firstSeq, pc.wire, cmd.causationId);
+    }
+    const data = endBatch();
+    const h = new AppendHeaders();
+    h.set('Nats-Expected-Last-Subject-Sequence', String(this.expectedSeq));
+    const msgId = `${ctx.writerId}.${host.shard}.${this.expectedSeq}`;
+    h.set('Nats-Msg-Id', msgId);
+    h.set(FORMAT_HEADER, COMMIT_BATCH_FORMAT);
+    const observer = ctx.observer;
+    observer?.flushed(host.subject, batch, h, msgId, data.length);
+    const sentAt = performance.now();
+    const generation = host.generation;
+    ctx.publisher.publish(host.subject, data, h, (err, ack) => {
+      if (generation !== host.generation) return;
+      if (err !== null) this.failed(err);
+      else {
+        observer?.appended(host.shard, batch, ack!.seq, performance.now() - sentAt);
+        this.appended(ack!);
+      }
+    });
+  }
+
+  private appended(ack: PublishAck): void {
+    const host = this.host;
+    const batch = this.inflight!;
+    this.inflight = null;
+    this.expectedSeq = ack.seq;
+    const { store } = host.ctx;
+    const ids = host.commandIds;
+    const position = ack.seq;
+    const now = Date.now();
+    let remembered = false;
+    for (let i = 0; i < batch.length; i++) {
+      const pc = batch[i]!;
+      const cell = pc.cell;
+      cell.state = pc.stateAfter;
+      cell.version = pc.lastSeq;
+      if (cell.lastPending === pc) cell.lastPending = null;
+      store.indexCommit(cell.reg.def.type, cell.id, pc.lastSeq, position);
+      if (pc.cmd.idUse !== IdUse.GENERATED) {
+        ids.stored(pc, position, now);
+        remembered = true;
+      }
+      snapshotIfDue(store, cell, position);
+      pc.cmd.replyStored(pc, position, host.ctx.ids.prefix);
+      if (pc.followers !== null) for (const f of pc.followers) f();
+    }
+    store.advanceCheckpoint(host.shard, position);
+    // Once these puts are committed LMDB answers duplicates; until then the shard's memory does.
+    if (remembered) store.whenIndexed(() => ids.indexed(batch));
+    // Through the flush loop, not at once: the next messages of all shards then leave in one socket write.
+    if (this.buffer.length > 0) host.ctx.scheduleFlush(host);
+  }
+
+  private failed(cause: TroupeError): void {
+    this.host.appendFailed(cause, this.takeAll());
+  }
+}

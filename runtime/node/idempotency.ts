@@ -1,0 +1,155 @@
+/**
+ * Command ids of one shard: a command re-sent with the same id is answered with its first
+ * result, and nothing is appended again.
+ *
+ * The idempotency key is (aggregateType, aggregateId, commandId): the same id sent to another
+ * actor is another command, processed normally, in every shard. A command is answered once
+ * within options.commandIdTtlMs (24 h by default; LMDB keeps ids for one to two TTLs); a
+ * re-send after that is processed again.
+ *
+ *   in flight  decided, its append not yet acknowledged: a re-send waits for that append
+ *   recent     acknowledged, its LMDB record maybe not committed yet (store.ts batches index writes)
+ *   stored     LMDB (journal/store.ts), learned again from the log when a shard catches up
+ *
+ * The maps are keyed by commandId alone, so no key string is built per command; an id used by
+ * two actors at once (rare) puts the second under a composite key in `others`. Per command,
+ * the maps cost what they cost when the key was the commandId alone: an id the node made
+ * (GENERATED) touches none of them; an id TroupeClient made (FRESH) is unique, so it is set
+ * without a look first; and while no id is shared, a delete is one Map operation.
+ */
+import { readMessage, type Journal } from '../journal/journal.ts';
+import { decodeCommits } from '../journal/codec.ts';
+import { IdUse, type CommandResult } from '../envelope.ts';
+import { toWire } from '../errors.ts';
+import type { Store } from '../journal/store.ts';
+import { COMMAND_RECORD, COMMIT, EVENT, type CommandRecord } from '../wire.ts';
+import type { InboundCommand, PendingCommit } from './cell.ts';
+
+/** Values keyed by commandId, scoped to an actor. */
+abstract class ByCommand<V> {
+  private readonly first = new Map<string, V>();
+  /** Entries whose commandId `first` holds for another actor: `type \0 id \0 commandId`. */
+  private readonly others = new Map<string, V>();
+
+  protected abstract typeOf(v: V): string;
+  protected abstract idOf(v: V): string;
+
+  get(type: string, id: string, commandId: string): V | undefined {
+    const v = this.first.get(commandId);
+    if (v !== undefined && this.typeOf(v) === type && this.idOf(v) === id) return v;
+    return this.others.size === 0 ? undefined : this.others.get(otherKey(type, id, commandId));
+  }
+
+  /** `unique`: no other actor can hold this id (TroupeClient's, or the node's own): set without looking. */
+  set(commandId: string, v: V, unique: boolean): void {
+    if (unique) {
+      this.first.set(commandId, v);
+      return;
+    }
+    const held = this.first.get(commandId);
+    if (held === undefined || (this.typeOf(held) === this.typeOf(v) && this.idOf(held) === this.idOf(v))) this.first.set(commandId, v);
+    else this.others.set(otherKey(this.typeOf(v), this.idOf(v), commandId), v);
+  }
+
+  delete(type: string, id: string, commandId: string): void {
+    if (this.others.size === 0) {
+      this.first.delete(commandId);
+      return;
+    }
+    const held = this.first.get(commandId);
+    if (held !== undefined && this.typeOf(held) === type && this.idOf(held) === id) this.first.delete(commandId);
+    else this.others.delete(otherKey(type, id, commandId));
+  }
+
+  clear(): void {
+    this.first.clear();
+    this.others.clear();
+  }
+}
+
+function otherKey(type: string, id: string, commandId: string): string {
+  return `${type}\u0000${id}\u0000${commandId}`;
+}
+
+class PendingByCommand extends ByCommand<PendingCommit> {
+  protected typeOf(pc: PendingCommit): string { return pc.cell.reg.def.type; }
+  protected idOf(pc: PendingCommit): string { return pc.cell.id; }
+}
+
+class RecordsByCommand extends ByCommand<CommandRecord> {
+  protected typeOf(rec: CommandRecord): string { return rec[COMMAND_RECORD.type]; }
+  protected idOf(rec: CommandRecord): string { return rec[COMMAND_RECORD.id]; }
+}
+
+export class CommandIds {
+  private readonly inFlight = new PendingByCommand();
+  private readonly recent = new RecordsByCommand();
+
+  constructor(private readonly store: Store, private readonly journal: Journal, private readonly resultOf: (pc: PendingCommit) => CommandResult) {}
+
+  /**
+   * When `cmd` was already processed (or is in flight) for its actor, arrange for it to get
+   * the first result and return true; nothing is decided or appended for it.
+   */
+  answerDuplicate(cmd: InboundCommand): boolean {
+    const type = cmd.aggregateType;
+    const id = cmd.aggregateId;
+    const pending = this.inFlight.get(type, id, cmd.commandId);
+    if (pending !== undefined) {
+      (pending.followers ??= []).push(() => cmd.reply(null, this.resultOf(pending)));
+      (pending.failFollowers ??= []).push((e) => cmd.reply(e, null));
+      return true;
+    }
+    const rec = this.recent.get(type, id, cmd.commandId) ?? this.store.getCommand(type, id, cmd.commandId);
+    if (rec === undefined) return false;
+    this.storedResult(cmd.commandId, rec).then((r) => cmd.reply(null, r), (e) => cmd.reply(toWire(e), null));
+    return true;
+  }
+
+  /** A commit decided for a command whose id is recorded (GIVEN or FRESH). */
+  began(pc: PendingCommit): void {
+    this.inFlight.set(pc.commandId, pc, pc.cmd.idUse !== IdUse.GIVEN);
+  }
+
+  /** Its append was acknowledged at `position`: LMDB learns it (batched); `recent` answers until then. */
+  stored(pc: PendingCommit, position: number, now: number): void {
+    const type = pc.cell.reg.def.type;
+    this.inFlight.delete(type, pc.cell.id, pc.commandId);
+    const rec: CommandRecord = [type, pc.cell.id, pc.firstSeq, pc.lastSeq, position];
+    this.recent.set(pc.commandId, rec, pc.cmd.idUse !== IdUse.GIVEN);
+    this.store.rememberCommand(pc.commandId, rec, now);
+  }
+
+  /** The LMDB records of these commits are committed: forget them here. */
+  indexed(batch: readonly PendingCommit[]): void {
+    for (let i = 0; i < batch.length; i++) {
+      const pc = batch[i]!;
+      if (pc.cmd.idUse !== IdUse.GENERATED) this.recent.delete(pc.cell.reg.def.type, pc.cell.id, pc.commandId);
+    }
+  }
+
+  /** A commit read from the log while catching up (its record may be older than the TTL: then it is skipped). */
+  replayed(commandId: string, rec: CommandRecord, timestampMs: number, cutoff: number): void {
+    if (timestampMs >= cutoff) this.store.putCommand(commandId, rec, timestampMs);
+  }
+
+  /** The shard re-opens from the log: what was in flight failed; LMDB knows the rest. */
+  clearInFlight(): void {
+    this.inFlight.clear();
+  }
+
+  clearRecent(): void {
+    this.recent.clear();
+  }
+
+  private async storedResult(commandId: string, rec: CommandRecord): Promise<CommandResult> {
+    const type = rec[COMMAND_RECORD.type];
+    const id = rec[COMMAND_RECORD.id];
+    const first = rec[COMMAND_RECORD.firstSeq];
+    const position = rec[COMMAND_RECORD.position];
+    const msg = await readMessage(this.journal, position);
+    const commit = decodeCommits(msg.data).find((c) => c[COMMIT.commandId] === commandId && c[COMMIT.type] === type && c[COMMIT.id] === id);
+    const events = commit === undefined ? [] : commit[COMMIT.events].map((e, i) => ({ eventId: String(e[EVENT.id]), eventType: e[EVENT.type], sequence: first + i }));
+    return { commandId, aggregateType: type, aggregateId: id, version: rec[COMMAND_RECORD.lastSeq], events, position, duplicate: true };
+  }
+}
