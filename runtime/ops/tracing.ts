@@ -7,6 +7,10 @@
  * loaded with a dynamic import, only when it is used: by the node's entry point (the CLI) and
  * by each worker thread when OTEL_* variables enable tracing.
  *
+ * Why one file of ~430 lines: every span below shares the same on/off switch, tracer and the
+ * encoding of context into task payloads and NATS headers; split, each part would import the
+ * other's internals.
+ *
  * One command's trace (only when a tracer provider is registered; otherwise each hook below is
  * one branch on `tracing.on`):
  *
