@@ -72,17 +72,7 @@ export function pushCommand(flat: unknown[], c: CommandEnvelope, seq: number): v
 }
 
 /** The fields of the command at `b` of a flat batch (the worker's side; it keeps them on its own object). */
-export interface CommandFields {
-  commandId: string;
-  type: string;
-  aggregateType: string;
-  aggregateId: string;
-  payload: unknown;
-  userId: string | null;
-  correlationId: string;
-  causationId: string | null;
-  shard: number;
-  idUse: IdUse;
+export interface CommandFields extends Omit<CommandEnvelope, 'trace'> {
   seq: number;
 }
 
