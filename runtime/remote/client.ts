@@ -153,7 +153,7 @@ export class TroupeClient {
         this.shardCount = n;
         return n;
       } catch (e) {
-        throw new JournalUnavailableError(`cannot learn the shard count of ${stream}: ${(e as Error).message}; start a node (npm start), or check options.subjectPrefix and options.stream`, { stream }, e);
+        throw new JournalUnavailableError(`no Troupe node serves ${this.prefix} yet: cannot learn the shard count of ${stream} (${(e as Error).message}); start a node (npm start), or check options.subjectPrefix and options.stream`, { stream }, e);
       }
     })().finally(() => { this.lookingUp = null; });
     return this.lookingUp;
@@ -192,8 +192,9 @@ export class TroupeClient {
       this.added(batch);
     });
     if (this.shardCount !== null) return enqueue(this.shardCount);
-    // The stream was not there at connect: learn the count first (retried like a read).
-    return this.retrying(() => this.shards()).then(enqueue, (e: unknown) => {
+    // The stream was not there at connect: learn the count first. No stream means no node ever
+    // started on this prefix: that fails at once (retryable), it is not waited out.
+    return this.shards().then(enqueue, (e: unknown) => {
       t?.end(e, null);
       throw e;
     });
@@ -375,8 +376,9 @@ export class TroupeClient {
 
   private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string): Promise<T> {
     const request = encode(readRequestOf(aggregateType, aggregateId));
+    const shards = await this.shards();
     return this.retrying(async () => {
-      const shard = shardOf(aggregateType, aggregateId, await this.shards());
+      const shard = shardOf(aggregateType, aggregateId, shards);
       const subject = kind === 'query' ? querySubject(this.prefix, shard) : historySubject(this.prefix, shard);
       return this.readOnce<T>(subject, request, kind, aggregateType, aggregateId, shard);
     });
