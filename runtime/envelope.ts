@@ -150,6 +150,12 @@ export function formatId(prefix: string, counter: number): string {
   return prefix + counter.toString(16).padStart(12, '0');
 }
 
+/**
+ * The stream metadata key that records how many shards route into the stream: the node writes
+ * it (journal.ts), a client reads it to address each request to its shard.
+ */
+export const SHARDS_METADATA = 'troupe.shards';
+
 /** FNV-1a over type and id: stable across processes, machines and Node versions. */
 export function shardOf(aggregateType: string, aggregateId: string, shards: number): number {
   let h = 0x811c9dc5;

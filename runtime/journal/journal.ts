@@ -15,6 +15,7 @@ import {
   DeliverPolicy, DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, jetstream, jetstreamManager,
   type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
 } from '@nats-io/jetstream';
+import { SHARDS_METADATA } from '../envelope.ts';
 import { ConcurrencyError, InvalidOptionError, JournalUnavailableError, NatsServerUnsupportedError, TroupeError } from '../errors.ts';
 
 export type { NatsConnection, MsgHdrs, StoredMsg };
@@ -36,8 +37,7 @@ export interface JournalConfig {
   shards: number;
 }
 
-/** The stream metadata key that records how many shards route into the stream. */
-export const SHARDS_METADATA = 'troupe.shards';
+export { SHARDS_METADATA };
 
 export function shardSubject(prefix: string, shard: number): string {
   return `${prefix}.log.${shard}`;

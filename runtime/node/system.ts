@@ -90,11 +90,11 @@ export class Troupe implements ServedNode {
       await pool.ready();
       const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null);
       if (ownership !== null) {
-        ownership.onLost = (shard) => void node.releaseShards([shard]);
-        ownership.onGained = (shards) => void node.openShards(shards).catch(() => {});
+        ownership.onLost = (shard) => void node.loseShards([shard]);
+        ownership.onGained = (shards) => void node.gainShards(shards);
       }
       await node.openShards(ownership?.owned ?? Array.from({ length: options.shards }, (_, i) => i));
-      if (options.serve) node.service = await CommandService.start(nc, options, node);
+      if (options.serve) node.service = await CommandService.start(nc, options, node, node.ownedShards);
       cleanup.unshift(() => node.ops.close());
       await node.ops.startHttp();
       refreshTracing();
@@ -160,6 +160,23 @@ export class Troupe implements ServedNode {
       bySlot.set(slot, [...(bySlot.get(slot) ?? []), s]);
     }
     await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'open', shards: list })));
+  }
+
+  /**
+   * Shards whose leases this node just took: open them (catch-up), then subscribe to their
+   * request subjects, so a request reaches this node only once it can answer it. A shard that
+   * fails to open is served anyway: it re-opens on its next command.
+   */
+  private async gainShards(shards: number[]): Promise<void> {
+    await this.openShards(shards).catch(() => {});
+    const still = shards.filter((s) => this.ownership?.owns(s) ?? true);
+    await this.service?.serve(still);
+  }
+
+  /** Shards whose leases this node lost: stop taking their requests first, then release them in the workers. */
+  private async loseShards(shards: number[]): Promise<void> {
+    await this.service?.drop(shards);
+    await this.releaseShards(shards);
   }
 
   private async releaseShards(shards: number[]): Promise<void> {
@@ -268,6 +285,11 @@ export class Troupe implements ServedNode {
       throw new ValidationError('UNKNOWN_ACTOR_TYPE', `unknown actor type ${JSON.stringify(aggregateType)}; this node hosts ${this.registry.names().join(', ')}`, { aggregateType, aggregateId });
     }
     if (typeof aggregateId !== 'string' || !ID.test(aggregateId)) throw new ValidationError('MALFORMED_COMMAND', `the actor id must be 1-256 printable characters, got ${JSON.stringify(aggregateId)}`, { aggregateType });
+    // Only the shard's owner answers: another node's copy could be older than the last acknowledged write.
+    const shard = shardOf(aggregateType, aggregateId, this.options.shards);
+    if (this.ownership !== null && !this.ownership.owns(shard)) {
+      throw new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${this.ownership.holderOf(shard) ?? 'unknown'}, not ${this.options.nodeName}; read it there`, { aggregateType, aggregateId, shard, owner: this.ownership.holderOf(shard) });
+    }
   }
 
   /** Actor types this node hosts. */

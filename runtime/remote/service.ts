@@ -1,22 +1,28 @@
 /**
- * Commands from other processes over NATS request/reply.
+ * Commands, queries and history from other processes over NATS request/reply, addressed to
+ * the shard's owner (subjects.ts):
  *
- *   <prefix>.cmd      msgpack [1, [command, ...]]  →  msgpack flat outcomes (see RemoteOutcomes)
- *   <prefix>.query    msgpack [aggregateType, aggregateId]  →  [error|null, {state, version}|null]
- *   <prefix>.history  msgpack [aggregateType, aggregateId]  →  [error|null, events|null]
+ *   <prefix>.cmd.<shard>  msgpack [3, flat commands]  →  msgpack flat outcomes (see RemoteOutcomes)
+ *   <prefix>.q.<shard>    msgpack [aggregateType, aggregateId]  →  [error|null, {state, version}|null]
+ *   <prefix>.h.<shard>    msgpack [aggregateType, aggregateId]  →  [error|null, events|null]
  *
- * A client batches the commands it sends in one event-loop turn into one request, so the
- * per-message cost of NATS is paid per batch, not per command. Nodes subscribe in one queue
- * group; a node that takes a command for a shard another node leases forwards it to that
- * node (`<prefix>.node.<name>.cmd`, one hop) and relays the answer.
+ * A client batches the commands it sends in one event-loop turn into one request per shard, so
+ * the per-message cost of NATS is paid per batch, not per command. The node subscribes to a
+ * shard's subjects once it holds the shard's lease and has opened it (`serve`), and drops them
+ * when it loses or releases the shard (`drop`). A request that reaches a node for a shard it
+ * does not own (a moment of a move) is answered SHARD_NOT_OWNED, which the client retries.
+ *
+ * The shared subjects of earlier clients (`<prefix>.cmd`, `.query`, `.history`, one queue
+ * group over all nodes) are relayed to the shard subjects by whichever node takes them.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decode, encode } from '../journal/codec.ts';
-import { IdUse, newId, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
+import { IdUse, newId, shardOf, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
+import { commandSubject, historySubject, querySubject, queueGroup } from './subjects.ts';
 
 /**
  * A command request is msgpack `[protocol, commands]` (wire.ts: PROTOCOL, FLAT, FLAT_2 and the
@@ -64,73 +70,135 @@ export interface ServedNode {
 }
 
 export class CommandService {
-  private constructor(private readonly subs: Subscription[]) {}
+  /** The subscriptions of each shard this node serves: command, query, history. */
+  private readonly served = new Map<number, Subscription[]>();
+  private stopped = false;
 
-  static async start(nc: NatsConnection, options: ResolvedOptions, node: ServedNode): Promise<CommandService> {
-    const queue = `${options.subjectPrefix}.nodes`;
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly prefix: string,
+    private readonly maxRequestBytes: number,
+    private readonly node: ServedNode,
+    private readonly shared: Subscription[],
+  ) {}
+
+  /** Serve the shared subjects of earlier clients, and the subjects of `shards`. */
+  static async start(nc: NatsConnection, options: ResolvedOptions, node: ServedNode, shards: readonly number[]): Promise<CommandService> {
+    const prefix = options.subjectPrefix;
+    const queue = queueGroup(prefix);
     const maxRequestBytes = options.maxBatchBytes;
-    const cmd = nc.subscribe(`${options.subjectPrefix}.cmd`, {
-      queue,
-      callback: (_err, msg) => {
-        if (msg.reply === undefined || msg.reply === '') return;
-        void handleCommands(node, msg, maxRequestBytes, { nc, prefix: options.subjectPrefix, timeoutMs: options.ackTimeoutMs * 2 });
-      },
-    });
-    // Commands another node forwarded here because this node holds their shards' leases.
-    const direct = nc.subscribe(nodeSubject(options.subjectPrefix, options.nodeName), {
-      callback: (_err, msg) => {
-        if (msg.reply === undefined || msg.reply === '') return;
-        void handleCommands(node, msg, maxRequestBytes, null);
-      },
-    });
-    const query = nc.subscribe(`${options.subjectPrefix}.query`, {
-      queue,
-      callback: (_err, msg) => void handleRead(msg, (t, id) => node.query(t, id)),
-    });
-    const history = nc.subscribe(`${options.subjectPrefix}.history`, {
-      queue,
-      callback: (_err, msg) => void handleRead(msg, (t, id) => node.history(t, id)),
-    });
-    await nc.flush();
-    return new CommandService([cmd, direct, query, history]);
+    const relay: Relay = { nc, prefix, shards: options.shards, timeoutMs: options.ackTimeoutMs * 2 };
+    const shared = [
+      nc.subscribe(`${prefix}.cmd`, {
+        queue,
+        callback: (_err, msg) => {
+          if (msg.reply === undefined || msg.reply === '') return;
+          void handleCommands(node, msg, maxRequestBytes, relay);
+        },
+      }),
+      nc.subscribe(`${prefix}.query`, { queue, callback: (_err, msg) => void relayRead(relay, msg, querySubject) }),
+      nc.subscribe(`${prefix}.history`, { queue, callback: (_err, msg) => void relayRead(relay, msg, historySubject) }),
+    ];
+    const service = new CommandService(nc, prefix, maxRequestBytes, node, shared);
+    await service.serve(shards);
+    return service;
+  }
+
+  /** Subscribe to the subjects of shards this node now owns and has opened. */
+  async serve(shards: readonly number[]): Promise<void> {
+    if (this.stopped) return;
+    const queue = queueGroup(this.prefix);
+    const node = this.node;
+    for (const shard of shards) {
+      if (this.served.has(shard)) continue;
+      this.served.set(shard, [
+        this.nc.subscribe(commandSubject(this.prefix, shard), {
+          queue,
+          callback: (_err, msg) => {
+            if (msg.reply === undefined || msg.reply === '') return;
+            void handleCommands(node, msg, this.maxRequestBytes, null);
+          },
+        }),
+        this.nc.subscribe(querySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(msg, (t, id) => node.query(t, id)) }),
+        this.nc.subscribe(historySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(msg, (t, id) => node.history(t, id)) }),
+      ]);
+    }
+    await this.nc.flush().catch(() => {});
+  }
+
+  /** Stop taking requests for shards this node lost or releases; requests already received are answered. */
+  async drop(shards: readonly number[]): Promise<void> {
+    const subs: Subscription[] = [];
+    for (const shard of shards) {
+      subs.push(...this.served.get(shard) ?? []);
+      this.served.delete(shard);
+    }
+    await Promise.all(subs.map((s) => s.drain().catch(() => {})));
+  }
+
+  /** The shards whose subjects this node subscribes to. */
+  get servedShards(): number[] {
+    return [...this.served.keys()].sort((a, b) => a - b);
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.subs.map((s) => s.drain().catch(() => {})));
+    this.stopped = true;
+    const subs = [...this.shared, ...[...this.served.values()].flat()];
+    this.served.clear();
+    await Promise.all(subs.map((s) => s.drain().catch(() => {})));
   }
 }
 
-/** The subject on which a node takes commands forwarded to it by other nodes. */
-export function nodeSubject(prefix: string, nodeName: string): string {
-  return `${prefix}.node.${nodeName}.cmd`;
-}
-
-interface Forwarding {
+/** How a node passes on a request that came on a shared subject: to the shard's own subject. */
+interface Relay {
   nc: NatsConnection;
   prefix: string;
+  shards: number;
   timeoutMs: number;
 }
 
 /**
- * Send commands whose shards another node owns to that node, in one request per owner, and
- * put its answers at their places in the original request's reply.
+ * Send commands of a shared-subject request whose shards this node does not own to their
+ * shard's subject, one request per shard, and put the answers at their places in the reply.
  */
-async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
+async function forward(to: Relay, shard: number, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
   try {
     const message: unknown[] = [];
     message[REQUEST_MESSAGE.protocol] = PROTOCOL;
     message[REQUEST_MESSAGE.commands] = items.map((x) => x.command);
-    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode(message), { timeout: to.timeoutMs });
+    const answer = await to.nc.request(commandSubject(to.prefix, shard), encode(message), { timeout: to.timeoutMs });
     const out = decode<unknown>(answer.data);
-    if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
+    if (!Array.isArray(out)) throw new Error(`the owner of shard ${shard} refused the relayed commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
     items.forEach(({ index }, k) => {
       const b = k * OUTCOME_STRIDE;
-      if (out[b + OUTCOME.error] === undefined) reply.answer(index, toWire(new JournalUnavailableError(`node ${owner} answered fewer commands than it was sent`, { owner })), null);
+      if (out[b + OUTCOME.error] === undefined) reply.answer(index, toWire(new JournalUnavailableError(`the owner of shard ${shard} answered fewer commands than it was sent`, { shard })), null);
       else reply.copy(index, out, b);
     });
   } catch (e) {
-    const err = toWire(new JournalUnavailableError(`node ${owner}, which owns these commands' shards, did not answer: ${(e as Error).message}; retry with the same commandId`, { owner }, e));
+    const err = toWire(new JournalUnavailableError(`no node that owns shard ${shard} answered: ${(e as Error).message}; retry with the same commandId`, { shard }, e));
     for (const { index, command } of items) reply.answer(index, { ...err, data: { ...err.data, commandId: command.commandId } }, null);
+  }
+}
+
+/** A read on a shared subject: passed as it is to the shard's subject, the owner's answer passed back. */
+async function relayRead(to: Relay, msg: Msg, subjectOf: (prefix: string, shard: number) => string): Promise<void> {
+  let request: [string, string] | null = null;
+  try {
+    request = parseReadRequest(decode<unknown>(msg.data));
+  } catch {
+    request = null;
+  }
+  if (request === null) {
+    // The owner would refuse it the same way: answer here.
+    await handleRead(msg, () => Promise.reject(new Error('unreachable')));
+    return;
+  }
+  const shard = shardOf(request[0], request[1], to.shards);
+  try {
+    const answer = await to.nc.request(subjectOf(to.prefix, shard), msg.data, { timeout: to.timeoutMs });
+    msg.respond(answer.data);
+  } catch (e) {
+    respondRead(msg, toWire(new JournalUnavailableError(`no node that owns shard ${shard} answered: ${(e as Error).message}; retry`, { aggregateType: request[0], aggregateId: request[1], shard }, e)), null);
   }
 }
 
@@ -170,7 +238,7 @@ class CommandSink implements OutcomeSink {
   }
 }
 
-async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: number, forwarding: Forwarding | null): Promise<void> {
+async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: number, forwarding: Relay | null): Promise<void> {
   let commands: RemoteCommand[];
   try {
     if (msg.data.length > maxRequestBytes) {
@@ -197,7 +265,7 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
   const reply = new RequestReply(msg, n);
-  let elsewhere: Map<string, { index: number; command: RemoteCommand }[]> | null = null;
+  let elsewhere: Map<number, { index: number; command: RemoteCommand }[]> | null = null;
   for (let i = 0; i < n; i++) {
     const c = commands[i];
     let envelope: CommandEnvelope;
@@ -205,17 +273,17 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
       envelope = node.envelope(c.aggregateType, c.aggregateId, c);
     } catch (e) {
-      const owner = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.owner : undefined;
-      if (forwarding !== null && typeof owner === 'string') {
-        // Not ours: the node holding the shard's lease answers it (one hop; it never forwards again).
+      const shard = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.shard : undefined;
+      if (forwarding !== null && typeof shard === 'number') {
+        // Not ours, on a shared subject: the shard's subject reaches its owner (one hop; shard subjects never relay).
         if (c!.commandId === undefined) {
           c!.commandId = newId();
           c!.fresh = true;
         }
         elsewhere ??= new Map();
-        const list = elsewhere.get(owner) ?? [];
+        const list = elsewhere.get(shard) ?? [];
         list.push({ index: i, command: c! });
-        elsewhere.set(owner, list);
+        elsewhere.set(shard, list);
         continue;
       }
       node.refused(e);
@@ -231,7 +299,7 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     }
   }
   if (elsewhere !== null) {
-    for (const [owner, items] of elsewhere) void forward(forwarding!, owner, items, reply);
+    for (const [shard, items] of elsewhere) void forward(forwarding!, shard, items, reply);
   }
 }
 

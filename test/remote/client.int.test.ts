@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TroupeClient } from '../../runtime/remote/client.ts';
 import { decode, encode } from '../../runtime/journal/codec.ts';
 import { readOutcome } from '../../runtime/wire.ts';
+import { shardOf } from '../../runtime/envelope.ts';
 import { DomainRejection, isTroupeError, TimeoutError, ValidationError } from '../../runtime/errors.ts';
 import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { FLAT, FLAT_2, OUTCOME_STRIDE, REQUEST_STRIDE } from '../../runtime/wire.ts';
@@ -69,9 +70,12 @@ describe('TroupeClient', () => {
     // command, the sender times out without knowing.
     const relay = await natsConnect(nats.url);
     const lossyPrefix = `${subjectPrefix}_lossy`;
-    relay.subscribe(`${lossyPrefix}.cmd`, { callback: (_e, msg) => void relay.request(`${subjectPrefix}.cmd`, msg.data, { timeout: 10_000 }).catch(() => {}) });
+    relay.subscribe(`${lossyPrefix}.cmd.*`, {
+      callback: (_e, msg) => void relay.request(`${subjectPrefix}.cmd.${msg.subject.split('.').pop()}`, msg.data, { timeout: 10_000 }).catch(() => {}),
+    });
     await relay.flush();
-    const lossy = await TroupeClient.connect({ servers: nats.url, subjectPrefix: lossyPrefix, timeoutMs: 300 });
+    // No stream holds the lossy prefix's log: the client is told the shard count, and does not retry.
+    const lossy = await TroupeClient.connect({ servers: nats.url, subjectPrefix: lossyPrefix, shards: 8, timeoutMs: 300, retry: false });
     try {
       await client.send('Account', 'c5', 'OpenAccount', {});
       const lost = await lossy.send('Account', 'c5', 'Deposit', { amount: 9 }).then(() => null, (err: unknown) => err);
@@ -113,7 +117,7 @@ describe('TroupeClient', () => {
     await client.send('Account', 'c7', 'OpenAccount', {});
     const watcher = await natsConnect(nats.url);
     let requests = 0;
-    const sub = watcher.subscribe(`${subjectPrefix}.cmd`, { callback: () => { requests++; } });
+    const sub = watcher.subscribe(`${subjectPrefix}.cmd.>`, { callback: () => { requests++; } });
     try {
       await watcher.flush();
       class Amount { constructor(readonly amount: number) {} }
@@ -169,16 +173,18 @@ describe('TroupeClient', () => {
     expect(await client.query('Account', 'c3')).toMatchObject({ state: { balance: 0 }, version: 1 });
   });
 
-  it('carries 1,000 concurrent sends in a handful of request messages, each answered', async () => {
+  it('carries 1,000 concurrent sends in one request per shard, to that shard\'s subject, each answered', async () => {
     const watcher = await natsConnect(nats.url);
-    const requests: number[] = [];
+    const requests: { shard: number; shardsOfCommands: Set<number>; size: number }[] = [];
     const protocols: number[] = [];
-    const sub = watcher.subscribe(`${subjectPrefix}.cmd`, {
+    const sub = watcher.subscribe(`${subjectPrefix}.cmd.>`, {
       // A request is [FLAT, flat commands], REQUEST_STRIDE values per command (service.ts).
       callback: (_e, msg) => {
         const [protocol, flat] = decode(msg.data) as [number, unknown[]];
         protocols.push(protocol);
-        requests.push(flat.length / REQUEST_STRIDE);
+        const shardsOfCommands = new Set<number>();
+        for (let b = 0; b < flat.length; b += REQUEST_STRIDE) shardsOfCommands.add(shardOf(flat[b + 2] as string, flat[b + 3] as string, 8));
+        requests.push({ shard: Number(msg.subject.split('.').pop()), shardsOfCommands, size: flat.length / REQUEST_STRIDE });
       },
     });
     await watcher.flush();
@@ -189,8 +195,11 @@ describe('TroupeClient', () => {
       expect(results.every((r) => r.version === 1 && !r.duplicate)).toBe(true);
       await watcher.flush();
       expect(new Set(protocols)).toEqual(new Set([FLAT]));
-      expect(requests.reduce((a, b) => a + b, 0)).toBe(1000);
-      expect(requests.length).toBeLessThanOrEqual(5);
+      expect(requests.reduce((a, r) => a + r.size, 0)).toBe(1000);
+      // Sent in one turn: one request per shard, each holding only its subject's shard's commands.
+      const shards = new Set(ids.map((id) => shardOf('Account', id, 8)));
+      expect(requests.map((r) => r.shard).sort((a, b) => a - b)).toEqual([...shards].sort((a, b) => a - b));
+      for (const r of requests) expect([...r.shardsOfCommands]).toEqual([r.shard]);
       const events = await readEvents(nats.url, stream);
       const counts = countByCommandId(events);
       expect(results.every((r) => counts.get(r.commandId) === 1)).toBe(true);
