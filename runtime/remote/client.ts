@@ -16,6 +16,7 @@ import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type 
 import { FLAT, OUTCOME, requestMessage, OUTCOME_STRIDE, READ_REPLY, REQUEST, REQUEST_STRIDE, pushRequest, readOutcome, readRequestOf } from '../wire.ts';
 import type { RemoteOutcomes } from './service.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.ts';
+import { AUTH_HEADER } from '../principal.ts';
 
 export interface ClientOptions {
   servers?: string;
@@ -24,6 +25,17 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Commands per request message. Default 1024. */
   maxBatch?: number;
+  /**
+   * A signed token (JWT) sent with every request in the Troupe-Auth header, for a node that
+   * verifies callers (options.auth). A command's `token` metadata overrides it.
+   */
+  token?: string;
+}
+
+/** Options of one query or history request. */
+export interface ReadRequestOptions {
+  /** The signed token for this read, instead of the client's `token` option. */
+  token?: string;
 }
 
 interface Waiting {
@@ -39,6 +51,8 @@ export class TroupeClient {
   private readonly sub: Subscription;
   private readonly waiting = new Map<number, Waiting>();
   private batch: unknown[] = [];
+  /** The token of the commands in `batch` (a request carries one token). */
+  private batchToken: string | null = null;
   private readonly ids = new IdGenerator();
   private resolves: ((r: CommandResult) => void)[] = [];
   private rejects: ((e: unknown) => void)[] = [];
@@ -86,7 +100,13 @@ export class TroupeClient {
     const t = tracing.on
       ? new SendTrace({ commandId, type, aggregateType, aggregateId, correlationId: meta?.correlationId, causationId: meta?.causationId })
       : null;
+    const token = meta?.token ?? this.options.token ?? null;
     return new Promise<CommandResult>((resolve, reject) => {
+      // One request carries one token: a command with another one starts the next request.
+      if (token !== this.batchToken) {
+        if (this.batch.length > 0) this.flush();
+        this.batchToken = token;
+      }
       pushRequest(this.batch, commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
       if (t === null) {
         this.resolves.push(resolve);
@@ -120,6 +140,10 @@ export class TroupeClient {
       if (traceparent !== null) {
         h = headers();
         h.set(TRACEPARENT, traceparent);
+      }
+      if (this.batchToken !== null) {
+        h ??= headers();
+        h.set(AUTH_HEADER, this.batchToken);
       }
       this.nc.publish(this.subject, encode(requestMessage(FLAT, flat)), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
@@ -184,10 +208,16 @@ export class TroupeClient {
     }
   }
 
-  private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string): Promise<T> {
+  private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string, options: ReadRequestOptions): Promise<T> {
     let reply: Msg;
+    const token = options.token ?? this.options.token ?? null;
+    let h: ReturnType<typeof headers> | undefined;
+    if (token !== null) {
+      h = headers();
+      h.set(AUTH_HEADER, token);
+    }
     try {
-      reply = await this.nc.request(`${this.options.subjectPrefix ?? 'troupe'}.${kind}`, encode(readRequestOf(aggregateType, aggregateId)), { timeout: this.timeoutMs });
+      reply = await this.nc.request(`${this.options.subjectPrefix ?? 'troupe'}.${kind}`, encode(readRequestOf(aggregateType, aggregateId)), h === undefined ? { timeout: this.timeoutMs } : { timeout: this.timeoutMs, headers: h });
     } catch (e) {
       throw new JournalUnavailableError(`${kind} of ${aggregateType} ${aggregateId} got no answer: ${(e as Error).message}`, { aggregateType, aggregateId }, e);
     }
@@ -197,12 +227,12 @@ export class TroupeClient {
     return answer[READ_REPLY.value] as T;
   }
 
-  query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {
-    return this.read('query', aggregateType, aggregateId);
+  query<S = unknown>(aggregateType: string, aggregateId: string, options: ReadRequestOptions = {}): Promise<{ state: S; version: number }> {
+    return this.read('query', aggregateType, aggregateId, options);
   }
 
-  history(aggregateType: string, aggregateId: string): Promise<EventEnvelope[]> {
-    return this.read('history', aggregateType, aggregateId);
+  history(aggregateType: string, aggregateId: string, options: ReadRequestOptions = {}): Promise<EventEnvelope[]> {
+    return this.read('history', aggregateType, aggregateId, options);
   }
 
   async close(): Promise<void> {

@@ -10,13 +10,14 @@
  * group; a node that takes a command for a shard another node leases forwards it to that
  * node (`<prefix>.node.<name>.cmd`, one hop) and relays the answer.
  */
-import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode } from '../journal/codec.ts';
-import { IdUse, newId, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
+import { IdUse, newId, type Command, type CommandEnvelope, type CommandMetadata, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
+import { AUTH_HEADER, type Principal } from '../principal.ts';
 
 /**
  * A command request is msgpack `[protocol, commands]` (wire.ts: PROTOCOL, FLAT, FLAT_2 and the
@@ -55,12 +56,15 @@ export type RemoteOutcomes = unknown[];
  * copies the worker's outcome into the reply), and read state and history.
  */
 export interface ServedNode {
-  envelope(aggregateType: string, aggregateId: string, command: Command): CommandEnvelope;
+  /** `principal` is the one `authenticate` verified; a principal inside `command` is never read. */
+  envelope(aggregateType: string, aggregateId: string, command: Command, payload?: unknown, metadata?: CommandMetadata, principal?: Principal | null): CommandEnvelope;
+  /** The principal of a request's token (header Troupe-Auth); throws UNAUTHENTICATED. */
+  authenticate(token: string | null): Principal | null | Promise<Principal | null>;
   refused(e: unknown): void;
   submitTraced(envelope: CommandEnvelope, parent: string | null, remote: boolean): Promise<CommandResult>;
   submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void;
-  query(aggregateType: string, aggregateId: string): Promise<unknown>;
-  history(aggregateType: string, aggregateId: string): Promise<unknown>;
+  query(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
+  history(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
 }
 
 export class CommandService {
@@ -85,11 +89,11 @@ export class CommandService {
     });
     const query = nc.subscribe(`${options.subjectPrefix}.query`, {
       queue,
-      callback: (_err, msg) => void handleRead(msg, (t, id) => node.query(t, id)),
+      callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.query(t, id, { principal })),
     });
     const history = nc.subscribe(`${options.subjectPrefix}.history`, {
       queue,
-      callback: (_err, msg) => void handleRead(msg, (t, id) => node.history(t, id)),
+      callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.history(t, id, { principal })),
     });
     await nc.flush();
     return new CommandService([cmd, direct, query, history]);
@@ -115,12 +119,18 @@ interface Forwarding {
  * Send commands whose shards another node owns to that node, in one request per owner, and
  * put its answers at their places in the original request's reply.
  */
-async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
+async function forward(to: Forwarding, owner: string, items: { index: number; command: RemoteCommand }[], reply: RequestReply, token: string | null): Promise<void> {
   try {
     const message: unknown[] = [];
     message[REQUEST_MESSAGE.protocol] = PROTOCOL;
     message[REQUEST_MESSAGE.commands] = items.map((x) => x.command);
-    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode(message), { timeout: to.timeoutMs });
+    // The owner verifies the caller's token itself.
+    let h: ReturnType<typeof headers> | undefined;
+    if (token !== null) {
+      h = headers();
+      h.set(AUTH_HEADER, token);
+    }
+    const answer = await to.nc.request(nodeSubject(to.prefix, owner), encode(message), h === undefined ? { timeout: to.timeoutMs } : { timeout: to.timeoutMs, headers: h });
     const out = decode<unknown>(answer.data);
     if (!Array.isArray(out)) throw new Error(`node ${owner} refused the forwarded commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
     items.forEach(({ index }, k) => {
@@ -193,6 +203,17 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     msg.respond(encode([]));
     return;
   }
+  // Who sends: the request's token, verified (options.auth). Nothing of a refused request runs.
+  const token = msg.headers?.get(AUTH_HEADER) || null;
+  let principal: Principal | null;
+  try {
+    const p = node.authenticate(token);
+    principal = p instanceof Promise ? await p : p;
+  } catch (e) {
+    for (let i = 0; i < n; i++) node.refused(e);
+    msg.respond(encode({ error: toWire(e) }));
+    return;
+  }
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
@@ -203,7 +224,7 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     let envelope: CommandEnvelope;
     try {
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
-      envelope = node.envelope(c.aggregateType, c.aggregateId, c);
+      envelope = node.envelope(c.aggregateType, c.aggregateId, c, undefined, undefined, principal);
     } catch (e) {
       const owner = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.owner : undefined;
       if (forwarding !== null && typeof owner === 'string') {
@@ -231,12 +252,12 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     }
   }
   if (elsewhere !== null) {
-    for (const [owner, items] of elsewhere) void forward(forwarding!, owner, items, reply);
+    for (const [owner, items] of elsewhere) void forward(forwarding!, owner, items, reply, token);
   }
 }
 
 /** A query or history request: bytes that are not msgpack [aggregateType, aggregateId] get MALFORMED_REQUEST. */
-async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<unknown>): Promise<void> {
+async function handleRead(node: ServedNode, msg: Msg, read: (type: string, id: string, principal: Principal | null) => Promise<unknown>): Promise<void> {
   let body: unknown;
   try {
     body = decode<unknown>(msg.data);
@@ -250,7 +271,9 @@ async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<
     return;
   }
   try {
-    respondRead(msg, null, await read(request[0], request[1]));
+    const p = node.authenticate(msg.headers?.get(AUTH_HEADER) || null);
+    const principal = p instanceof Promise ? await p : p;
+    respondRead(msg, null, await read(request[0], request[1], principal));
   } catch (e) {
     respondRead(msg, toWire(e), null);
   }
