@@ -37,6 +37,7 @@ export type ErrorCode =
   | 'NATS_SERVER_UNSUPPORTED'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
+  | 'RATE_LIMITED'
   | 'INTERNAL';
 
 export interface ErrorData {
@@ -251,6 +252,17 @@ export class ForbiddenError extends TroupeError {
 }
 
 /**
+ * The caller (its principal, or its tenant) sent more commands than its rate limit allows
+ * (options.rateLimits). Nothing was appended; retry after `data.retryAfterMs`.
+ */
+export class RateLimitedError extends TroupeError {
+  override name = 'RateLimitedError';
+  constructor(message: string, data: ErrorData & { retryAfterMs: number }) {
+    super('RATE_LIMITED', message, data, { retryable: true });
+  }
+}
+
+/**
  * Something that should not happen did: the log skips a version, a field does not decrypt
  * (the data or its ids were altered), a non-Troupe error crossed a boundary. A bug or damaged
  * data; not retryable unless the raiser knows better.
@@ -292,6 +304,7 @@ export const ERROR_CLASSES: Readonly<Record<ErrorCode, TroupeErrorClass>> = Obje
   NATS_SERVER_UNSUPPORTED: NatsServerUnsupportedError,
   UNAUTHENTICATED: UnauthenticatedError,
   FORBIDDEN: ForbiddenError,
+  RATE_LIMITED: RateLimitedError,
   INTERNAL: InternalError,
 });
 

@@ -22,6 +22,7 @@ export type { ClientOptions, ReadRequestOptions } from './remote/client.ts';
 // Who may do what: verified principals (signed tokens at the door) and authorize rules.
 export type { Principal, AuthorizeRule, AuthorizeFn, AuthorizeRequest, AuthorizeContext, NodeAuthorize, RequestKind } from './principal.ts';
 export type { AuthOptions } from './token.ts';
+export type { RateLimits, CommandRateLimit } from './rate-limit.ts';
 export type { TroupeOptions } from './options.ts';
 export type { CommandMetadata, CommandResult } from './envelope.ts';
 export type { EventEnvelope } from './journal/codec.ts';
@@ -30,7 +31,7 @@ export type { EventEnvelope } from './journal/codec.ts';
 export {
   TroupeError, ValidationError, DomainRejection, DecideFailedError, ConcurrencyError, JournalUnavailableError, OverloadedError, NotFoundError,
   TimeoutError, InvalidOptionError, InvalidDefinitionError, UpcastError, KeysUnavailableError, StoppedError, WorkerLostError,
-  NatsServerUnsupportedError, UnauthenticatedError, ForbiddenError, InternalError, reject, isTroupeError,
+  NatsServerUnsupportedError, UnauthenticatedError, ForbiddenError, RateLimitedError, InternalError, reject, isTroupeError,
 } from './errors.ts';
 export type { ErrorCode, ErrorData, ValidationCode, ConcurrencyCode } from './errors.ts';
 

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { InvalidOptionError } from './errors.ts';
 import type { NodeAuthorize } from './principal.ts';
 import type { AuthOptions } from './token.ts';
+import type { RateLimits } from './rate-limit.ts';
 
 /** pino's levels, as `logLevel` takes them. */
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -122,6 +123,8 @@ export interface TroupeOptions {
    * return true to allow; anything else is FORBIDDEN. Actor types add their own (defineActor `authorize`).
    */
   authorize?: NodeAuthorize;
+  /** Token buckets on commands per principal and per tenant, at the door: beyond them, RATE_LIMITED (retryable, data.retryAfterMs). */
+  rateLimits?: RateLimits;
 }
 
 export interface ResolvedOptions {

@@ -11,6 +11,7 @@ import { IdGenerator, IdUse, isPlainPayload, payloadRefusal, shardOf } from '../
 import { ConcurrencyError, ForbiddenError, InvalidOptionError, StoppedError, ValidationError, fromWire, isTroupeError, type WireError } from '../errors.ts';
 import { forbidden, type AuthorizeRequest, type NodeAuthorize, type Principal, type RequestKind } from '../principal.ts';
 import { TokenVerifier } from '../token.ts';
+import { RateLimiter } from '../rate-limit.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
@@ -53,6 +54,8 @@ export class Troupe implements ServedNode {
   private verifier: TokenVerifier | null = null;
   /** options.authorize: the node's rule at the door. */
   private nodeRule: NodeAuthorize | null = null;
+  /** options.rateLimits: token buckets per principal and tenant. */
+  private limiter: RateLimiter | null = null;
 
   private constructor(
     readonly options: ResolvedOptions,
@@ -77,6 +80,7 @@ export class Troupe implements ServedNode {
     const options = resolveOptions(input);
     // Not in the resolved options: functions and keys stay on the main thread (the door).
     const verifier = input.auth === undefined ? null : TokenVerifier.create(input.auth);
+    const limiter = RateLimiter.create(input.rateLimits);
     if (input.authorize !== undefined && typeof input.authorize !== 'function') {
       throw new InvalidOptionError('options.authorize must be a function (principal, request) => boolean', { field: 'authorize' });
     }
@@ -108,6 +112,7 @@ export class Troupe implements ServedNode {
       const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null);
       node.verifier = verifier;
       node.nodeRule = input.authorize ?? null;
+      node.limiter = limiter;
       if (ownership !== null) {
         ownership.onLost = (shard) => void node.releaseShards([shard]);
         ownership.onGained = (shards) => void node.openShards(shards).catch(() => {});
@@ -280,6 +285,7 @@ export class Troupe implements ServedNode {
     }
     this.registry.check(aggregateType, type, payload, { aggregateId, commandId });
     if (this.nodeRule !== null) this.authorizeAtDoor(principal, { kind: 'command', type, aggregateType, aggregateId, payload });
+    if (this.limiter !== null) this.limiter.admit(principal, { aggregateType, aggregateId, commandId, commandType: type });
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
     if (this.ownership !== null && !this.ownership.owns(shard)) {
       throw new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${this.ownership.holderOf(shard) ?? 'unknown'}, not ${this.options.nodeName}; send it there`, { aggregateType, aggregateId, commandId, shard, owner: this.ownership.holderOf(shard) });

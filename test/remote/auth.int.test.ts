@@ -152,3 +152,45 @@ describe('authenticated and authorized commands', () => {
     expect(count(/^troupe_command_failures_total\{reason="UNAUTHENTICATED"\} (\d+)$/m)).toBe(4);
   });
 });
+
+describe('rate limits per principal', () => {
+  const nats = useNatsServer();
+  const { stream, subjectPrefix } = freshStream('RATE');
+  let node: Troupe;
+  let flood: TroupeClient;
+  let calm: TroupeClient;
+
+  beforeAll(async () => {
+    node = await startNode(nats.url, {
+      actors: [vaultModule], stream, subjectPrefix, workers: 1, shards: 4,
+      auth: { publicKey: publicKey.export({ type: 'spki', format: 'pem' }) as string, issuer: 'test-idp' },
+      rateLimits: { perPrincipal: { perSecond: 20, burst: 20 } },
+    });
+    flood = await TroupeClient.connect({ servers: nats.url, subjectPrefix, timeoutMs: 20_000, token: await token('flood', ['customer']) });
+    calm = await TroupeClient.connect({ servers: nats.url, subjectPrefix, timeoutMs: 20_000, token: await token('calm', ['customer']) });
+  });
+  afterAll(async () => {
+    await flood?.close();
+    await calm?.close();
+    await node?.stop();
+  });
+
+  it('refuses a flooding principal beyond its bucket with RATE_LIMITED while another principal is served', async () => {
+    await flood.send('Vault', 'f1', 'OpenVault', {});
+    await calm.send('Vault', 'c1', 'OpenVault', {});
+    const flooded = await Promise.allSettled(Array.from({ length: 200 }, () => flood.send('Vault', 'f1', 'Deposit', { amount: 1 })));
+    const served = await Promise.allSettled(Array.from({ length: 10 }, () => calm.send('Vault', 'c1', 'Deposit', { amount: 1 })));
+    const limited = flooded.filter((r) => r.status === 'rejected' && isTroupeError(r.reason, 'RATE_LIMITED'));
+    const ok = flooded.filter((r) => r.status === 'fulfilled').length;
+    expect(ok + limited.length).toBe(200);
+    expect(ok).toBeGreaterThanOrEqual(19);
+    expect(ok).toBeLessThan(60);
+    const first = (limited[0] as PromiseRejectedResult).reason as { retryable: boolean; data: { retryAfterMs: number } };
+    expect(first.retryable).toBe(true);
+    expect(first.data.retryAfterMs).toBeGreaterThan(0);
+    expect(served.every((r) => r.status === 'fulfilled')).toBe(true);
+    // Nothing of a limited command was appended.
+    expect((await calm.query('Vault', 'c1')).state).toMatchObject({ balance: 10 });
+    expect((await flood.query('Vault', 'f1')).state).toMatchObject({ balance: ok });
+  });
+});
