@@ -5,6 +5,7 @@
  * commands with the same codes and messages:
  *
  *   unknown command type                 → ValidationError UNKNOWN_COMMAND_TYPE
+ *   an authorize rule refuses            → ForbiddenError FORBIDDEN (principal.ts; before decide, on the pending state)
  *   decide throws a TroupeError          → that error (a DomainRejection from reject())
  *   decide throws anything else          → DecideFailedError DECIDE_FAILED, the thrown value as cause
  *   decide returns a promise             → ValidationError VALIDATION (decide must be synchronous)
@@ -22,6 +23,7 @@
  */
 import type { ActorDefinition, CommandContext, EventContext, EventDraft } from './define.ts';
 import { DecideFailedError, TroupeError, ValidationError, type ErrorData } from './errors.ts';
+import { checkRules } from './principal.ts';
 
 /** What `Decider.run` ended with. */
 export const DecideOutcome = {
@@ -73,6 +75,12 @@ export class Decider<T> {
     this.state = state;
     const command = def.commands.get(ctx.commandType);
     if (command === undefined) return this.fail(unknownCommand(def, ctx));
+    if (command.authorize !== null) {
+      const refused = checkRules(command.authorize, ctx.principal ?? null,
+        { kind: 'command', type: ctx.commandType, aggregateType: def.type, aggregateId: ctx.aggregateId, payload },
+        { kind: 'command', state, version });
+      if (refused !== null) return this.fail(refused);
+    }
     let out: unknown;
     try {
       out = command.decide(state, payload, ctx);

@@ -9,6 +9,7 @@
 import { InvalidDefinitionError } from './errors.ts';
 import { DEFAULT_GUARD_PATTERNS, checkSchemaNames, guardMessage, type GuardConfig, type GuardPattern } from './guard.ts';
 import { checkChain, type UpcastChain, type Upcaster } from './upcast.ts';
+import { commandRules, compileRule, type AuthorizeRule, type CompiledRule, type Principal } from './principal.ts';
 
 export const ACTOR_DEFINITION = Symbol.for('troupe.actorDefinition');
 
@@ -33,6 +34,8 @@ export interface CommandContext {
   readonly version: number;
   /** Milliseconds since the epoch, fixed for the command: use it instead of Date.now(). */
   readonly now: number;
+  /** The verified caller (principal.ts), or null when the command carries none. `userId` is its id. */
+  readonly principal?: Principal | null;
 }
 
 /** What an evolve function knows about the event besides its payload. */
@@ -56,6 +59,8 @@ export interface CommandSpec<S, C> {
   version?: number;
   /** Schemas of earlier versions, by version, for contract tests (`validateCommandSchema`). */
   schemas?: Record<number, JsonSchema>;
+  /** Who may send this command (besides the actor type's own rule, which must allow it too): roles, or a function of the principal and the state. */
+  authorize?: AuthorizeRule<S>;
 }
 
 /** What a sensitive field's subject function knows about the event. */
@@ -130,6 +135,12 @@ export interface ActorConfig<S> {
   guard?: GuardConfig | false;
   /** How strictly event names are checked for the past tense. Default `error`. */
   eventNameCheck?: 'error' | 'warn' | 'off';
+  /**
+   * Who may send this actor's commands and read its state and history: `{ roles: [...] }`, or a
+   * function `(principal, request, ctx) => boolean` that may read `ctx.state`. A command's own
+   * `authorize` must allow it too.
+   */
+  authorize?: AuthorizeRule<S>;
 }
 
 export interface NormalizedCommand<S> {
@@ -139,6 +150,8 @@ export interface NormalizedCommand<S> {
   readonly version: number;
   /** Every known schema by version, the current one included. */
   readonly schemas: ReadonlyMap<number, JsonSchema>;
+  /** The rules a sender must pass (the actor's, then the command's); null when there are none. */
+  readonly authorize: readonly CompiledRule[] | null;
 }
 
 export interface NormalizedEvent<S> {
@@ -172,6 +185,8 @@ export interface ActorDefinition<S = unknown> {
   /** The checked chain of state upcasters up to `stateVersion`. */
   readonly stateUpcast: UpcastChain;
   readonly guard: NormalizedGuard;
+  /** The actor type's own rule (also for query and history); null when there is none. */
+  readonly authorize: CompiledRule | null;
 }
 
 const TYPE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
@@ -210,6 +225,7 @@ export function defineActor<S>(config: ActorConfig<S>): ActorDefinition<S> {
   if (typeof config.initialState !== 'function') {
     throw new InvalidDefinitionError(`actor ${type}: initialState must be a function returning the state of a new actor`, { aggregateType: type });
   }
+  const actorRule = compileRule(config.authorize, type, type);
   const commands = new Map<string, NormalizedCommand<S>>();
   for (const [name, spec] of Object.entries(config.commands ?? {})) {
     if (!TYPE_NAME.test(name)) throw new InvalidDefinitionError(`actor ${type}: command name ${JSON.stringify(name)} must match ${TYPE_NAME}`, { aggregateType: type });
@@ -218,7 +234,8 @@ export function defineActor<S>(config: ActorConfig<S>): ActorDefinition<S> {
     const schema = typeof spec === 'function' ? undefined : spec.schema;
     const version = typeof spec === 'function' ? 1 : positiveInt(spec.version ?? 1, `commands.${name}.version`, type);
     const schemas = versionSchemas(type, `command ${name}`, version, schema, typeof spec === 'function' ? undefined : spec.schemas);
-    commands.set(name, Object.freeze({ name, decide: decide as Decide<S, unknown>, schema, version, schemas }));
+    const authorize = commandRules(actorRule, typeof spec === 'function' ? null : compileRule(spec.authorize, `${type}.${name}`, type));
+    commands.set(name, Object.freeze({ name, decide: decide as Decide<S, unknown>, schema, version, schemas, authorize }));
   }
   if (commands.size === 0) throw new InvalidDefinitionError(`actor ${type}: declare at least one command`, { aggregateType: type });
 
@@ -264,6 +281,7 @@ export function defineActor<S>(config: ActorConfig<S>): ActorDefinition<S> {
     stateVersion,
     stateUpcast: checkChain('state', type, 'state', stateVersion, config.stateUpcasters),
     guard,
+    authorize: actorRule,
   });
   catalog.set(type, def as ActorDefinition<unknown>);
   return def;

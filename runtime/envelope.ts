@@ -2,6 +2,7 @@
  * Commands as they travel, ids, and shard placement.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { Principal } from './principal.ts';
 
 /** A command on its way to an actor (what crosses threads and NATS). */
 export interface CommandEnvelope {
@@ -18,6 +19,8 @@ export interface CommandEnvelope {
   shard: number;
   /** What the commandId promises: whether it is looked up, and recorded, for re-sends. */
   idUse: IdUse;
+  /** The verified caller, for the actor's `authorize` rules; null or absent when there is none. */
+  principal?: Principal | null;
   /** The command's spans on the main thread, when tracing is on (never crosses threads). */
   trace?: EnvelopeTrace;
 }
@@ -77,9 +80,17 @@ export function payloadRefusal(aggregateType: string, commandType: string, paylo
 export interface CommandMetadata {
   /** Idempotency key: re-sending the same id returns the first result and appends nothing. */
   commandId?: string;
+  /**
+   * Who sent the command, when no principal or token says it. A node that verifies callers
+   * (options.auth) ignores it: the events' userId is then the principal's id.
+   */
   userId?: string;
   correlationId?: string;
   causationId?: string;
+  /** In-process callers (`node.send`), who are trusted: the verified caller. Never taken from a remote request. */
+  principal?: Principal;
+  /** TroupeClient: a signed token (JWT) for this command, instead of the client's `token` option. */
+  token?: string;
 }
 
 /** A command as one object: the form `send(type, id, command)` and the NATS client take. */

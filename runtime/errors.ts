@@ -35,6 +35,9 @@ export type ErrorCode =
   | 'STOPPED'
   | 'WORKER_LOST'
   | 'NATS_SERVER_UNSUPPORTED'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'RATE_LIMITED'
   | 'INTERNAL';
 
 export interface ErrorData {
@@ -226,6 +229,40 @@ export class NatsServerUnsupportedError extends TroupeError {
 }
 
 /**
+ * The caller's identity could not be verified: no token when the node requires one, or a token
+ * that is expired, not yet valid, badly signed, or for another issuer or audience. Nothing was
+ * appended; the same request fails the same way until it carries a valid token.
+ */
+export class UnauthenticatedError extends TroupeError {
+  override name = 'UnauthenticatedError';
+  constructor(message: string, data: ErrorData = {}) {
+    super('UNAUTHENTICATED', message, data, { retryable: false });
+  }
+}
+
+/**
+ * The caller is known but may not do this: an `authorize` rule (of the node, the actor type or
+ * the command) refused it. Nothing was appended. The message names the principal, never the payload.
+ */
+export class ForbiddenError extends TroupeError {
+  override name = 'ForbiddenError';
+  constructor(message: string, data: ErrorData = {}) {
+    super('FORBIDDEN', message, data, { retryable: false });
+  }
+}
+
+/**
+ * The caller (its principal, or its tenant) sent more commands than its rate limit allows
+ * (options.rateLimits). Nothing was appended; retry after `data.retryAfterMs`.
+ */
+export class RateLimitedError extends TroupeError {
+  override name = 'RateLimitedError';
+  constructor(message: string, data: ErrorData & { retryAfterMs: number }) {
+    super('RATE_LIMITED', message, data, { retryable: true });
+  }
+}
+
+/**
  * Something that should not happen did: the log skips a version, a field does not decrypt
  * (the data or its ids were altered), a non-Troupe error crossed a boundary. A bug or damaged
  * data; not retryable unless the raiser knows better.
@@ -265,6 +302,9 @@ export const ERROR_CLASSES: Readonly<Record<ErrorCode, TroupeErrorClass>> = Obje
   STOPPED: StoppedError,
   WORKER_LOST: WorkerLostError,
   NATS_SERVER_UNSUPPORTED: NatsServerUnsupportedError,
+  UNAUTHENTICATED: UnauthenticatedError,
+  FORBIDDEN: ForbiddenError,
+  RATE_LIMITED: RateLimitedError,
   INTERNAL: InternalError,
 });
 

@@ -15,9 +15,14 @@ export type { GuardConfig, GuardPattern } from './guard.ts';
 
 // A node and a client: Troupe.start(options), TroupeClient.connect(options).
 export { Troupe } from './node/system.ts';
-export type { Command, NodeStats } from './node/system.ts';
+export type { Command, NodeStats, ReadOptions } from './node/system.ts';
 export { TroupeClient } from './remote/client.ts';
-export type { ClientOptions } from './remote/client.ts';
+export type { ClientOptions, ReadRequestOptions } from './remote/client.ts';
+
+// Who may do what: verified principals (signed tokens at the door) and authorize rules.
+export type { Principal, AuthorizeRule, AuthorizeFn, AuthorizeRequest, AuthorizeContext, NodeAuthorize, RequestKind } from './principal.ts';
+export type { AuthOptions } from './token.ts';
+export type { RateLimits, CommandRateLimit } from './rate-limit.ts';
 export type { TroupeOptions } from './options.ts';
 export type { CommandMetadata, CommandResult } from './envelope.ts';
 export type { EventEnvelope } from './journal/codec.ts';
@@ -26,7 +31,7 @@ export type { EventEnvelope } from './journal/codec.ts';
 export {
   TroupeError, ValidationError, DomainRejection, DecideFailedError, ConcurrencyError, JournalUnavailableError, OverloadedError, NotFoundError,
   TimeoutError, InvalidOptionError, InvalidDefinitionError, UpcastError, KeysUnavailableError, StoppedError, WorkerLostError,
-  NatsServerUnsupportedError, InternalError, reject, isTroupeError,
+  NatsServerUnsupportedError, UnauthenticatedError, ForbiddenError, RateLimitedError, InternalError, reject, isTroupeError,
 } from './errors.ts';
 export type { ErrorCode, ErrorData, ValidationCode, ConcurrencyCode } from './errors.ts';
 

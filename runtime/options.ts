@@ -6,6 +6,9 @@ import { availableParallelism, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { InvalidOptionError } from './errors.ts';
+import type { NodeAuthorize } from './principal.ts';
+import type { AuthOptions } from './token.ts';
+import type { RateLimits } from './rate-limit.ts';
 
 /** pino's levels, as `logLevel` takes them. */
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -109,6 +112,19 @@ export interface TroupeOptions {
   maxDlqDepth?: number;
   /** /health fails above this consumer lag (per consumer probe, unless the probe sets its own). */
   maxConsumerLag?: number;
+  /**
+   * Verify callers: a signed token (JWT) on every remote request, checked with a public key or a
+   * JWKS file; its principal's id becomes the events' userId. Absent: callers are not verified
+   * and a remote request's userId is whatever it claims (a local, open node).
+   */
+  auth?: AuthOptions;
+  /**
+   * The node's rule for every command, query and history read, at the door (no actor state):
+   * return true to allow; anything else is FORBIDDEN. Actor types add their own (defineActor `authorize`).
+   */
+  authorize?: NodeAuthorize;
+  /** Token buckets on commands per principal and per tenant, at the door: beyond them, RATE_LIMITED (retryable, data.retryAfterMs). */
+  rateLimits?: RateLimits;
 }
 
 export interface ResolvedOptions {

@@ -19,6 +19,7 @@
  * understand each other, and a log written before reads the same.
  */
 import { formatId, type CommandEnvelope, type CommandResult, type IdUse } from './envelope.ts';
+import type { Principal } from './principal.ts';
 
 // ── the log ──────────────────────────────────────────────────────────────────────────────────
 
@@ -59,16 +60,18 @@ export function lastSeqOf(c: WireCommit): number {
 
 /**
  * Commands stream to a worker as one flat array, COMMAND_STRIDE values each; `seq` is the
- * command's number on its slot (pool.ts), which its outcome carries back.
+ * command's number on its slot (pool.ts), which its outcome carries back; `principal` is the
+ * verified caller (principal.ts) or null, for the actor's `authorize` rules.
  */
 export const COMMAND = {
   commandId: 0, type: 1, aggregateType: 2, aggregateId: 3, payload: 4, userId: 5, correlationId: 6, causationId: 7, shard: 8, idUse: 9, seq: 10,
+  principal: 11,
 } as const;
-export const COMMAND_STRIDE = 11;
+export const COMMAND_STRIDE = 12;
 
 /** Append one command to a flat batch. */
 export function pushCommand(flat: unknown[], c: CommandEnvelope, seq: number): void {
-  flat.push(c.commandId, c.type, c.aggregateType, c.aggregateId, c.payload, c.userId, c.correlationId, c.causationId, c.shard, c.idUse, seq);
+  flat.push(c.commandId, c.type, c.aggregateType, c.aggregateId, c.payload, c.userId, c.correlationId, c.causationId, c.shard, c.idUse, seq, c.principal ?? null);
 }
 
 /** The fields of the command at `b` of a flat batch (the worker's side; it keeps them on its own object). */
@@ -89,6 +92,7 @@ export function readCommand(flat: readonly unknown[], b: number, into: CommandFi
   into.shard = flat[b + COMMAND.shard] as number;
   into.idUse = flat[b + COMMAND.idUse] as IdUse;
   into.seq = flat[b + COMMAND.seq] as number;
+  into.principal = flat[b + COMMAND.principal] as Principal | null;
 }
 
 // ── outcomes: worker → main thread, node → client ─────────────────────────────────────────────

@@ -28,11 +28,24 @@ describe('wire.ts layouts', () => {
     };
     const flat: unknown[] = ['leading'];
     pushCommand(flat, c, 42);
-    expect(flat.slice(1)).toEqual(['cmd-1', 'Deposit', 'Account', 'a1', { amount: 5 }, 'alice', 'corr', null, 3, IdUse.FRESH, 42]);
+    expect(flat.slice(1)).toEqual(['cmd-1', 'Deposit', 'Account', 'a1', { amount: 5 }, 'alice', 'corr', null, 3, IdUse.FRESH, 42, null]);
     expect(flat.length - 1).toBe(COMMAND_STRIDE);
     const into = {} as CommandFields;
     readCommand(flat, 1, into);
-    expect(into).toEqual({ ...c, seq: 42 });
+    expect(into).toEqual({ ...c, seq: 42, principal: null });
+  });
+
+  it('carries the verified principal of a command to its worker', () => {
+    const principal = { id: 'alice', roles: ['teller'], tenant: 't1' };
+    const c: CommandEnvelope = {
+      commandId: 'cmd-1', type: 'Deposit', aggregateType: 'Account', aggregateId: 'a1', payload: {}, userId: 'alice',
+      correlationId: 'corr', causationId: null, shard: 3, idUse: IdUse.FRESH, principal,
+    };
+    const flat: unknown[] = [];
+    pushCommand(flat, c, 1);
+    const into = {} as CommandFields;
+    readCommand(flat, 0, into);
+    expect(into.principal).toEqual(principal);
   });
 
   it('reads back an outcome with its events, from ids or from counters', () => {

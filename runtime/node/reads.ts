@@ -9,9 +9,23 @@ import { COMMIT } from '../wire.ts';
 import { ActorCell } from './cell.ts';
 import { activate, messagesAt } from './activation.ts';
 import type { ShardHost } from './shard.ts';
+import { checkRules, type Principal, type RequestKind } from '../principal.ts';
 
-/** The committed state and version of an actor (activating it if needed). */
-export async function queryActor(host: ShardHost, type: string, id: string): Promise<{ state: unknown; version: number }> {
+/**
+ * The committed state and version of an actor (activating it if needed). When the actor type
+ * declares `authorize`, `principal` must pass it (as `query`), judged on that state.
+ */
+export async function queryActor(host: ShardHost, type: string, id: string, principal: Principal | null = null, kind: RequestKind = 'query'): Promise<{ state: unknown; version: number }> {
+  const read = await committedState(host, type, id);
+  const rule = host.ctx.registry.get(type)?.def.authorize ?? null;
+  if (rule !== null) {
+    const refused = checkRules([rule], principal, { kind, type: kind, aggregateType: type, aggregateId: id, payload: undefined }, { kind, state: read.state, version: read.version });
+    if (refused !== null) throw refused;
+  }
+  return read;
+}
+
+async function committedState(host: ShardHost, type: string, id: string): Promise<{ state: unknown; version: number }> {
   await host.open();
   const reg = host.ctx.registry.get(type);
   if (reg === undefined) throw host.ctx.registry.check(type, '', undefined, { aggregateId: id });
@@ -23,15 +37,16 @@ export async function queryActor(host: ShardHost, type: string, id: string): Pro
   }
   if (cell.phase === 'activating') {
     await cell.activated;
-    return queryActor(host, type, id);
+    return committedState(host, type, id);
   }
   if (cell.phase === 'passivating') cell.phase = 'running';
   cell.lastUsed = Date.now();
   return { state: cell.state, version: cell.version };
 }
 
-/** Every committed event of an actor, in order, as full envelopes. */
-export async function actorHistory(host: ShardHost, type: string, id: string): Promise<EventEnvelope[]> {
+/** Every committed event of an actor, in order, as full envelopes. An actor type's `authorize` judges `principal` first (as `history`). */
+export async function actorHistory(host: ShardHost, type: string, id: string, principal: Principal | null = null): Promise<EventEnvelope[]> {
+  if (host.ctx.registry.get(type)?.def.authorize != null) await queryActor(host, type, id, principal, 'history');
   await host.open();
   await host.ctx.store.flushed();
   host.ctx.store.refresh();

@@ -35,6 +35,7 @@ import { taintDecided } from '../contracts/contract.ts';
 import { deferUntilKeys, pendingKeys, KEYS_PENDING } from '../contracts/sensitive.ts';
 import type { Store } from '../journal/store.ts';
 import type { CommandContext } from '../define.ts';
+import type { Principal } from '../principal.ts';
 import { Decider, DecideOutcome, type DecideStep } from '../decide.ts';
 import { COMMIT, commitTuple, lastSeqOf, type WireCommit, type WireEvent } from '../wire.ts';
 import { ActorCell, CellMap, commitResult, eventsOf, follow, type InboundCommand, type PendingCommit } from './cell.ts';
@@ -97,7 +98,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
   private deciding: ActorCell | null = null;
   private wire: WireEvent[] = [];
   private readonly context: Mutable<CommandContext> = {
-    aggregateType: '', aggregateId: '', commandId: '', commandType: '', userId: undefined, correlationId: '', version: 0, now: 0,
+    aggregateType: '', aggregateId: '', commandId: '', commandType: '', userId: undefined, correlationId: '', version: 0, now: 0, principal: null,
   };
 
   constructor(readonly shard: number, readonly ctx: ShardContext) {
@@ -222,6 +223,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
     ctx.commandId = cmd.commandId;
     ctx.commandType = cmd.type;
     ctx.userId = cmd.userId ?? undefined;
+    ctx.principal = cmd.principal ?? null;
     ctx.correlationId = cmd.correlationId;
     ctx.version = cell.pendingVersion;
     ctx.now = now;
@@ -348,13 +350,13 @@ export class ShardHost implements DecideStep<InboundCommand> {
   // ── reads ───────────────────────────────────────────────────────────────────────────────
 
   /** The committed state and version of an actor (activating it if needed). */
-  query(type: string, id: string): Promise<{ state: unknown; version: number }> {
-    return queryActor(this, type, id);
+  query(type: string, id: string, principal: Principal | null = null): Promise<{ state: unknown; version: number }> {
+    return queryActor(this, type, id, principal);
   }
 
   /** Every committed event of an actor, in order, as full envelopes. */
-  history(type: string, id: string): Promise<EventEnvelope[]> {
-    return actorHistory(this, type, id);
+  history(type: string, id: string, principal: Principal | null = null): Promise<EventEnvelope[]> {
+    return actorHistory(this, type, id, principal);
   }
 
   // ── passivation (passivation.ts) ────────────────────────────────────────────────────────

@@ -8,7 +8,10 @@
 import { estimateSize, type EventEnvelope } from '../journal/codec.ts';
 import type { Command, CommandEnvelope, CommandMetadata, CommandResult, OutcomeSink } from '../envelope.ts';
 import { IdGenerator, IdUse, isPlainPayload, payloadRefusal, shardOf } from '../envelope.ts';
-import { ConcurrencyError, StoppedError, ValidationError, fromWire, type WireError } from '../errors.ts';
+import { ConcurrencyError, ForbiddenError, InvalidOptionError, StoppedError, ValidationError, fromWire, isTroupeError, type WireError } from '../errors.ts';
+import { forbidden, type AuthorizeRequest, type NodeAuthorize, type Principal, type RequestKind } from '../principal.ts';
+import { TokenVerifier } from '../token.ts';
+import { RateLimiter } from '../rate-limit.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
@@ -23,6 +26,12 @@ import { NodeOps } from './health.ts';
 import { refreshTracing, startCommandTrace, tracing } from '../ops/tracing.ts';
 
 export type { Command };
+
+/** Options of a read (`query`, `history`). */
+export interface ReadOptions {
+  /** The verified caller: the node's and the actor type's `authorize` rules judge it. */
+  principal?: Principal | null;
+}
 
 export interface NodeStats {
   nodeName: string;
@@ -41,6 +50,12 @@ export class Troupe implements ServedNode {
   /** The node's logger (pino; options.logLevel). */
   readonly log: Log;
   private readonly ops: NodeOps;
+  /** options.auth, checked: verifies the tokens of remote requests. Null: callers are not verified. */
+  private verifier: TokenVerifier | null = null;
+  /** options.authorize: the node's rule at the door. */
+  private nodeRule: NodeAuthorize | null = null;
+  /** options.rateLimits: token buckets per principal and tenant. */
+  private limiter: RateLimiter | null = null;
 
   private constructor(
     readonly options: ResolvedOptions,
@@ -63,6 +78,12 @@ export class Troupe implements ServedNode {
 
   static async start(input: TroupeOptions): Promise<Troupe> {
     const options = resolveOptions(input);
+    // Not in the resolved options: functions and keys stay on the main thread (the door).
+    const verifier = input.auth === undefined ? null : TokenVerifier.create(input.auth);
+    const limiter = RateLimiter.create(input.rateLimits);
+    if (input.authorize !== undefined && typeof input.authorize !== 'function') {
+      throw new InvalidOptionError('options.authorize must be a function (principal, request) => boolean', { field: 'authorize' });
+    }
     const registry = await loadRegistry(options.actors);
     const nc = await connectNats(options.servers, `troupe-${options.nodeName}`);
     const cleanup: (() => Promise<unknown>)[] = [() => nc.close()];
@@ -89,6 +110,9 @@ export class Troupe implements ServedNode {
       cleanup.unshift(() => pool.destroy());
       await pool.ready();
       const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null);
+      node.verifier = verifier;
+      node.nodeRule = input.authorize ?? null;
+      node.limiter = limiter;
       if (ownership !== null) {
         ownership.onLost = (shard) => void node.loseShards([shard]);
         ownership.onGained = (shards) => void node.gainShards(shards);
@@ -192,7 +216,9 @@ export class Troupe implements ServedNode {
   send(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): Promise<CommandResult> {
     let envelope: CommandEnvelope;
     try {
-      envelope = this.envelope(aggregateType, aggregateId, command, payload, metadata);
+      // In-process callers are trusted: their principal is taken as given.
+      const principal = (typeof command === 'object' && command !== null ? command.principal : metadata?.principal) ?? null;
+      envelope = this.envelope(aggregateType, aggregateId, command, payload, metadata, principal);
     } catch (e) {
       this.pool.metrics.failed((e as { code?: string }).code ?? 'INTERNAL');
       return Promise.reject(e);
@@ -215,8 +241,42 @@ export class Troupe implements ServedNode {
     this.pool.metrics.failed((e as { code?: string }).code ?? 'INTERNAL');
   }
 
-  /** Validate at the door and build the envelope; throws typed errors. */
-  envelope(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata): CommandEnvelope {
+  /**
+   * The principal of a remote request's token (options.auth), or null when the node verifies
+   * no one or the token is absent and not required. Throws UNAUTHENTICATED. Synchronous when
+   * there is nothing to verify.
+   */
+  authenticate(token: string | null): Principal | null | Promise<Principal | null> {
+    return this.verifier === null ? null : this.verifier.verify(token);
+  }
+
+  /** Run the node's rule (options.authorize); throws FORBIDDEN, logged with the principal and the ids, never the payload. */
+  private authorizeAtDoor(principal: Principal | null, request: AuthorizeRequest): void {
+    let allowed: unknown;
+    try {
+      allowed = this.nodeRule!(principal, request);
+    } catch (e) {
+      throw this.forbiddenHere(forbidden(principal, request, `the node's authorize rule threw (${(e as Error)?.message ?? String(e)}), so the request is refused`), principal, request);
+    }
+    if (allowed !== true) throw this.forbiddenHere(forbidden(principal, request, 'refused by the node\'s authorize rule'), principal, request);
+  }
+
+  /** Count and log a refusal on this thread (a worker logs the ones its actors' rules make). */
+  private forbiddenHere(e: ForbiddenError, principal: Principal | null, request: AuthorizeRequest): ForbiddenError {
+    if (request.kind !== 'command') this.pool.metrics.forbiddenRead(request.kind);
+    if (this.log.warn) {
+      this.log.logger.warn({ code: e.code, principalId: principal?.id ?? null, kind: request.kind, aggregateType: request.aggregateType, aggregateId: request.aggregateId, commandType: request.kind === 'command' ? request.type : undefined },
+        'request forbidden by the node\'s authorize rule');
+    }
+    return e;
+  }
+
+  /**
+   * Validate at the door and build the envelope; throws typed errors. `principal` is the
+   * verified caller (never read from `command`, which may come from a remote request); on a
+   * node with options.auth the events' userId is its id, and null without one.
+   */
+  envelope(aggregateType: string, aggregateId: string, command: string | Command, payload?: unknown, metadata?: CommandMetadata, principal: Principal | null = null): CommandEnvelope {
     if (this.stopping !== null) throw new StoppedError();
     let type: unknown = command;
     let meta: CommandMetadata | undefined = metadata;
@@ -241,17 +301,20 @@ export class Troupe implements ServedNode {
       throw new ValidationError('COMMAND_TOO_LARGE', `the payload of ${aggregateType}.${type} is over options.maxCommandBytes (${this.options.maxCommandBytes} bytes)`, { aggregateType, aggregateId, commandId, commandType: type });
     }
     this.registry.check(aggregateType, type, payload, { aggregateId, commandId });
+    if (this.nodeRule !== null) this.authorizeAtDoor(principal, { kind: 'command', type, aggregateType, aggregateId, payload });
+    if (this.limiter !== null) this.limiter.admit(principal, { aggregateType, aggregateId, commandId, commandType: type });
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
     if (this.ownership !== null && !this.ownership.owns(shard)) {
       throw new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${this.ownership.holderOf(shard) ?? 'unknown'}, not ${this.options.nodeName}; send it there`, { aggregateType, aggregateId, commandId, shard, owner: this.ownership.holderOf(shard) });
     }
     return {
       commandId, type, aggregateType, aggregateId, payload,
-      userId: meta?.userId ?? null,
+      userId: principal !== null ? principal.id : this.verifier !== null ? null : meta?.userId ?? null,
       correlationId: meta?.correlationId ?? commandId,
       causationId: meta?.causationId ?? null,
       shard,
       idUse: meta?.commandId === undefined ? IdUse.GENERATED : IdUse.GIVEN,
+      principal,
     };
   }
 
@@ -266,17 +329,28 @@ export class Troupe implements ServedNode {
   }
 
   /** An actor's committed state and version. A never-used actor has its initial state and version 0. */
-  async query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {
-    this.checkRead(aggregateType, aggregateId);
-    const shard = shardOf(aggregateType, aggregateId, this.options.shards);
-    return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind: 'query', shard, aggregateType, aggregateId })) as { state: S; version: number };
+  async query<S = unknown>(aggregateType: string, aggregateId: string, options: ReadOptions = {}): Promise<{ state: S; version: number }> {
+    return this.read('query', aggregateType, aggregateId, options.principal ?? null) as Promise<{ state: S; version: number }>;
   }
 
   /** Every committed event of an actor, in order, with the full envelope. */
-  async history(aggregateType: string, aggregateId: string): Promise<EventEnvelope[]> {
+  async history(aggregateType: string, aggregateId: string, options: ReadOptions = {}): Promise<EventEnvelope[]> {
+    return this.read('history', aggregateType, aggregateId, options.principal ?? null) as Promise<EventEnvelope[]>;
+  }
+
+  private async read(kind: Exclude<RequestKind, 'command'>, aggregateType: string, aggregateId: string, principal: Principal | null): Promise<unknown> {
     this.checkRead(aggregateType, aggregateId);
+    if (this.nodeRule !== null) this.authorizeAtDoor(principal, { kind, type: kind, aggregateType, aggregateId, payload: undefined });
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
-    return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind: 'history', shard, aggregateType, aggregateId })) as EventEnvelope[];
+    try {
+      return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind, shard, aggregateType, aggregateId, principal }));
+    } catch (e) {
+      if (isTroupeError(e, 'FORBIDDEN')) {
+        this.pool.metrics.forbiddenRead(kind);
+        if (this.log.warn) this.log.logger.warn({ code: e.code, principalId: principal?.id ?? null, kind, aggregateType, aggregateId }, 'read forbidden by the actor type\'s authorize rule');
+      }
+      throw e;
+    }
   }
 
   private checkRead(aggregateType: string, aggregateId: string): void {

@@ -12,6 +12,7 @@ import { Session } from 'node:inspector';
 import { threadId, workerData, type MessagePort } from 'node:worker_threads';
 import { IdGenerator, type IdUse, type CommandResult } from '../envelope.ts';
 import { COMMAND_STRIDE, readCommand } from '../wire.ts';
+import type { Principal } from '../principal.ts';
 import { OutcomeStream } from './outcomes.ts';
 import { sweep } from './passivation.ts';
 import { toWire, type WireError } from '../errors.ts';
@@ -29,8 +30,8 @@ import { shutdownTracingSdk, startTracingSdk, traceBatchHeaders, tracing, Worker
 export type WorkerTask =
   /** The main thread's end of this worker's command stream (pool.ts). */
   | { kind: 'attach'; port: MessagePort }
-  | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string }
-  | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string }
+  | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
+  | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
   | { kind: 'open'; shards: number[] }
   | { kind: 'release'; shards: number[] }
   | { kind: 'stats' }
@@ -231,6 +232,8 @@ function logFailure(cmd: WorkerCommand, error: WireError): void {
     correlationId: cmd.correlationId, causationId: cmd.causationId,
   };
   if (error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL') log.logger.error(fields, 'command failed: the actor threw');
+  // A refusal names who and what, never the payload (errorFields carries the message, which names neither).
+  else if (error.code === 'FORBIDDEN') { if (log.warn) log.logger.warn({ ...fields, principalId: cmd.principal?.id ?? null }, 'command forbidden by an authorize rule'); }
   else if (log.debug) log.logger.debug(fields, 'command not stored');
 }
 
@@ -258,6 +261,7 @@ class WorkerCommand implements InboundCommand {
   declare readonly idUse: IdUse;
   /** The command's number on its slot (pool.ts): its outcome carries it back. */
   declare readonly seq: number;
+  declare readonly principal: Principal | null;
   readonly spans: WorkerCommandTrace | null;
   private settled = false;
   constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream, traceparent: string | null) {
@@ -274,7 +278,7 @@ class WorkerCommand implements InboundCommand {
   reply(error: WireError | null, result: CommandResult | null): void {
     if (!this.settle()) return;
     if (this.spans !== null) this.spans.replied(error, result);
-    if (error !== null && (log.debug || error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL')) logFailure(this, error);
+    if (error !== null && (log.debug || error.code === 'DECIDE_FAILED' || error.code === 'INTERNAL' || error.code === 'FORBIDDEN')) logFailure(this, error);
     this.stream.push(this.seq, error, result);
   }
 
@@ -318,9 +322,9 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return true;
     // Errors cross back as data: a thrown error would lose its class and code on the way.
     case 'query':
-      return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
+      return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId, task.principal ?? null).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'history':
-      return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId).then((value: EventEnvelope[]) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
+      return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId, task.principal ?? null).then((value: EventEnvelope[]) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'open':
       await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
       if (log.info) log.logger.info({ shards: task.shards }, 'shards opened: caught up with the log');

@@ -159,9 +159,18 @@ export class NodeMetrics {
     this.commandSeconds.observe(ms / 1000);
   }
 
+  /** Requests an `authorize` rule refused, by kind: command, query, history. */
+  readonly forbidden: Record<string, number> = {};
+
   /** `n` commands failed with `code` (at the door, or all the commands of a lost task). */
   failed(code: string, n = 1): void {
     this.failures[code] = (this.failures[code] ?? 0) + n;
+    if (code === 'FORBIDDEN') this.forbidden.command = (this.forbidden.command ?? 0) + n;
+  }
+
+  /** A query or history read was refused by an `authorize` rule. */
+  forbiddenRead(kind: string): void {
+    this.forbidden[kind] = (this.forbidden[kind] ?? 0) + 1;
   }
 
   /** A worker thread died: keep what it had counted. */

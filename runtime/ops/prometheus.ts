@@ -156,6 +156,8 @@ export async function renderNodeMetrics(v: NodeView): Promise<string> {
   }));
   p.gauge('troupe_consumer_lag', 'Log messages a consumer has not processed yet', lag);
   p.gauge('troupe_dlq_depth', 'Events in a consumer\'s dead-letter queue', dlq);
+  // Added after the exporter's set: at the end, so that the metrics before keep their order.
+  p.counter('troupe_requests_forbidden', 'Commands and reads an authorize rule refused (FORBIDDEN), by kind: command, query, history', Object.entries(m.forbidden).map(([kind, n]) => [{ kind }, n]));
   return p.text();
 }
 

@@ -24,6 +24,7 @@ import { FLAT, OUTCOME, requestMessage, OUTCOME_STRIDE, READ_REPLY, REQUEST, REQ
 import type { RemoteOutcomes } from './service.ts';
 import { commandSubject, historySubject, querySubject } from './subjects.ts';
 import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.ts';
+import { AUTH_HEADER } from '../principal.ts';
 
 export interface RetryOptions {
   /** Tries per command or read, the first included. Default 10. */
@@ -49,6 +50,17 @@ export interface ClientOptions {
   maxBatch?: number;
   /** Retry of retryable failures with the same commandId; `false` for none. On by default. */
   retry?: RetryOptions | false;
+  /**
+   * A signed token (JWT) sent with every request in the Troupe-Auth header, for a node that
+   * verifies callers (options.auth). A command's `token` metadata overrides it.
+   */
+  token?: string;
+}
+
+/** Options of one query or history request. */
+export interface ReadRequestOptions {
+  /** The signed token for this read, instead of the client's `token` option. */
+  token?: string;
 }
 
 interface Retry {
@@ -61,6 +73,8 @@ interface Retry {
 /** Commands bound for one shard: REQUEST_STRIDE values each, and per command its callbacks, tries so far, and first send time. */
 interface Batch {
   shard: number;
+  /** The signed token of these commands (a request carries one), or null. */
+  token: string | null;
   flat: unknown[];
   resolves: ((r: CommandResult) => void)[];
   rejects: ((e: unknown) => void)[];
@@ -70,10 +84,18 @@ interface Batch {
 
 interface Waiting extends Batch {
   sentAt: number;
+  /** The longest wait a node asked for (RATE_LIMITED's data.retryAfterMs) among the commands to retry. */
+  retryAfterMs?: number;
 }
 
-function newBatch(shard: number): Batch {
-  return { shard, flat: [], resolves: [], rejects: [], tries: [], since: [] };
+function newBatch(shard: number, token: string | null): Batch {
+  return { shard, token, flat: [], resolves: [], rejects: [], tries: [], since: [] };
+}
+
+/** The wait a refusal asks for before a retry (RATE_LIMITED: data.retryAfterMs), or 0. */
+function retryAfter(e: unknown): number {
+  const ms = (e as { data?: { retryAfterMs?: unknown } } | null)?.data?.retryAfterMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
 
 function resolveRetry(r: RetryOptions | false | undefined): Retry | null {
@@ -175,10 +197,10 @@ export class TroupeClient {
     const t = tracing.on
       ? new SendTrace({ commandId, type, aggregateType, aggregateId, correlationId: meta?.correlationId, causationId: meta?.causationId })
       : null;
+    const token = meta?.token ?? this.options.token ?? null;
     const enqueue = (shards: number) => new Promise<CommandResult>((resolve, reject) => {
       const shard = shardOf(aggregateType, aggregateId, shards);
-      let batch = this.batches.get(shard);
-      if (batch === undefined) this.batches.set(shard, batch = newBatch(shard));
+      const batch = this.batchFor(shard, token);
       pushRequest(batch.flat, commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
       if (t === null) {
         batch.resolves.push(resolve);
@@ -198,6 +220,18 @@ export class TroupeClient {
       t?.end(e, null);
       throw e;
     });
+  }
+
+  /** The shard's batch of this turn; one request carries one token, so a command with another one sends the batch first. */
+  private batchFor(shard: number, token: string | null): Batch {
+    let batch = this.batches.get(shard);
+    if (batch !== undefined && batch.token !== token) {
+      this.batches.delete(shard);
+      this.sendBatch(batch);
+      batch = undefined;
+    }
+    if (batch === undefined) this.batches.set(shard, batch = newBatch(shard, token));
+    return batch;
   }
 
   /** A command joined `batch`: send it when full, else at the end of this turn. */
@@ -235,6 +269,10 @@ export class TroupeClient {
       if (traceparent !== null) {
         h = headers();
         h.set(TRACEPARENT, traceparent);
+      }
+      if (batch.token !== null) {
+        h ??= headers();
+        h.set(AUTH_HEADER, batch.token);
       }
       this.nc.publish(subject, encode(requestMessage(FLAT, flat)), h === undefined ? { reply: this.inbox + id } : { reply: this.inbox + id, headers: h });
     } catch (e) {
@@ -296,7 +334,10 @@ export class TroupeClient {
 
   /** Command i of w failed with e: reject it, or return true when it is to be tried again. */
   private settle(w: Waiting, i: number, e: unknown): boolean {
-    if (this.mayRetry(e, w.tries[i]!, w.since[i]!)) return true;
+    if (this.mayRetry(e, w.tries[i]!, w.since[i]!)) {
+      w.retryAfterMs = Math.max(w.retryAfterMs ?? 0, retryAfter(e));
+      return true;
+    }
     w.rejects[i]!(e);
     return false;
   }
@@ -310,8 +351,7 @@ export class TroupeClient {
       this.backingOff -= indices.length;
       for (const i of indices) {
         // added() sends a full batch and forgets it: take the shard's current one each time.
-        let batch = this.batches.get(w.shard);
-        if (batch === undefined) this.batches.set(w.shard, batch = newBatch(w.shard));
+        const batch = this.batchFor(w.shard, w.token);
         const c = i * REQUEST_STRIDE;
         for (let k = 0; k < REQUEST_STRIDE; k++) batch.flat.push(k === REQUEST.fresh ? false : w.flat[c + k]);
         batch.resolves.push(w.resolves[i]!);
@@ -320,7 +360,7 @@ export class TroupeClient {
         batch.since.push(w.since[i]!);
         this.added(batch);
       }
-    }, this.backoff(tries));
+    }, Math.max(this.backoff(tries), w.retryAfterMs ?? 0));
   }
 
   private fail(id: number, error: (commandId: string) => unknown): void {
@@ -355,16 +395,21 @@ export class TroupeClient {
         return await attempt();
       } catch (e) {
         if (!this.mayRetry(e, tries, since)) throw e;
-        await sleep(this.backoff(tries));
+        await sleep(Math.max(this.backoff(tries), retryAfter(e)));
       }
     }
   }
 
   /** One try of a read, at the shard's subject: only its owner answers. */
-  private async readOnce<T>(subject: string, request: Uint8Array, kind: string, aggregateType: string, aggregateId: string, shard: number): Promise<T> {
+  private async readOnce<T>(subject: string, request: Uint8Array, kind: string, aggregateType: string, aggregateId: string, shard: number, token: string | null): Promise<T> {
     let reply: Msg;
+    let h: ReturnType<typeof headers> | undefined;
+    if (token !== null) {
+      h = headers();
+      h.set(AUTH_HEADER, token);
+    }
     try {
-      reply = await this.nc.request(subject, request, { timeout: this.timeoutMs });
+      reply = await this.nc.request(subject, request, h === undefined ? { timeout: this.timeoutMs } : { timeout: this.timeoutMs, headers: h });
     } catch (e) {
       throw new JournalUnavailableError(`${kind} of ${aggregateType} ${aggregateId} got no answer: no node serves shard ${shard} (${subject}) now: ${(e as Error).message}`, { aggregateType, aggregateId, shard }, e);
     }
@@ -374,22 +419,23 @@ export class TroupeClient {
     return answer[READ_REPLY.value] as T;
   }
 
-  private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string): Promise<T> {
+  private async read<T>(kind: 'query' | 'history', aggregateType: string, aggregateId: string, options: ReadRequestOptions): Promise<T> {
+    const token = options.token ?? this.options.token ?? null;
     const request = encode(readRequestOf(aggregateType, aggregateId));
     const shards = await this.shards();
     return this.retrying(async () => {
       const shard = shardOf(aggregateType, aggregateId, shards);
       const subject = kind === 'query' ? querySubject(this.prefix, shard) : historySubject(this.prefix, shard);
-      return this.readOnce<T>(subject, request, kind, aggregateType, aggregateId, shard);
+      return this.readOnce<T>(subject, request, kind, aggregateType, aggregateId, shard, token);
     });
   }
 
-  query<S = unknown>(aggregateType: string, aggregateId: string): Promise<{ state: S; version: number }> {
-    return this.read('query', aggregateType, aggregateId);
+  query<S = unknown>(aggregateType: string, aggregateId: string, options: ReadRequestOptions = {}): Promise<{ state: S; version: number }> {
+    return this.read('query', aggregateType, aggregateId, options);
   }
 
-  history(aggregateType: string, aggregateId: string): Promise<EventEnvelope[]> {
-    return this.read('history', aggregateType, aggregateId);
+  history(aggregateType: string, aggregateId: string, options: ReadRequestOptions = {}): Promise<EventEnvelope[]> {
+    return this.read('history', aggregateType, aggregateId, options);
   }
 
   async close(): Promise<void> {

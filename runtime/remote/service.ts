@@ -15,14 +15,15 @@
  * The shared subjects of earlier clients (`<prefix>.cmd`, `.query`, `.history`, one queue
  * group over all nodes) are relayed to the shard subjects by whichever node takes them.
  */
-import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { decode, encode } from '../journal/codec.ts';
-import { IdUse, newId, shardOf, type Command, type CommandEnvelope, type CommandResult, type OutcomeSink } from '../envelope.ts';
+import { IdUse, newId, shardOf, type Command, type CommandEnvelope, type CommandMetadata, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
 import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 import { commandSubject, historySubject, querySubject, queueGroup } from './subjects.ts';
+import { AUTH_HEADER, type Principal } from '../principal.ts';
 
 /**
  * A command request is msgpack `[protocol, commands]` (wire.ts: PROTOCOL, FLAT, FLAT_2 and the
@@ -61,12 +62,15 @@ export type RemoteOutcomes = unknown[];
  * copies the worker's outcome into the reply), and read state and history.
  */
 export interface ServedNode {
-  envelope(aggregateType: string, aggregateId: string, command: Command): CommandEnvelope;
+  /** `principal` is the one `authenticate` verified; a principal inside `command` is never read. */
+  envelope(aggregateType: string, aggregateId: string, command: Command, payload?: unknown, metadata?: CommandMetadata, principal?: Principal | null): CommandEnvelope;
+  /** The principal of a request's token (header Troupe-Auth); throws UNAUTHENTICATED. */
+  authenticate(token: string | null): Principal | null | Promise<Principal | null>;
   refused(e: unknown): void;
   submitTraced(envelope: CommandEnvelope, parent: string | null, remote: boolean): Promise<CommandResult>;
   submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void;
-  query(aggregateType: string, aggregateId: string): Promise<unknown>;
-  history(aggregateType: string, aggregateId: string): Promise<unknown>;
+  query(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
+  history(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
 }
 
 export class CommandService {
@@ -119,8 +123,8 @@ export class CommandService {
             void handleCommands(node, msg, this.maxRequestBytes, null);
           },
         }),
-        this.nc.subscribe(querySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(msg, (t, id) => node.query(t, id)) }),
-        this.nc.subscribe(historySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(msg, (t, id) => node.history(t, id)) }),
+        this.nc.subscribe(querySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.query(t, id, { principal })) }),
+        this.nc.subscribe(historySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.history(t, id, { principal })) }),
       ]);
     }
     await this.nc.flush().catch(() => {});
@@ -161,12 +165,13 @@ interface Relay {
  * Send commands of a shared-subject request whose shards this node does not own to their
  * shard's subject, one request per shard, and put the answers at their places in the reply.
  */
-async function forward(to: Relay, shard: number, items: { index: number; command: RemoteCommand }[], reply: RequestReply): Promise<void> {
+async function forward(to: Relay, shard: number, items: { index: number; command: RemoteCommand }[], reply: RequestReply, token: string | null): Promise<void> {
   try {
     const message: unknown[] = [];
     message[REQUEST_MESSAGE.protocol] = PROTOCOL;
     message[REQUEST_MESSAGE.commands] = items.map((x) => x.command);
-    const answer = await to.nc.request(commandSubject(to.prefix, shard), encode(message), { timeout: to.timeoutMs });
+    // The owner verifies the caller's token itself.
+    const answer = await to.nc.request(commandSubject(to.prefix, shard), encode(message), requestOptions(to.timeoutMs, token));
     const out = decode<unknown>(answer.data);
     if (!Array.isArray(out)) throw new Error(`the owner of shard ${shard} refused the relayed commands: ${JSON.stringify((out as { error?: WireError }).error?.message)}`);
     items.forEach(({ index }, k) => {
@@ -180,7 +185,15 @@ async function forward(to: Relay, shard: number, items: { index: number; command
   }
 }
 
-/** A read on a shared subject: passed as it is to the shard's subject, the owner's answer passed back. */
+/** Request options carrying the caller's token (Troupe-Auth), when it sent one. */
+function requestOptions(timeout: number, token: string | null): { timeout: number; headers?: ReturnType<typeof headers> } {
+  if (token === null) return { timeout };
+  const h = headers();
+  h.set(AUTH_HEADER, token);
+  return { timeout, headers: h };
+}
+
+/** A read on a shared subject: passed as it is to the shard's subject (with the caller's token), the owner's answer passed back. */
 async function relayRead(to: Relay, msg: Msg, subjectOf: (prefix: string, shard: number) => string): Promise<void> {
   let request: [string, string] | null = null;
   try {
@@ -190,12 +203,12 @@ async function relayRead(to: Relay, msg: Msg, subjectOf: (prefix: string, shard:
   }
   if (request === null) {
     // The owner would refuse it the same way: answer here.
-    await handleRead(msg, () => Promise.reject(new Error('unreachable')));
+    await handleRead(null, msg, () => Promise.reject(new Error('unreachable')));
     return;
   }
   const shard = shardOf(request[0], request[1], to.shards);
   try {
-    const answer = await to.nc.request(subjectOf(to.prefix, shard), msg.data, { timeout: to.timeoutMs });
+    const answer = await to.nc.request(subjectOf(to.prefix, shard), msg.data, requestOptions(to.timeoutMs, msg.headers?.get(AUTH_HEADER) || null));
     msg.respond(answer.data);
   } catch (e) {
     respondRead(msg, toWire(new JournalUnavailableError(`no node that owns shard ${shard} answered: ${(e as Error).message}; retry`, { aggregateType: request[0], aggregateId: request[1], shard }, e)), null);
@@ -261,6 +274,17 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     msg.respond(encode([]));
     return;
   }
+  // Who sends: the request's token, verified (options.auth). Nothing of a refused request runs.
+  const token = msg.headers?.get(AUTH_HEADER) || null;
+  let principal: Principal | null;
+  try {
+    const p = node.authenticate(token);
+    principal = p instanceof Promise ? await p : p;
+  } catch (e) {
+    for (let i = 0; i < n; i++) node.refused(e);
+    msg.respond(encode({ error: toWire(e) }));
+    return;
+  }
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
@@ -271,7 +295,7 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     let envelope: CommandEnvelope;
     try {
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
-      envelope = node.envelope(c.aggregateType, c.aggregateId, c);
+      envelope = node.envelope(c.aggregateType, c.aggregateId, c, undefined, undefined, principal);
     } catch (e) {
       const shard = (e as ConcurrencyError).code === 'SHARD_NOT_OWNED' ? (e as ConcurrencyError).data.shard : undefined;
       if (forwarding !== null && typeof shard === 'number') {
@@ -299,12 +323,12 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     }
   }
   if (elsewhere !== null) {
-    for (const [shard, items] of elsewhere) void forward(forwarding!, shard, items, reply);
+    for (const [shard, items] of elsewhere) void forward(forwarding!, shard, items, reply, token);
   }
 }
 
 /** A query or history request: bytes that are not msgpack [aggregateType, aggregateId] get MALFORMED_REQUEST. */
-async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<unknown>): Promise<void> {
+async function handleRead(node: ServedNode | null, msg: Msg, read: (type: string, id: string, principal: Principal | null) => Promise<unknown>): Promise<void> {
   let body: unknown;
   try {
     body = decode<unknown>(msg.data);
@@ -318,7 +342,9 @@ async function handleRead(msg: Msg, read: (type: string, id: string) => Promise<
     return;
   }
   try {
-    respondRead(msg, null, await read(request[0], request[1]));
+    const p = node === null ? null : node.authenticate(msg.headers?.get(AUTH_HEADER) || null);
+    const principal = p instanceof Promise ? await p : p;
+    respondRead(msg, null, await read(request[0], request[1], principal));
   } catch (e) {
     respondRead(msg, toWire(e), null);
   }

@@ -32,6 +32,7 @@ import { AssertionError, deepStrictEqual } from 'node:assert';
 import { Packr, Unpackr } from 'msgpackr';
 import { compileEventContract, compileSchema, upcastEvent, validateEventSchema, type EventContract } from '../contracts/contract.ts';
 import { Decider, DecideOutcome, deepFreeze, show, type DecideStep } from '../decide.ts';
+import { toPrincipal, type Principal } from '../principal.ts';
 import type { ActorDefinition, CommandContext, EventContext, EventDraft } from '../define.ts';
 import { DecideFailedError, ValidationError, isTroupeError, type ErrorCode, type TroupeError } from '../errors.ts';
 
@@ -207,6 +208,12 @@ class Engine<S> implements DecideStep<CommandContext> {
   }
 }
 
+/** The context overrides of a command sent by `principal`: its id is the command's userId, as on a node. */
+function withPrincipal(principal: Principal | null, ctx: Partial<CommandContext> | undefined): Partial<CommandContext> | undefined {
+  if (principal === null) return ctx;
+  return { ...ctx, principal, userId: principal.id };
+}
+
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -292,11 +299,22 @@ export class Given<S> {
   readonly #engine: Engine<S>;
   readonly #events: readonly EventDraft[];
   readonly #state: S;
+  #principal: Principal | null = null;
 
-  constructor(engine: Engine<S>, events: readonly EventDraft[]) {
+  constructor(engine: Engine<S>, events: readonly EventDraft[], state?: S) {
     this.#engine = engine;
     this.#events = events;
-    this.#state = engine.fold(engine.initialState(), events, 0, 'folding the given events');
+    this.#state = state ?? engine.fold(engine.initialState(), events, 0, 'folding the given events');
+  }
+
+  /**
+   * The same scenario, with `when` sent by `principal` (`{ id, roles, tenant? }`): the actor's
+   * and the command's `authorize` rules judge it as a node does, and `ctx.userId` is its id.
+   */
+  as(principal: Principal): Given<S> {
+    const g = new Given<S>(this.#engine, this.#events, this.#state);
+    g.#principal = toPrincipal(principal, 'given(...).as(principal)');
+    return g;
   }
 
   /** The state folded from the given events. */
@@ -312,7 +330,7 @@ export class Given<S> {
   when(commandType: string, payload: unknown = {}, ctx?: Partial<CommandContext>): Scenario<S> {
     const label = `${this.#label()}, when ${commandType} ${show(payload)}`;
     try {
-      const out = this.#engine.execute(this.#state, this.#events.length, commandType, payload, `cmd-${this.#events.length + 1}`, ctx);
+      const out = this.#engine.execute(this.#state, this.#events.length, commandType, payload, `cmd-${this.#events.length + 1}`, withPrincipal(this.#principal, ctx));
       return new Scenario<S>(label, out.events, out.state, undefined);
     } catch (e) {
       if (isTroupeError(e)) return new Scenario<S>(label, undefined, undefined, e);
@@ -413,6 +431,7 @@ export class TestActor<S> {
   #events: RecordedEvent[];
   #snapshot: Snapshot | undefined;
   #commands: number;
+  #principal: Principal | null = null;
 
   constructor(engine: Engine<S>, state: S, events: RecordedEvent[], snapshot: Snapshot | undefined, commands: number) {
     this.#engine = engine;
@@ -430,11 +449,20 @@ export class TestActor<S> {
   /** The version of the latest snapshot the kit took, or undefined. */
   get snapshotVersion(): number | undefined { return this.#snapshot?.version; }
 
+  /**
+   * Send the next commands as `principal` (null: as nobody): the `authorize` rules judge them as
+   * a node does, and `ctx.userId` is its id. Returns this actor.
+   */
+  as(principal: Principal | null): this {
+    this.#principal = principal === null ? null : toPrincipal(principal, 'testActor(...).as(principal)');
+    return this;
+  }
+
   /** Runs a command. Returns its events (possibly none) or throws the error the runtime would. */
   send(commandType: string, payload: unknown = {}, ctx?: Partial<CommandContext>): readonly RecordedEvent[] {
     const version = this.#events.length;
     this.#commands += 1;
-    const out = this.#engine.execute(this.#state, version, commandType, payload, `cmd-${this.#commands}`, ctx);
+    const out = this.#engine.execute(this.#state, version, commandType, payload, `cmd-${this.#commands}`, withPrincipal(this.#principal, ctx));
     const recorded = out.events.map((e, i): RecordedEvent => {
       const rec = { type: e.type, payload: e.payload, sequence: version + i + 1 };
       return this.#engine.r.freeze ? Object.freeze(rec) : rec;

@@ -64,6 +64,17 @@ describe('Prometheus text', () => {
     expect(text.endsWith('\n')).toBe(true);
   });
 
+  it('counts authorize refusals by kind: commands answered or refused at the door with FORBIDDEN, and refused reads', async () => {
+    const nm = new NodeMetrics();
+    nm.answered(2, { code: 'FORBIDDEN' });
+    nm.failed('FORBIDDEN');
+    nm.failed('DOMAIN_REJECTION');
+    nm.forbiddenRead('query');
+    const text = await renderNodeMetrics({ nodeName: 'n3', metrics: nm, ownedShards: 0, probeTimeoutMs: 50, workers: [] });
+    expect(text).toContain('troupe_requests_forbidden_total{kind="command"} 2\ntroupe_requests_forbidden_total{kind="query"} 1\n');
+    expect(text).toContain('troupe_command_failures_total{reason="FORBIDDEN"} 2\n');
+  });
+
   it('escapes label values and HELP text, and writes NaN and infinities as Prometheus reads them', () => {
     const text = new PrometheusText()
       .gauge('g', 'line one\nback\\slash', [[{ a: 'x"y\\z\nw' }, NaN], [{}, Infinity], [{ b: '1' }, -Infinity]])
