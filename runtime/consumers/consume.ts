@@ -183,6 +183,8 @@ export class Consumer {
   private readonly filter: string;
   private readonly pipeline: Pipeline;
   private stopped: Promise<void> | null = null;
+  /** Set at once by stop(): a fetch that returns after it is stopped at once. */
+  private stopping = false;
   private messages: ConsumerMessages | null = null;
   private wake: (() => void) | null = null;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -332,7 +334,8 @@ export class Consumer {
         } catch {
           // Not a commit batch: nothing to order.
         }
-        if (m.seq >= to) break;
+        // A filtered consumer's last delivery may lie past the last message of its subjects.
+        if (m.seq >= to || m.info.pending === 0) break;
       }
     } finally {
       clearTimeout(guard);
@@ -343,7 +346,7 @@ export class Consumer {
   private async loop(): Promise<void> {
     let failures = 0;
     let pull: Awaited<ReturnType<JetStreamClient['consumers']['get']>> | null = null;
-    while (this.stopped === null) {
+    while (!this.stopping) {
       const p = this.pipeline;
       // A fetch keeps delivering until it has its count, so ask for no more than the bytes
       // left can hold, by the average message size so far.
@@ -361,10 +364,11 @@ export class Consumer {
         pull ??= await this.js.consumers.get(this.o.stream, this.durable);
         const messages = await pull.fetch({ max_messages: room, expires: FETCH_EXPIRES_MS });
         this.messages = messages;
+        if (this.stopping) messages.stop();
         for await (const m of messages) this.onMessage(m);
         failures = 0;
       } catch (e) {
-        if (this.stopped !== null) break;
+        if (this.stopping) break;
         this.onError(e);
         pull = null;
         failures++;
@@ -517,6 +521,7 @@ export class Consumer {
    * JetStream, and close what the consumer opened.
    */
   stop(timeoutMs = 10_000): Promise<void> {
+    this.stopping = true;
     this.stopped ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       this.unprobe?.();

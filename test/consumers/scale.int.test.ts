@@ -50,6 +50,7 @@ describe('consume with scaleOut', () => {
     nc = await natsConnect(nats.url);
   });
   afterEach(() => {
+    if (process.env.DEBUG_CHILD) for (const c of children) console.log(c.out());
     for (const c of children.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
   });
   afterAll(async () => {
@@ -155,14 +156,17 @@ describe('consume with scaleOut', () => {
     const env = await setup('SCALEK');
     const { node, sink } = env;
     try {
+      const placed = placeShards([A, B], SHARDS);
+      const a = start(env, 'ledger', A, 100);
+      const b = start(env, 'ledger', B, 100);
+      await until('the shards to be split by placement', () =>
+        JSON.stringify(a.shards()) === JSON.stringify(placed.get(A)) && JSON.stringify(b.shards()) === JSON.stringify(placed.get(B)), 30_000);
+      // Slow handlers: A is killed with a backlog, some of its messages handled and not acked.
       const ids = range1(16).map((i) => `acct-k-${i}`);
       await Promise.all(ids.map((id) => node.send('Account', id, 'OpenAccount', {})));
       await send(node, ids, 5);
-
-      // Slow handlers: A is killed with a backlog, some of its messages handled and not acked.
-      const a = start(env, 'ledger', A, 40);
-      const b = start(env, 'ledger', B, 40);
-      await until('A to handle a few events', () => readDeliveries(env.deliveries).lines.filter((l) => l.instance === A).length >= 12, 60_000);
+      await until('A to apply a few events', async () =>
+        (await Promise.all(ids.map((id) => sinkState(sink, id)))).reduce((n, s) => n + (s?.by.filter((i) => i === A).length ?? 0), 0) >= 8, 60_000);
       a.proc.kill('SIGKILL');
       const killedAt = Date.now();
       expect((await a.exited).signal).toBe('SIGKILL');
