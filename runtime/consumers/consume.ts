@@ -33,10 +33,12 @@ import {
   type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
 import { decodeCommitBatch, type EventEnvelope } from '../journal/codec.ts';
-import { validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
+import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consumer-store.ts';
 import { DeadLetterQueue, ThresholdAlarm, headersToRecord, type DeadLetterRecord } from './dlq.ts';
-import { NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
+import { ConcurrencyError, NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
+import { ExclusiveLease } from '../journal/leases.ts';
+import { hostname } from 'node:os';
 import { defaultIsRetryable, type DeliveryHandle } from './handler.ts';
 import { assertServerVersion, connectNats, SHARDS_METADATA } from '../journal/journal.ts';
 import { ScaledConsumer } from './scaled.ts';
@@ -86,6 +88,21 @@ export async function streamShardCount(nc: NatsConnection, stream: string): Prom
     throw new NotFoundError(`stream ${stream} does not record its shard count (metadata ${SHARDS_METADATA}); start a Troupe node on it once, then the scaled-out consumer`, { stream });
   }
   return n;
+}
+
+/** The KV bucket of a consumer name's leases (the instances of a scaled-out consumer, or its one instance). */
+export function consumerLeaseBucket(stream: string, name: string): string {
+  return `${stream}_consumer_${name}`;
+}
+
+/**
+ * The instance name of a consumer that is not scaled out: its host and data dir, so that the
+ * same process restarted (after a crash, too) takes its lease back at once.
+ */
+function instanceOfStore(store: ConsumerStore): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < store.path.length; i++) h = Math.imul(h ^ store.path.charCodeAt(i), 0x01000193);
+  return `${hostname()}-${(h >>> 0).toString(36)}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
 }
 
 /** The JetStream view of a durable consumer, or null when it does not exist. */
@@ -142,6 +159,24 @@ async function consumeOne(options: ConsumeOptions): Promise<Consumer> {
       }
       throw e;
     }
+    let consumer: Consumer | null = null;
+    if (options.shard === undefined && options.startAfter === undefined) {
+      // One running instance per name: a second one fails here instead of splitting aggregates.
+      const taken = await ExclusiveLease.take(nc, {
+        bucket: consumerLeaseBucket(o.stream, options.name), group: options.name, member: instanceOfStore(store), ttlMs: DEFAULT_LEASE_TTL_MS,
+        onLost: () => {
+          consumer?.onError(new ConcurrencyError('CONCURRENCY', `consumer ${options.name} lost its lease to another instance; it stops`, { consumer: options.name }));
+          void consumer?.stop(0);
+        },
+      });
+      if (!(taken instanceof ExclusiveLease)) {
+        throw new ConcurrencyError('CONCURRENCY',
+          `consumer ${options.name} already runs as instance ${taken.heldBy}: a name runs once, unless every instance sets options.scaleOut to share the work. ` +
+          `Stop the other instance, or wait for its lease to expire (${DEFAULT_LEASE_TTL_MS} ms after it died)`,
+          { consumer: options.name, heldBy: taken.heldBy });
+      }
+      cleanup.unshift(() => taken.release());
+    }
     const state = store.state(o.stream, options.name, options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS);
     let startAfter = options.startAfter;
     const known = state.getMeta<string>('stream');
@@ -153,7 +188,7 @@ async function consumeOne(options: ConsumeOptions): Promise<Consumer> {
       if (startAfter !== undefined) startAfter = 0;
     }
     const dlq = await DeadLetterQueue.open({ nc, stream: o.stream, subjectPrefix: o.subjectPrefix });
-    const consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup, startAfter);
+    consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup, startAfter);
     await consumer.start();
     return consumer;
   } catch (e) {
@@ -192,7 +227,8 @@ export class Consumer {
   private unprobe: (() => void) | null = null;
   private averageBytes = 4096;
   private readonly alarm: ThresholdAlarm | null;
-  private readonly onError: (e: unknown) => void;
+  /** @internal */
+  readonly onError: (e: unknown) => void;
 
   /** @internal use consume() */
   constructor(

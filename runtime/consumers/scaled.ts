@@ -27,13 +27,13 @@ import { randomBytes } from 'node:crypto';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { connectNats, type NatsConnection } from '../journal/journal.ts';
 import { LeaseGroup } from '../journal/leases.ts';
-import { TimeoutError } from '../errors.ts';
+import { ConcurrencyError, TimeoutError } from '../errors.ts';
 import { DEFAULT_STREAM } from '../options.ts';
 import { registerConsumerProbe } from '../ops/metrics.ts';
 import { DeadLetterQueue } from './dlq.ts';
 import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS } from './consumer-store.ts';
-import { consume, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
+import { consume, consumerLeaseBucket, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
 import type { PipelineStats } from './pipeline.ts';
 
 export interface ScaledConsumerStats extends PipelineStats {
@@ -113,7 +113,7 @@ export class ScaledConsumer {
     this.shardCount = await streamShardCount(this.nc, this.stream);
     const so = this.options.scaleOut === true || this.options.scaleOut === undefined ? {} : this.options.scaleOut;
     this.leases = await LeaseGroup.open(this.nc, {
-      bucket: `${this.stream}_consumers`,
+      bucket: consumerLeaseBucket(this.stream, this.name),
       group: this.name,
       member: this.instance,
       count: this.shardCount,
@@ -132,6 +132,12 @@ export class ScaledConsumer {
         ...(this.options.probe?.maxLag === undefined ? {} : { maxLag: this.options.probe.maxLag }),
         ...(this.options.probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: this.options.probe.maxDlqDepth }),
       });
+    }
+    const single = await this.leases.exclusiveHolder();
+    if (single !== null) {
+      throw new ConcurrencyError('CONCURRENCY',
+        `consumer ${this.name} already runs as one instance (${single}) without scaleOut; stop it, then start every instance with options.scaleOut`,
+        { consumer: this.name, heldBy: single });
     }
     await this.leases.start();
   }

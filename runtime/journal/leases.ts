@@ -69,8 +69,13 @@ export class LeaseGroup {
     for (const [field, v] of [['group', options.group], ['member', options.member]] as const) {
       if (!KEY.test(v)) throw new Error(`lease group ${field} must be letters, digits, _ or -, got ${JSON.stringify(v)}`);
     }
-    const kv = await new Kvm(nc).create(options.bucket, { history: 1, ttl: options.ttlMs, replicas: options.replicas ?? 1 });
-    return new LeaseGroup(kv, options);
+    const { kv, ttlMs } = await openLeaseBucket(nc, options.bucket, options.ttlMs, options.replicas ?? 1);
+    return new LeaseGroup(kv, { ...options, ttlMs });
+  }
+
+  /** Who holds the group's exclusive lease (ExclusiveLease), if anyone. */
+  async exclusiveHolder(): Promise<string | null> {
+    return holderOf(this.kv, `${this.o.group}.x`);
   }
 
   /** The shards this member holds (releasing ones included). */
@@ -205,5 +210,86 @@ export class LeaseGroup {
       clearInterval(keepAlive);
     }
     await this.kv.delete(this.memberKey(this.o.member)).catch(() => {});
+  }
+}
+
+/**
+ * Open (or create) a lease bucket. Its max age is the ttl of every lease in it, fixed when it
+ * was created: an existing bucket keeps its own, which is returned.
+ */
+export async function openLeaseBucket(nc: NatsConnection, bucket: string, ttlMs: number, replicas: number): Promise<{ kv: KV; ttlMs: number }> {
+  const kvm = new Kvm(nc);
+  try {
+    return { kv: await kvm.create(bucket, { history: 1, ttl: ttlMs, replicas }), ttlMs };
+  } catch {
+    // Created earlier with another ttl (or replicas): use it as it is.
+    const kv = await kvm.open(bucket);
+    const ttl = (await kv.status()).ttl;
+    return { kv, ttlMs: ttl > 0 ? ttl : ttlMs };
+  }
+}
+
+async function holderOf(kv: KV, key: string): Promise<string | null> {
+  const entry = await kv.get(key);
+  if (entry === null || entry.operation !== 'PUT') return null;
+  return (entry.json() as { member?: string }).member ?? 'unknown';
+}
+
+/**
+ * One lease for one member at a time (`<group>.x`), renewed every ttl/3 — what keeps a second
+ * instance of a consumer that is not scaled out from starting beside the first. A member that
+ * comes back with the same name takes it back at once; another waits for stop() or the ttl.
+ */
+export class ExclusiveLease {
+  private timer: NodeJS.Timeout | null = null;
+
+  private constructor(private readonly kv: KV, private readonly key: string, private readonly member: string, private revision: number) {}
+
+  /**
+   * Take the lease, or return who holds it. `refuse(kv)` may name a reason not to take it
+   * (for example, live members of a scaled-out group of the same name).
+   */
+  static async take(nc: NatsConnection, options: { bucket: string; group: string; member: string; ttlMs: number; replicas?: number; onLost: () => void }): Promise<ExclusiveLease | { heldBy: string }> {
+    const { kv, ttlMs } = await openLeaseBucket(nc, options.bucket, options.ttlMs, options.replicas ?? 1);
+    for await (const k of await kv.keys(`${options.group}.m.>`)) return { heldBy: `${k.slice(options.group.length + 3)} (scaled out)` };
+    const key = `${options.group}.x`;
+    const value = new TextEncoder().encode(JSON.stringify({ member: options.member, since: Date.now() }));
+    let revision: number;
+    try {
+      revision = await kv.create(key, value);
+    } catch {
+      const entry = await kv.get(key);
+      const holder = entry?.operation === 'PUT' ? (entry.json() as { member?: string }).member ?? 'unknown' : null;
+      if (entry === null || holder === null) {
+        revision = await kv.create(key, value);
+      } else if (holder !== options.member) {
+        return { heldBy: holder };
+      } else {
+        revision = await kv.update(key, value, entry.revision);
+      }
+    }
+    const lease = new ExclusiveLease(kv, key, options.member, revision);
+    lease.timer = setInterval(() => {
+      void kv.update(key, value, lease.revision).then((r) => { lease.revision = r; }, (e: Error) => {
+        if (/wrong last sequence|10071/.test(e.message ?? '')) {
+          lease.stopTimer();
+          options.onLost();
+        }
+      });
+    }, Math.max(100, Math.floor(ttlMs / 3)));
+    lease.timer.unref();
+    return lease;
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  async release(): Promise<void> {
+    this.stopTimer();
+    if (await holderOf(this.kv, this.key).catch(() => null) === this.member) {
+      await this.kv.delete(this.key).catch(() => {});
+    }
   }
 }

@@ -17,6 +17,7 @@ import type { EventEnvelope } from '../../runtime/journal/codec.ts';
 import { placeShards } from '../../runtime/placement.ts';
 import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { Troupe } from '../../runtime/node/system.ts';
+import { isTroupeError } from '../../runtime/errors.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
 import { freshStream, natsConnect, range1, sleep } from '../helpers/troupe.ts';
 
@@ -234,6 +235,34 @@ describe('consume with scaleOut', () => {
       expect(new Set(sent.map((s) => s.instance))).toEqual(new Set([A, B]));
     } finally {
       for (const f of flows) await f.stop();
+      await node.stop();
+    }
+  }, 60_000);
+
+  it('refuses a second instance of a name that is not scaled out, and a scaled-out instance beside it, until the first stops', async () => {
+    const { stream, subjectPrefix } = freshStream('SCALEX');
+    const node = await Troupe.start({ actors: [...actorModules], servers: nats.url, dataDir: tempDir(), workers: 1, shards: SHARDS, stream, subjectPrefix });
+    const base = { name: 'solo', nc, stream, subjectPrefix, handler: () => {} };
+    try {
+      const first = await consume({ ...base, dataDir: tempDir() });
+      const second = await consume({ ...base, dataDir: tempDir() }).then(() => null, (e: unknown) => e);
+      expect(isTroupeError(second, 'CONCURRENCY')).toBe(true);
+      expect((second as Error).message).toMatch(/already runs as instance/);
+      const scaled = await consume({ ...base, dataDir: tempDir(), scaleOut: { instance: 'x1', leaseTtlMs: LEASE_TTL_MS } }).then(() => null, (e: unknown) => e);
+      expect(isTroupeError(scaled, 'CONCURRENCY')).toBe(true);
+      // The same data dir is the same instance: a restart after a crash takes the lease back at once.
+      const again = await consume({ ...base, store: first.store });
+      await again.stop();
+      await first.stop();
+      // Stopped: the lease is released, and a scaled-out group of the name may start; then a plain instance may not.
+      const group = await consume({ ...base, dataDir: tempDir(), scaleOut: { instance: 'x1', leaseTtlMs: LEASE_TTL_MS } });
+      try {
+        const plain = await consume({ ...base, dataDir: tempDir() }).then(() => null, (e: unknown) => e);
+        expect(isTroupeError(plain, 'CONCURRENCY')).toBe(true);
+      } finally {
+        await group.stop();
+      }
+    } finally {
       await node.stop();
     }
   }, 60_000);
