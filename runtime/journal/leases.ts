@@ -22,7 +22,7 @@
  * A lease keeps honest members apart; it cannot fence a member that was paused past its ttl
  * and still works on a shard until its next renewal fails.
  */
-import { Kvm, type KV } from '@nats-io/kv';
+import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
 import type { NatsConnection } from './journal.ts';
 import { shardsOf } from '../placement.ts';
 
@@ -62,6 +62,7 @@ export class LeaseGroup {
   private members: string[] = [];
   private readonly moves = new Set<Promise<void>>();
   private readonly taking = new Set<number>();
+  private unwatch: (() => void) | null = null;
 
   private constructor(private readonly kv: KV, private readonly o: LeaseGroupOptions) {}
 
@@ -92,11 +93,25 @@ export class LeaseGroup {
   private shardKey(s: number): string { return `${this.o.group}.s.${s}`; }
   private json(v: object): Uint8Array { return new TextEncoder().encode(JSON.stringify(v)); }
 
-  /** Announce this member and take its shards; then keep going every ttl/3. */
+  /**
+   * Announce this member and take its shards; then keep going every ttl/3, and at once when a
+   * member joins or leaves gracefully (a heartbeat that expires is seen by the next round).
+   */
   async start(): Promise<void> {
     await this.tick();
     this.timer = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.o.ttlMs / 3)));
     this.timer.unref();
+    const watch = await this.kv.watch({ key: `${this.o.group}.m.>`, include: KvWatchInclude.UpdatesOnly });
+    this.unwatch = () => watch.stop();
+    void (async () => {
+      for await (const e of watch) {
+        if (this.stopped) break;
+        const member = e.key.slice(this.o.group.length + 3);
+        const changed = e.operation === 'PUT' ? !this.members.includes(member) : this.members.includes(member);
+        // A round already running may have read the members before this change: run one more after it.
+        if (changed) void this.tick().then(() => this.tick());
+      }
+    })().catch((e) => this.o.onError?.(e));
   }
 
   /** One round: heartbeat, renew, release what moved away, take what is free and ours. Never two at once. */
@@ -197,6 +212,7 @@ export class LeaseGroup {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    this.unwatch?.();
     await this.ticking;
     // Keep the leases alive while their work finishes.
     const keepAlive = setInterval(() => {

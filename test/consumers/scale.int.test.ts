@@ -132,7 +132,9 @@ describe('consume with scaleOut', () => {
       a.proc.kill('SIGTERM');
       expect((await a.exited).code).toBe(0);
       await until('B to read every shard', () => b.shards().length === SHARDS, LEASE_TTL_MS);
-      expect(Date.now() - stoppedAt).toBeLessThan(LEASE_TTL_MS);
+      const handOverMs = Date.now() - stoppedAt;
+      console.log(`graceful hand-over of ${placed.get(A)!.length} shards: ${handOverMs} ms after SIGTERM`);
+      expect(handOverMs).toBeLessThan(LEASE_TTL_MS / 2);
 
       await send(node, ids, 2);
       await until('B to apply the later events', async () => (await Promise.all(ids.map((id) => sinkState(sink, id)))).every((s) => s?.v === 7), 30_000);
@@ -172,7 +174,9 @@ describe('consume with scaleOut', () => {
       const killedAt = Date.now();
       expect((await a.exited).signal).toBe('SIGKILL');
       await until('B to read every shard', () => b.shards().length === SHARDS, LEASE_TTL_MS + 5_000);
-      expect(Date.now() - killedAt).toBeLessThan(LEASE_TTL_MS + 5_000);
+      const takeOverMs = Date.now() - killedAt;
+      console.log(`take-over after SIGKILL: ${takeOverMs} ms (lease ttl ${LEASE_TTL_MS} ms)`);
+      expect(takeOverMs).toBeLessThan(LEASE_TTL_MS + 5_000);
 
       await until('every event to be applied', async () => (await Promise.all(ids.map((id) => sinkState(sink, id)))).every((s) => s?.v === 6), 60_000);
       const { lines, problems } = readDeliveries(env.deliveries);
@@ -191,11 +195,9 @@ describe('consume with scaleOut', () => {
         else firstBy.set(l.eventId, l.instance);
       }
       expect(again.every((i) => i === A)).toBe(true);
-      // Per aggregate, the deliveries are in order except for redeliveries of what A had received.
-      for (const id of ids) {
-        const seqs = lines.filter((l) => l.id === id).map((l) => l.seq);
-        expect(new Set(seqs)).toEqual(new Set(range1(6)));
-      }
+      // Per aggregate, the first delivery of each event is in sequence order, across both instances.
+      const firsts = lines.filter((l, i) => lines.findIndex((m) => m.eventId === l.eventId) === i);
+      for (const id of ids) expect(firsts.filter((l) => l.id === id).map((l) => l.seq)).toEqual(range1(6));
     } finally {
       await node.stop();
     }
