@@ -60,6 +60,8 @@ export class ScaledConsumer {
   private unprobe: (() => void) | null = null;
   private stopped: Promise<void> | null = null;
   private readonly onError: (e: unknown) => void;
+  /** How long a released shard's running handlers may take to finish. */
+  private stopTimeoutMs = 10_000;
   /** Shards of the log (from the stream's metadata). */
   shardCount = 0;
 
@@ -119,7 +121,7 @@ export class ScaledConsumer {
       count: this.shardCount,
       ttlMs: so.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS,
       acquired: (shard) => this.serial(() => this.open(shard)),
-      release: (shard) => this.serial(() => this.close(shard, 10_000)),
+      release: (shard) => this.serial(() => this.close(shard, this.stopTimeoutMs)),
       // Another instance may already read the shard: stop at once.
       lost: (shard) => this.close(shard, 0),
       onError: this.onError,
@@ -228,7 +230,8 @@ export class ScaledConsumer {
    * Leave the group: each shard's consumer stops (running handlers finish, their messages are
    * acked) and its lease is released, so the other instances take the shards at once.
    */
-  stop(_timeoutMs = 10_000): Promise<void> {
+  stop(timeoutMs = 10_000): Promise<void> {
+    this.stopTimeoutMs = timeoutMs;
     this.stopped ??= (async () => {
       this.unprobe?.();
       await this.leases?.stop().catch(this.onError);

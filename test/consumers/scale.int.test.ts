@@ -195,6 +195,10 @@ describe('consume with scaleOut', () => {
         else firstBy.set(l.eventId, l.instance);
       }
       expect(again.every((i) => i === A)).toBe(true);
+      const appliedByA = new Set<string>();
+      for (const [i, id] of ids.entries()) states[i]!.by.forEach((who, k) => { if (who === A) appliedByA.add(`${id}:${k + 1}`); });
+      const redelivered = lines.filter((l, i) => l.instance === B && lines.findIndex((m) => m.eventId === l.eventId) !== i);
+      console.log(`after SIGKILL: ${redelivered.length} events delivered again to B, ${redelivered.filter((l) => appliedByA.has(`${l.id}:${l.seq}`)).length} of them applied by A before (skipped by the version check)`);
       // Per aggregate, the first delivery of each event is in sequence order, across both instances.
       const firsts = lines.filter((l, i) => lines.findIndex((m) => m.eventId === l.eventId) === i);
       for (const id of ids) expect(firsts.filter((l) => l.id === id).map((l) => l.seq)).toEqual(range1(6));
