@@ -47,7 +47,7 @@ import { Pipeline, type PipelineStats } from './pipeline.ts';
 
 export { DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_ACK_WAIT_MS, DEFAULT_BATCH_SIZE } from './consume-options.ts';
 export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ScaleOutOptions } from './consume-options.ts';
-export { ScaledConsumer } from './scaled.ts';
+export { ScaledConsumer, consumerStatus } from './scaled.ts';
 
 const FETCH_EXPIRES_MS = 5_000;
 const FETCH_BATCH = 256;

@@ -26,7 +26,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { connectNats, type NatsConnection } from '../journal/journal.ts';
-import { LeaseGroup } from '../journal/leases.ts';
+import { LeaseGroup, listLeaseBuckets, readLeaseGroup, type LeaseGroupStatus } from '../journal/leases.ts';
 import { ConcurrencyError, TimeoutError } from '../errors.ts';
 import { DEFAULT_STREAM } from '../options.ts';
 import { registerConsumerProbe } from '../ops/metrics.ts';
@@ -41,6 +41,20 @@ export interface ScaledConsumerStats extends PipelineStats {
   instance: string;
   /** The shards this instance reads now. */
   shards: number[];
+}
+
+/**
+ * The instances of every consumer of a stream and the shards each reads (for `troupe cluster
+ * status` and `/cluster`): scaled-out groups, and the one instance of each plain consumer.
+ */
+export async function consumerStatus(nc: NatsConnection, stream: string): Promise<(LeaseGroupStatus & { name: string })[]> {
+  const prefix = consumerLeaseBucket(stream, '');
+  const out: (LeaseGroupStatus & { name: string })[] = [];
+  for (const bucket of await listLeaseBuckets(nc, prefix)) {
+    const name = bucket.slice(prefix.length);
+    out.push({ name, ...await readLeaseGroup(nc, bucket, name) });
+  }
+  return out;
 }
 
 function defaultInstance(): string {

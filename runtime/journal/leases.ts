@@ -309,3 +309,44 @@ export class ExclusiveLease {
     }
   }
 }
+
+export interface LeaseGroupStatus {
+  group: string;
+  ttlMs: number;
+  /** Live members (heartbeat within the ttl): name, when it joined, its last heartbeat. */
+  members: { member: string; since: number; at: number }[];
+  /** Held shards: holder, and the age of the lease's last renewal in ms. */
+  shards: { shard: number; member: string; ageMs: number }[];
+  /** The one instance of a group that is not scaled out (ExclusiveLease), if any. */
+  exclusive: { member: string; ageMs: number } | null;
+}
+
+/** What a lease bucket holds for `group` now: for status pages and the CLI. */
+export async function readLeaseGroup(nc: NatsConnection, bucket: string, group: string): Promise<LeaseGroupStatus> {
+  const kv = await new Kvm(nc).open(bucket);
+  const ttlMs = (await kv.status()).ttl;
+  const out: LeaseGroupStatus = { group, ttlMs, members: [], shards: [], exclusive: null };
+  const keys: string[] = [];
+  for await (const k of await kv.keys(`${group}.>`)) keys.push(k);
+  const now = Date.now();
+  for (const key of keys) {
+    const e = await kv.get(key);
+    if (e === null || e.operation !== 'PUT') continue;
+    const v = e.json() as { member?: string; since?: number; at?: number };
+    const rest = key.slice(group.length + 1);
+    const ageMs = Math.max(0, now - e.created.getTime());
+    if (rest.startsWith('m.')) out.members.push({ member: v.member ?? rest.slice(2), since: v.since ?? 0, at: v.at ?? e.created.getTime() });
+    else if (rest.startsWith('s.')) out.shards.push({ shard: Number(rest.slice(2)), member: v.member ?? 'unknown', ageMs });
+    else if (rest === 'x') out.exclusive = { member: v.member ?? 'unknown', ageMs };
+  }
+  out.members.sort((a, b) => a.member.localeCompare(b.member));
+  out.shards.sort((a, b) => a.shard - b.shard);
+  return out;
+}
+
+/** The names of the lease buckets that start with `prefix`. */
+export async function listLeaseBuckets(nc: NatsConnection, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const s of new Kvm(nc).list()) if (s.bucket.startsWith(prefix)) out.push(s.bucket);
+  return out.sort();
+}

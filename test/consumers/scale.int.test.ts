@@ -10,7 +10,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../../actors/index.ts';
-import { consume, type ScaledConsumer } from '../../runtime/consumers/consume.ts';
+import { consume, consumerStatus, type ScaledConsumer } from '../../runtime/consumers/consume.ts';
 import { workflow } from '../../runtime/consumers/saga.ts';
 import type { Command, CommandResult } from '../../runtime/envelope.ts';
 import type { EventEnvelope } from '../../runtime/journal/codec.ts';
@@ -121,6 +121,13 @@ describe('consume with scaleOut', () => {
       const b = start(env, 'ledger', B, 0);
       await until('the shards to be split by placement', () =>
         JSON.stringify(a.shards()) === JSON.stringify(placed.get(A)) && JSON.stringify(b.shards()) === JSON.stringify(placed.get(B)), 30_000);
+
+      // The status a cluster page shows: both instances, and each shard held by its placed owner.
+      const status = (await consumerStatus(nc, env.stream)).find((g) => g.name === 'ledger')!;
+      expect(status.members.map((m) => m.member)).toEqual([A, B]);
+      expect(status.shards.map((s) => `${s.shard}:${s.member}`)).toEqual(range1(SHARDS).map((i) => `${i - 1}:${placed.get(A)!.includes(i - 1) ? A : B}`));
+      expect(status.shards.every((s) => s.ageMs < LEASE_TTL_MS)).toBe(true);
+      expect(status.exclusive).toBeNull();
 
       const ids = range1(24).map((i) => `acct-g-${i}`);
       await Promise.all(ids.map((id) => node.send('Account', id, 'OpenAccount', {})));
