@@ -22,7 +22,7 @@
  *
  * This is one of the few files that import `@nats-io/*`.
  *
- * Why one file of ~560 lines: it has one job, the NATS side of a consumer (create or check the
+ * Why one file of ~580 lines: it has one job, the NATS side of a consumer (create or check the
  * durable consumer, its one-instance lease, recover, the fetch loop with its backpressure, acks and naks, dead letters
  * and replay, stop), and its methods share the fetch loop's state. What could stand alone
  * already does: options (consume-options.ts), the engine (pipeline.ts), the DLQ (dlq.ts).
