@@ -46,7 +46,7 @@ export type { EncryptedValue } from './contracts/sensitive.ts';
 // Consumers, dead letters, projections, queries, workflows and sagas.
 export { consume } from './consumers/consume.ts';
 export type {
-  Consumer, ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ConsumerInfo, ConsumerStats,
+  Consumer, ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ConsumerInfo, ConsumerStats, ScaleOutOptions, ScaledConsumer,
 } from './consumers/consume.ts';
 export { checkVersion } from './consumers/pipeline.ts';
 export type { HandlerContext, EventHandler, BatchHandler, PipelineStats } from './consumers/pipeline.ts';

@@ -68,12 +68,34 @@ export interface CommonOptions {
    */
   probe?: false | { maxLag?: number; maxDlqDepth?: number };
   /**
+   * Run several instances of this consumer name (in as many processes) that share its work:
+   * each instance reads a subset of the log's shards, placed by rendezvous hashing over the
+   * live instances, with a lease per (name, shard) in NATS KV. An aggregate's events stay in
+   * order and are handled by one instance at a time. Every instance of a name must set it.
+   * `true` takes the defaults.
+   */
+  scaleOut?: true | ScaleOutOptions;
+  /** @internal One shard of a scaled-out consumer: JetStream consumer `<name>_s<shard>` on `<prefix>.log.<shard>`. */
+  shard?: number;
+  /**
    * @internal Projections: the JetStream consumer belongs to this process's checkpoint; it is
    * re-created at every start to deliver from `startAfter + 1`, and deleted at stop.
    */
   startAfter?: number;
   /** @internal Called when the stream turned out to be a new incarnation and the consumer's records were cleared. */
   onStreamReset?: () => Promise<unknown>;
+}
+
+export const DEFAULT_LEASE_TTL_MS = 10_000;
+
+export interface ScaleOutOptions {
+  /**
+   * This instance's name among the instances of the consumer (letters, digits, `_`, `-`).
+   * An instance restarted with the same name takes its shards back at once. Default: host, pid and a random suffix.
+   */
+  instance?: string;
+  /** How long the shards of an instance that died stay with it before the others take them. Default 10 s. */
+  leaseTtlMs?: number;
 }
 
 export interface SingleConsumeOptions extends CommonOptions {
@@ -123,6 +145,20 @@ export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsume
     if (v !== undefined && (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== 'string'))) {
       throw new InvalidOptionError(`options.${list} must be a non-empty array of names, got ${JSON.stringify(v)}`, { field: list });
     }
+  }
+  if (options.scaleOut !== undefined && options.scaleOut !== true) {
+    const so = options.scaleOut as unknown;
+    if (typeof so !== 'object' || so === null) throw new InvalidOptionError(`options.scaleOut of consumer ${options.name} must be true or an object, got ${JSON.stringify(so)}`, { field: 'scaleOut' });
+    const { instance, leaseTtlMs } = so as ScaleOutOptions;
+    if (instance !== undefined && (typeof instance !== 'string' || !NAME.test(instance))) {
+      throw new InvalidOptionError(`options.scaleOut.instance must be 1-128 letters, digits, _ or -, got ${JSON.stringify(instance)}`, { field: 'scaleOut.instance' });
+    }
+    if (leaseTtlMs !== undefined && (typeof leaseTtlMs !== 'number' || !Number.isInteger(leaseTtlMs) || leaseTtlMs < 300)) {
+      throw new InvalidOptionError(`options.scaleOut.leaseTtlMs must be an integer >= 300, got ${JSON.stringify(leaseTtlMs)}`, { field: 'scaleOut.leaseTtlMs' });
+    }
+  }
+  if (options.scaleOut !== undefined && options.startAfter !== undefined) {
+    throw new InvalidOptionError(`consumer ${options.name}: scaleOut does not apply to a projection (every instance of a projection builds its whole read model)`, { field: 'scaleOut' });
   }
   return {
     stream: options.stream ?? DEFAULT_STREAM,

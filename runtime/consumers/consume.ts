@@ -16,14 +16,14 @@
  * - Retries are delayed naks (back-off with jitter); after maxRetries an event goes to the
  *   dead-letter stream (dlq.ts) and the consumer moves on.
  *
- * One consumer name = one running instance: per-aggregate order across instances would need
- * the server to partition messages, which nats-server 2.10 does not do. Scale a consumer
- * with `concurrency` (parallel lanes across aggregates) or split work across consumer names.
+ * One consumer name = one running instance, unless `scaleOut` is set: then the instances of a
+ * name split the log's shards (scaled.ts), one JetStream consumer per shard, so each
+ * aggregate's events stay in order on one instance at a time.
  *
  * This is one of the few files that import `@nats-io/*`.
  *
- * Why one file of ~480 lines: it has one job, the NATS side of a consumer (create or check the
- * durable consumer, recover, the fetch loop with its backpressure, acks and naks, dead letters
+ * Why one file of ~580 lines: it has one job, the NATS side of a consumer (create or check the
+ * durable consumer, its one-instance lease, recover, the fetch loop with its backpressure, acks and naks, dead letters
  * and replay, stop), and its methods share the fetch loop's state. What could stand alone
  * already does: options (consume-options.ts), the engine (pipeline.ts), the DLQ (dlq.ts).
  */
@@ -33,17 +33,21 @@ import {
   type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
 import { decodeCommitBatch, type EventEnvelope } from '../journal/codec.ts';
-import { validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions } from './consume-options.ts';
+import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consumer-store.ts';
 import { DeadLetterQueue, ThresholdAlarm, headersToRecord, type DeadLetterRecord } from './dlq.ts';
-import { NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
+import { ConcurrencyError, NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
+import { ExclusiveLease } from '../journal/leases.ts';
+import { hostname } from 'node:os';
 import { defaultIsRetryable, type DeliveryHandle } from './handler.ts';
-import { assertServerVersion, connectNats } from '../journal/journal.ts';
+import { assertServerVersion, connectNats, SHARDS_METADATA } from '../journal/journal.ts';
+import { ScaledConsumer } from './scaled.ts';
 import { recordDeadLettered, registerConsumerProbe } from '../ops/metrics.ts';
 import { Pipeline, type PipelineStats } from './pipeline.ts';
 
 export { DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_ACK_WAIT_MS, DEFAULT_BATCH_SIZE } from './consume-options.ts';
-export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions } from './consume-options.ts';
+export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ScaleOutOptions } from './consume-options.ts';
+export { ScaledConsumer, consumerStatus } from './scaled.ts';
 
 const FETCH_EXPIRES_MS = 5_000;
 const FETCH_BATCH = 256;
@@ -62,8 +66,72 @@ export interface ConsumerStats extends PipelineStats {
   name: string;
 }
 
-/** Start a consumer; resolves once its JetStream consumer exists and fetching has begun. */
-export async function consume(options: ConsumeOptions): Promise<Consumer> {
+/** The JetStream consumer of one shard of a scaled-out consumer. */
+export function shardDurable(name: string, shard: number): string {
+  return `${name}_s${shard}`;
+}
+
+/** How many shards route into the stream (its metadata, written by the first node). */
+export async function streamShardCount(nc: NatsConnection, stream: string): Promise<number> {
+  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+  let info;
+  try {
+    info = await jsm.streams.info(stream);
+  } catch (e) {
+    if (e instanceof JetStreamApiError && e.code === 10059) {
+      throw new NotFoundError(`stream ${stream} does not exist; start a Troupe node on it first (or set options.stream)`, { stream });
+    }
+    throw e;
+  }
+  const n = Number(info.config.metadata?.[SHARDS_METADATA]);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new NotFoundError(`stream ${stream} does not record its shard count (metadata ${SHARDS_METADATA}); start a Troupe node on it once, then the scaled-out consumer`, { stream });
+  }
+  return n;
+}
+
+/** The KV bucket of a consumer name's leases (the instances of a scaled-out consumer, or its one instance). */
+export function consumerLeaseBucket(stream: string, name: string): string {
+  return `${stream}_consumer_${name}`;
+}
+
+/**
+ * The instance name of a consumer that is not scaled out: its host and data dir, so that the
+ * same process restarted (after a crash, too) takes its lease back at once.
+ */
+function instanceOfStore(store: ConsumerStore): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < store.path.length; i++) h = Math.imul(h ^ store.path.charCodeAt(i), 0x01000193);
+  return `${hostname()}-${(h >>> 0).toString(36)}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
+}
+
+/** The JetStream view of a durable consumer, or null when it does not exist. */
+export async function durableInfo(nc: NatsConnection, stream: string, durable: string): Promise<ConsumerInfo | null> {
+  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+  try {
+    const i = await jsm.consumers.info(stream, durable);
+    return { numPending: i.num_pending, numAckPending: i.num_ack_pending, ackFloor: i.ack_floor.stream_seq };
+  } catch (e) {
+    if (e instanceof JetStreamApiError && e.code === 10014) return null;
+    throw e;
+  }
+}
+
+/**
+ * Start a consumer; resolves once its JetStream consumer exists and fetching has begun. With
+ * `scaleOut`, resolves once the instance joined its name's group (it may own no shard yet).
+ */
+export function consume(options: ConsumeOptions & { scaleOut: true | ScaleOutOptions }): Promise<ScaledConsumer>;
+export function consume(options: ConsumeOptions): Promise<Consumer>;
+export function consume(options: ConsumeOptions): Promise<Consumer | ScaledConsumer> {
+  if (options.scaleOut !== undefined && options.shard === undefined) {
+    validateConsumeOptions(options);
+    return ScaledConsumer.start(options);
+  }
+  return consumeOne(options);
+}
+
+async function consumeOne(options: ConsumeOptions): Promise<Consumer> {
   const o = validateConsumeOptions(options);
   const cleanup: (() => Promise<unknown>)[] = [];
   try {
@@ -91,6 +159,24 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       }
       throw e;
     }
+    let consumer: Consumer | null = null;
+    if (options.shard === undefined && options.startAfter === undefined) {
+      // One running instance per name: a second one fails here instead of splitting aggregates.
+      const taken = await ExclusiveLease.take(nc, {
+        bucket: consumerLeaseBucket(o.stream, options.name), group: options.name, member: instanceOfStore(store), ttlMs: DEFAULT_LEASE_TTL_MS,
+        onLost: () => {
+          consumer?.onError(new ConcurrencyError('CONCURRENCY', `consumer ${options.name} lost its lease to another instance; it stops`, { consumer: options.name }));
+          void consumer?.stop(0);
+        },
+      });
+      if (!(taken instanceof ExclusiveLease)) {
+        throw new ConcurrencyError('CONCURRENCY',
+          `consumer ${options.name} already runs as instance ${taken.heldBy}: a name runs once, unless every instance sets options.scaleOut to share the work. ` +
+          `Stop the other instance, or wait for its lease to expire (${DEFAULT_LEASE_TTL_MS} ms after it died)`,
+          { consumer: options.name, heldBy: taken.heldBy });
+      }
+      cleanup.unshift(() => taken.release());
+    }
     const state = store.state(o.stream, options.name, options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS);
     let startAfter = options.startAfter;
     const known = state.getMeta<string>('stream');
@@ -102,7 +188,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       if (startAfter !== undefined) startAfter = 0;
     }
     const dlq = await DeadLetterQueue.open({ nc, stream: o.stream, subjectPrefix: o.subjectPrefix });
-    const consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup, startAfter);
+    consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup, startAfter);
     await consumer.start();
     return consumer;
   } catch (e) {
@@ -126,8 +212,14 @@ class JsDelivery implements DeliveryHandle {
 
 export class Consumer {
   readonly name: string;
+  /** The JetStream consumer: the name, or `<name>_s<shard>` for one shard of a scaled-out consumer. */
+  readonly durable: string;
+  /** The log subjects this consumer reads: every shard, or one. */
+  private readonly filter: string;
   private readonly pipeline: Pipeline;
   private stopped: Promise<void> | null = null;
+  /** Set at once by stop(): a fetch that returns after it is stopped at once. */
+  private stopping = false;
   private messages: ConsumerMessages | null = null;
   private wake: (() => void) | null = null;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -135,7 +227,8 @@ export class Consumer {
   private unprobe: (() => void) | null = null;
   private averageBytes = 4096;
   private readonly alarm: ThresholdAlarm | null;
-  private readonly onError: (e: unknown) => void;
+  /** @internal */
+  readonly onError: (e: unknown) => void;
 
   /** @internal use consume() */
   constructor(
@@ -152,6 +245,8 @@ export class Consumer {
     private readonly startAfter: number | undefined,
   ) {
     this.name = options.name;
+    this.durable = options.shard === undefined ? options.name : shardDurable(options.name, options.shard);
+    this.filter = options.shard === undefined ? `${o.subjectPrefix}.log.>` : `${o.subjectPrefix}.log.${options.shard}`;
     this.onError = options.onError ?? ((e) => process.emitWarning(`troupe consumer ${options.name}: ${(e as Error)?.message ?? String(e)}`));
     this.alarm = options.deadLetterAlert === undefined ? null : new ThresholdAlarm({ ...options.deadLetterAlert, consumer: options.name });
     const retry = o.retry;
@@ -182,9 +277,9 @@ export class Consumer {
 
   private get config(): Partial<ConsumerConfig> {
     return {
-      durable_name: this.name,
+      durable_name: this.durable,
       ack_policy: AckPolicy.Explicit,
-      filter_subject: `${this.o.subjectPrefix}.log.>`,
+      filter_subject: this.filter,
       ack_wait: this.o.ackWaitMs * 1_000_000,
       max_deliver: -1,
       max_ack_pending: this.o.maxAckPending,
@@ -195,7 +290,7 @@ export class Consumer {
   private async ensureConsumer(): Promise<void> {
     const { jsm, o } = this;
     if (this.startAfter !== undefined) {
-      await jsm.consumers.delete(o.stream, this.name).catch(() => false);
+      await jsm.consumers.delete(o.stream, this.durable).catch(() => false);
       await jsm.consumers.add(o.stream, {
         ...this.config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.pipeline.position + 1,
         inactive_threshold: Math.max(5 * 60_000, 4 * o.ackWaitMs) * 1_000_000,
@@ -204,9 +299,9 @@ export class Consumer {
     }
     let exists = true;
     try {
-      const info = await jsm.consumers.info(o.stream, this.name);
+      const info = await jsm.consumers.info(o.stream, this.durable);
       if (info.config.ack_wait !== this.config.ack_wait || info.config.max_ack_pending !== o.maxAckPending || info.config.filter_subject !== this.config.filter_subject) {
-        await jsm.consumers.update(o.stream, this.name, { ack_wait: this.config.ack_wait, max_ack_pending: o.maxAckPending, filter_subject: this.config.filter_subject });
+        await jsm.consumers.update(o.stream, this.durable, { ack_wait: this.config.ack_wait, max_ack_pending: o.maxAckPending, filter_subject: this.config.filter_subject });
       }
     } catch (e) {
       if (!(e instanceof JetStreamApiError) || e.code !== 10014) throw e;
@@ -234,7 +329,7 @@ export class Consumer {
     const expiry = setInterval(() => void this.state.expire().catch(this.onError), Math.min(this.state.dedupTtlMs, 3_600_000));
     expiry.unref();
     this.timers.push(heartbeat, expiry);
-    if (this.options.probe !== false) {
+    if (this.options.probe !== false && this.options.shard === undefined) {
       this.unprobe = registerConsumerProbe({
         name: this.name,
         lag: async () => { const i = await this.info(); return i.numPending + i.numAckPending; },
@@ -254,7 +349,7 @@ export class Consumer {
    */
   private async recover(): Promise<void> {
     if (this.startAfter !== undefined) return;
-    const i = await this.jsm.consumers.info(this.o.stream, this.name);
+    const i = await this.jsm.consumers.info(this.o.stream, this.durable);
     const from = i.ack_floor.stream_seq + 1;
     const to = i.delivered.stream_seq;
     if (i.num_ack_pending === 0 || to < from) return;
@@ -263,7 +358,7 @@ export class Consumer {
       return;
     }
     const reader = await this.js.consumers.get(this.o.stream, {
-      filter_subjects: [`${this.o.subjectPrefix}.log.>`], deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from,
+      filter_subjects: [this.filter], deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from,
     });
     const messages = await reader.consume({ max_messages: 256 });
     const guard = setTimeout(() => messages.stop(), 30_000);
@@ -275,7 +370,8 @@ export class Consumer {
         } catch {
           // Not a commit batch: nothing to order.
         }
-        if (m.seq >= to) break;
+        // A filtered consumer's last delivery may lie past the last message of its subjects.
+        if (m.seq >= to || m.info.pending === 0) break;
       }
     } finally {
       clearTimeout(guard);
@@ -286,7 +382,7 @@ export class Consumer {
   private async loop(): Promise<void> {
     let failures = 0;
     let pull: Awaited<ReturnType<JetStreamClient['consumers']['get']>> | null = null;
-    while (this.stopped === null) {
+    while (!this.stopping) {
       const p = this.pipeline;
       // A fetch keeps delivering until it has its count, so ask for no more than the bytes
       // left can hold, by the average message size so far.
@@ -301,13 +397,14 @@ export class Consumer {
         room = 1;
       }
       try {
-        pull ??= await this.js.consumers.get(this.o.stream, this.name);
+        pull ??= await this.js.consumers.get(this.o.stream, this.durable);
         const messages = await pull.fetch({ max_messages: room, expires: FETCH_EXPIRES_MS });
         this.messages = messages;
+        if (this.stopping) messages.stop();
         for await (const m of messages) this.onMessage(m);
         failures = 0;
       } catch (e) {
-        if (this.stopped !== null) break;
+        if (this.stopping) break;
         this.onError(e);
         pull = null;
         failures++;
@@ -370,7 +467,7 @@ export class Consumer {
 
   /** The JetStream consumer's view: what is left to deliver and to ack. */
   async info(): Promise<ConsumerInfo> {
-    const i = await this.jsm.consumers.info(this.o.stream, this.name);
+    const i = await this.jsm.consumers.info(this.o.stream, this.durable);
     return { numPending: i.num_pending, numAckPending: i.num_ack_pending, ackFloor: i.ack_floor.stream_seq };
   }
 
@@ -460,6 +557,7 @@ export class Consumer {
    * JetStream, and close what the consumer opened.
    */
   stop(timeoutMs = 10_000): Promise<void> {
+    this.stopping = true;
     this.stopped ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       this.unprobe?.();
@@ -467,7 +565,7 @@ export class Consumer {
       this.wake?.();
       await this.pipeline.stop(timeoutMs);
       await this.loopDone.catch(() => {});
-      if (this.startAfter !== undefined) await this.jsm.consumers.delete(this.o.stream, this.name).catch(() => false);
+      if (this.startAfter !== undefined) await this.jsm.consumers.delete(this.o.stream, this.durable).catch(() => false);
       await this.nc.flush().catch(() => {});
       await this.deadLetters.close();
       for (const c of this.cleanup) await c().catch(() => {});

@@ -20,7 +20,7 @@
  */
 import type { Database } from 'lmdb';
 import type { EventEnvelope } from '../journal/codec.ts';
-import { consume, type Consumer, type SingleConsumeOptions } from './consume.ts';
+import { consume, type Consumer, type ScaledConsumer, type ScaleOutOptions, type SingleConsumeOptions } from './consume.ts';
 import type { ConsumerStore } from './consumer-store.ts';
 import type { Command, CommandResult } from '../envelope.ts';
 import { InvalidOptionError, isTroupeError } from '../errors.ts';
@@ -77,8 +77,14 @@ export interface WorkflowOptions extends WorkflowBase {
   userId?: string;
 }
 
-/** A consumer that reacts to events by sending commands to actors. */
-export function workflow(options: WorkflowOptions): Promise<Consumer> {
+/**
+ * A consumer that reacts to events by sending commands to actors. With `scaleOut`, its
+ * instances split the log's shards; a re-sent commandId is answered once, so a move between
+ * instances never acts twice.
+ */
+export function workflow(options: WorkflowOptions & { scaleOut: true | ScaleOutOptions }): Promise<ScaledConsumer>;
+export function workflow(options: WorkflowOptions): Promise<Consumer>;
+export function workflow(options: WorkflowOptions): Promise<Consumer | ScaledConsumer> {
   const { sender, on, userId, ...rest } = options;
   const types = Object.keys(on ?? {});
   if (types.length === 0) throw new InvalidOptionError(`workflow ${options.name} reacts to no event type; give options.on a handler per event type`, { field: 'on' });
@@ -143,7 +149,7 @@ function defaultCompensateOn(e: unknown): boolean {
 
 /** A running saga: its consumer and the state of each saga instance. */
 export class Saga {
-  constructor(readonly definition: SagaDefinition, readonly consumer: Consumer, private readonly db: Database<SagaState, string>) {}
+  constructor(readonly definition: SagaDefinition, readonly consumer: Consumer | ScaledConsumer, private readonly db: Database<SagaState, string>) {}
 
   /** The state of the saga started by event `sagaId`. */
   status(sagaId: string): SagaState | undefined {

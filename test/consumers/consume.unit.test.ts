@@ -1,5 +1,5 @@
 // The parts of consumers that need no server: back-off, the token bucket, the version check,
-// write sets over LMDB (rollback, pending overlay), the DLQ threshold alarm, and the query bus.
+// write sets over LMDB (rollback, pending overlay), the DLQ threshold alarm, the query bus, and the scaleOut options.
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConsumerStore, PendingWrites, WriteSet } from '../../runtime/consumers/consumer-store.ts';
 import { ThresholdAlarm, reasonOf, subjectToken, type DeadLetterStats } from '../../runtime/consumers/dlq.ts';
@@ -7,6 +7,7 @@ import { ValidationError, isTroupeError } from '../../runtime/errors.ts';
 import { TokenBucket, backoffDelay, resolveRetry } from '../../runtime/consumers/flow.ts';
 import { checkVersion, defaultIsRetryable } from '../../runtime/consumers/pipeline.ts';
 import { QueryBus, stableKey } from '../../runtime/consumers/query.ts';
+import { validateConsumeOptions, type ConsumeOptions } from '../../runtime/consumers/consume-options.ts';
 import { tempDir } from '../helpers/nats.ts';
 
 describe('back-off', () => {
@@ -165,5 +166,18 @@ describe('QueryBus', () => {
     await bus.query('q', 1);
     expect(calls).toBe(4);
     expect(stableKey({ b: 1, a: [1, { d: 2, c: 3 }] })).toBe(stableKey({ a: [1, { c: 3, d: 2 }], b: 1 }));
+  });
+});
+
+describe('scaleOut options', () => {
+  const base = { name: 'c', dataDir: '/tmp/unused', handler: () => {} };
+  it('refuses an instance name or a lease ttl that cannot work, naming the field, and a projection scaled out', () => {
+    const fieldOf = (o: object) => { try { validateConsumeOptions({ ...base, ...o } as ConsumeOptions); return null; } catch (e) { return (e as { data?: { field?: string } }).data?.field; } };
+    expect(fieldOf({ scaleOut: true })).toBeNull();
+    expect(fieldOf({ scaleOut: { instance: 'node-1_a', leaseTtlMs: 3_000 } })).toBeNull();
+    expect(fieldOf({ scaleOut: { instance: 'a.b' } })).toBe('scaleOut.instance');
+    expect(fieldOf({ scaleOut: { leaseTtlMs: 10 } })).toBe('scaleOut.leaseTtlMs');
+    expect(fieldOf({ scaleOut: 'yes' })).toBe('scaleOut');
+    expect(fieldOf({ scaleOut: true, startAfter: 0 })).toBe('scaleOut');
   });
 });

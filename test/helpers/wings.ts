@@ -71,6 +71,7 @@ export const WING_RULES: WingRules = {
   entryPoints: ['index.ts', 'internal.ts'],
   natsFiles: [
     'journal/journal.ts',
+    'journal/leases.ts',
     'node/ownership.ts',
     'remote/service.ts',
     'remote/client.ts',

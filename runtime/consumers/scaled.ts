@@ -1,0 +1,258 @@
+/**
+ * A consumer name run as several instances (`consume({ scaleOut })`): the instances share the
+ * log's shards, so each aggregate's events are handled in order by one instance at a time.
+ *
+ *   instance ──heartbeat + leases (journal/leases.ts, KV bucket `<stream>_consumers`)──┐
+ *     for each shard it holds: a Consumer (consume.ts) on JetStream consumer           │
+ *     `<name>_s<shard>`, filtered on `<prefix>.log.<shard>`                            │
+ *   placement: rendezvous hashing of shards over the live instances of the name ◀──────┘
+ *
+ * Hand-over. A shard's progress lives on the server, in its JetStream consumer: the next
+ * owner resumes at that consumer's ack floor. An instance that stops, or whose shard moved to
+ * a newer instance, stops the shard's consumer first (running handlers finish, their messages
+ * are acked, held ones given back) and only then deletes the lease, so nothing it handled is
+ * delivered again. An instance that dies (kill -9) keeps its leases until they expire; the
+ * messages it had received and not acked are then delivered to the next owner, which reads
+ * them first (recover) so that each aggregate's order holds. The events of those messages that
+ * the dead instance had handled are delivered again: a handler whose effects live outside the
+ * instance keeps the aggregate's last applied sequence beside them and skips what it applied
+ * (`checkVersion(lastApplied, event)`); workflows and sagas need nothing more, since a node
+ * answers a re-sent commandId with its first result.
+ *
+ * What a handler writes through its context (`ctx.put`, `ctx.setVersion`) stays in the
+ * instance's own LMDB: it is shared only by instances that open the same data dir.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { EventEnvelope } from '../journal/codec.ts';
+import { connectNats, type NatsConnection } from '../journal/journal.ts';
+import { LeaseGroup, listLeaseBuckets, readLeaseGroup, type LeaseGroupStatus } from '../journal/leases.ts';
+import { ConcurrencyError, TimeoutError } from '../errors.ts';
+import { DEFAULT_STREAM } from '../options.ts';
+import { registerConsumerProbe } from '../ops/metrics.ts';
+import { DeadLetterQueue } from './dlq.ts';
+import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
+import { ConsumerStore, DEFAULT_DEDUP_TTL_MS } from './consumer-store.ts';
+import { consume, consumerLeaseBucket, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
+import type { PipelineStats } from './pipeline.ts';
+
+export interface ScaledConsumerStats extends PipelineStats {
+  name: string;
+  instance: string;
+  /** The shards this instance reads now. */
+  shards: number[];
+}
+
+/**
+ * The instances of every consumer of a stream and the shards each reads (for `troupe cluster
+ * status` and `/cluster`): scaled-out groups, and the one instance of each plain consumer.
+ */
+export async function consumerStatus(nc: NatsConnection, stream: string): Promise<(LeaseGroupStatus & { name: string })[]> {
+  const prefix = consumerLeaseBucket(stream, '');
+  const out: (LeaseGroupStatus & { name: string })[] = [];
+  for (const bucket of await listLeaseBuckets(nc, prefix)) {
+    const name = bucket.slice(prefix.length);
+    out.push({ name, ...await readLeaseGroup(nc, bucket, name) });
+  }
+  return out;
+}
+
+function defaultInstance(): string {
+  return `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
+}
+
+export class ScaledConsumer {
+  readonly name: string;
+  /** This instance's name in its consumer's group. */
+  readonly instance: string;
+  private readonly consumers = new Map<number, Consumer>();
+  private readonly listeners = new Set<(events: EventEnvelope[]) => void>();
+  private readonly unlisten = new Map<number, () => void>();
+  private leases: LeaseGroup | null = null;
+  /** Shard consumers start and stop one at a time: they share the store's records. */
+  private chain: Promise<unknown> = Promise.resolve();
+  private unprobe: (() => void) | null = null;
+  private stopped: Promise<void> | null = null;
+  private readonly onError: (e: unknown) => void;
+  /** How long a released shard's running handlers may take to finish. */
+  private stopTimeoutMs = 10_000;
+  /** Shards of the log (from the stream's metadata). */
+  shardCount = 0;
+
+  private constructor(
+    private readonly options: ConsumeOptions,
+    readonly nc: NatsConnection,
+    readonly store: ConsumerStore,
+    /** The dead-letter queue the instances write to: stats, list, discard. */
+    readonly deadLetters: DeadLetterQueue,
+    private readonly cleanup: (() => Promise<unknown>)[],
+  ) {
+    this.name = options.name;
+    const so: ScaleOutOptions = options.scaleOut === true || options.scaleOut === undefined ? {} : options.scaleOut;
+    this.instance = so.instance ?? defaultInstance();
+    this.onError = options.onError ?? ((e) => process.emitWarning(`troupe consumer ${options.name} (${this.instance}): ${(e as Error)?.message ?? String(e)}`));
+  }
+
+  /** @internal use consume({ scaleOut }) */
+  static async start(options: ConsumeOptions): Promise<ScaledConsumer> {
+    const cleanup: (() => Promise<unknown>)[] = [];
+    try {
+      let nc = options.nc;
+      if (nc === undefined) {
+        nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-consumer-${options.name}`);
+        const own = nc;
+        cleanup.push(() => own.drain());
+      }
+      let store = options.store;
+      if (store === undefined) {
+        store = ConsumerStore.open(options.dataDir!);
+        const own = store;
+        cleanup.unshift(() => own.close());
+      }
+      const o = validateConsumeOptions(options);
+      const dlq = await DeadLetterQueue.open({ nc, stream: o.stream, subjectPrefix: o.subjectPrefix });
+      cleanup.unshift(() => dlq.close());
+      const c = new ScaledConsumer(options, nc, store, dlq, cleanup);
+      await c.join();
+      return c;
+    } catch (e) {
+      for (const c of cleanup) await c().catch(() => {});
+      throw e;
+    }
+  }
+
+  private get stream(): string {
+    return this.options.stream ?? DEFAULT_STREAM;
+  }
+
+  private async join(): Promise<void> {
+    this.shardCount = await streamShardCount(this.nc, this.stream);
+    const so = this.options.scaleOut === true || this.options.scaleOut === undefined ? {} : this.options.scaleOut;
+    this.leases = await LeaseGroup.open(this.nc, {
+      bucket: consumerLeaseBucket(this.stream, this.name),
+      group: this.name,
+      member: this.instance,
+      count: this.shardCount,
+      ttlMs: so.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS,
+      acquired: (shard) => this.serial(() => this.open(shard)),
+      release: (shard) => this.serial(() => this.close(shard, this.stopTimeoutMs)),
+      // Another instance may already read the shard: stop at once.
+      lost: (shard) => this.close(shard, 0),
+      onError: this.onError,
+    });
+    if (this.options.probe !== false) {
+      this.unprobe = registerConsumerProbe({
+        name: this.name,
+        lag: async () => { const i = await this.info(); return i.numPending + i.numAckPending; },
+        dlqDepth: async () => (await this.deadLetters.stats()).byConsumer[this.name] ?? 0,
+        ...(this.options.probe?.maxLag === undefined ? {} : { maxLag: this.options.probe.maxLag }),
+        ...(this.options.probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: this.options.probe.maxDlqDepth }),
+      });
+    }
+    const single = await this.leases.exclusiveHolder();
+    if (single !== null) {
+      throw new ConcurrencyError('CONCURRENCY',
+        `consumer ${this.name} already runs as one instance (${single}) without scaleOut; stop it, then start every instance with options.scaleOut`,
+        { consumer: this.name, heldBy: single });
+    }
+    await this.leases.start();
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(f, f);
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
+  private async open(shard: number): Promise<void> {
+    if (this.consumers.has(shard)) return;
+    const c = await consume({ ...this.options, scaleOut: undefined, shard, nc: this.nc, store: this.store, probe: false } as ConsumeOptions);
+    this.consumers.set(shard, c);
+    this.unlisten.set(shard, c.onCommitted((events) => { for (const l of this.listeners) l(events); }));
+  }
+
+  private async close(shard: number, timeoutMs: number): Promise<void> {
+    const c = this.consumers.get(shard);
+    if (c === undefined) return;
+    this.consumers.delete(shard);
+    this.unlisten.get(shard)?.();
+    this.unlisten.delete(shard);
+    await c.stop(timeoutMs);
+  }
+
+  /** The shards this instance reads now. */
+  get shards(): number[] {
+    return [...this.consumers.keys()].sort((a, b) => a - b);
+  }
+
+  /** The live instances of this consumer name, as seen at the last lease round. */
+  get instances(): readonly string[] {
+    return this.leases?.live ?? [];
+  }
+
+  stats(): ScaledConsumerStats {
+    const total: Record<string, number> = {};
+    for (const c of this.consumers.values()) {
+      for (const [k, v] of Object.entries(c.stats())) if (typeof v === 'number') total[k] = (total[k] ?? 0) + v;
+    }
+    return { ...(total as unknown as PipelineStats), name: this.name, instance: this.instance, shards: this.shards };
+  }
+
+  /**
+   * The JetStream view summed over every shard of the name (all instances). A shard whose
+   * JetStream consumer does not exist yet counts the messages it will have to read as pending.
+   */
+  async info(): Promise<ConsumerInfo & { shardsWithoutConsumer: number }> {
+    const out = { numPending: 0, numAckPending: 0, ackFloor: 0, shardsWithoutConsumer: 0 };
+    const infos = await Promise.all(Array.from({ length: this.shardCount }, (_, s) => durableInfo(this.nc, this.stream, shardDurable(this.name, s))));
+    for (const i of infos) {
+      if (i === null) {
+        out.shardsWithoutConsumer++;
+        continue;
+      }
+      out.numPending += i.numPending;
+      out.numAckPending += i.numAckPending;
+    }
+    return out;
+  }
+
+  /** Resolves when every shard of the name has a JetStream consumer with nothing left to deliver or to ack. */
+  async caughtUp(timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const i = await this.info();
+      if (i.numPending === 0 && i.numAckPending === 0 && i.shardsWithoutConsumer === 0) return;
+      if (Date.now() > until) {
+        throw new TimeoutError(`consumer ${this.name} did not catch up within ${timeoutMs} ms: ${i.numPending} to deliver, ${i.numAckPending} un-acked, ${i.shardsWithoutConsumer} shards not read yet`, {});
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Listen to the events this instance handled, per committed task. Returns an unsubscribe function. */
+  onCommitted(listener: (events: EventEnvelope[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => { this.listeners.delete(listener); };
+  }
+
+  /** What `ctx.setVersion` recorded for an aggregate in this instance's store (0 when nothing). */
+  versionOf(aggregateType: string, aggregateId: string): number {
+    return this.store.state(this.stream, this.name, this.options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS).version(aggregateType, aggregateId);
+  }
+
+  /**
+   * Leave the group: each shard's consumer stops (running handlers finish, their messages are
+   * acked) and its lease is released, so the other instances take the shards at once.
+   */
+  stop(timeoutMs = 10_000): Promise<void> {
+    this.stopTimeoutMs = timeoutMs;
+    this.stopped ??= (async () => {
+      this.unprobe?.();
+      await this.leases?.stop().catch(this.onError);
+      await this.chain;
+      for (const s of [...this.consumers.keys()]) await this.close(s, 0).catch(this.onError);
+      for (const c of this.cleanup) await c().catch(() => {});
+    })();
+    return this.stopped;
+  }
+}
