@@ -72,6 +72,7 @@ export const WING_RULES: WingRules = {
   natsFiles: [
     'journal/journal.ts',
     'node/ownership.ts',
+    'node/membership.ts',
     'remote/service.ts',
     'remote/client.ts',
     'contracts/keystore.ts',
