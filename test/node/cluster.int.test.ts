@@ -228,7 +228,7 @@ describe('cluster', () => {
   });
 
   it('moves no shard when a node restarts with the same name within the settle window', async () => {
-    const s: Setup = { ...freshStream('RESTART'), ttl: 3_000, settle: 6_000, shards: 8, load: false };
+    const s: Setup = { ...freshStream('RESTART'), ttl: 3_000, settle: 8_000, shards: 8, load: false };
     const nodes = ['node-1', 'node-2'];
     const [a, b] = await Promise.all(nodes.map((n) => startNode(n, s)));
     const before = await waitFor('placement over two nodes', 30_000, async () => {
@@ -239,6 +239,7 @@ describe('cluster', () => {
 
     b!.child.kill('SIGKILL');
     await b!.exited;
+    // Away longer than its heartbeat TTL: node-1 no longer sees it, and only the settle window keeps its shards in place.
     // Watch the leases while node-2 is away and back: none is ever held by another node.
     let watching = true;
     const seen: string[] = [];
@@ -249,6 +250,9 @@ describe('cluster', () => {
         await sleep(100);
       }
     })();
+    await sleep(s.ttl + 1_500);
+    const away = await status(a!);
+    expect(away.nodes.map((n) => n.node)).toEqual(['node-1']);
     const again = await startNode('node-2', s, b!.dataDir);
     const after = await waitFor('node-2 to hold its shards again', 15_000, async () => {
       const st = await status(again);
