@@ -264,4 +264,29 @@ describe('cluster', () => {
     expect(after.leases.map((l) => [l.shard, l.node])).toEqual(heldBefore);
     await stopAll();
   });
+
+  it('hands every shard of a node stopped with SIGTERM to the others at once, not after its lease TTL', async () => {
+    const s: Setup = { ...freshStream('DRAIN'), ttl: 8_000, settle: 8_000, shards: 8, load: true };
+    const nodes = ['node-1', 'node-2'];
+    const [a, b] = await Promise.all(nodes.map((n) => startNode(n, s)));
+    await waitFor('placement over two nodes', 30_000, async () => (placed(await status(a!), nodes) ? true : undefined));
+    await sleep(500);
+    const before = acks(a!).length;
+
+    const stoppedAt = Date.now();
+    b!.child.kill('SIGTERM');
+    expect(await b!.exited).toBe(0);
+    // Draining, node-2 released its leases after finishing its appends: node-1 takes them and writes on them
+    // well inside both the lease TTL and the settle window (a node that leaves on purpose is not waited for).
+    const tookMs = await waitFor('node-1 to serve every shard', s.ttl, async () => {
+      const st = await status(a!);
+      if (!placed(st, ['node-1']) || st.nodes.some((n) => n.node === 'node-2')) return undefined;
+      const served = new Set(acks(a!).slice(before).map((x) => x.shard));
+      return shardsOf('node-2', nodes, 8).every((sh) => served.has(sh)) ? Date.now() - stoppedAt : undefined;
+    });
+    expect(tookMs).toBeLessThan(s.ttl / 2);
+
+    await stopAll();
+    expect(await expectLogWhole(s, [a!, b!])).toBeGreaterThan(50);
+  });
 });
