@@ -15,6 +15,16 @@ const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const nodeScript = join(REPO_ROOT, 'test', 'fixtures', 'cluster-node.ts');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Run the `troupe` command line the way runtime/bin/troupe.mjs does. */
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'runtime', 'bin', 'run-ts.cjs'), join(REPO_ROOT, 'runtime', 'cli', 'main.ts'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+}
+
 interface NodeProc {
   name: string;
   child: ChildProcessWithoutNullStreams;
@@ -155,6 +165,18 @@ describe('cluster', () => {
     const version = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     expect(st.nodes.map((n) => [n.node, n.state, n.version])).toEqual(nodes.map((n) => [n, 'ready', version]));
     for (const l of st.leases) expect(l.ageMs).toBeLessThan(3_000);
+
+    // `troupe cluster status` reads the same from NATS KV, with no node of its own.
+    const json = await runCli(['cluster', 'status', '--json', '--nats-url', nats.url, '--stream', s.stream]);
+    expect(json.code, json.stderr).toBe(0);
+    const fromCli = JSON.parse(json.stdout) as ClusterStatus;
+    expect(fromCli.shards).toBe(64);
+    expect(fromCli.nodes.map((n) => [n.node, n.state, n.shardCount])).toEqual(nodes.map((n) => [n, 'ready', counts[n]]));
+    expect(leaseCounts(fromCli)).toEqual(counts);
+    const text = await runCli(['cluster', 'status', '--nats-url', nats.url, '--stream', s.stream]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/64 shards, 3 node\(s\), 0 without an owner, 0 moving/);
+    for (const n of nodes) expect(text.stdout).toMatch(new RegExp(`${n}\\s+ready\\s+v${version.replace(/\./g, '\\.')}\\s+${counts[n]} shards`));
   });
 
   it('serves the shards of a node killed with SIGKILL elsewhere within the lease TTL + 5 s, and every acknowledged command is in the log once', async () => {
