@@ -72,7 +72,17 @@ export class Membership {
   }
 
   private async start(): Promise<void> {
-    await this.heartbeat();
+    // A bucket just created on a replicated cluster answers once its stream has a leader.
+    const until = Date.now() + 15_000;
+    for (;;) {
+      try {
+        await this.heartbeat();
+        break;
+      } catch (e) {
+        if (Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
     const iter = await this.kv.watch({ key: '>' });
     this.watching = iter;
     void (async () => {
@@ -91,8 +101,8 @@ export class Membership {
       }
     })().catch(() => {});
     // The watcher replays the current entries first; wait for them so `live` is whole at start.
-    const until = Date.now() + 2_000;
-    while (!this.seen.has(this.node) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    const replayed = Date.now() + 2_000;
+    while (!this.seen.has(this.node) && Date.now() < replayed) await new Promise((r) => setTimeout(r, 10));
     this.timer = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.ttlMs / 3)));
     this.timer.unref();
   }
