@@ -9,7 +9,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterStatus } from '../../runtime/node/membership.ts';
 import { shardsOf } from '../../runtime/placement.ts';
 import { startNatsCluster, tempDir, useNatsServer } from '../helpers/nats.ts';
-import { freshStream, readEvents } from '../helpers/troupe.ts';
+import { freshStream, readEvents, startNode as startInProcess } from '../helpers/troupe.ts';
+import { shardOf } from '../../runtime/envelope.ts';
+import type { Troupe } from '../../runtime/node/system.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const nodeScript = join(REPO_ROOT, 'test', 'fixtures', 'cluster-node.ts');
@@ -327,5 +329,40 @@ describe('cluster', () => {
 
     await stopAll();
     expect(await expectLogWhole(s, [a!, b!])).toBeGreaterThan(50);
+  });
+
+  it('answers a commandId re-sent after a planned hand-off once, from the new owner, with the version first acknowledged', async () => {
+    const s = freshStream('HANDOFF');
+    const opts = { ...s, leaseTtlMs: 3_000, settleMs: 200, workers: 1 };
+    const running: Troupe[] = [];
+    try {
+      const a = await startInProcess(nats.url, { ...opts, nodeName: 'node-1' });
+      running.push(a);
+      const b = await startInProcess(nats.url, { ...opts, nodeName: 'node-2' });
+      running.push(b);
+      const nodes = ['node-1', 'node-2'];
+      await waitFor('placement over two nodes', 20_000, async () => (
+        JSON.stringify(a.ownedShards) === JSON.stringify(shardsOf('node-1', nodes, 8)) && JSON.stringify(b.ownedShards) === JSON.stringify(shardsOf('node-2', nodes, 8)) ? true : undefined));
+      const onB = Array.from({ length: 40 }, (_, i) => `acct-${i}`).filter((id) => b.ownedShards.includes(shardOf('Account', id, 8))).slice(0, 4);
+      expect(onB.length).toBeGreaterThan(0);
+      const first = new Map<string, number>();
+      for (const id of onB) {
+        await b.send('Account', id, 'OpenAccount', {}, { commandId: `open-${id}` });
+        first.set(id, (await b.send('Account', id, 'Deposit', { amount: 5 }, { commandId: `dep-${id}` })).version);
+      }
+
+      await b.stop();
+      running.splice(running.indexOf(b), 1);
+      await waitFor('node-1 to own every shard', 10_000, async () => (a.ownedShards.length === 8 ? true : undefined));
+      for (const id of onB) {
+        await expect(a.send('Account', id, 'Deposit', { amount: 5 }, { commandId: `dep-${id}` })).resolves.toMatchObject({ duplicate: true, version: first.get(id) });
+        await expect(a.send('Account', id, 'Deposit', { amount: 1 })).resolves.toMatchObject({ duplicate: false, version: first.get(id)! + 1 });
+        expect(await a.query('Account', id)).toEqual({ state: { opened: true, balance: 6 }, version: 3 });
+      }
+      const events = await readEvents(nats.url, s.stream);
+      for (const id of onB) expect(events.filter((e) => e.commandId === `dep-${id}`)).toHaveLength(1);
+    } finally {
+      for (const n of running) await n.stop().catch(() => {});
+    }
   });
 });
