@@ -215,7 +215,10 @@ export async function readClusterStatus(nc: NatsConnection, stream: string): Pro
   const nodes: ClusterStatus['nodes'] = [];
   const nodesKv = await bucket(nc, `${stream}_nodes`);
   if (nodesKv !== null) {
-    for await (const key of await nodesKv.keys()) {
+    // keys() may name a key twice when it is written while listed (a heartbeat): take each once.
+    const keys = new Set<string>();
+    for await (const key of await nodesKv.keys()) keys.add(key);
+    for (const key of keys) {
       const e = await nodesKv.get(key).catch(() => null);
       if (e === null || e.operation !== 'PUT') continue;
       const entry = e.json() as MemberEntry;
