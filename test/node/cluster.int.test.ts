@@ -143,14 +143,15 @@ describe('cluster', () => {
     return acked.length;
   }
 
-  it('spreads the shards over nodes that join, each within ±25% of an even share, and reports them on /cluster', async () => {
-    const s: Setup = { ...freshStream('SPREAD'), ttl: 3_000, settle: 500, shards: 64, load: false };
+  it('spreads the shards over nodes that join, each within ±25% of an even share, moves only the new node\'s share when a fourth joins, and reports them on /cluster', async () => {
+    const s: Setup = { ...freshStream('SPREAD'), ttl: 6_000, settle: 500, shards: 256, load: false };
+    const S = s.shards;
     const one = await startNode('node-1', s);
     const alone = await waitFor('node-1 to hold every shard', 15_000, async () => {
       const st = await status(one);
       return placed(st, ['node-1']) ? st : undefined;
     });
-    expect(alone.nodes.map((n) => [n.node, n.state, n.shardCount])).toEqual([['node-1', 'ready', 64]]);
+    expect(alone.nodes.map((n) => [n.node, n.state, n.shardCount])).toEqual([['node-1', 'ready', S]]);
 
     await Promise.all([startNode('node-2', s), startNode('node-3', s)]);
     const nodes = ['node-1', 'node-2', 'node-3'];
@@ -161,24 +162,37 @@ describe('cluster', () => {
     const counts = leaseCounts(st);
     expect(Object.keys(counts).sort()).toEqual(nodes);
     for (const n of nodes) {
-      expect(counts[n]).toBeGreaterThanOrEqual(Math.floor((64 / 3) * 0.75));
-      expect(counts[n]).toBeLessThanOrEqual(Math.ceil((64 / 3) * 1.25));
+      expect(counts[n]).toBeGreaterThanOrEqual(Math.floor((S / 3) * 0.75));
+      expect(counts[n]).toBeLessThanOrEqual(Math.ceil((S / 3) * 1.25));
     }
     const version = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     expect(st.nodes.map((n) => [n.node, n.state, n.version])).toEqual(nodes.map((n) => [n, 'ready', version]));
-    for (const l of st.leases) expect(l.ageMs).toBeLessThan(3_000);
+    for (const l of st.leases) expect(l.ageMs).toBeLessThan(s.ttl);
 
     // `troupe cluster status` reads the same from NATS KV, with no node of its own.
     const json = await runCli(['cluster', 'status', '--json', '--nats-url', nats.url, '--stream', s.stream]);
     expect(json.code, json.stderr).toBe(0);
     const fromCli = JSON.parse(json.stdout) as ClusterStatus;
-    expect(fromCli.shards).toBe(64);
+    expect(fromCli.shards).toBe(S);
     expect(fromCli.nodes.map((n) => [n.node, n.state, n.shardCount])).toEqual(nodes.map((n) => [n, 'ready', counts[n]]));
     expect(leaseCounts(fromCli)).toEqual(counts);
     const text = await runCli(['cluster', 'status', '--nats-url', nats.url, '--stream', s.stream]);
     expect(text.code, text.stderr).toBe(0);
-    expect(text.stdout).toMatch(/64 shards, 3 node\(s\), 0 without an owner, 0 moving/);
+    expect(text.stdout).toContain(`${S} shards, 3 node(s), 0 without an owner, 0 moving`);
     for (const n of nodes) expect(text.stdout).toMatch(new RegExp(`${n}\\s+ready\\s+v${version.replace(/\./g, '\\.')}\\s+${counts[n]} shards`));
+
+    // Scale 3 → 4: only shards that move to the new node move, at most 1.25 × S/4 of them.
+    const holderBefore = new Map(st.leases.map((l) => [l.shard, l.node]));
+    await startNode('node-4', s);
+    const four = [...nodes, 'node-4'];
+    const st4 = await waitFor('the shards to spread over four nodes', 30_000, async () => {
+      const v = await status(one);
+      return placed(v, four) ? v : undefined;
+    });
+    const moved = st4.leases.filter((l) => holderBefore.get(l.shard) !== l.node);
+    expect(moved.length).toBeGreaterThan(0);
+    expect(moved.length).toBeLessThanOrEqual(1.25 * (S / 4));
+    expect(moved.map((l) => l.shard)).toEqual(shardsOf('node-4', four, S));
   });
 
   /** Kill -9 the node with the most shards of three: the others serve them within the lease TTL + 5 s; the log stays whole. */
