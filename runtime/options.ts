@@ -48,6 +48,8 @@ export const DEFAULT_IDLE_ACTOR_MS = 5 * 60_000;
 export const DEFAULT_COMMAND_ID_TTL_MS = 24 * 60 * 60_000;
 export const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60_000;
 export const DEFAULT_LEASE_TTL_MS = 10_000;
+export const DEFAULT_SETTLE_MS = 2_000;
+export const DEFAULT_MAX_CONCURRENT_MOVES = 4;
 /** Logs of an embedded node: quiet unless something needs attention (`troupe start` uses info). */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'warn';
 export const DEFAULT_HTTP_HOST = '127.0.0.1';
@@ -93,6 +95,14 @@ export interface TroupeOptions {
   /** `lease`: shards are owned through leases in NATS KV. `none`: rely on log fencing alone. */
   ownership?: 'lease' | 'none';
   leaseTtlMs?: number;
+  /**
+   * How long the set of live nodes must stay the same before shards move (node/ownership.ts):
+   * a node that restarts within it moves no shard. A node that leaves on purpose (stop,
+   * SIGTERM) moves its shards at once. Default 2000 ms.
+   */
+  settleMs?: number;
+  /** Shards this node hands off or takes over at the same time. Default 4. */
+  maxConcurrentMoves?: number;
   /** This node's stable name; a restarted node with the same name takes its leases back at once. */
   nodeName?: string;
   /** `source` field of every event. */
@@ -148,6 +158,8 @@ export interface ResolvedOptions {
   readonly duplicateWindowMs: number;
   readonly ownership: 'lease' | 'none';
   readonly leaseTtlMs: number;
+  readonly settleMs: number;
+  readonly maxConcurrentMoves: number;
   readonly nodeName: string;
   readonly source: string;
   readonly serve: boolean;
@@ -234,6 +246,8 @@ export function resolveOptions(input: TroupeOptions): ResolvedOptions {
     duplicateWindowMs: int(o, 'duplicateWindowMs', DEFAULT_DUPLICATE_WINDOW_MS, 1000),
     ownership,
     leaseTtlMs: int(o, 'leaseTtlMs', DEFAULT_LEASE_TTL_MS, 1000),
+    settleMs: int(o, 'settleMs', DEFAULT_SETTLE_MS, 0),
+    maxConcurrentMoves: int(o, 'maxConcurrentMoves', DEFAULT_MAX_CONCURRENT_MOVES, 1),
     nodeName: str(o, 'nodeName', defaultName, /^[A-Za-z0-9_.-]+$/),
     source: str(o, 'source', 'troupe'),
     serve: (o.serve ?? true) === true,

@@ -9,6 +9,7 @@ import { isLogLevel } from '../ops/log.ts';
 import { CONFIG_NAMES } from './config.ts';
 import { EXIT_CODES_HELP, exitCodeOf, isExpected, oneLine } from './exit.ts';
 import { scaffold } from './init.ts';
+import { clusterStatus, type ClusterFlags } from './cluster.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
 
@@ -114,6 +115,18 @@ Example:
     .addOption(natsUrlOption(false))
     .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
     .action((type: string, id: string, _opts, cmd: Command) => history(type, id, clientFlags(cmd)));
+
+  p.command('cluster')
+    .description('look at a cluster of Troupe nodes')
+    .command('status')
+    .description('nodes with their state, version and shards; moves under way; lease ages (from NATS KV)')
+    .addOption(natsUrlOption(false))
+    .option('--stream <name>', 'the deployment\'s stream (default TROUPE)')
+    .option('--json', 'print JSON (the same as GET /cluster on a node\'s HTTP port)')
+    .addHelpText('after', `
+Example:
+  NATS_URL=nats://nats.internal:4222 npx troupe cluster status --json`)
+    .action((_opts, cmd: Command) => clusterStatus(cmd.opts<ClusterFlags>()));
 
   p.command('init')
     .description('scaffold a Troupe app: package.json, a config file, one actor, one test')

@@ -33,6 +33,8 @@ export interface OpsResources {
   ownedShards(): number;
   /** 'starting' | 'running' | 'stopping' | 'stopped' */
   phase(): string;
+  /** The cluster's nodes, leases and moves (GET /cluster). */
+  cluster(): Promise<unknown>;
 }
 
 type Check = () => Promise<HealthCheckResult>;
@@ -59,7 +61,7 @@ export class NodeOps implements OpsEndpoints {
     const { httpPort, httpHost } = this.r.options;
     if (httpPort === false || this.http !== null) return;
     this.http = await startHttpServer(httpHost, httpPort, this);
-    if (this.r.log.info) this.r.log.logger.info({ url: this.http.url }, 'HTTP: /health, /ready, /metrics');
+    if (this.r.log.info) this.r.log.logger.info({ url: this.http.url }, 'HTTP: /health, /ready, /metrics, /cluster');
   }
 
   ready(): { ready: boolean; phase: string; reason?: string } {
@@ -123,6 +125,10 @@ export class NodeOps implements OpsEndpoints {
       }
     }));
     return { ok, consumers };
+  }
+
+  cluster(): Promise<unknown> {
+    return within(CHECK_TIMEOUT_MS, 'cluster status', () => this.r.cluster());
   }
 
   metrics(): Promise<string> {

@@ -1,63 +1,123 @@
 /**
- * Shard ownership through leases in NATS KV: shards, not actors, are the unit of ownership.
+ * Shard ownership through leases in NATS KV, and placement: which node should hold which shard.
  *
  * A node holds `shard.<n>` in the bucket `<stream>_shards` with its name; it renews each
  * lease every ttl/3 with a compare-and-set on the revision it holds. The bucket's max age
- * expires a lease that is not renewed, so the shards of a node that died are taken by the
- * next node that asks. A restarted node with the same name takes its leases back at once.
- * Leases keep honest nodes apart; fencing in the log (expected last subject sequence) stops
- * a stale one that still believes it owns a shard.
+ * expires a lease that is not renewed, so the shards of a node that died come free after the
+ * TTL. A restarted node with the same name takes its leases back at once.
+ *
+ * Placement (runtime/placement.ts): given the live nodes (node/membership.ts), a node wants
+ * exactly shardsOf(self, nodes, S). It takes a wanted shard when its lease is free, and hands
+ * off a held shard it no longer wants:
+ *
+ *   held ──(not wanted)──▶ handing off: owns() is false (new commands fail SHARD_NOT_OWNED,
+ *          retryable); the node drains the shard's in-flight appends and snapshots its actors
+ *          (handOff), then deletes the lease ──▶ the new owner, watching the bucket, takes it.
+ *
+ * A change of the live nodes is applied once it has held for options.settleMs (a node that
+ * restarts within it moves nothing), at once when a node left on purpose; at most
+ * options.maxConcurrentMoves hand-offs and take-overs run at a time. Without membership
+ * (`setNodes` never called) a node takes every free shard.
+ *
+ * Leases keep honest nodes apart; fencing in the log (expected last subject sequence) stops a
+ * stale one (paused past its lease): its append is refused, it checks its lease (verify) and
+ * drops the shard.
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '../journal/journal.ts';
+import { shardsOf } from '../placement.ts';
 
 export interface LeaseHolder {
   node: string;
   since: number;
 }
 
+export interface Move {
+  shard: number;
+  kind: 'take' | 'hand-off';
+  since: number;
+}
+
+export interface PlacementOptions {
+  settleMs: number;
+  maxConcurrentMoves: number;
+}
+
 export class Ownership {
   private readonly revisions = new Map<number, number>();
   private readonly holders = new Map<number, string>();
+  private readonly moving = new Map<number, Move>();
+  private readonly verifying = new Set<number>();
+  private readonly takenAt = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
+  private watching: { stop(): void } | null = null;
+  /** The nodes placement spreads shards over; null: take every free shard. */
+  private nodes: string[] | null = null;
+  private wanted: Set<number> | null = null;
+  private pending: { key: string; timer: NodeJS.Timeout } | null = null;
+  private balancing: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
   onLost: ((shard: number, holder: string) => void) | null = null;
   onGained: ((shards: number[]) => void) | null = null;
+  /** Drain a shard this node hands off: stop its commands, finish its appends, snapshot its actors. */
+  handOff: ((shard: number) => Promise<void>) | null = null;
+  /** Told after each hand-off: shard, ms it took. */
+  onHandedOff: ((shard: number, ms: number) => void) | null = null;
 
-  private constructor(private readonly kv: KV, private readonly node: string, private readonly shards: number, private readonly ttlMs: number) {}
+  private constructor(
+    private readonly kv: KV, private readonly node: string, private readonly shards: number, private readonly ttlMs: number,
+    private readonly placement: PlacementOptions,
+  ) {}
 
-  static async open(nc: NatsConnection, stream: string, node: string, shards: number, ttlMs: number, replicas: number): Promise<Ownership> {
+  static async open(nc: NatsConnection, stream: string, node: string, shards: number, ttlMs: number, replicas: number,
+    placement: PlacementOptions = { settleMs: 0, maxConcurrentMoves: shards }): Promise<Ownership> {
     const kvm = new Kvm(nc);
     const kv = await kvm.create(`${stream}_shards`, { history: 1, ttl: ttlMs, replicas });
-    return new Ownership(kv, node, shards, ttlMs);
+    return new Ownership(kv, node, shards, ttlMs, placement);
   }
 
+  /** Whether this node takes commands for `shard`: it holds the lease and is not handing it off. */
   owns(shard: number): boolean {
-    return this.revisions.has(shard);
+    return this.revisions.has(shard) && this.moving.get(shard)?.kind !== 'hand-off';
   }
 
   holderOf(shard: number): string | undefined {
     return this.revisions.has(shard) ? this.node : this.holders.get(shard);
   }
 
+  /** The shards whose leases this node holds (those being handed off included). */
   get owned(): number[] {
     return [...this.revisions.keys()].sort((a, b) => a - b);
   }
 
-  private value(): Uint8Array {
-    return new TextEncoder().encode(JSON.stringify({ node: this.node, since: Date.now() } satisfies LeaseHolder));
+  /** Hand-offs and take-overs under way on this node. */
+  get moves(): Move[] {
+    return [...this.moving.values()].sort((a, b) => a.shard - b.shard);
+  }
+
+  /** The shards placement gives this node (every shard when there is no membership). */
+  get wantedShards(): number[] {
+    return this.wanted === null ? Array.from({ length: this.shards }, (_, i) => i) : [...this.wanted].sort((a, b) => a - b);
+  }
+
+  private value(shard: number): Uint8Array {
+    let since = this.takenAt.get(shard);
+    if (since === undefined) this.takenAt.set(shard, since = Date.now());
+    return new TextEncoder().encode(JSON.stringify({ node: this.node, since } satisfies LeaseHolder));
   }
 
   private async acquire(shard: number): Promise<boolean> {
     const key = `shard.${shard}`;
     try {
-      this.revisions.set(shard, await this.kv.create(key, this.value()));
+      this.revisions.set(shard, await this.kv.create(key, this.value(shard)));
       return true;
     } catch {
       // Held (or just expired and recreated): take it back only if it is ours from an earlier run.
       const entry = await this.kv.get(key).catch(() => null);
       if (entry === null || entry.operation !== 'PUT') {
         try {
-          this.revisions.set(shard, await this.kv.create(key, this.value()));
+          this.revisions.set(shard, await this.kv.create(key, this.value(shard)));
           return true;
         } catch {
           return false;
@@ -67,7 +127,7 @@ export class Ownership {
       this.holders.set(shard, holder);
       if (holder !== this.node) return false;
       try {
-        this.revisions.set(shard, await this.kv.update(key, this.value(), entry.revision));
+        this.revisions.set(shard, await this.kv.update(key, this.value(shard), entry.revision));
         return true;
       } catch {
         return false;
@@ -75,54 +135,167 @@ export class Ownership {
     }
   }
 
-  /** Try to hold every shard nobody else holds; then keep renewing. */
-  async start(): Promise<number[]> {
-    const gained = await this.acquireFree();
+  /**
+   * Take the wanted shards that are free (or ours from an earlier run); then keep renewing,
+   * and watch the bucket so a released lease is taken at once.
+   */
+  async start(nodes?: string[]): Promise<number[]> {
+    if (nodes !== undefined) this.apply(nodes);
+    const gained = await this.acquireWanted(this.shards);
     this.timer = setInterval(() => void this.tick(), Math.max(200, Math.floor(this.ttlMs / 3)));
     this.timer.unref();
+    const iter = await this.kv.watch({ key: 'shard.>', include: 'updates' });
+    this.watching = iter;
+    void (async () => {
+      for await (const e of iter) {
+        if (e.operation === 'PUT') continue;
+        const shard = Number(e.key.slice('shard.'.length));
+        this.holders.delete(shard);
+        if (this.wants(shard) && !this.revisions.has(shard)) this.rebalance();
+      }
+    })().catch(() => {});
     return gained;
   }
 
-  private async acquireFree(): Promise<number[]> {
+  private wants(shard: number): boolean {
+    return this.wanted === null || this.wanted.has(shard);
+  }
+
+  /**
+   * The live nodes changed: place shards over them once the change has held for settleMs, or
+   * now when `now` (a node left on purpose, or this node's first view).
+   */
+  setNodes(nodes: string[], now: boolean): void {
+    const key = [...nodes].sort().join(',');
+    if (this.pending !== null) {
+      clearTimeout(this.pending.timer);
+      this.pending = null;
+    }
+    if (this.nodes !== null && key === [...this.nodes].sort().join(',')) return;
+    if (now || this.placement.settleMs === 0) {
+      this.apply(nodes);
+      this.rebalance();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.pending = null;
+      this.apply(nodes);
+      this.rebalance();
+    }, this.placement.settleMs);
+    timer.unref();
+    this.pending = { key, timer };
+  }
+
+  private apply(nodes: string[]): void {
+    this.nodes = [...nodes].sort();
+    this.wanted = new Set(shardsOf(this.node, this.nodes, this.shards));
+  }
+
+  /** Start a round of moves (or another one after the one under way). */
+  private rebalance(): void {
+    if (this.stopped) return;
+    if (this.balancing !== null) {
+      this.again = true;
+      return;
+    }
+    this.balancing = (async () => {
+      do {
+        this.again = false;
+        await this.handOffUnwanted();
+        const gained = await this.acquireWanted(this.placement.maxConcurrentMoves);
+        if (gained.length > 0) this.onGained?.(gained);
+      } while (this.again && !this.stopped);
+    })().catch(() => {}).finally(() => { this.balancing = null; });
+  }
+
+  private async handOffUnwanted(): Promise<void> {
+    for (;;) {
+      const out = [...this.revisions.keys()].filter((s) => !this.wants(s) && !this.moving.has(s)).slice(0, this.placement.maxConcurrentMoves);
+      if (out.length === 0 || this.stopped) return;
+      await Promise.all(out.map((s) => this.handOffOne(s)));
+    }
+  }
+
+  private async handOffOne(shard: number): Promise<void> {
+    const since = Date.now();
+    this.moving.set(shard, { shard, kind: 'hand-off', since });
+    try {
+      await this.handOff?.(shard);
+      const rev = this.revisions.get(shard);
+      this.revisions.delete(shard);
+      this.takenAt.delete(shard);
+      if (rev !== undefined) await this.kv.delete(`shard.${shard}`, { previousSeq: rev }).catch(() => {});
+      this.onHandedOff?.(shard, Date.now() - since);
+    } finally {
+      this.moving.delete(shard);
+    }
+  }
+
+  private async acquireWanted(limit: number): Promise<number[]> {
     const gained: number[] = [];
-    await Promise.all(Array.from({ length: this.shards }, async (_, shard) => {
-      if (!this.revisions.has(shard) && await this.acquire(shard)) gained.push(shard);
-    }));
+    const todo = this.wantedShards.filter((s) => !this.revisions.has(s) && !this.moving.has(s));
+    for (let i = 0; i < todo.length && !this.stopped; i += limit) {
+      await Promise.all(todo.slice(i, i + limit).map(async (shard) => {
+        this.moving.set(shard, { shard, kind: 'take', since: Date.now() });
+        try {
+          if (await this.acquire(shard)) gained.push(shard);
+        } finally {
+          this.moving.delete(shard);
+        }
+      }));
+    }
     return gained.sort((a, b) => a - b);
   }
 
   private async tick(): Promise<void> {
     await Promise.all([...this.revisions].map(async ([shard, rev]) => {
       try {
-        this.revisions.set(shard, await this.kv.update(`shard.${shard}`, this.value(), rev));
+        this.revisions.set(shard, await this.kv.update(`shard.${shard}`, this.value(shard), rev));
       } catch (e) {
         // A wrong revision means another node holds it now; a timeout (NATS down) is retried next tick.
         const msg = (e as Error).message ?? '';
-        if (/wrong last sequence|10071/.test(msg)) {
-          this.revisions.delete(shard);
-          const entry = await this.kv.get(`shard.${shard}`).catch(() => null);
-          const holder = entry?.operation === 'PUT' ? (entry.json() as LeaseHolder).node : 'unknown';
-          this.holders.set(shard, holder);
-          this.onLost?.(shard, holder);
-        }
+        if (/wrong last sequence|10071/.test(msg)) await this.lost(shard);
       }
     }));
-    if (this.revisions.size < this.shards) {
-      const gained = await this.acquireFree().catch(() => []);
-      if (gained.length > 0) this.onGained?.(gained);
-    }
+    if (this.wantedShards.some((s) => !this.revisions.has(s)) || [...this.revisions.keys()].some((s) => !this.wants(s))) this.rebalance();
+  }
+
+  private async lost(shard: number): Promise<void> {
+    if (!this.revisions.delete(shard)) return;
+    this.takenAt.delete(shard);
+    const entry = await this.kv.get(`shard.${shard}`).catch(() => null);
+    const holder = entry?.operation === 'PUT' ? (entry.json() as LeaseHolder).node : 'unknown';
+    this.holders.set(shard, holder);
+    this.onLost?.(shard, holder);
+  }
+
+  /**
+   * The log refused an append to `shard` (another writer): check the lease. When another node
+   * holds it now (this node was paused past its lease), drop the shard.
+   */
+  verify(shard: number): void {
+    const rev = this.revisions.get(shard);
+    if (rev === undefined || this.verifying.has(shard)) return;
+    this.verifying.add(shard);
+    void this.kv.get(`shard.${shard}`).then(async (entry) => {
+      if (entry === null || entry.operation !== 'PUT' || entry.revision !== this.revisions.get(shard)) await this.lost(shard);
+    }).catch(() => {}).finally(() => this.verifying.delete(shard));
   }
 
   /** Give every lease back so another node can take the shards at once. */
   async release(): Promise<void> {
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+    this.stop();
     await Promise.all([...this.revisions].map(([shard, rev]) => this.kv.delete(`shard.${shard}`, { previousSeq: rev }).catch(() => {})));
     this.revisions.clear();
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    if (this.pending !== null) clearTimeout(this.pending.timer);
+    this.pending = null;
+    this.watching?.stop();
+    this.watching = null;
   }
 }

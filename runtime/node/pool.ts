@@ -89,6 +89,8 @@ export class WorkerPool {
   private closed = false;
   private readonly dispatchAll = () => this.dispatch();
   onWorkerLost: ((threadId: number) => void) | null = null;
+  /** The log refused an append to `shard` (another writer): ownership checks its lease. */
+  onFenced: ((shard: number) => void) | null = null;
   /** Commands answered, failures by reason, latency: plain numbers for /metrics. */
   readonly metrics = new NodeMetrics();
 
@@ -212,7 +214,10 @@ export class WorkerPool {
       if (cmd.trace !== undefined) cmd.trace.answered();
       if (typeof resolve !== 'function') resolve.outcome(out, b);
       else if (e === null) resolve(readOutcome(out, b, cmd.commandId, cmd.aggregateType, cmd.aggregateId));
-      else fail(reject, fromWire(e));
+      else {
+        if (e.code === 'CONCURRENCY' && this.onFenced !== null) this.onFenced(cmd.shard);
+        fail(reject, fromWire(e));
+      }
     }
   }
 

@@ -15,6 +15,7 @@ import { RateLimiter } from '../rate-limit.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
+import { Membership, readClusterStatus, troupeVersion, type ClusterStatus } from './membership.ts';
 import { WorkerPool } from './pool.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { CommandService, type ServedNode } from '../remote/service.ts';
@@ -66,12 +67,13 @@ export class Troupe implements ServedNode {
     private readonly pool: WorkerPool,
     private readonly ownership: Ownership | null,
     private service: CommandService | null,
+    private readonly membership: Membership | null = null,
   ) {
     this.expiry = setInterval(() => void this.store.expireCommands().catch(() => {}), Math.min(options.commandIdTtlMs, 3_600_000));
     this.expiry.unref();
     this.log = createLog(options.logLevel, { node: options.nodeName });
     this.ops = new NodeOps({
-      options, nc, journal, store, pool, log: this.log, ownedShards: () => this.ownedShards.length, phase: () => this.phase,
+      options, nc, journal, store, pool, log: this.log, ownedShards: () => this.ownedShards.length, phase: () => this.phase, cluster: () => this.cluster(),
     });
     pool.onWorkerLost = (threadId) => this.workerLost(threadId);
   }
@@ -100,20 +102,23 @@ export class Troupe implements ServedNode {
       if (store.getStreamIdentity() !== identity) await store.resetFor(identity);
 
       let ownership: Ownership | null = null;
+      let membership: Membership | null = null;
       if (options.ownership === 'lease') {
-        ownership = await Ownership.open(nc, options.stream, options.nodeName, options.shards, options.leaseTtlMs, options.replicas);
-        await ownership.start();
-        const o = ownership;
+        const o = ownership = await Ownership.open(nc, options.stream, options.nodeName, options.shards, options.leaseTtlMs, options.replicas, options);
+        const m = membership = await Membership.open(nc, options.stream, options.nodeName, options.leaseTtlMs, options.replicas, troupeVersion(), () => ({ shards: o.owned, moves: o.moves }));
+        cleanup.unshift(() => m.leave());
+        await ownership.start(membership.live());
         cleanup.unshift(() => o.release());
       }
       const pool = new WorkerPool(options);
       cleanup.unshift(() => pool.destroy());
       await pool.ready();
-      const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null);
+      const node = new Troupe(options, registry, nc, journal, store, pool, ownership, null, membership);
       node.verifier = verifier;
       node.nodeRule = input.authorize ?? null;
       node.limiter = limiter;
-      if (ownership !== null) {
+      if (ownership !== null && membership !== null) node.place(ownership, membership);
+      else if (ownership !== null) {
         ownership.onLost = (shard) => void node.loseShards([shard]);
         ownership.onGained = (shards) => void node.gainShards(shards);
       }
@@ -123,6 +128,7 @@ export class Troupe implements ServedNode {
       await node.ops.startHttp();
       refreshTracing();
       node.phase = 'running';
+      await membership?.announce('ready');
       if (node.log.info) {
         node.log.logger.info({ workers: options.workers, shards: node.ownedShards.length, stream: options.stream, actors: registry.names(), tracing: tracing.on, http: node.ops.url },
           'node started');
@@ -170,6 +176,50 @@ export class Troupe implements ServedNode {
       () => { if (this.log.info) this.log.logger.info({ shards: shards.length, ms: Date.now() - started }, 'replacement worker serves the lost shards'); },
       (e: unknown) => { if (this.phase === 'running') this.log.logger.warn(errorFields(e), 're-opening the lost shards failed; they re-open on their next command'); },
     );
+  }
+
+  /**
+   * Wire placement (node/ownership.ts): the live nodes from membership decide the shards this
+   * node wants; shards it gains are opened, shards it hands off are drained first, shards it
+   * lost (another node took them while this one was paused) are dropped.
+   */
+  private place(ownership: Ownership, membership: Membership): void {
+    const log = this.log;
+    ownership.onLost = (shard, holder) => {
+      if (log.warn) log.logger.warn({ shard, holder }, 'lost the lease of a shard (another node holds it now): dropping it');
+      void this.loseShards([shard]);
+    };
+    ownership.onGained = (shards) => {
+      if (log.info) log.logger.info({ shards }, 'took over shards');
+      void this.gainShards(shards);
+    };
+    ownership.handOff = (shard) => this.handOffShard(shard);
+    ownership.onHandedOff = (shard, ms) => { if (log.info) log.logger.info({ shard, ms }, 'handed off a shard'); };
+    this.pool.onFenced = (shard) => ownership.verify(shard);
+    membership.onChange = (c) => ownership.setNodes(c.live, c.leftOnPurpose);
+    ownership.setNodes(membership.live(), false);
+  }
+
+  /** Drain one shard before its lease is released: unsubscribe its subjects, let queued commands reach the worker, finish its appends, snapshot its actors. */
+  private async handOffShard(shard: number): Promise<void> {
+    // Stop taking its requests first (those already received are answered), then drain.
+    await this.service?.drop([shard]);
+    const slot = this.pool.slotOf(shard);
+    const until = Date.now() + this.options.ackTimeoutMs;
+    while ((this.pool.slotDepths()[slot]?.queued ?? 0) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    await this.releaseShards([shard]);
+  }
+
+  /**
+   * The cluster as this node sees it (GET /cluster, `troupe cluster status`): every node with
+   * its state, version and shards, every lease with its age, moves under way.
+   */
+  async cluster(): Promise<ClusterStatus & { self: string }> {
+    if (this.membership === null) {
+      // No leases (options.ownership 'none'): this node writes every shard, fenced by the log alone.
+      return { self: this.options.nodeName, stream: this.options.stream, shards: this.options.shards, nodes: [], leases: [], unowned: [], moves: [] };
+    }
+    return { self: this.options.nodeName, ...await readClusterStatus(this.nc, this.options.stream) };
   }
 
   /** Shards this node writes. */
@@ -399,6 +449,12 @@ export class Troupe implements ServedNode {
       };
       this.phase = 'stopping';
       clearInterval(this.expiry);
+      // Draining: the other nodes place this node's shards over themselves now, and take each
+      // as its lease is released below (after its appends finished and its snapshots were written).
+      if (this.membership !== null) {
+        this.membership.onChange = null;
+        await this.membership.announce('draining');
+      }
       step(1, 'stopping: no new commands', { inProgress: this.pool.queuedCommands });
       await this.service?.stop().catch(() => {});
       await this.pool.idle(timeoutMs);
@@ -411,6 +467,7 @@ export class Troupe implements ServedNode {
       await this.pool.destroy().catch(() => {});
       step(3, 'stopping: snapshots and telemetry flushed');
       await this.ownership?.release().catch(() => {});
+      await this.membership?.leave().catch(() => {});
       await this.nc.drain().catch(() => {});
       step(4, 'stopping: NATS drained');
       await this.store.close().catch(() => {});

@@ -15,7 +15,7 @@ import { COMMAND_STRIDE, readCommand } from '../wire.ts';
 import type { Principal } from '../principal.ts';
 import { OutcomeStream } from './outcomes.ts';
 import { sweep } from './passivation.ts';
-import { toWire, type WireError } from '../errors.ts';
+import { ConcurrencyError, toWire, type WireError } from '../errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
@@ -56,6 +56,8 @@ interface WorkerState {
   registry: Registry;
   publisher: LeanPublisher;
   shards: Map<number, ShardHost>;
+  /** Shards handed off or lost: their commands are refused (SHARD_NOT_OWNED) until an 'open' brings them back. */
+  released: Set<number>;
   ctx: ShardContext;
   sweeper: NodeJS.Timeout;
   /** Send one message for every shard with buffered commits and none in flight. */
@@ -185,7 +187,7 @@ async function init(): Promise<WorkerState> {
   registry.keys?.onDestroyed((kids) => {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
-  return { nc, journal, store, registry, publisher, shards, ctx, sweeper, flushAll };
+  return { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, sweeper, flushAll };
 }
 
 /** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
@@ -303,6 +305,11 @@ function attach(w: WorkerState, port: MessagePort): void {
     for (let b = 0; b < flat.length; b += COMMAND_STRIDE) {
       const cmd = new WorkerCommand(flat, b, stream, traces === null ? null : traces[b / COMMAND_STRIDE] ?? null);
       try {
+        if (w.released.size > 0 && w.released.has(cmd.shard)) {
+          // Sent before the main thread stopped taking commands for it, arrived after the hand-off.
+          cmd.reply(toWire(new ConcurrencyError('SHARD_NOT_OWNED', `shard ${cmd.shard} moved to another node; send it there`, { shard: cmd.shard, commandId: cmd.commandId })), null);
+          continue;
+        }
         shardFor(w, cmd.shard).submit(cmd);
       } catch (e) {
         cmd.reply(toWire(e), null);
@@ -326,11 +333,13 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     case 'history':
       return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId, task.principal ?? null).then((value: EventEnvelope[]) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'open':
+      for (const s of task.shards) w.released.delete(s);
       await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
       if (log.info) log.logger.info({ shards: task.shards }, 'shards opened: caught up with the log');
       return true;
     case 'release':
       for (const s of task.shards) {
+        w.released.add(s);
         const host = w.shards.get(s);
         if (host === undefined) continue;
         await host.drain(options.ackTimeoutMs);

@@ -4,6 +4,7 @@
  *   GET /health   200 {"status":"ok",...} or 503 {"status":"fail",...}: every check with its detail
  *   GET /ready    200 while the node takes commands; 503 while it starts, stops or lacks a worker
  *   GET /metrics  Prometheus text format (ops/prometheus.ts renders it)
+ *   GET /cluster  JSON: the cluster's nodes (state, version, shards), leases with their ages, moves
  *
  * It listens on 127.0.0.1 unless told otherwise: these endpoints are for a local agent or a
  * scraper, not for the internet. node:http only; no framework.
@@ -20,6 +21,8 @@ export interface OpsEndpoints {
   health(): Promise<HealthReport>;
   ready(): { ready: boolean; [key: string]: unknown };
   metrics(): Promise<string>;
+  /** GET /cluster (absent: 404). */
+  cluster?(): Promise<unknown>;
 }
 
 export interface HttpServer {
@@ -61,8 +64,15 @@ async function route(endpoints: OpsEndpoints, req: IncomingMessage, res: ServerR
       res.end(text);
       return;
     }
+    case '/cluster':
+      if (endpoints.cluster !== undefined) {
+        json(res, 200, await endpoints.cluster());
+        return;
+      }
+      json(res, 404, { error: 'this server has no cluster view' });
+      return;
     default:
-      json(res, 404, { error: `no such endpoint ${path}; try /health, /ready or /metrics` });
+      json(res, 404, { error: `no such endpoint ${path}; try /health, /ready, /metrics or /cluster` });
   }
 }
 

@@ -22,12 +22,13 @@ describe('single writer', () => {
 
   it('gives a second node no shards while the first holds their leases, and its sends fail with SHARD_NOT_OWNED', async () => {
     const s = freshStream('LEASE');
-    const a = await start({ ...s, nodeName: 'node-a' });
+    // Placement would hand node-b its share after the settle window; this test is about leases, so the window is long.
+    const a = await start({ ...s, nodeName: 'node-a', settleMs: 600_000 });
     expect(a.ownedShards).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     await a.send('Account', 'x', 'OpenAccount', {});
     await a.send('Account', 'x', 'Deposit', { amount: 10 });
 
-    const b = await start({ ...s, nodeName: 'node-b' });
+    const b = await start({ ...s, nodeName: 'node-b', settleMs: 600_000 });
     expect(b.ownedShards).toEqual([]);
     const before = await messageCount(nats.url, s.stream);
     const e = await b.send('Account', 'x', 'Deposit', { amount: 1 }, { commandId: 'from-b' }).then(() => null, (err: unknown) => err);
@@ -79,8 +80,9 @@ describe('single writer', () => {
 
   it('forwards a client command that reaches a node without its shard to the node that leases it', async () => {
     const s = freshStream('FWD');
-    const a = await start({ ...s, nodeName: 'node-a' });
-    const b = await start({ ...s, nodeName: 'node-b' });
+    // A long settle window keeps every shard on node-a (placement would give node-b its share).
+    const a = await start({ ...s, nodeName: 'node-a', settleMs: 600_000 });
+    const b = await start({ ...s, nodeName: 'node-b', settleMs: 600_000 });
     expect(b.ownedShards).toEqual([]);
     const client = await TroupeClient.connect({ servers: nats.url, subjectPrefix: s.subjectPrefix, timeoutMs: 20_000 });
     try {

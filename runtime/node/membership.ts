@@ -1,0 +1,246 @@
+/**
+ * Who is in the cluster: each node heartbeats its entry in the NATS KV bucket `<stream>_nodes`
+ * (key = node name) every ttl/3, and watches the bucket.
+ *
+ *   joining ──(shards opened)──▶ ready ──(stop, SIGTERM)──▶ draining ──▶ entry deleted
+ *
+ * An entry not renewed within the TTL is gone: the bucket's max age removes it on the server,
+ * and every watcher forgets a node it has not heard from for a TTL (an expiry sends no
+ * notification). A node that leaves on purpose says so (draining, then a delete), so the
+ * others move its shards at once; one that vanishes is waited for (options.settleMs).
+ */
+import { readFileSync } from 'node:fs';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { SHARDS_METADATA, type NatsConnection } from '../journal/journal.ts';
+import type { LeaseHolder, Move } from './ownership.ts';
+
+/** The version of the troupe package (runtime/node/ and dist/node/ are both two folders deep). */
+export function troupeVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export type MemberState = 'joining' | 'ready' | 'draining';
+
+export interface MemberEntry {
+  state: MemberState;
+  /** When this node process started (ms since epoch). */
+  since: number;
+  /** The troupe version the node runs. */
+  version: string;
+  /** The shards it holds. */
+  shards: number[];
+  /** Its hand-offs and take-overs under way. */
+  moves: Move[];
+}
+
+export interface Member extends MemberEntry {
+  node: string;
+  /** ms since this node last heard the member's heartbeat. */
+  heardMsAgo: number;
+}
+
+/** What changed in the set of members, as seen by one watcher. */
+export interface MembershipChange {
+  /** Members that are not draining, by name, sorted. */
+  live: string[];
+  /** True when a member left on purpose (draining, or its entry was deleted). */
+  leftOnPurpose: boolean;
+}
+
+export class Membership {
+  private readonly seen = new Map<string, { entry: MemberEntry; at: number }>();
+  private self: MemberEntry;
+  private timer: NodeJS.Timeout | null = null;
+  private watching: { stop(): void } | null = null;
+  private lastLive = '';
+  onChange: ((change: MembershipChange) => void) | null = null;
+
+  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }) {
+    this.self = { state: 'joining', since: Date.now(), version, shards: [], moves: [] };
+  }
+
+  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }): Promise<Membership> {
+    const kv = await new Kvm(nc).create(`${stream}_nodes`, { history: 1, ttl: ttlMs, replicas });
+    const m = new Membership(kv, node, ttlMs, version, report);
+    await m.start();
+    return m;
+  }
+
+  private async start(): Promise<void> {
+    // A bucket just created on a replicated cluster answers once its stream has a leader.
+    const until = Date.now() + 15_000;
+    for (;;) {
+      try {
+        await this.heartbeat();
+        break;
+      } catch (e) {
+        if (Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+    const iter = await this.kv.watch({ key: '>' });
+    this.watching = iter;
+    void (async () => {
+      for await (const e of iter) {
+        if (e.operation === 'PUT') {
+          try {
+            this.seen.set(e.key, { entry: e.json() as MemberEntry, at: Date.now() });
+          } catch {
+            continue;
+          }
+          this.changed(false);
+        } else {
+          this.seen.delete(e.key);
+          this.changed(true);
+        }
+      }
+    })().catch(() => {});
+    // The watcher replays the current entries first; wait for them so `live` is whole at start.
+    const replayed = Date.now() + 2_000;
+    while (!this.seen.has(this.node) && Date.now() < replayed) await new Promise((r) => setTimeout(r, 10));
+    this.timer = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.ttlMs / 3)));
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    await this.heartbeat().catch(() => {});
+    this.expire();
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    let gone = false;
+    for (const [name, s] of this.seen) {
+      if (name !== this.node && now - s.at > this.ttlMs) {
+        this.seen.delete(name);
+        gone = true;
+      }
+    }
+    if (gone) this.changed(false);
+  }
+
+  private async heartbeat(): Promise<void> {
+    this.self = { ...this.self, ...this.report() };
+    await this.kv.put(this.node, JSON.stringify(this.self));
+  }
+
+  private changed(deleted: boolean): void {
+    const live = this.live();
+    const key = live.join(',');
+    if (key === this.lastLive) return;
+    const before = this.lastLive === '' ? [] : this.lastLive.split(',');
+    const leftOnPurpose = deleted || before.some((n) => !live.includes(n) && this.seen.get(n)?.entry.state === 'draining');
+    this.lastLive = key;
+    this.onChange?.({ live, leftOnPurpose });
+  }
+
+  /** Members that take shards: every member that is not draining (a joining one takes its shards as they come free). */
+  live(): string[] {
+    const out: string[] = [];
+    for (const [name, s] of this.seen) if (s.entry.state !== 'draining') out.push(name);
+    if (this.self.state !== 'draining' && !out.includes(this.node)) out.push(this.node);
+    if (this.self.state === 'draining') return out.filter((n) => n !== this.node).sort();
+    return out.sort();
+  }
+
+  /** Every member this node knows of, itself included. */
+  members(): Member[] {
+    const now = Date.now();
+    const out: Member[] = [...this.seen].map(([node, s]) => ({ node, ...s.entry, heardMsAgo: now - s.at }));
+    if (!this.seen.has(this.node)) out.push({ node: this.node, ...this.self, heardMsAgo: 0 });
+    return out.sort((a, b) => a.node.localeCompare(b.node));
+  }
+
+  get state(): MemberState {
+    return this.self.state;
+  }
+
+  /** Announce a new state at once (ready once the node serves; draining when it stops). */
+  async announce(state: MemberState): Promise<void> {
+    this.self = { ...this.self, state };
+    const s = this.seen.get(this.node);
+    if (s !== undefined) s.entry = this.self;
+    await this.heartbeat().catch(() => {});
+  }
+
+  /** Stop heartbeating and remove this node's entry: the others see it leave now, not after a TTL. */
+  async leave(): Promise<void> {
+    this.close();
+    await this.kv.delete(this.node).catch(() => {});
+  }
+
+  /** Stop heartbeating and watching; the entry expires after the TTL (as if the node had died). */
+  close(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.watching?.stop();
+    this.watching = null;
+  }
+}
+
+export interface ClusterStatus {
+  stream: string;
+  /** The deployment's shard count (the stream's metadata). */
+  shards: number;
+  nodes: (MemberEntry & { node: string; heartbeatMsAgo: number; shardCount: number })[];
+  /** Every lease: its shard, holder, ms since renewed and since taken. */
+  leases: { shard: number; node: string; ageMs: number; heldMs: number }[];
+  /** Shards whose lease nobody holds now. */
+  unowned: number[];
+  /** Hand-offs and take-overs under way, on every node. */
+  moves: (Move & { node: string; ms: number })[];
+}
+
+async function bucket(nc: NatsConnection, name: string): Promise<KV | null> {
+  try {
+    const kv = await new Kvm(nc).open(name);
+    await kv.status();
+    return kv;
+  } catch {
+    return null;
+  }
+}
+
+/** The cluster as NATS KV records it: nodes, leases, moves (`troupe cluster status`, GET /cluster). */
+export async function readClusterStatus(nc: NatsConnection, stream: string): Promise<ClusterStatus> {
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(stream);
+  const shards = Number(info.config.metadata?.[SHARDS_METADATA] ?? 0);
+  const now = Date.now();
+  const nodes: ClusterStatus['nodes'] = [];
+  const nodesKv = await bucket(nc, `${stream}_nodes`);
+  if (nodesKv !== null) {
+    // keys() may name a key twice when it is written while listed (a heartbeat): take each once.
+    const keys = new Set<string>();
+    for await (const key of await nodesKv.keys()) keys.add(key);
+    for (const key of keys) {
+      const e = await nodesKv.get(key).catch(() => null);
+      if (e === null || e.operation !== 'PUT') continue;
+      const entry = e.json() as MemberEntry;
+      nodes.push({ node: key, ...entry, moves: entry.moves ?? [], heartbeatMsAgo: Math.max(0, now - e.created.getTime()), shardCount: entry.shards.length });
+    }
+  }
+  const leases: ClusterStatus['leases'] = [];
+  const shardsKv = await bucket(nc, `${stream}_shards`);
+  if (shardsKv !== null) {
+    await Promise.all(Array.from({ length: shards }, async (_, shard) => {
+      const e = await shardsKv.get(`shard.${shard}`).catch(() => null);
+      if (e === null || e.operation !== 'PUT') return;
+      const h = e.json() as LeaseHolder;
+      leases.push({ shard, node: h.node, ageMs: Math.max(0, now - e.created.getTime()), heldMs: Math.max(0, now - h.since) });
+    }));
+  }
+  leases.sort((a, b) => a.shard - b.shard);
+  const held = new Set(leases.map((l) => l.shard));
+  nodes.sort((a, b) => a.node.localeCompare(b.node));
+  return {
+    stream, shards, nodes, leases,
+    unowned: Array.from({ length: shards }, (_, i) => i).filter((s) => !held.has(s)),
+    moves: nodes.flatMap((n) => n.moves.map((m) => ({ ...m, node: n.node, ms: Math.max(0, now - m.since) }))),
+  };
+}
