@@ -139,7 +139,12 @@ export function parseMasterKey(text: string | Uint8Array, what = 'the master key
  * comments. The first is the active key. Never puts key material in an error message.
  */
 export function parseMasterKeys(text: string, what = 'the master key list'): MasterKeys {
-  const keys: MasterKey[] = [];
+  return new MasterKeys(readMasterKeyList(text, what).map((e) => e.master));
+}
+
+/** The entries of a key list, as written (the key's text) and parsed. */
+export function readMasterKeyList(text: string, what = 'the master key list'): { id: string; key: string; master: MasterKey }[] {
+  const keys: { id: string; key: string; master: MasterKey }[] = [];
   const entries = text.split('\n').flatMap((l) => l.replace(/#.*$/, '').split(',')).map((l) => l.trim()).filter((l) => l !== '');
   entries.forEach((entry, i) => {
     const parts = entry.split(/\s+/);
@@ -150,10 +155,10 @@ export function parseMasterKeys(text: string, what = 'the master key list'): Mas
       const said = /^[0-9a-f]{16}$/.test(parts[0]!) ? parts[0]! : '(not a 16-hex-digit id)';
       throw new KeysUnavailableError(`${what}: entry ${i + 1} says id ${said}, but its key's id is ${key.id} (the id is the key's fingerprint; fix the id or the key)`, {}, undefined, false);
     }
-    keys.push(key);
+    keys.push({ id: key.id, key: parts.at(-1)!, master: key });
   });
   if (keys.length === 0) throw new KeysUnavailableError(`${what} holds no key`, {}, undefined, false);
-  return new MasterKeys(keys);
+  return keys;
 }
 
 /** The text of a key list, the active key first (what `troupe keys rotate` writes). */
@@ -182,15 +187,18 @@ export function checkKeyFile(file: string): void {
   }
 }
 
-function readKeyFile(file: string): MasterKeys {
+/** The text of a key file, once its permissions were checked. */
+export function readKeyFileText(file: string): string {
   checkKeyFile(file);
-  let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (e) {
     throw new KeysUnavailableError(`cannot read the master key file ${file}: ${(e as Error).message}`, { file }, e, false);
   }
-  return parseMasterKeys(text, `the master key file ${file}`);
+}
+
+function readKeyFile(file: string): MasterKeys {
+  return parseMasterKeys(readKeyFileText(file), `the master key file ${file}`);
 }
 
 export interface MasterKeySource {

@@ -13,6 +13,7 @@ import { assertServerVersion, connectNats, ensureStream, openJournal, type Journ
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
 import { WorkerPool } from './pool.ts';
+import { resolveMasterKeys } from '../contracts/crypto.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { CommandService, type ServedNode } from '../remote/service.ts';
 import { Store, STORE_LAYOUT } from '../journal/store.ts';
@@ -64,6 +65,7 @@ export class Troupe implements ServedNode {
   static async start(input: TroupeOptions): Promise<Troupe> {
     const options = resolveOptions(input);
     const registry = await loadRegistry(options.actors);
+    if (registry.needsKeys) resolveMasterKeys(); // refuse a missing or exposed master key here, before any worker starts
     const nc = await connectNats(options.servers, `troupe-${options.nodeName}`);
     const cleanup: (() => Promise<unknown>)[] = [() => nc.close()];
     try {
