@@ -9,6 +9,7 @@ import { isLogLevel } from '../ops/log.ts';
 import { CONFIG_NAMES } from './config.ts';
 import { EXIT_CODES_HELP, exitCodeOf, isExpected, oneLine } from './exit.ts';
 import { scaffold } from './init.ts';
+import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
 
@@ -114,6 +115,27 @@ Example:
     .addOption(natsUrlOption(false))
     .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
     .action((type: string, id: string, _opts, cmd: Command) => history(type, id, clientFlags(cmd)));
+
+  const keys = p.command('keys')
+    .description('the master keys that wrap the encryption keys of sensitive fields: status, rotate, retire')
+    .addHelpText('after', `
+Rotating while nodes run:
+  troupe keys rotate          a new master key becomes active; every stored key is wrapped under it too
+  (restart nodes and consumers, so that they hold the new key)
+  troupe keys retire <id>     the old key's wrappings are removed and it leaves the key file
+Keys come from ${'$'}TROUPE_MASTER_KEY_FILE (or --key-file), else TROUPE_MASTER_KEYS / TROUPE_MASTER_KEY, else
+the development key in the data folder. The key file must be chmod 600. See docs/security.md.`);
+  const keyFlags = (c: Command) => c
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--stream <name>', 'the stream whose key bucket (<stream>_keys) holds the keys (default TROUPE)').env('TROUPE_STREAM'))
+    .addOption(new Option('--key-file <file>', 'the master key file to read and rewrite').env('TROUPE_MASTER_KEY_FILE'))
+    .addOption(new Option('--data-dir <dir>', 'data folder holding the development master key (default ./.troupe)').env('TROUPE_DATA_DIR'));
+  keyFlags(keys.command('status').description('print the master key ids and how many stored keys each wraps'))
+    .action((_opts, cmd: Command) => keysStatus(cmd.opts<KeysFlags>()));
+  keyFlags(keys.command('rotate').description('add a new, active master key and wrap every stored key under it (nodes keep running)'))
+    .action((_opts, cmd: Command) => keysRotate(cmd.opts<KeysFlags>()));
+  keyFlags(keys.command('retire').description('remove an old master key: rewrap what only it wraps, then drop it').argument('<id>', 'the master key id (troupe keys status)'))
+    .action((id: string, _opts, cmd: Command) => keysRetire(id, cmd.opts<KeysFlags>()));
 
   p.command('init')
     .description('scaffold a Troupe app: package.json, a config file, one actor, one test')
