@@ -13,7 +13,8 @@
  * This is one of the few files that import `@nats-io/*`.
  */
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { KeyRing, resolveMasterKeys, type KeyBackend, type KeyRingOptions, type MasterKeySource, type StoredKey, type Wraps } from './crypto.ts';
 import { KeysUnavailableError } from '../errors.ts';
 
@@ -217,6 +218,8 @@ export interface OpenKeyRingOptions extends MasterKeySource, KeyRingOptions {
   /** An open connection to use, or `servers` to open one (closed by `ring.close()`). */
   nc?: NatsConnection;
   servers?: string;
+  /** How to authenticate to NATS when `servers` is given (default: the NATS_* environment). */
+  nats?: NatsAuthOptions;
   replicas?: number;
 }
 
@@ -233,10 +236,11 @@ export async function openKeyRing(opts: OpenKeyRingOptions): Promise<KeyRing> {
   let own = false;
   if (nc === undefined) {
     const servers = opts.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+    const auth = resolveNatsAuth(opts.nats);
     try {
-      nc = await connect({ servers: servers.split(','), name: 'troupe-keys', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-keys', maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
     } catch (e) {
-      throw new KeysUnavailableError(`cannot connect to NATS at ${servers} to read encryption keys: ${(e as Error).message}`, {}, e);
+      throw new KeysUnavailableError(`${connectFailure(servers, auth, e)} (to read encryption keys)`);
     }
     own = true;
   }

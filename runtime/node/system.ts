@@ -66,7 +66,7 @@ export class Troupe implements ServedNode {
     const options = resolveOptions(input);
     const registry = await loadRegistry(options.actors);
     if (registry.needsKeys) resolveMasterKeys(); // refuse a missing or exposed master key here, before any worker starts
-    const nc = await connectNats(options.servers, `troupe-${options.nodeName}`);
+    const nc = await connectNats(options.servers, `troupe-${options.nodeName}`, options.nats);
     const cleanup: (() => Promise<unknown>)[] = [() => nc.close()];
     try {
       assertServerVersion(nc);

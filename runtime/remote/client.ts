@@ -9,7 +9,8 @@
  * that commandId is safe, the node answers it once. An id the client made goes out marked
  * fresh, so the node records it without first looking it up (it cannot have been seen).
  */
-import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, headers, nkeyAuthenticator, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
 import { IdGenerator, isPlainPayload, payloadRefusal, type Command, type CommandMetadata, type CommandResult } from '../envelope.ts';
 import { JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from '../errors.ts';
@@ -19,6 +20,8 @@ import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.
 
 export interface ClientOptions {
   servers?: string;
+  /** How to authenticate to NATS (default: the NATS_* environment; see connection.ts). */
+  nats?: NatsAuthOptions;
   subjectPrefix?: string;
   /** How long a command may wait for its reply. Default 30 s. */
   timeoutMs?: number;
@@ -60,11 +63,12 @@ export class TroupeClient {
 
   static async connect(options: ClientOptions = {}): Promise<TroupeClient> {
     const servers = options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+    const auth = resolveNatsAuth(options.nats);
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: servers.split(','), name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
     } catch (e) {
-      throw new JournalUnavailableError(`cannot connect to NATS at ${servers}: ${(e as Error).message}`, {}, e);
+      throw new JournalUnavailableError(connectFailure(servers, auth, e)); // no cause: nothing that might quote a secret
     }
     refreshTracing();
     return new TroupeClient(nc, options);
