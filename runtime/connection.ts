@@ -157,6 +157,8 @@ export function connectFailure(servers: string, auth: NatsAuth, e: unknown): str
     const how = auth.credsFile !== undefined ? `the credentials file ${auth.credsFile}` : auth.nkeySeed !== undefined ? 'the NKey seed'
       : auth.token !== undefined ? 'the token' : auth.user !== undefined ? `user ${auth.user} and its password` : 'no credentials';
     why = `the server refused ${how} (authorization violation): check ${how === 'no credentials' ? `${NATS_ENV.user}/${NATS_ENV.password}, ${NATS_ENV.creds} or ${NATS_ENV.token}` : 'them'}`;
+  } else if (/timeout/i.test(why) && auth.tls !== undefined && auth.tls.certFile === undefined) {
+    why += ` (over TLS: a server that verifies clients drops one without a certificate; check tls.certFile and tls.keyFile, ${NATS_ENV.tlsCert} and ${NATS_ENV.tlsKey})`;
   }
   return redactSecrets(`cannot connect to NATS at ${describeServers(servers)}: ${why}`, auth, servers);
 }

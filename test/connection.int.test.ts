@@ -2,11 +2,13 @@
 // node (main thread, worker threads, key store), TroupeClient, the dead-letter queue and the CLI
 // connect with credentials from the environment or from options; a wrong password is a clear
 // error that does not contain it; and the password is in no log line, error, /metrics or /health.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Then an NKey user over mutual TLS.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nkeys } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DeadLetterQueue, isTroupeError, Troupe, TroupeClient } from '../runtime/index.ts';
 import { findNatsServer, tempDir, useNatsServer } from './helpers/nats.ts';
@@ -161,4 +163,68 @@ describe('NATS connection security', () => {
     expect(seen).not.toContain(WRONG);
     expect(node.out.stdout).toContain(`NATS: ${nats.url} (given)`);
   }, 90_000);
+});
+
+/** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl. */
+function certificates(): { dir: string; ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
+  const dir = tempDir();
+  const p = (name: string) => join(dir, name);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=troupe-test-ca');
+  writeFileSync(p('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  for (const who of ['server', 'client']) {
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=troupe-${who}`);
+    ssl('x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.pem`, '-days', '1',
+      ...(who === 'server' ? ['-extfile', 'server.ext'] : []));
+  }
+  return { dir, ca: p('ca.pem'), serverCert: p('server.pem'), serverKey: p('server.key'), clientCert: p('client.pem'), clientKey: p('client.key') };
+}
+
+describe('NATS connection security: NKey and mutual TLS', () => {
+  const user = nkeys.createUser();
+  const seed = new TextDecoder().decode(user.getSeed());
+  const certs = certificates();
+  const config = join(certs.dir, 'tls.conf');
+  writeFileSync(config, [
+    'max_payload: 8MB',
+    'jetstream { max_memory_store: 64MB, max_file_store: 1GB }',
+    `tls { cert_file: "${certs.serverCert}", key_file: "${certs.serverKey}", ca_file: "${certs.ca}", verify: true }`,
+    `authorization { users = [ { nkey: "${user.getPublicKey()}" } ] }`,
+    '',
+  ].join('\n'));
+  const nats = useNatsServer({ config });
+  const saved = Object.fromEntries(NATS_VARS.map((n) => [n, process.env[n]]));
+  afterAll(() => {
+    for (const n of NATS_VARS) {
+      if (saved[n] === undefined) delete process.env[n];
+      else process.env[n] = saved[n];
+    }
+  });
+
+  it('connects a node with an NKey seed file and client certificates from the environment, and a client with options', async () => {
+    for (const n of NATS_VARS) delete process.env[n];
+    const seedFile = join(certs.dir, 'user.nk');
+    writeFileSync(seedFile, `${seed}\n`, { mode: 0o600 });
+    Object.assign(process.env, { NATS_NKEY: seedFile, NATS_TLS_CA: certs.ca, NATS_TLS_CERT: certs.clientCert, NATS_TLS_KEY: certs.clientKey, TROUPE_MASTER_KEY: randomBytes(32).toString('base64') });
+    const { stream, subjectPrefix } = freshStream('TLS');
+    const node = await Troupe.start({ actors: [CUSTOMER], servers: nats.url, stream, subjectPrefix, dataDir: tempDir(), workers: 1, shards: 2, logLevel: 'silent', httpPort: false });
+    try {
+      for (const n of ['NATS_NKEY', 'NATS_TLS_CA', 'NATS_TLS_CERT', 'NATS_TLS_KEY']) delete process.env[n];
+      const tls = { caFile: certs.ca, certFile: certs.clientCert, keyFile: certs.clientKey };
+      const client = await TroupeClient.connect({ servers: nats.url, subjectPrefix, nats: { nkeySeed: seed, tls } });
+      try {
+        await expect(client.send('Customer', 'c1', 'RegisterCustomer', { name: 'Ada', email: 'ada@example.org', plan: 'gold' })).resolves.toMatchObject({ version: 1 });
+      } finally {
+        await client.close();
+      }
+      // Without the client certificate the server refuses the TLS handshake; without the seed, the login.
+      const noCert = await failure(TroupeClient.connect({ servers: nats.url, nats: { nkeySeed: seed, tls: { caFile: certs.ca } } }));
+      expect(noCert.message).toMatch(/^cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: timeout \(over TLS: a server that verifies clients drops one without a certificate; check tls\.certFile and tls\.keyFile, NATS_TLS_CERT and NATS_TLS_KEY\)/);
+      expect(everything(noCert)).not.toContain(seed);
+      const noSeed = await failure(TroupeClient.connect({ servers: nats.url, nats: { tls } }));
+      expect(noSeed.message).toContain('the server refused no credentials (authorization violation)');
+    } finally {
+      await node.stop();
+    }
+  }, 60_000);
 });

@@ -66,7 +66,7 @@ export class TroupeClient {
     const auth = resolveNatsAuth(options.nats);
     let nc: NatsConnection;
     try {
-      nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
+      nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 5_000 }));
     } catch (e) {
       throw new JournalUnavailableError(connectFailure(servers, auth, e)); // no cause: nothing that might quote a secret
     }
