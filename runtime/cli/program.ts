@@ -40,6 +40,9 @@ function logLevel(value: string): StartFlags['logLevel'] {
 const ENVIRONMENT_HELP = `Environment:
   NATS_URL             NATS servers, comma separated (start: default runs its own nats-server;
                        send/state/history: default nats://127.0.0.1:4222)
+  NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY (seed or seed file), NATS_CREDS (.creds file)
+  NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY            how every command authenticates to NATS
+  TROUPE_MASTER_KEY_FILE   master key file (chmod 600; see \`troupe keys --help\`), or TROUPE_MASTER_KEY(S)
   TROUPE_NATS_PORT     port of the nats-server that \`troupe start\` runs itself (default ${DEFAULT_NATS_PORT})
   TROUPE_ACTORS        actor modules, comma separated
   TROUPE_WORKERS, TROUPE_SHARDS, TROUPE_DATA_DIR, TROUPE_HTTP_PORT, TROUPE_LOG_LEVEL
