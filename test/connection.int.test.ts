@@ -151,7 +151,8 @@ describe('NATS connection security', () => {
     const sent = run(['send', 'Customer', 'c9', 'RegisterCustomer', '{"name":"Cy","email":"cy@example.org","plan":"free"}']);
     expect(await sent.exited, sent.out.stderr).toBe(0);
     const refused = run(['send', 'Customer', 'c9', 'ChangeEmail', '{"email":"x@example.org"}'], { NATS_PASSWORD: WRONG });
-    expect(await refused.exited).not.toBe(0);
+    expect(await refused.exited).toBe(1);
+    expect(refused.out.stderr).toMatch(new RegExp(`^troupe: cannot connect to NATS at nats://127\\.0\\.0\\.1:\\d+: the server refused user ${USER} and its password \\(authorization violation\\): check them\\n$`));
     expect(refused.out.stderr).toContain(`user ${USER}`);
     const metrics = await (await fetch(`${http}/metrics`)).text();
     const health = await (await fetch(`${http}/health`)).text();
