@@ -163,13 +163,18 @@ export class NatsKeyBackend implements KeyBackend {
 
   async follow(onKey: (key: StoredKey) => void, onDestroyed: (kid: string, subjectHash: string) => void): Promise<void> {
     const initial = (await this.kv.status()).values;
-    const watch = await this.kv.watch({ key: 's.>' });
-    this.stopFollowing = () => watch.stop();
+    // Every key of the bucket (the name key too, skipped below), so that the watcher's count of
+    // initial values matches `initial`.
+    let watch = await this.kv.watch({ key: '>' });
+    let stopped = false;
+    let lastRevision = 0;
+    this.stopFollowing = () => { stopped = true; watch.stop(); };
     let loaded!: () => void;
     const ready = new Promise<void>((resolve) => { loaded = resolve; });
     if (initial === 0) loaded();
     const consume = async () => {
       for await (const e of watch) {
+        lastRevision = e.revision;
         const parsed = parseKey(e.key);
         if (parsed !== undefined) {
           if (e.operation === 'PUT') {
@@ -187,12 +192,24 @@ export class NatsKeyBackend implements KeyBackend {
       }
     };
     void (async () => {
-      try {
-        await consume();
-      } catch {
-        // The watch ended with the connection; keys already known stay usable, unknown ones are fetched on demand.
+      // A watch that ends while this backend follows (a consumer lost under load, a reconnect) is
+      // resumed after the last revision seen: a destroy marker must never be missed.
+      while (!stopped) {
+        try {
+          await consume();
+        } catch {
+          // Resumed below; keys already known stay usable, unknown ones are fetched on demand.
+        }
+        loaded();
+        if (stopped) break;
+        await new Promise((r) => setTimeout(r, 250).unref());
+        try {
+          if (!stopped) watch = await this.kv.watch({ key: '>', ...(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {}) });
+        } catch (e) {
+          if (/closed/i.test(`${(e as Error).name} ${(e as Error).message}`)) break; // the connection is gone for good
+          // Still down: try again.
+        }
       }
-      loaded();
     })();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

@@ -27,7 +27,8 @@ describe('master-key rotation', () => {
   const oldId = new MasterKey(oldKey).id;
   const saved = Object.fromEntries(ENV_NAMES.map((n) => [n, process.env[n]]));
   let node: Troupe;
-  const start = (dataDir: string) => Troupe.start({ actors: [CUSTOMER], servers: nats.url, stream, subjectPrefix, dataDir, workers: 1, shards: 4 });
+  // Two workers: two key rings per node open the bucket (and its stored name key) side by side.
+  const start = (dataDir: string) => Troupe.start({ actors: [CUSTOMER], servers: nats.url, stream, subjectPrefix, dataDir, workers: 2, shards: 4 });
 
   beforeAll(() => {
     for (const n of ENV_NAMES) delete process.env[n];
@@ -93,6 +94,7 @@ describe('master-key rotation', () => {
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
     expect(parseMasterKeys(readFileSync(keyFile, 'utf8')).ids).toEqual([rotated.active, oldId]);
     const afterRotation = written();
+    expect(afterRotation, 'customers written while the rotation ran').toBeGreaterThan(beforeRotation);
     while (written() < afterRotation + 20) await new Promise((r) => setTimeout(r, 20));
 
     // Nodes restart onto the new key list (both keys), then the old key is retired under load.
@@ -101,9 +103,11 @@ describe('master-key rotation', () => {
     node = await start(tempDir());
     load();
     while (written() < afterRotation + 40) await new Promise((r) => setTimeout(r, 20));
+    const beforeRetire = written();
     const retired = await retireMasterKey({ servers: nats.url, stream, id: oldId });
     expect(retired).toMatchObject({ active: rotated.active, ids: [rotated.active], unreadable: 0 });
     const afterRetire = written();
+    expect(afterRetire, 'customers written while the retirement ran').toBeGreaterThan(beforeRetire);
     while (written() < afterRetire + 20) await new Promise((r) => setTimeout(r, 20));
     await pause();
     expect(failures).toEqual([]);
