@@ -23,7 +23,8 @@ export type { WireCommit, WireEvent } from './journal/codec.ts';
 export { readLogMessage } from './consumers/reader.ts';
 
 // Keys and encrypted values.
-export { KeyRing, MasterKey, MemoryKeyBackend, parseMasterKey, resolveMasterKey } from './contracts/crypto.ts';
+export { KeyRing, MasterKey, MasterKeys, MemoryKeyBackend, parseMasterKey, parseMasterKeys, resolveMasterKey, resolveMasterKeys } from './contracts/crypto.ts';
+export { masterKeyStatus } from './contracts/master-rotation.ts';
 export type { KeyBackend, KeyRingOptions, MasterKeySource, StoredKey, KeyLookup } from './contracts/crypto.ts';
 export { keyBucketName, NatsKeyBackend } from './contracts/keystore.ts';
 export { isEncrypted, isSealed } from './contracts/sensitive.ts';

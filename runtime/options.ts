@@ -2,6 +2,7 @@
  * Options of a Troupe node: types, named defaults, and one `resolveOptions()` that checks,
  * fills and freezes them. Resolved options cross to worker threads as plain data.
  */
+import { resolveNatsAuth, type NatsAuth, type NatsAuthOptions } from './connection.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -63,6 +64,8 @@ export interface TroupeOptions {
   actors: readonly (string | URL)[];
   /** NATS servers, comma separated. Default: NATS_URL, else nats://127.0.0.1:4222. */
   servers?: string;
+  /** How to authenticate to NATS (user/password, token, NKey, .creds, TLS); each field defaults to its NATS_* variable (connection.ts). */
+  nats?: NatsAuthOptions;
   stream?: string;
   subjectPrefix?: string;
   /** Fixed per deployment: changing it moves actors between shards. */
@@ -140,6 +143,8 @@ export interface TroupeOptions {
 export interface ResolvedOptions {
   readonly actors: readonly string[];
   readonly servers: string;
+  /** NATS credentials, resolved against the environment: plain data, handed to worker threads. Never logged. */
+  readonly nats: NatsAuth;
   readonly stream: string;
   readonly subjectPrefix: string;
   readonly shards: number;
@@ -228,6 +233,7 @@ export function resolveOptions(input: TroupeOptions): ResolvedOptions {
   const resolved: ResolvedOptions = {
     actors,
     servers: str(o, 'servers', process.env.NATS_URL || DEFAULT_NATS_URL),
+    nats: resolveNatsAuth(input.nats),
     stream: str(o, 'stream', DEFAULT_STREAM, /^[A-Za-z0-9_-]+$/),
     subjectPrefix: str(o, 'subjectPrefix', DEFAULT_SUBJECT_PREFIX, /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/),
     shards: int(o, 'shards', DEFAULT_SHARDS, 1, 65536),

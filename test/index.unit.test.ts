@@ -20,7 +20,7 @@ const PUBLIC = {
     'NotFoundError', 'TimeoutError', 'InvalidOptionError', 'InvalidDefinitionError', 'UpcastError', 'KeysUnavailableError', 'StoppedError',
     'WorkerLostError', 'NatsServerUnsupportedError', 'UnauthenticatedError', 'ForbiddenError', 'RateLimitedError', 'InternalError', 'isTroupeError',
     // reading events, keys
-    'eventReader', 'openKeyRing',
+    'eventReader', 'openKeyRing', 'rotateMasterKey', 'retireMasterKey',
     // consumers
     'consume', 'checkVersion', 'circuitBreaker', 'DeadLetterQueue', 'project', 'QueryBus', 'workflow', 'saga', 'commandIdFor',
   ],

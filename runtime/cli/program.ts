@@ -10,6 +10,7 @@ import { CONFIG_NAMES } from './config.ts';
 import { EXIT_CODES_HELP, exitCodeOf, isExpected, oneLine } from './exit.ts';
 import { scaffold } from './init.ts';
 import { clusterStatus, type ClusterFlags } from './cluster.ts';
+import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
 
@@ -40,6 +41,9 @@ function logLevel(value: string): StartFlags['logLevel'] {
 const ENVIRONMENT_HELP = `Environment:
   NATS_URL             NATS servers, comma separated (start: default runs its own nats-server;
                        send/state/history: default nats://127.0.0.1:4222)
+  NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY (seed or seed file), NATS_CREDS (.creds file)
+  NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY            how every command authenticates to NATS
+  TROUPE_MASTER_KEY_FILE   master key file (chmod 600; see \`troupe keys --help\`), or TROUPE_MASTER_KEY(S)
   TROUPE_NATS_PORT     port of the nats-server that \`troupe start\` runs itself (default ${DEFAULT_NATS_PORT})
   TROUPE_ACTORS        actor modules, comma separated
   TROUPE_WORKERS, TROUPE_SHARDS, TROUPE_DATA_DIR, TROUPE_HTTP_PORT, TROUPE_LOG_LEVEL
@@ -127,6 +131,26 @@ Example:
 Example:
   NATS_URL=nats://nats.internal:4222 npx troupe cluster status --json`)
     .action((_opts, cmd: Command) => clusterStatus(cmd.opts<ClusterFlags>()));
+  const keys = p.command('keys')
+    .description('the master keys that wrap the encryption keys of sensitive fields: status, rotate, retire')
+    .addHelpText('after', `
+Rotating while nodes run:
+  troupe keys rotate          a new master key becomes active; every stored key is wrapped under it too
+  (restart nodes and consumers, so that they hold the new key)
+  troupe keys retire <id>     the old key's wrappings are removed and it leaves the key file
+Keys come from ${'$'}TROUPE_MASTER_KEY_FILE (or --key-file), else TROUPE_MASTER_KEYS / TROUPE_MASTER_KEY, else
+the development key in the data folder. The key file must be chmod 600. See docs/security.md.`);
+  const keyFlags = (c: Command) => c
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--stream <name>', 'the stream whose key bucket (<stream>_keys) holds the keys (default TROUPE)').env('TROUPE_STREAM'))
+    .addOption(new Option('--key-file <file>', 'the master key file to read and rewrite').env('TROUPE_MASTER_KEY_FILE'))
+    .addOption(new Option('--data-dir <dir>', 'data folder holding the development master key (default ./.troupe)').env('TROUPE_DATA_DIR'));
+  keyFlags(keys.command('status').description('print the master key ids and how many stored keys each wraps'))
+    .action((_opts, cmd: Command) => keysStatus(cmd.opts<KeysFlags>()));
+  keyFlags(keys.command('rotate').description('add a new, active master key and wrap every stored key under it (nodes keep running)'))
+    .action((_opts, cmd: Command) => keysRotate(cmd.opts<KeysFlags>()));
+  keyFlags(keys.command('retire').description('remove an old master key: rewrap what only it wraps, then drop it').argument('<id>', 'the master key id (troupe keys status)'))
+    .action((id: string, _opts, cmd: Command) => keysRetire(id, cmd.opts<KeysFlags>()));
 
   p.command('init')
     .description('scaffold a Troupe app: package.json, a config file, one actor, one test')

@@ -5,7 +5,8 @@
 import { isTroupeError } from '../errors.ts';
 import { DEFAULT_NATS_URL } from '../options.ts';
 import { TroupeClient } from '../remote/client.ts';
-import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
+import { describeServers, redactSecrets, resolveNatsAuth } from '../connection.ts';
+import { CliError, EXIT_REFUSED, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 
 export interface ClientFlags {
   natsUrl?: string;
@@ -50,12 +51,16 @@ function nobodyThere(e: unknown, url: string): CliError | undefined {
 }
 
 async function withClient(flags: ClientFlags, run: (c: TroupeClient) => Promise<unknown>): Promise<void> {
-  const url = natsUrlOf(flags);
+  const servers = natsUrlOf(flags);
+  const url = describeServers(servers); // without user:password@
   let client: TroupeClient;
   try {
-    client = await TroupeClient.connect({ servers: url, timeoutMs: flags.timeout ?? 10_000 });
+    client = await TroupeClient.connect({ servers, timeoutMs: flags.timeout ?? 10_000 });
   } catch (e) {
-    const why = (e as { cause?: { message?: string } }).cause?.message ?? (e as Error).message;
+    const message = (e as Error).message;
+    // A refused login is said as it is (it names the credentials, never their secret); retrying will not help.
+    if (/\(authorization violation\)/.test(message)) throw new CliError(message, EXIT_REFUSED);
+    const why = redactSecrets((e as { cause?: { message?: string } }).cause?.message ?? message, resolveNatsAuth(), servers);
     throw new CliError(`no Troupe node answered on ${url} (NATS: ${why}): ${START_ONE}`, EXIT_RETRYABLE, { cause: e });
   }
   try {

@@ -3,6 +3,7 @@
  * config file (config.ts), then defaults. Without NATS_URL / --nats-url / `servers` in the
  * config, the node starts its own nats-server (local, open: for development) on --nats-port.
  */
+import { describeServers, redactSecrets, resolveNatsAuth } from '../connection.ts';
 import { existsSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { isActorDefinition, type ActorDefinition } from '../define.ts';
@@ -122,7 +123,8 @@ export async function start(flags: StartFlags): Promise<void> {
     await server?.stop();
     await shutdownTracingSdk();
     if (isTroupeError(e, 'JOURNAL_UNAVAILABLE') && server === null) {
-      throw new CliError(`cannot reach NATS at ${options.servers} (${rootCause(e)}): check --nats-url / NATS_URL, or unset it to let \`troupe start\` run its own nats-server`, EXIT_RETRYABLE, { cause: e });
+      const why = redactSecrets(rootCause(e), resolveNatsAuth(options.nats), options.servers);
+      throw new CliError(`cannot reach NATS at ${describeServers(options.servers)} (${why}): check --nats-url / NATS_URL and NATS_USER/NATS_PASSWORD, NATS_CREDS or NATS_TOKEN, or unset NATS_URL to let \`troupe start\` run its own nats-server`, EXIT_RETRYABLE, { cause: e });
     }
     throw e;
   }
@@ -133,7 +135,7 @@ export async function start(flags: StartFlags): Promise<void> {
     ownedShards: node.ownedShards.length,
     shards: node.options.shards,
     definitions: definitions.filter((d) => node.actorTypes().includes(d.type)),
-    natsUrl: node.options.servers,
+    natsUrl: describeServers(node.options.servers),
     localNats: server !== null ? { version: server.version, storeDir: server.storeDir } : undefined,
     dataDir: root,
     configFile: config?.path,

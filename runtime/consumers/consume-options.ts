@@ -1,6 +1,7 @@
 /**
  * The options of `consume()`: types, named defaults, and the check that resolves them.
  */
+import type { NatsAuthOptions } from '../connection.ts';
 import type { NatsConnection } from '../journal/journal.ts';
 import type { ConsumerStore } from './consumer-store.ts';
 import type { DeadLetterRecord, DeadLetterStats } from './dlq.ts';
@@ -45,6 +46,8 @@ export interface CommonOptions {
   store?: ConsumerStore;
   /** NATS servers to connect to, or an open connection (left open by stop()). */
   servers?: string;
+  /** How to authenticate to NATS when `servers` is used (default: the NATS_* environment; see connection.ts). */
+  nats?: NatsAuthOptions;
   nc?: NatsConnection;
   stream?: string;
   subjectPrefix?: string;

@@ -27,6 +27,7 @@
  * and replay, stop), and its methods share the fetch loop's state. What could stand alone
  * already does: options (consume-options.ts), the engine (pipeline.ts), the DLQ (dlq.ts).
  */
+import { resolveNatsAuth } from '../connection.ts';
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import {
   AckPolicy, DeliverPolicy, JetStreamApiError, jetstream, jetstreamManager,
@@ -137,7 +138,7 @@ async function consumeOne(options: ConsumeOptions): Promise<Consumer> {
   try {
     let nc = options.nc;
     if (nc === undefined) {
-      nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-consumer-${options.name}`);
+      nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-consumer-${options.name}`, resolveNatsAuth(options.nats));
       const own = nc;
       cleanup.push(() => own.drain());
     }

@@ -16,6 +16,7 @@
  *
  * This is one of the few files that import `@nats-io/*`.
  */
+import { resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import {
   DeliverPolicy, DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, jetstream, jetstreamManager,
@@ -63,6 +64,8 @@ export interface DeadLetterQueueOptions {
   /** An open connection (kept open by close()), or `servers` to connect. */
   nc?: NatsConnection;
   servers?: string;
+  /** How to authenticate to NATS when `servers` is used (default: the NATS_* environment; see connection.ts). */
+  nats?: NatsAuthOptions;
   /** The log stream the consumers read; the DLQ stream is `<stream>_DLQ`. Default TROUPE. */
   stream?: string;
   subjectPrefix?: string;
@@ -148,7 +151,7 @@ export class DeadLetterQueue {
     let nc = options.nc;
     const owns = nc === undefined;
     if (nc === undefined) {
-      nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', 'troupe-dlq');
+      nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', 'troupe-dlq', resolveNatsAuth(options.nats));
     }
     const jsm = await jetstreamManager(nc, { timeout: 10_000 });
     const q = new DeadLetterQueue(nc, owns, jsm, jetstream(nc, { timeout: 10_000 }), options.stream ?? DEFAULT_STREAM,

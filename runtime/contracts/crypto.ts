@@ -11,6 +11,13 @@
  * keys in the backend (a PURGE marker remains), after which every value written under them is
  * unreadable everywhere and readers get a redacted marker instead.
  *
+ * Master-key rotation: a stored key carries one wrapping per master key (`wraps`, by master id).
+ * A process wraps the keys it creates under every master key it holds and unwraps with any;
+ * `rewrapAll` adds the wrappings of a new master key to every stored key, or drops a retired
+ * one's (master-rotation.ts drives it). Subject names are hashed with the deployment's name key,
+ * derived once from its first master key and stored wrapped like a subject key, so the hashes,
+ * and with them shredding, survive every rotation.
+ *
  * The KeyRing is the in-memory view of one thread: synchronous lookups for the write path,
  * asynchronous creation (awaited before an event that needs a new key is decided again).
  *
@@ -20,21 +27,26 @@
 import { randomBytes } from 'node:crypto';
 import { KeysUnavailableError } from '../errors.ts';
 import { KEY_BYTES } from './cipher.ts';
-import { MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey } from './master-key.ts';
+import { MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey, MasterKeys, subjectHashWith } from './master-key.ts';
 
 export { decryptBytes, encryptBytes, KEY_BYTES } from './cipher.ts';
-export { DEV_MASTER_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey, parseMasterKey, resolveMasterKey, type MasterKeySource } from './master-key.ts';
+export {
+  checkKeyFile, DEV_MASTER_KEY_FILE, formatMasterKeys, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MASTER_KEYS_ENV, MasterKey, MasterKeys,
+  parseMasterKey, parseMasterKeys, resolveMasterKey, resolveMasterKeys, type MasterKeySource,
+} from './master-key.ts';
+
+/** A key wrapped with each of several master keys: master id → wrapped bytes. */
+export type Wraps = Readonly<Record<string, Uint8Array>>;
 
 // ── key storage ────────────────────────────────────────────────────────────────────────────
 
-/** A subject key as stored: wrapped with the master key. */
+/** A subject key as stored: wrapped with one or several master keys. */
 export interface StoredKey {
   readonly kid: string;
   readonly subjectHash: string;
   readonly createdAt: number;
-  /** `MasterKey.id` of the key that wrapped it. */
-  readonly masterId: string;
-  readonly wrapped: Uint8Array;
+  /** The key wrapped with each master key, by `MasterKey.id`. */
+  readonly wraps: Wraps;
 }
 
 /** Where wrapped keys live. Every node and consumer of a deployment must see the same store. */
@@ -50,6 +62,18 @@ export interface KeyBackend {
    * process). Resolves once the keys stored so far were delivered.
    */
   follow(onKey: (key: StoredKey) => void, onDestroyed: (kid: string, subjectHash: string) => void): Promise<void>;
+  /**
+   * Replace the wrappings of a stored key (master-key rotation), atomically against a concurrent
+   * destroy: a destroyed key stays destroyed. `next` gets the stored wrappings and returns the
+   * new ones. Resolves false when the key is destroyed or was never stored.
+   */
+  rewrap(kid: string, subjectHash: string, next: (current: Wraps) => Wraps): Promise<boolean>;
+  /** The deployment's subject-name key, wrapped, or undefined when none is stored yet. */
+  nameKey(): Promise<Wraps | undefined>;
+  /** Store the name key unless one is stored; resolves with the stored one (another process's when it was first). */
+  initNameKey(wraps: Wraps): Promise<Wraps>;
+  /** Replace the name key's wrappings (master-key rotation). */
+  rewrapNameKey(next: (current: Wraps) => Wraps): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -58,6 +82,7 @@ export class MemoryKeyBackend implements KeyBackend {
   private readonly keys = new Map<string, StoredKey>();
   private readonly destroyed = new Map<string, string>();
   private readonly followers = new Set<{ onKey: (key: StoredKey) => void; onDestroyed: (kid: string, subjectHash: string) => void }>();
+  private names: Wraps | undefined;
 
   async create(key: StoredKey): Promise<void> {
     if (this.keys.has(key.kid) || this.destroyed.has(key.kid)) throw new Error(`key ${key.kid} exists`);
@@ -85,6 +110,28 @@ export class MemoryKeyBackend implements KeyBackend {
     this.followers.add({ onKey, onDestroyed });
   }
 
+  async rewrap(kid: string, _subjectHash: string, next: (current: Wraps) => Wraps): Promise<boolean> {
+    const k = this.keys.get(kid);
+    if (k === undefined) return false;
+    const updated = { ...k, wraps: next(k.wraps) };
+    this.keys.set(kid, updated);
+    for (const f of this.followers) f.onKey(updated);
+    return true;
+  }
+
+  async nameKey(): Promise<Wraps | undefined> {
+    return this.names;
+  }
+
+  async initNameKey(wraps: Wraps): Promise<Wraps> {
+    this.names ??= wraps;
+    return this.names;
+  }
+
+  async rewrapNameKey(next: (current: Wraps) => Wraps): Promise<void> {
+    if (this.names !== undefined) this.names = next(this.names);
+  }
+
   /** Every stored key as it is at rest (wrapped), for tests that look for clear text. */
   stored(): StoredKey[] {
     return [...this.keys.values()];
@@ -101,8 +148,7 @@ interface RingKey {
   readonly kid: string;
   readonly subjectHash: string;
   readonly createdAt: number;
-  readonly masterId: string;
-  wrapped: Uint8Array | null;
+  wraps: Wraps | null;
   key: Buffer | null;
 }
 
@@ -132,21 +178,77 @@ export class KeyRing {
   private readonly now: () => number;
   private closed = false;
 
-  private constructor(readonly master: MasterKey, readonly backend: KeyBackend, opts: KeyRingOptions) {
+  /** The subject-name key (see the file's header); set by open(). */
+  private names: Buffer = Buffer.alloc(0);
+  /** The master keys of this process: the active one first. */
+  readonly masters: MasterKeys;
+
+  private constructor(master: MasterKey | MasterKeys, readonly backend: KeyBackend, opts: KeyRingOptions) {
+    this.masters = MasterKeys.of(master);
     this.rotateAfterMs = opts.rotateAfterMs ?? Number.POSITIVE_INFINITY;
     this.now = opts.now ?? Date.now;
   }
 
+  /** The active master key (the first of `masters`). */
+  get master(): MasterKey {
+    return this.masters.active;
+  }
+
   /** Open a ring over a backend; resolves once every stored key is known. */
-  static async open(master: MasterKey, backend: KeyBackend, opts: KeyRingOptions = {}): Promise<KeyRing> {
+  static async open(master: MasterKey | MasterKeys, backend: KeyBackend, opts: KeyRingOptions = {}): Promise<KeyRing> {
     const ring = new KeyRing(master, backend, opts);
-    await backend.follow((k) => ring.learn(k), (kid, sh) => ring.forget(kid, sh));
-    const foreign = [...ring.byKid.values()].filter((k) => k.masterId !== master.id);
-    if (foreign.length > 0) {
+    try {
+      await backend.follow((k) => ring.learn(k), (kid, sh) => ring.forget(kid, sh));
+      const foreign = [...ring.byKid.values()].filter((k) => ring.masterFor(k.wraps) === undefined);
+      if (foreign.length > 0) {
+        const stored = Object.keys(foreign[0]!.wraps!);
+        throw new KeysUnavailableError(`${foreign.length} of ${ring.byKid.size} stored keys were wrapped with master key ${stored.join(', ')}, but this process has master key ${ring.masters.ids.join(', ')}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV} or ${MASTER_KEY_FILE_ENV})`, { masterId: ring.master.id, storedMasterId: stored[0] }, undefined, false);
+      }
+      await ring.openNameKey();
+    } catch (e) {
       await backend.close();
-      throw new KeysUnavailableError(`${foreign.length} of ${ring.byKid.size} stored keys were wrapped with master key ${foreign[0]!.masterId}, but this process has master key ${master.id}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV} or ${MASTER_KEY_FILE_ENV})`, { masterId: master.id, storedMasterId: foreign[0]!.masterId }, undefined, false);
+      throw e;
     }
     return ring;
+  }
+
+  /** The held master key that unwraps one of these wrappings, preferring the active one. */
+  private masterFor(wraps: Wraps | null): MasterKey | undefined {
+    if (wraps === null) return undefined;
+    return this.masters.all.find((m) => wraps[m.id] !== undefined);
+  }
+
+  /** Every held master key wraps `key`: what a process stores, so that any of them unwraps it. */
+  private wrapAll(wrap: (m: MasterKey) => Buffer): Record<string, Uint8Array> {
+    const out: Record<string, Uint8Array> = {};
+    for (const m of this.masters.all) out[m.id] = wrap(m);
+    return out;
+  }
+
+  /**
+   * The name key: the stored one, or, for a deployment that has none stored yet, the key derived
+   * from the master key that wrapped its oldest subject key (how names were hashed before the
+   * name key was stored), else from the active master key; then stored wrapped.
+   */
+  private async openNameKey(): Promise<void> {
+    let wraps = await this.backend.nameKey();
+    if (wraps === undefined) {
+      let oldest: RingKey | undefined;
+      for (const k of this.byKid.values()) if (oldest === undefined || k.createdAt < oldest.createdAt) oldest = k;
+      const origin = oldest === undefined ? this.master : this.masterFor(oldest.wraps)!;
+      const derived = origin.derivedNameKey();
+      wraps = await this.backend.initNameKey(this.wrapAll((m) => m.wrapNameKey(derived)));
+    }
+    const m = this.masterFor(wraps);
+    if (m === undefined) {
+      throw new KeysUnavailableError(`the key store's subject-name key was wrapped with master key ${Object.keys(wraps).join(', ')}, but this process has master key ${this.masters.ids.join(', ')}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV} or ${MASTER_KEY_FILE_ENV})`, { masterId: this.master.id }, undefined, false);
+    }
+    this.names = m.unwrapNameKey(wraps[m.id]!);
+  }
+
+  /** The keyed hash that stands for a subject name in the key store (stable across master-key rotations). */
+  subjectHash(subject: string): string {
+    return subjectHashWith(this.names, subject);
   }
 
   /** A ring with its own in-memory backend and a random master key: for tests and the test kit. */
@@ -155,8 +257,13 @@ export class KeyRing {
   }
 
   private learn(k: StoredKey): void {
-    if (this.destroyedKids.has(k.kid) || this.byKid.has(k.kid)) return;
-    const rk: RingKey = { kid: k.kid, subjectHash: k.subjectHash, createdAt: k.createdAt, masterId: k.masterId, wrapped: k.wrapped, key: null };
+    if (this.destroyedKids.has(k.kid)) return;
+    const known = this.byKid.get(k.kid);
+    if (known !== undefined) {
+      known.wraps = k.wraps; // rewrapped (master-key rotation); the key itself never changes
+      return;
+    }
+    const rk: RingKey = { kid: k.kid, subjectHash: k.subjectHash, createdAt: k.createdAt, wraps: k.wraps, key: null };
     this.byKid.set(k.kid, rk);
     const cur = this.current.get(k.subjectHash);
     if (cur === undefined || cur.createdAt < rk.createdAt || (cur.createdAt === rk.createdAt && cur.kid < rk.kid)) this.current.set(k.subjectHash, rk);
@@ -169,7 +276,7 @@ export class KeyRing {
     if (rk !== undefined) {
       rk.key?.fill(0);
       rk.key = null;
-      rk.wrapped = null;
+      rk.wraps = null;
       this.byKid.delete(kid);
     }
     if (this.current.get(subjectHash)?.kid === kid) {
@@ -191,10 +298,11 @@ export class KeyRing {
 
   private unwrap(rk: RingKey): Buffer {
     if (rk.key !== null) return rk.key;
-    if (rk.masterId !== this.master.id) {
-      throw new KeysUnavailableError(`key ${rk.kid} was wrapped with master key ${rk.masterId}, but this process has master key ${this.master.id}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV})`, { kid: rk.kid }, undefined, false);
+    const m = this.masterFor(rk.wraps);
+    if (m === undefined) {
+      throw new KeysUnavailableError(`key ${rk.kid} was wrapped with master key ${Object.keys(rk.wraps ?? {}).join(', ')}, but this process has master key ${this.masters.ids.join(', ')}: give every node and consumer the deployment's master key (${MASTER_KEY_ENV})`, { kid: rk.kid }, undefined, false);
     }
-    rk.key = this.master.unwrap(rk.kid, rk.subjectHash, rk.wrapped!);
+    rk.key = m.unwrap(rk.kid, rk.subjectHash, rk.wraps![m.id]!);
     return rk.key;
   }
 
@@ -212,7 +320,7 @@ export class KeyRing {
 
   /** The key new values of a subject are written with, synchronously; undefined when it has none yet (call `ensure`). */
   currentKey(subject: string): { kid: string; key: Buffer } | undefined {
-    const rk = this.current.get(this.master.subjectHash(subject));
+    const rk = this.current.get(this.subjectHash(subject));
     if (rk === undefined || this.now() - rk.createdAt >= this.rotateAfterMs) return undefined;
     return { kid: rk.kid, key: this.unwrap(rk) };
   }
@@ -221,12 +329,12 @@ export class KeyRing {
   ensure(subject: string): Promise<string> {
     const cur = this.currentKey(subject);
     if (cur !== undefined) return Promise.resolve(cur.kid);
-    return this.create(this.master.subjectHash(subject));
+    return this.create(this.subjectHash(subject));
   }
 
   /** Give a subject a new key for new values; values written under older keys stay readable. Resolves with the new kid. */
   rotate(subject: string): Promise<string> {
-    return this.create(this.master.subjectHash(subject), true);
+    return this.create(this.subjectHash(subject), true);
   }
 
   /** Rotate every subject this ring knows. Resolves with the number of subjects rotated. */
@@ -246,7 +354,7 @@ export class KeyRing {
       let createdAt = this.now();
       const cur = this.current.get(subjectHash);
       if (cur !== undefined && cur.createdAt >= createdAt) createdAt = cur.createdAt + 1; // newest wins, whatever the clock says
-      const stored: StoredKey = { kid, subjectHash, createdAt, masterId: this.master.id, wrapped: this.master.wrap(kid, subjectHash, key) };
+      const stored: StoredKey = { kid, subjectHash, createdAt, wraps: this.wrapAll((m) => m.wrap(kid, subjectHash, key)) };
       try {
         await this.backend.create(stored);
       } catch (e) {
@@ -270,7 +378,7 @@ export class KeyRing {
    */
   async shred(subject: string): Promise<number> {
     this.assertOpen();
-    const subjectHash = this.master.subjectHash(subject);
+    const subjectHash = this.subjectHash(subject);
     let kids: string[];
     try {
       kids = await this.backend.destroy(subjectHash);
@@ -301,6 +409,52 @@ export class KeyRing {
     }
     this.learn(found);
     return this.key(kid);
+  }
+
+  /**
+   * Master-key rotation: give every stored key (and the name key) a wrapping under every master
+   * key this ring holds, and remove the wrappings of the master ids in `drop` (a retired key).
+   * Wrappings under master keys this ring does not hold are kept. A key destroyed meanwhile stays
+   * destroyed. A key that no held master key unwraps is left as it is and counted `unreadable`.
+   */
+  async rewrapAll(opts: { drop?: readonly string[] } = {}): Promise<{ rewrapped: number; destroyed: number; unreadable: number }> {
+    this.assertOpen();
+    const drop = new Set(opts.drop ?? []);
+    for (const id of drop) {
+      if (this.masters.active.id === id) throw new KeysUnavailableError(`cannot retire master key ${id}: it is the active one; rotate to a new master key first`, { masterId: id }, undefined, false);
+    }
+    const keep = this.masters.all.filter((m) => !drop.has(m.id));
+    if (keep.length === 0) throw new KeysUnavailableError('cannot retire every master key', {}, undefined, false);
+    const next = (current: Wraps, plain: Buffer, wrap: (m: MasterKey, plain: Buffer) => Buffer): Wraps => {
+      const out: Record<string, Uint8Array> = {};
+      for (const [id, w] of Object.entries(current)) if (!drop.has(id)) out[id] = w;
+      for (const m of keep) out[m.id] ??= wrap(m, plain);
+      return out;
+    };
+    await this.backend.rewrapNameKey((current) => next(current, this.names, (m, k) => m.wrapNameKey(k)));
+    let rewrapped = 0;
+    let destroyed = 0;
+    let unreadable = 0;
+    for (const rk of [...this.byKid.values()]) {
+      let plain: Buffer;
+      try {
+        plain = this.unwrap(rk);
+      } catch {
+        unreadable++;
+        continue;
+      }
+      const ok = await this.backend.rewrap(rk.kid, rk.subjectHash, (current) => next(current, plain, (m, k) => m.wrap(rk.kid, rk.subjectHash, k)));
+      if (ok) rewrapped++;
+      else destroyed++;
+    }
+    return { rewrapped, destroyed, unreadable };
+  }
+
+  /** How many live keys each master key wraps (by master id), as this ring knows them. */
+  wrapCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const rk of this.byKid.values()) for (const id of Object.keys(rk.wraps ?? {})) counts[id] = (counts[id] ?? 0) + 1;
+    return counts;
   }
 
   /** Called with the kids destroyed by any process, as this ring learns of them. Returns an unsubscribe function. */

@@ -2,7 +2,9 @@
  * Subject keys in NATS KV, so that every node and consumer of a deployment reads the same keys.
  *
  *   bucket  <stream>_keys          (history 1, no expiry: a key lives until it is shredded)
- *   key     s.<subjectHash>.<kid>  value: JSON { v: 1, kid, s, at, mk, w }  (w = key wrapped with the master key, base64)
+ *   key     s.<subjectHash>.<kid>  value: JSON { v: 2, kid, s, at, w: { <master id>: wrapped key, base64 } }
+ *           names                  value: JSON { v: 2, w: { <master id>: wrapped subject-name key } }
+ *   (version 1 records, { v: 1, kid, s, at, mk, w }, hold one wrapping and are still read)
  *
  * Subject names never reach the bucket (a keyed hash stands for them) and keys are stored
  * wrapped, so the bucket alone reveals nothing. Shredding purges a subject's keys: the PURGE
@@ -11,17 +13,33 @@
  * This is one of the few files that import `@nats-io/*`.
  */
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { KeyRing, resolveMasterKey, type KeyBackend, type KeyRingOptions, type MasterKeySource, type StoredKey } from './crypto.ts';
+import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
+import { KeyRing, resolveMasterKeys, type KeyBackend, type KeyRingOptions, type MasterKeySource, type StoredKey, type Wraps } from './crypto.ts';
 import { KeysUnavailableError } from '../errors.ts';
 
-interface KeyRecordJson {
-  v: 1;
-  kid: string;
-  s: string;
-  at: number;
-  mk: string;
-  w: string;
+type KeyRecordJson =
+  | { v: 1; kid: string; s: string; at: number; mk: string; w: string }
+  | { v: 2; kid: string; s: string; at: number; w: Record<string, string> };
+
+const NAME_KEY = 'names';
+/** Attempts of a compare-and-set before giving up (only concurrent rotations compete). */
+const CAS_ATTEMPTS = 20;
+
+function encodeWraps(w: Wraps): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [id, bytes] of Object.entries(w)) out[id] = Buffer.from(bytes).toString('base64');
+  return out;
+}
+
+function decodeWraps(w: Record<string, string>): Wraps {
+  const out: Record<string, Uint8Array> = {};
+  for (const [id, text] of Object.entries(w)) out[id] = Buffer.from(text, 'base64');
+  return out;
+}
+
+function json(value: unknown): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(value));
 }
 
 const INITIAL_LOAD_TIMEOUT_MS = 30_000;
@@ -32,13 +50,24 @@ export function keyBucketName(stream: string): string {
 }
 
 function encodeRecord(k: StoredKey): Uint8Array {
-  const rec: KeyRecordJson = { v: 1, kid: k.kid, s: k.subjectHash, at: k.createdAt, mk: k.masterId, w: Buffer.from(k.wrapped).toString('base64') };
-  return new TextEncoder().encode(JSON.stringify(rec));
+  const rec: KeyRecordJson = { v: 2, kid: k.kid, s: k.subjectHash, at: k.createdAt, w: encodeWraps(k.wraps) };
+  return json(rec);
 }
 
 function decodeRecord(bytes: Uint8Array): StoredKey {
   const rec = JSON.parse(new TextDecoder().decode(bytes)) as KeyRecordJson;
-  return { kid: rec.kid, subjectHash: rec.s, createdAt: rec.at, masterId: rec.mk, wrapped: Buffer.from(rec.w, 'base64') };
+  const wraps = rec.v === 1 ? { [rec.mk]: Buffer.from(rec.w, 'base64') } : decodeWraps(rec.w);
+  return { kid: rec.kid, subjectHash: rec.s, createdAt: rec.at, wraps };
+}
+
+function decodeNames(bytes: Uint8Array): Wraps {
+  return decodeWraps((JSON.parse(new TextDecoder().decode(bytes)) as { w: Record<string, string> }).w);
+}
+
+/** The KV error of a create or update that lost a race (wrong last sequence). */
+function lostRace(e: unknown): boolean {
+  const err = e as { code?: unknown; api_error?: { err_code?: number }; message?: string };
+  return err?.code === 10071 || err?.api_error?.err_code === 10071 || /wrong last sequence/i.test(err?.message ?? '');
 }
 
 /** `s.<subjectHash>.<kid>` → its parts. */
@@ -78,6 +107,53 @@ export class NatsKeyBackend implements KeyBackend {
     return kids;
   }
 
+  async rewrap(kid: string, subjectHash: string, next: (current: Wraps) => Wraps): Promise<boolean> {
+    const name = `s.${subjectHash}.${kid}`;
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const e = await this.kv.get(name);
+      if (e === null || e.operation !== 'PUT') return false; // never stored, or destroyed: stays so
+      const k = decodeRecord(e.value);
+      try {
+        await this.kv.update(name, encodeRecord({ ...k, wraps: next(k.wraps) }), e.revision);
+        return true;
+      } catch (err) {
+        if (!lostRace(err)) throw err;
+      }
+    }
+    throw new KeysUnavailableError(`cannot rewrap key ${kid}: it kept changing under ${CAS_ATTEMPTS} attempts`, { kid });
+  }
+
+  async nameKey(): Promise<Wraps | undefined> {
+    const e = await this.kv.get(NAME_KEY);
+    return e === null || e.operation !== 'PUT' ? undefined : decodeNames(e.value);
+  }
+
+  async initNameKey(wraps: Wraps): Promise<Wraps> {
+    try {
+      await this.kv.create(NAME_KEY, json({ v: 2, w: encodeWraps(wraps) }));
+      return wraps;
+    } catch (e) {
+      if (!lostRace(e)) throw e;
+      const stored = await this.nameKey();
+      if (stored === undefined) throw e;
+      return stored;
+    }
+  }
+
+  async rewrapNameKey(next: (current: Wraps) => Wraps): Promise<void> {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const e = await this.kv.get(NAME_KEY);
+      if (e === null || e.operation !== 'PUT') return;
+      try {
+        await this.kv.update(NAME_KEY, json({ v: 2, w: encodeWraps(next(decodeNames(e.value))) }), e.revision);
+        return;
+      } catch (err) {
+        if (!lostRace(err)) throw err;
+      }
+    }
+    throw new KeysUnavailableError(`cannot rewrap the subject-name key: it kept changing under ${CAS_ATTEMPTS} attempts`);
+  }
+
   async fetch(kid: string): Promise<StoredKey | 'destroyed' | undefined> {
     let last: { operation: string; value: Uint8Array } | undefined;
     for await (const e of await this.kv.history({ key: `s.*.${kid}` })) last = e;
@@ -87,13 +163,18 @@ export class NatsKeyBackend implements KeyBackend {
 
   async follow(onKey: (key: StoredKey) => void, onDestroyed: (kid: string, subjectHash: string) => void): Promise<void> {
     const initial = (await this.kv.status()).values;
-    const watch = await this.kv.watch({ key: 's.>' });
-    this.stopFollowing = () => watch.stop();
+    // Every key of the bucket (the name key too, skipped below), so that the watcher's count of
+    // initial values matches `initial`.
+    let watch = await this.kv.watch({ key: '>' });
+    let stopped = false;
+    let lastRevision = 0;
+    this.stopFollowing = () => { stopped = true; watch.stop(); };
     let loaded!: () => void;
     const ready = new Promise<void>((resolve) => { loaded = resolve; });
     if (initial === 0) loaded();
     const consume = async () => {
       for await (const e of watch) {
+        lastRevision = e.revision;
         const parsed = parseKey(e.key);
         if (parsed !== undefined) {
           if (e.operation === 'PUT') {
@@ -111,12 +192,24 @@ export class NatsKeyBackend implements KeyBackend {
       }
     };
     void (async () => {
-      try {
-        await consume();
-      } catch {
-        // The watch ended with the connection; keys already known stay usable, unknown ones are fetched on demand.
+      // A watch that ends while this backend follows (a consumer lost under load, a reconnect) is
+      // resumed after the last revision seen: a destroy marker must never be missed.
+      while (!stopped) {
+        try {
+          await consume();
+        } catch {
+          // Resumed below; keys already known stay usable, unknown ones are fetched on demand.
+        }
+        loaded();
+        if (stopped) break;
+        await new Promise((r) => setTimeout(r, 250).unref());
+        try {
+          if (!stopped) watch = await this.kv.watch({ key: '>', ...(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {}) });
+        } catch (e) {
+          if (/closed/i.test(`${(e as Error).name} ${(e as Error).message}`)) break; // the connection is gone for good
+          // Still down: try again.
+        }
       }
-      loaded();
     })();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -142,6 +235,8 @@ export interface OpenKeyRingOptions extends MasterKeySource, KeyRingOptions {
   /** An open connection to use, or `servers` to open one (closed by `ring.close()`). */
   nc?: NatsConnection;
   servers?: string;
+  /** How to authenticate to NATS when `servers` is given (default: the NATS_* environment). */
+  nats?: NatsAuthOptions;
   replicas?: number;
 }
 
@@ -153,21 +248,22 @@ export interface OpenKeyRingOptions extends MasterKeySource, KeyRingOptions {
  *   await keys.shred('user:42');
  */
 export async function openKeyRing(opts: OpenKeyRingOptions): Promise<KeyRing> {
-  const { key } = resolveMasterKey(opts);
+  const { keys } = resolveMasterKeys(opts);
   let nc = opts.nc;
   let own = false;
   if (nc === undefined) {
     const servers = opts.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+    const auth = resolveNatsAuth(opts.nats);
     try {
-      nc = await connect({ servers: servers.split(','), name: 'troupe-keys', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-keys', maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
     } catch (e) {
-      throw new KeysUnavailableError(`cannot connect to NATS at ${servers} to read encryption keys: ${(e as Error).message}`, {}, e);
+      throw new KeysUnavailableError(`${connectFailure(servers, auth, e)} (to read encryption keys)`);
     }
     own = true;
   }
   try {
     const backend = await NatsKeyBackend.open(nc, opts.stream, { replicas: opts.replicas, ownConnection: own });
-    return await KeyRing.open(key, backend, opts);
+    return await KeyRing.open(keys, backend, opts);
   } catch (e) {
     if (own) await nc.close().catch(() => {});
     throw e;

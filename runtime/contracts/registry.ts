@@ -4,6 +4,7 @@
  * compiled contract per event type (validate, guard, encrypt on the way in; decrypt, upcast
  * on the way out: contracts/contract.ts), and the key ring when any type has sensitive fields.
  */
+import type { NatsAuth } from '../connection.ts';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -102,6 +103,7 @@ export class Registry implements KeySource {
 /** Where a node's key ring lives: the stream's `<stream>_keys` bucket (see keystore.ts, crypto.ts for the master key). */
 export interface RegistryKeyOptions {
   readonly servers: string;
+  readonly nats?: NatsAuth;
   readonly stream: string;
   readonly replicas?: number;
 }
@@ -131,7 +133,7 @@ export async function loadRegistry(modules: readonly string[], keys?: RegistryKe
     if (found === 0) throw new InvalidDefinitionError(`actor module ${path} exports no actor definition (export const x = defineActor({...}))`, { module: path });
   }
   if (keys !== undefined && registry.needsKeys) {
-    registry.useKeys(await openKeyRing({ servers: keys.servers, stream: keys.stream, replicas: keys.replicas }));
+    registry.useKeys(await openKeyRing({ servers: keys.servers, stream: keys.stream, replicas: keys.replicas, ...(keys.nats === undefined ? {} : { nats: keys.nats }) }));
   }
   return registry;
 }

@@ -10,12 +10,13 @@
  *
  * This is one of the few files that import `@nats-io/*`.
  */
-import { connect, headers, nuid, type MsgHdrs, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, headers, nkeyAuthenticator, nuid, type MsgHdrs, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
 import {
   DeliverPolicy, DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, jetstream, jetstreamManager,
   type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
 } from '@nats-io/jetstream';
 import { SHARDS_METADATA } from '../envelope.ts';
+import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuth } from '../connection.ts';
 import { ConcurrencyError, InvalidOptionError, JournalUnavailableError, NatsServerUnsupportedError, TroupeError } from '../errors.ts';
 
 export type { NatsConnection, MsgHdrs, StoredMsg };
@@ -43,18 +44,29 @@ export function shardSubject(prefix: string, shard: number): string {
   return `${prefix}.log.${shard}`;
 }
 
-export async function connectNats(servers: string, name: string): Promise<NatsConnection> {
+/** The client's authenticator factories, for connection.ts (which may not import @nats-io). */
+export const NATS_AUTHENTICATORS = {
+  creds: (creds: Uint8Array) => credsAuthenticator(creds),
+  nkey: (seed: Uint8Array) => nkeyAuthenticator(seed),
+};
+
+/**
+ * Connect with `auth` (default: the NATS_* environment, connection.ts). A refused login is not
+ * retryable; its message names the credentials used, never their secret.
+ */
+export async function connectNats(servers: string, name: string, auth: NatsAuth = resolveNatsAuth()): Promise<NatsConnection> {
   try {
-    return await connect({
-      servers: servers.split(','),
+    return await connect(natsConnectOptions(servers, auth, NATS_AUTHENTICATORS, {
       name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       pingInterval: 5_000,
       timeout: 5_000,
-    });
+    }));
   } catch (e) {
-    throw new JournalUnavailableError(`cannot connect to NATS at ${servers}: ${(e as Error).message}. Start nats-server (npm start does) or set NATS_URL`, {}, e);
+    const message = connectFailure(servers, auth, e);
+    if (/\(authorization violation\)/.test(message)) throw new JournalUnavailableError(message); // no cause: nothing that might quote a secret
+    throw new JournalUnavailableError(`${message}. Start nats-server (npm start does) or set NATS_URL`, {}, e);
   }
 }
 

@@ -17,6 +17,7 @@ import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../opt
 import { Ownership } from './ownership.ts';
 import { Membership, readClusterStatus, troupeVersion, type ClusterStatus } from './membership.ts';
 import { WorkerPool } from './pool.ts';
+import { resolveMasterKeys } from '../contracts/crypto.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { CommandService, type ServedNode } from '../remote/service.ts';
 import { Store, STORE_LAYOUT } from '../journal/store.ts';
@@ -87,7 +88,8 @@ export class Troupe implements ServedNode {
       throw new InvalidOptionError('options.authorize must be a function (principal, request) => boolean', { field: 'authorize' });
     }
     const registry = await loadRegistry(options.actors);
-    const nc = await connectNats(options.servers, `troupe-${options.nodeName}`);
+    if (registry.needsKeys) resolveMasterKeys(); // refuse a missing or exposed master key here, before any worker starts
+    const nc = await connectNats(options.servers, `troupe-${options.nodeName}`, options.nats);
     const cleanup: (() => Promise<unknown>)[] = [() => nc.close()];
     try {
       assertServerVersion(nc);

@@ -131,7 +131,7 @@ async function init(): Promise<WorkerState> {
   // Opens the <stream>_keys ring when an actor type declares sensitive fields (contracts/contract.ts, keystore.ts).
   const registry = await loadRegistry(options.actors, options);
   const store = new Store(options.dataDir, options.stream, options.commandIdTtlMs);
-  const nc = await connectNats(options.servers, `troupe-${options.nodeName}-w${threadId}`);
+  const nc = await connectNats(options.servers, `troupe-${options.nodeName}-w${threadId}`, options.nats);
   const journal = await openJournal(nc, {
     servers: options.servers, stream: options.stream, subjectPrefix: options.subjectPrefix, replicas: options.replicas,
     maxMessageBytes: options.maxBatchBytes, duplicateWindowMs: options.duplicateWindowMs, shards: options.shards,

@@ -15,8 +15,9 @@
  * appends twice. A retry goes without the fresh mark: the node looks the id up. When the retries
  * are spent, the last error names the id in `data.commandId`.
  */
-import { connect, headers, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, headers, nkeyAuthenticator, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
 import { IdGenerator, SHARDS_METADATA, isPlainPayload, payloadRefusal, shardOf, type Command, type CommandMetadata, type CommandResult } from '../envelope.ts';
 import { InvalidOptionError, JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from '../errors.ts';
@@ -39,6 +40,8 @@ export interface RetryOptions {
 
 export interface ClientOptions {
   servers?: string;
+  /** How to authenticate to NATS (default: the NATS_* environment; see connection.ts). */
+  nats?: NatsAuthOptions;
   subjectPrefix?: string;
   /** The stream whose metadata records the shard count. Default: the stream that holds `<subjectPrefix>.log.*`. */
   stream?: string;
@@ -147,11 +150,12 @@ export class TroupeClient {
       throw new InvalidOptionError(`options.shards must be a positive integer, got ${JSON.stringify(options.shards)}`, { field: 'shards' });
     }
     const servers = options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+    const auth = resolveNatsAuth(options.nats);
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: servers.split(','), name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 5_000 }));
     } catch (e) {
-      throw new JournalUnavailableError(`cannot connect to NATS at ${servers}: ${(e as Error).message}`, {}, e);
+      throw new JournalUnavailableError(connectFailure(servers, auth, e)); // no cause: nothing that might quote a secret
     }
     refreshTracing();
     const client = new TroupeClient(nc, options, options.shards ?? null, retry);

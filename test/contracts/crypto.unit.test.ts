@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decryptBytes, encryptBytes, KeyRing, MasterKey, MemoryKeyBackend, parseMasterKey, resolveMasterKey, type KeyBackend } from '../../runtime/contracts/crypto.ts';
+import {
+  decryptBytes, encryptBytes, formatMasterKeys, KeyRing, MasterKey, MasterKeys, MemoryKeyBackend, parseMasterKey, parseMasterKeys, resolveMasterKey,
+  resolveMasterKeys, type KeyBackend,
+} from '../../runtime/contracts/crypto.ts';
 import { carryTaint, isSealed, sealSnapshot, sealState, stateKeys, unsealState } from '../../runtime/contracts/sensitive.ts';
 import { tempDir } from '../helpers/nats.ts';
 
@@ -37,7 +40,7 @@ describe('the master key', () => {
   it('comes from the option, then TROUPE_MASTER_KEY, then a key file, then a generated development key', () => {
     const other = randomBytes(32).toString('base64');
     const file = join(tempDir(), 'key');
-    writeFileSync(file, `${other}\n`);
+    writeFileSync(file, `${other}\n`, { mode: 0o600 });
     expect(resolveMasterKey({ masterKey: b64, env: { TROUPE_MASTER_KEY: other } }).source).toBe('option');
     expect(resolveMasterKey({ env: { TROUPE_MASTER_KEY: b64 } })).toMatchObject({ source: 'TROUPE_MASTER_KEY' });
     expect(resolveMasterKey({ env: { TROUPE_MASTER_KEY: b64 } }).key.id).toBe(parseMasterKey(b64).id);
@@ -49,7 +52,46 @@ describe('the master key', () => {
     expect(existsSync(dev)).toBe(true);
     expect(statSync(dev).mode & 0o777).toBe(0o600);
     expect(resolveMasterKey({ env: {}, devKeyFile: dev }).key.id).toBe(first.key.id);
-    expect(parseMasterKey(readFileSync(dev, 'utf8')).id).toBe(first.key.id);
+    expect(parseMasterKeys(readFileSync(dev, 'utf8')).active.id).toBe(first.key.id);
+  });
+
+  it('reads several keys with ids, the first one active, and refuses an id that is not the key\'s', () => {
+    const a = randomBytes(32).toString('base64');
+    const b = randomBytes(32).toString('hex');
+    const [ida, idb] = [parseMasterKey(a).id, parseMasterKey(b).id];
+    const keys = parseMasterKeys(`# comment\n${ida} ${a}\n\n${b}  # older\n`);
+    expect(keys.ids).toEqual([ida, idb]);
+    expect(keys.active.id).toBe(ida);
+    expect(parseMasterKeys(`${b},${a}`).ids).toEqual([idb, ida]);
+    expect(parseMasterKeys(formatMasterKeys([{ id: ida, key: a }, { id: idb, key: b }])).ids).toEqual([ida, idb]);
+    expect(() => parseMasterKeys(`${idb} ${a}`, 'TROUPE_MASTER_KEYS')).toThrow(`TROUPE_MASTER_KEYS: entry 1 says id ${idb}, but its key's id is ${ida}`);
+    expect(resolveMasterKeys({ env: { TROUPE_MASTER_KEYS: `${a},${b}`, TROUPE_MASTER_KEY: b } })).toMatchObject({ source: 'TROUPE_MASTER_KEYS' });
+    // No key material in any message.
+    let e = new Error('not thrown');
+    try {
+      parseMasterKeys(`${a} ${b}`);
+    } catch (err) {
+      e = err as Error;
+    }
+    expect(e.message).toContain('entry 1 says id');
+    expect(e.message).not.toContain(a);
+    expect(e.message).not.toContain(b);
+  });
+
+  it('refuses a key file that group or others may read, naming chmod 600', () => {
+    const file = join(tempDir(), 'master.keys');
+    writeFileSync(file, `${b64}\n`, { mode: 0o600 });
+    expect(resolveMasterKeys({ env: { TROUPE_MASTER_KEY_FILE: file } }).keys.active.id).toBe(parseMasterKey(b64).id);
+    chmodSync(file, 0o644);
+    expect(() => resolveMasterKeys({ env: { TROUPE_MASTER_KEY_FILE: file } })).toThrow(`the master key file ${file} may be read by group or others (mode 0644): run chmod 600 ${file}`);
+    chmodSync(file, 0o640);
+    expect(() => resolveMasterKeys({ masterKeyFile: file, env: {} })).toThrow(/mode 0640\): run chmod 600/);
+  });
+
+  it('refuses a master key file, or a development key, inside node_modules', () => {
+    const dir = join(tempDir(), 'node_modules', 'troupe');
+    expect(() => resolveMasterKeys({ env: {}, devKeyFile: join(dir, '.troupe', 'master.key') })).toThrow(/will not create a development master key inside node_modules/);
+    expect(existsSync(dir)).toBe(false);
   });
 
   it('hashes subject names with a key, so the store never holds them', () => {
@@ -77,8 +119,8 @@ describe('the key ring', () => {
     const ring = await KeyRing.open(new MasterKey(randomBytes(32)), backend);
     const kid = await ring.ensure('user:1');
     const [stored] = backend.stored();
-    expect(stored).toMatchObject({ kid, masterId: ring.master.id });
-    expect(Buffer.from(stored!.wrapped).includes(ring.key(kid)!)).toBe(false);
+    expect(Object.keys(stored!.wraps)).toEqual([ring.master.id]);
+    expect(Buffer.from(stored!.wraps[ring.master.id]!).includes(ring.key(kid)!)).toBe(false);
     expect(JSON.stringify(stored)).not.toContain('user:1');
   });
 
@@ -139,6 +181,7 @@ describe('the key ring', () => {
     // A ring that does not follow the store: it learns keys only by asking for them.
     const notFollowing = (): KeyBackend => ({
       follow: async () => {}, fetch: (k) => backend.fetch(k), create: (k) => backend.create(k), destroy: (s) => backend.destroy(s), close: async () => {},
+      rewrap: (k, s, n) => backend.rewrap(k, s, n), nameKey: () => backend.nameKey(), initNameKey: (w) => backend.initNameKey(w), rewrapNameKey: (n) => backend.rewrapNameKey(n),
     });
     const blind = await KeyRing.open(master, notFollowing());
     expect(blind.key(kid)).toBeUndefined();
@@ -153,6 +196,65 @@ describe('the key ring', () => {
     const backend = new MemoryKeyBackend();
     await (await KeyRing.open(new MasterKey(randomBytes(32)), backend)).ensure('user:1');
     await expect(KeyRing.open(new MasterKey(randomBytes(32)), backend)).rejects.toThrow(/1 of 1 stored keys were wrapped with master key [0-9a-f]{16}, but this process has master key [0-9a-f]{16}: give every node and consumer the deployment's master key/);
+  });
+});
+
+describe('master-key rotation', () => {
+  it('rewraps every key under a new master key: a process holding only the new key reads, hashes and shreds what the old one wrote', async () => {
+    const oldKey = new MasterKey(randomBytes(32));
+    const newKey = new MasterKey(randomBytes(32));
+    const backend = new MemoryKeyBackend();
+    const before = await KeyRing.open(oldKey, backend);
+    const a = await before.ensure('user:a');
+    const b = await before.ensure('user:b');
+    const gone = await before.ensure('user:gone');
+    await before.shred('user:gone');
+
+    const rotating = await KeyRing.open(new MasterKeys([newKey, oldKey]), backend);
+    expect(await rotating.rewrapAll()).toEqual({ rewrapped: 2, destroyed: 0, unreadable: 0 });
+    // The running ring, holding the old key only, still reads everything and learns the new wrappings.
+    expect(before.key(a)).toBeInstanceOf(Buffer);
+    expect(before.wrapCounts()).toEqual({ [oldKey.id]: 2, [newKey.id]: 2 });
+    const c = await before.ensure('user:c'); // written during the rotation, under the old key only
+
+    expect(await rotating.rewrapAll({ drop: [oldKey.id] })).toEqual({ rewrapped: 3, destroyed: 0, unreadable: 0 });
+    expect(backend.stored().every((k) => Object.keys(k.wraps).join() === newKey.id)).toBe(true);
+
+    const after = await KeyRing.open(newKey, backend);
+    for (const kid of [a, b, c]) expect(after.key(kid)?.equals(before.key(kid)!), kid).toBe(true);
+    expect(after.key(gone)).toBeNull(); // shredded before: stays shredded
+    expect(after.subjectHash('user:a')).toBe(before.subjectHash('user:a'));
+    expect(after.currentKey('user:a')?.kid).toBe(a);
+    expect(await after.shred('user:a')).toBe(1);
+    expect(before.key(a)).toBeNull();
+    await expect(KeyRing.open(oldKey, backend)).rejects.toThrow(/stored keys were wrapped with master key [0-9a-f]{16}, but this process has master key/);
+  });
+
+  it('keeps the hashes of a deployment whose name key was not stored yet (derived from its first master key)', async () => {
+    const oldKey = new MasterKey(randomBytes(32));
+    const backend = new MemoryKeyBackend();
+    const ring = await KeyRing.open(oldKey, backend);
+    expect(ring.subjectHash('user:1')).toBe(oldKey.subjectHash('user:1'));
+    const rotated = await KeyRing.open(new MasterKeys([new MasterKey(randomBytes(32)), oldKey]), backend);
+    expect(rotated.subjectHash('user:1')).toBe(oldKey.subjectHash('user:1'));
+  });
+
+  it('does not bring a key shredded during the rotation back', async () => {
+    const oldKey = new MasterKey(randomBytes(32));
+    const backend = new MemoryKeyBackend();
+    const ring = await KeyRing.open(oldKey, backend);
+    await ring.ensure('user:a');
+    const kid = await ring.ensure('user:b');
+    const rotating = await KeyRing.open(new MasterKeys([new MasterKey(randomBytes(32)), oldKey]), backend);
+    await ring.shred('user:b');
+    expect(await backend.rewrap(kid, ring.subjectHash('user:b'), (w) => w)).toBe(false);
+    expect(await rotating.rewrapAll()).toEqual({ rewrapped: 1, destroyed: 0, unreadable: 0 });
+    expect(await backend.fetch(kid)).toBe('destroyed');
+  });
+
+  it('refuses to retire the active master key', async () => {
+    const ring = await KeyRing.inMemory();
+    await expect(ring.rewrapAll({ drop: [ring.master.id] })).rejects.toThrow(`cannot retire master key ${ring.master.id}: it is the active one; rotate to a new master key first`);
   });
 });
 

@@ -137,8 +137,10 @@ describe('sensitive fields', () => {
         if (m !== null) stored.push(`${m.subject} ${new TextDecoder().decode(m.data)}`);
       }
       expect(stored.length).toBeGreaterThanOrEqual(3);
-      for (const s of stored) {
-        expect(s).toMatch(/^\$KV\.\S+\.s\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{12} \{"v":1,"kid":/);
+      // Subject keys, and the subject-name key, each wrapped with the master key; nothing else.
+      expect(stored.filter((s) => /^\$KV\.\S+\.names \{"v":2,"w":\{"[0-9a-f]{16}":"[A-Za-z0-9+/=]+"\}\}$/.test(s))).toHaveLength(1);
+      for (const s of stored.filter((x) => !/\.names /.test(x))) {
+        expect(s).toMatch(/^\$KV\.\S+\.s\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{12} \{"v":2,"kid":"[A-Za-z0-9_-]{12}","s":"[A-Za-z0-9_-]{22}","at":\d+,"w":\{"[0-9a-f]{16}":"[A-Za-z0-9+/=]+"\}\}$/);
         expect(s).not.toContain('customer:c1');
         expect(s).not.toContain('user:sam');
       }
