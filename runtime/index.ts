@@ -40,8 +40,6 @@ export { eventReader } from './consumers/reader.ts';
 export type { EventReaderOptions, EventTransform } from './consumers/reader.ts';
 export { openKeyRing } from './contracts/keystore.ts';
 export type { OpenKeyRingOptions } from './contracts/keystore.ts';
-export { rotateMasterKey, retireMasterKey } from './contracts/master-rotation.ts';
-export type { MasterKeyAdminOptions, RotateMasterKeyOptions, MasterKeyChange } from './contracts/master-rotation.ts';
 export type { KeyRing } from './contracts/crypto.ts';
 export type { EncryptedValue } from './contracts/sensitive.ts';
 

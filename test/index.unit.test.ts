@@ -20,12 +20,12 @@ const PUBLIC = {
     'NotFoundError', 'TimeoutError', 'InvalidOptionError', 'InvalidDefinitionError', 'UpcastError', 'KeysUnavailableError', 'StoppedError',
     'WorkerLostError', 'NatsServerUnsupportedError', 'UnauthenticatedError', 'ForbiddenError', 'RateLimitedError', 'InternalError', 'isTroupeError',
     // reading events, keys
-    'eventReader', 'openKeyRing', 'rotateMasterKey', 'retireMasterKey',
+    'eventReader', 'openKeyRing',
     // consumers
     'consume', 'checkVersion', 'circuitBreaker', 'DeadLetterQueue', 'project', 'QueryBus', 'workflow', 'saga', 'commandIdFor',
   ],
   testing: ['given', 'testActor', 'DEFAULT_TEST_NOW', 'msgpackrTestCodec', 'validateEventSchema', 'validateCommandSchema', 'upcastEvent', 'upcastState', 'startNatsServer'],
-  ops: ['startTracingSdk', 'shutdownTracingSdk', 'withConsumerSpan', 'registerHealthCheck', 'registerConsumerProbe', 'recordDeadLettered'],
+  ops: ['startTracingSdk', 'shutdownTracingSdk', 'withConsumerSpan', 'registerHealthCheck', 'registerConsumerProbe', 'recordDeadLettered', 'rotateMasterKey', 'retireMasterKey'],
 };
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
