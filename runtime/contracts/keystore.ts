@@ -85,6 +85,17 @@ export class NatsKeyBackend implements KeyBackend {
   static async open(nc: NatsConnection, stream: string, opts: { replicas?: number; ownConnection?: boolean } = {}): Promise<NatsKeyBackend> {
     try {
       const kv = await new Kvm(nc).create(keyBucketName(stream), { history: 1, replicas: opts.replicas ?? 1 });
+      // A new replicated bucket answers "no responders" until its stream has elected a leader.
+      const until = Date.now() + 15_000;
+      for (;;) {
+        try {
+          await kv.get(NAME_KEY);
+          break;
+        } catch (e) {
+          if (!/no responders/i.test((e as Error).message ?? '') || Date.now() > until) throw e;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
       return new NatsKeyBackend(kv, opts.ownConnection === true ? nc : null);
     } catch (e) {
       throw new KeysUnavailableError(`cannot open the key bucket ${keyBucketName(stream)}: ${(e as Error).message}`, { stream }, e);

@@ -2,6 +2,7 @@
 // SIGTERM → stop taking commands, finish in-flight commits, flush snapshots and telemetry,
 // drain NATS, close LMDB, exit 0. No acknowledged command is lost; every command that did not
 // finish gets a retryable error, and a retry with the same commandId is answered once.
+import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,8 +26,10 @@ describe('graceful shutdown', () => {
 
   it('exits 0 on SIGTERM under load, loses no acknowledged command and fails the rest with retryable errors', async () => {
     const dataDir = tempDir();
+    const masterKey = randomBytes(32).toString('base64');
     const child = spawn(process.execPath, [runTs, cli, 'start', '--workers', '2', '--shards', '8', '--data-dir', dataDir, '--http-port', '0', '--log-level', 'info'], {
-      cwd: REPO_ROOT, env: { ...process.env, NATS_URL: nats.url, OTEL_TRACES_EXPORTER: 'none' }, stdio: ['ignore', 'pipe', 'pipe'],
+      // The node restarted below, in this process, must hold the same master key (the example actors have sensitive fields).
+      cwd: REPO_ROOT, env: { ...process.env, NATS_URL: nats.url, OTEL_TRACES_EXPORTER: 'none', TROUPE_MASTER_KEY: masterKey }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
@@ -110,6 +113,7 @@ describe('graceful shutdown', () => {
 
       // A retry of each failed command with its commandId is answered once, by a restarted node.
       // `--data-dir` is the data folder; the node's LMDB is its `data` subfolder.
+      process.env.TROUPE_MASTER_KEY = masterKey;
       node = await startNode(nats.url, { dataDir: join(dataDir, 'data'), stream: 'TROUPE', subjectPrefix: 'troupe' });
       const retried = await Promise.all(failed.map((f) => node!.send('Account', f.account, 'Deposit', { amount: f.amount }, { commandId: f.commandId })));
       expect(retried.every((r) => r.version > 0)).toBe(true);
@@ -120,6 +124,7 @@ describe('graceful shutdown', () => {
         expect(await node.query('Account', id), id).toEqual({ state: { opened: true, balance: a.balance }, version: a.sequences.length });
       }
     } finally {
+      delete process.env.TROUPE_MASTER_KEY;
       if (child.exitCode === null) child.kill('SIGKILL');
       await client?.close();
       await node?.stop();
