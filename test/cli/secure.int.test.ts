@@ -3,7 +3,9 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { statSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { consume, type Consumer } from '../../runtime/consumers/consume.ts';
@@ -12,7 +14,7 @@ import type { Troupe } from '../../runtime/node/system.ts';
 import { TroupeClient } from '../../runtime/remote/client.ts';
 import { commandSubject } from '../../runtime/remote/subjects.ts';
 import { ensureSecureConfig, type SecureFiles, type SecureUser } from '../../runtime/cli/secure.ts';
-import { startNatsServer, tempDir, type NatsServerHandle } from '../helpers/nats.ts';
+import { findNatsServer, freePorts, startNatsServer, tempDir, type NatsServerHandle } from '../helpers/nats.ts';
 import { eventually, startNode } from '../helpers/troupe.ts';
 
 const STREAM = 'TROUPE';
@@ -136,4 +138,57 @@ describe('troupe start --secure configuration', () => {
       .toMatchObject({ operation: 'publish', subject: `${PREFIX}.log.0` });
     expect(await lastSeq()).toBe(before);
   }, 30_000);
+});
+
+describe('troupe start --secure', () => {
+  const cli = fileURLToPath(new URL('../../runtime/cli/main.ts', import.meta.url));
+  const runTs = fileURLToPath(new URL('../../runtime/bin/run-ts.cjs', import.meta.url));
+  const running = new Set<ChildProcess>();
+  afterAll(() => { for (const c of running) c.kill('SIGKILL'); });
+
+  function spawnCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; out: () => string; exited: Promise<number | null> } {
+    const e: NodeJS.ProcessEnv = { ...process.env, TROUPE_NATS_SERVER: findNatsServer().path, OTEL_TRACES_EXPORTER: 'none', ...env };
+    for (const k of ['NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'TROUPE_DATA_DIR', 'TROUPE_ACTORS', 'TROUPE_NATS_PORT', 'TROUPE_HTTP_PORT']) if (!(k in env)) delete e[k];
+    const child = spawn(process.execPath, [runTs, cli, ...args], { cwd: tempDir(), env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { running.delete(child); resolve(code); }));
+    return { child, out: () => out, exited };
+  }
+
+  it('runs its own nats-server locked down, says where the credentials are, and serves the client user', async () => {
+    const dataDir = tempDir();
+    const [port] = await freePorts(1);
+    const url = `nats://127.0.0.1:${port}`;
+    const node = spawnCli(['start', '--secure', '--data-dir', dataDir, '--nats-port', String(port), '--http-port', 'off', '--workers', '1', '--log-level', 'warn']);
+    const until = Date.now() + 45_000;
+    while (!node.out().includes('Ctrl-C stops')) {
+      if (Date.now() > until || node.child.exitCode !== null) throw new Error(`troupe start --secure did not start:\n${node.out()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const dir = join(dataDir, 'secure');
+    const users = JSON.parse(readFileSync(join(dir, 'users.json'), 'utf8')) as Record<SecureUser, { user: string; password: string }>;
+    expect(node.out()).toContain(`secured: credentials in ${dir}`);
+    expect(node.out()).not.toContain('open');
+    for (const u of Object.values(users)) expect(node.out()).not.toContain(u.password);
+
+    await expect(connect({ servers: url, reconnect: false })).rejects.toThrow(/authorization/i);
+    // The CLI's clients authenticate through NATS_USER / NATS_PASSWORD.
+    const send = spawnCli(['send', 'Account', 'cli-1', 'OpenAccount', '--nats-url', url], { NATS_USER: 'client', NATS_PASSWORD: users.client.password });
+    expect(await send.exited, send.out()).toBe(0);
+    const anonymous = spawnCli(['state', 'Account', 'cli-1', '--nats-url', url, '--timeout', '2000']);
+    expect(await anonymous.exited).not.toBe(0);
+    expect(anonymous.out()).toMatch(/authorization/i);
+
+    const client = await TroupeClient.connect({ servers: url, nats: { user: 'client', password: users.client.password } });
+    try {
+      expect(await client.query('Account', 'cli-1')).toEqual({ state: { opened: true, balance: 0 }, version: 1 });
+    } finally {
+      await client.close();
+    }
+    node.child.kill('SIGTERM');
+    expect(await node.exited, node.out()).toBe(0);
+  }, 60_000);
 });
