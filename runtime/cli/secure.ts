@@ -81,7 +81,7 @@ export function securePermissions(layout: SecureLayout = {}): Record<Exclude<Sec
     client: {
       publish: {
         allow: [...requests, `${api}.INFO`, `${api}.STREAM.NAMES`, `${api}.STREAM.INFO.${s}`],
-        deny: never,
+        deny: [...never, `${api}.STREAM.CREATE.>`],
       },
       subscribe: { allow: ['_INBOX.>'], deny: [] },
     },

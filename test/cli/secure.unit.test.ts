@@ -13,6 +13,7 @@ describe('secure configuration', () => {
       expect(who.publish.deny).toEqual(expect.arrayContaining(['app.log.>', '$JS.API.STREAM.DELETE.>', '$JS.API.STREAM.CREATE.S', '$KV.S_shards.>']));
       expect(who.subscribe.allow).toEqual(['_INBOX.>']);
     }
+    expect(p.client.publish.deny).toContain('$JS.API.STREAM.CREATE.>');
     expect(p.consumer.publish.deny).toEqual(expect.arrayContaining(['app.cmd', 'app.cmd.>', 'app.q.>', 'app.h.>']));
     expect(p.node.publish.deny).toEqual(['$JS.API.STREAM.DELETE.>']);
   });
