@@ -20,7 +20,7 @@ export interface BannerInput {
   /** The URL the node uses. */
   natsUrl: string;
   /** Set when `troupe start` runs its own nats-server. */
-  localNats?: { version: string; storeDir: string } | undefined;
+  localNats?: { version: string; storeDir: string; secured?: string } | undefined;
   dataDir: string;
   configFile?: string | undefined;
   httpUrl: string | null;
@@ -103,16 +103,21 @@ export function shellQuote(text: string): string {
 
 export function banner(b: BannerInput): string {
   const types = b.definitions.map((d) => d.type);
-  const nats = b.localNats !== undefined
-    ? `${b.natsUrl}, its own nats-server ${b.localNats.version}: local, open: for development (log in ${b.localNats.storeDir})`
+  const local = b.localNats;
+  const nats = local !== undefined
+    ? local.secured !== undefined
+      ? `${b.natsUrl}, its own nats-server ${local.version}: secured: credentials in ${local.secured} (log in ${local.storeDir})`
+      : `${b.natsUrl}, its own nats-server ${local.version}: local, open: for development (log in ${local.storeDir})`
     : `${b.natsUrl} (given)`;
   const tries = suggestedCommands(b.definitions, b.natsUrl);
+  // A secured server answers only its users: the commands to try read the client's credentials.
+  const env = local?.secured !== undefined ? `env $(cat ${shellQuote(`${local.secured}/client.env`)}) ` : '';
   return [
     `Troupe node ${b.nodeName} is running: ${b.workers} worker${b.workers === 1 ? '' : 's'}, ${b.ownedShards}/${b.shards} shards.`,
     `Actors: ${types.join(', ')}${b.configFile !== undefined ? ` (from ${b.configFile})` : ''}`,
     `NATS: ${nats}`,
     `Data: ${b.dataDir}`,
-    ...(tries.length > 0 ? ['Send it a command from another terminal:', ...tries.map((t) => `  ${t}`)] : []),
+    ...(tries.length > 0 ? ['Send it a command from another terminal:', ...tries.map((t) => `  ${env}${t}`)] : []),
     b.httpUrl !== null ? `HTTP: ${b.httpUrl}/health, /ready, /metrics; traces ${b.traces ? 'on' : 'off'}.` : `HTTP: off; traces ${b.traces ? 'on' : 'off'}.`,
     `Ctrl-C stops the node${b.localNats !== undefined ? ' and its nats-server' : ''}.`,
     '',

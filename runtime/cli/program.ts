@@ -82,9 +82,12 @@ export function program(): Command {
     .addOption(new Option('--data-dir <dir>', 'data folder: LMDB in <dir>/data, the local nats-server\'s log in <dir>/nats (default ./.troupe)').env('TROUPE_DATA_DIR'))
     .addOption(new Option('--http-port <port>', `port of /health, /ready, /metrics; 0 = any free port, off = none (default ${DEFAULT_CLI_HTTP_PORT})`).env('TROUPE_HTTP_PORT').argParser(httpPort))
     .addOption(new Option('--log-level <level>', `fatal, error, warn, info, debug, trace or silent (default ${DEFAULT_CLI_LOG_LEVEL})`).env('TROUPE_LOG_LEVEL').argParser(logLevel))
+    .addOption(new Option('--secure', 'run the local nats-server locked down: users node, client, consumer, admin with generated passwords in <data-dir>/secure').env('TROUPE_SECURE'))
+    .addOption(new Option('--consumers <names>', 'with --secure: consumer names the consumer user may run, comma separated').env('TROUPE_CONSUMERS'))
     .addHelpText('after', `
 Flags and environment variables override the config file. Examples:
   npx troupe start
+  npx troupe start --secure --consumers audit,projector
   npx troupe start --actors ./src/actors.js --nats-port 4223
   NATS_URL=nats://nats.internal:4222 npx troupe start --config deploy/troupe.config.mjs`)
     .action((_opts, cmd: Command) => start(cmd.opts<StartFlags>()));

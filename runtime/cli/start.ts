@@ -17,6 +17,8 @@ import { banner } from './banner.ts';
 import { findConfig, importModule, loadConfig, type LoadedConfig } from './config.ts';
 import { CliError, EXIT_REFUSED, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 import { dataRoot } from './paths.ts';
+import { ensureSecureConfig, type SecureFiles } from './secure.ts';
+import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 
 /** `troupe start` serves /health, /ready and /metrics here unless --http-port or TROUPE_HTTP_PORT say otherwise. */
 export const DEFAULT_CLI_HTTP_PORT = 9464;
@@ -35,6 +37,10 @@ export interface StartFlags {
   dataDir?: string;
   httpPort?: number | false;
   logLevel?: LogLevel;
+  /** Run the local nats-server with the locked-down configuration (secure.ts) and connect as its `node` user. */
+  secure?: boolean;
+  /** With --secure: consumer names the `consumer` user may run. */
+  consumers?: string;
 }
 
 /** The example actors of the Troupe repository; absent from the installed package. */
@@ -75,9 +81,9 @@ export async function resolveStart(flags: StartFlags, cwd = process.cwd(), examp
   return { options, ...(config !== undefined ? { config } : {}), root };
 }
 
-async function startLocalNats(port: number, root: string): Promise<NatsServerHandle> {
+async function startLocalNats(port: number, root: string, config?: string): Promise<NatsServerHandle> {
   try {
-    return await startNatsServer({ port, storeDir: join(root, 'nats'), serverName: 'troupe-local' });
+    return await startNatsServer({ port, storeDir: join(root, 'nats'), serverName: 'troupe-local', ...(config !== undefined ? { config } : {}) });
   } catch (e) {
     const text = String((e as Error)?.message ?? e);
     if (/address already in use/i.test(text)) {
@@ -112,8 +118,24 @@ export async function start(flags: StartFlags): Promise<void> {
   // The entry point sets up the OpenTelemetry SDK (traces, when OTEL_* variables ask for them).
   const traced = await startTracingSdk({ serviceName: 'troupe' });
   let server: NatsServerHandle | null = null;
+  let secured: SecureFiles | undefined;
+  if (flags.secure === true) {
+    if (options.servers !== undefined) {
+      await shutdownTracingSdk();
+      throw new CliError('--secure runs its own locked-down nats-server: drop --nats-url / NATS_URL (or `servers` in the config), ' +
+        'or run your server with the generated configuration (docs/security.md) and give the node its credentials (NATS_USER/NATS_PASSWORD)', EXIT_USAGE);
+    }
+    const consumers = (flags.consumers ?? '').split(',').map((c) => c.trim()).filter((c) => c !== '');
+    try {
+      secured = ensureSecureConfig(join(root, 'secure'), { stream: options.stream ?? DEFAULT_STREAM, subjectPrefix: options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX, consumers });
+    } catch (e) {
+      await shutdownTracingSdk();
+      throw new CliError(`cannot write the secure configuration in ${join(root, 'secure')}: ${(e as Error).message}`, EXIT_USAGE, { cause: e });
+    }
+    options.nats = { ...options.nats, user: secured.users.node.user, password: secured.users.node.password };
+  }
   if (options.servers === undefined) {
-    server = await startLocalNats(flags.natsPort ?? DEFAULT_NATS_PORT, root);
+    server = await startLocalNats(flags.natsPort ?? DEFAULT_NATS_PORT, root, secured?.configFile);
     options.servers = server.url;
   }
   let node: Troupe;
@@ -136,7 +158,7 @@ export async function start(flags: StartFlags): Promise<void> {
     shards: node.options.shards,
     definitions: definitions.filter((d) => node.actorTypes().includes(d.type)),
     natsUrl: describeServers(node.options.servers),
-    localNats: server !== null ? { version: server.version, storeDir: server.storeDir } : undefined,
+    localNats: server !== null ? { version: server.version, storeDir: server.storeDir, ...(secured !== undefined ? { secured: secured.dir } : {}) } : undefined,
     dataDir: root,
     configFile: config?.path,
     httpUrl: node.httpUrl,
