@@ -117,4 +117,51 @@ describe('shard checkpoints', () => {
       for (const n of running) await n.stop().catch(() => {});
     }
   });
+
+  it('reads the log written after the shared checkpoint, and keeps a local cache that is not behind it', async () => {
+    const s = freshStream('CKPTTAIL');
+    const opts = { ...s, leaseTtlMs: 3_000, settleMs: 200, workers: 1 };
+    const running: Troupe[] = [];
+    try {
+      const dataDir = tempDir();
+      const a = await startNode(nats.url, { ...opts, nodeName: 'node-1', dataDir });
+      running.push(a);
+      await load(a, ACCOUNTS);
+      await a.stop();
+      running.splice(0);
+      const covered = (await readLog(nats.url, s.stream)).length;
+
+      // Restarted with the same name and data dir: its own cache is as new as the shared one.
+      const again = await startNode(nats.url, { ...opts, nodeName: 'node-1', dataDir });
+      running.push(again);
+      expect(await catchUps(again)).toEqual({ restored: 0, messages: 0 });
+      await again.stop();
+      running.splice(0);
+
+      // A writer without leases shares no checkpoint: what it appends is the log's tail.
+      const tailWriter = await startNode(nats.url, { ...opts, nodeName: 'node-3', ownership: 'none', dataDir: tempDir() });
+      running.push(tailWriter);
+      for (const id of ACCOUNTS) await tailWriter.send('Account', id, 'Deposit', { amount: 100 }, { commandId: `tail-${id}` });
+      await tailWriter.stop();
+      running.splice(0);
+      const log = await readLog(nats.url, s.stream);
+      const tail = log.length - covered;
+      expect(tail).toBeGreaterThan(0);
+
+      const b = await startNode(nats.url, { ...opts, nodeName: 'node-2', dataDir: tempDir() });
+      running.push(b);
+      const c = await catchUps(b);
+      expect(c.restored).toBeGreaterThan(0);
+      expect(c.messages).toBe(tail);
+      const balance = (DEPOSITS * (DEPOSITS + 1)) / 2 + 100;
+      for (const id of ACCOUNTS) {
+        expect(await b.query('Account', id)).toEqual({ state: { opened: true, balance }, version: DEPOSITS + 2 });
+        await expect(b.send('Account', id, 'Deposit', { amount: 100 }, { commandId: `tail-${id}` })).resolves.toMatchObject({ duplicate: true, version: DEPOSITS + 2 });
+        await expect(b.send('Account', id, 'Deposit', { amount: 1 }, { commandId: `dep-${id}-1` })).resolves.toMatchObject({ duplicate: true, version: 2 });
+      }
+      expect(await readLog(nats.url, s.stream)).toHaveLength(log.length);
+    } finally {
+      for (const n of running) await n.stop().catch(() => {});
+    }
+  });
 });
