@@ -63,6 +63,20 @@ export function decode<T = unknown>(bytes: Uint8Array): T {
   return unpackr.unpack(bytes) as T;
 }
 
+/**
+ * A shard checkpoint's bytes (shared-checkpoints.ts): msgpack with records, so snapshot states
+ * keep their Maps and plain objects apart, as LMDB stores them.
+ */
+const checkpointPackr = new Packr({ moreTypes: true });
+
+export function encodeCheckpoint(value: unknown): Buffer {
+  return checkpointPackr.pack(value);
+}
+
+export function decodeCheckpoint<T = unknown>(bytes: Uint8Array): T {
+  return checkpointPackr.unpack(bytes) as T;
+}
+
 export function encodeCommit(commit: WireCommit): Buffer {
   return packr.pack(commit);
 }

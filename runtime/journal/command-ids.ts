@@ -62,6 +62,23 @@ export class CommandIds {
     }
   }
 
+  /**
+   * The records a lookup at `now` can still find (this epoch and the previous one) of the
+   * actors `belongs` accepts: [epoch, commandId, record].
+   */
+  *entries(now: number, belongs: (type: string, id: string) => boolean): IterableIterator<[number, string, CommandRecord]> {
+    const current = Math.floor(now / this.ttlMs);
+    for (const epoch of [current - 1, current]) {
+      if (!this.storedEpochs().includes(epoch)) continue;
+      for (const { key, value } of this.epochDb(epoch).getRange({})) if (belongs(key[0], key[1])) yield [epoch, key[2], value];
+    }
+  }
+
+  /** Put a record into the epoch it was stored in (a shard checkpoint's restore). */
+  putInEpoch(epoch: number, commandId: string, rec: CommandRecord): void {
+    void this.epochDb(epoch).put([rec[COMMAND_RECORD.type], rec[COMMAND_RECORD.id], commandId], rec);
+  }
+
   async clear(): Promise<void> {
     for (const epoch of this.storedEpochs()) await this.epochDb(epoch).clearAsync();
   }

@@ -126,6 +126,21 @@ export class HistoryIndex {
     void this.db.put(key, pairs);
   }
 
+  /** Every stored entry of the actors `belongs` accepts: [type, id, lastSeq, [lastSeq, position, ...]]. */
+  *entries(belongs: (type: string, id: string) => boolean): IterableIterator<[string, string, number, number[]]> {
+    for (const { key, value } of this.db.getRange({})) if (belongs(key[0], key[1])) yield [key[0], key[1], key[2], value];
+  }
+
+  /** Remove the entries of the actors `belongs` accepts (before a shard checkpoint replaces them). */
+  removeWhere(belongs: (type: string, id: string) => boolean): void {
+    for (const key of this.db.getKeys({})) if (belongs(key[0], key[1])) void this.db.remove(key);
+  }
+
+  /** Put one entry as a shard checkpoint holds it. */
+  putEntry(type: string, id: string, lastSeq: number, pairs: number[]): void {
+    void this.db.put([type, id, lastSeq], pairs);
+  }
+
   /** Forget every entry, and the index of layout 1 (one entry per commit) if it is still there. */
   async clear(): Promise<void> {
     await this.db.clearAsync();

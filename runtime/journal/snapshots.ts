@@ -41,6 +41,17 @@ export class Snapshots {
     return this.db.put([type, id], snap);
   }
 
+  /** Every stored snapshot of the actors `belongs` accepts (sealed as they were written). */
+  *entries(belongs: (type: string, id: string) => boolean): IterableIterator<[string, string, SealedSnapshot]> {
+    for (const { key, value } of this.db.getRange({})) if (belongs(key[0], key[1])) yield [key[0], key[1], value as SealedSnapshot];
+  }
+
+  /** Keep `snap` unless the stored snapshot of the actor is as new or newer (a shard checkpoint's restore). */
+  putIfNewer(type: string, id: string, snap: SealedSnapshot): void {
+    const held = this.db.get([type, id]);
+    if (held === undefined || held.version < snap.version) void this.db.put([type, id], snap);
+  }
+
   clear(): Promise<void> {
     return this.db.clearAsync();
   }

@@ -9,6 +9,9 @@
  *   command-ids.ts    processed command ids with expiry (idempotency)
  *   checkpoints.ts    per-shard checkpoints and the identity of the stream the cache describes
  *
+ * `exportShards` and `importShard` move one shard's part of the cache between nodes (a shard
+ * checkpoint, shared-checkpoints.ts): its actors' snapshots, history entries and command ids.
+ *
  * Writes are never awaited one at a time on the hot path: lmdb batches all puts of an
  * event-loop turn into one transaction (DESIGN.md: ~700k async puts/s against ~4k/s awaited).
  */
@@ -19,6 +22,8 @@ import { Checkpoints } from './checkpoints.ts';
 import { CommandIds, type CommandRecord } from './command-ids.ts';
 import { HistoryIndex, IndexWindow } from './history-index.ts';
 import { Snapshots, type SealedSnapshot, type Snapshot } from './snapshots.ts';
+import { shardOf } from '../envelope.ts';
+import { decodeCheckpoint, encodeCheckpoint } from './codec.ts';
 
 export type { CommandRecord, SealedSnapshot, Snapshot };
 
@@ -48,6 +53,13 @@ const INDEX_SLICE_MS = 2;
 const INDEX_FLUSH_COMMITS = 100_000;
 /** Part of the cache's identity: a cache written with another layout is rebuilt from the log. */
 export const STORE_LAYOUT = 3;
+
+/** One shard's part of the cache, as a shard checkpoint carries it. */
+interface ShardPart {
+  snapshots: [type: string, id: string, snapshot: SealedSnapshot][];
+  history: [type: string, id: string, lastSeq: number, pairs: number[]][];
+  commands: [epoch: number, commandId: string, record: CommandRecord][];
+}
 
 export class Store {
   readonly root: RootDatabase;
@@ -183,6 +195,52 @@ export class Store {
     for (let i = 0; i < commands.length; i += 3) this.commands.put(commands[i] as string, commands[i + 1] as CommandRecord, commands[i + 2] as number);
     for (const [shard, seq] of checkpoints) this.checkpoints.put(shard, seq);
     await (this.root.flushed as unknown as Promise<void>);
+  }
+
+  /**
+   * What the cache knows of each of `shards` (out of `count`), for a shard checkpoint: its
+   * actors' snapshots (sealed as stored), history entries and the command ids a lookup can
+   * still find. One pass over the cache for all of them. Call after `flushed()`.
+   */
+  exportShards(shards: readonly number[], count: number, now = Date.now()): Map<number, { position: number; bytes: Uint8Array }> {
+    this.refresh();
+    const parts = new Map<number, ShardPart>();
+    for (const s of shards) parts.set(s, { snapshots: [], history: [], commands: [] });
+    const cache = new Map<string, ShardPart | undefined>();
+    const partOf = (type: string, id: string): ShardPart | undefined => {
+      const key = `${type}\u0000${id}`;
+      if (cache.has(key)) return cache.get(key);
+      const p = parts.get(shardOf(type, id, count));
+      if (cache.size < 100_000) cache.set(key, p);
+      return p;
+    };
+    const belongs = (type: string, id: string) => partOf(type, id) !== undefined;
+    for (const [type, id, snap] of this.snapshots.entries(belongs)) partOf(type, id)!.snapshots.push([type, id, snap]);
+    for (const [type, id, lastSeq, pairs] of this.history.entries(belongs)) partOf(type, id)!.history.push([type, id, lastSeq, pairs]);
+    for (const [epoch, commandId, rec] of this.commands.entries(now, belongs)) partOf(rec[0], rec[1])!.commands.push([epoch, commandId, rec]);
+    const out = new Map<number, { position: number; bytes: Uint8Array }>();
+    for (const [s, part] of parts) out.set(s, { position: this.checkpoints.get(s), bytes: encodeCheckpoint(part) });
+    return out;
+  }
+
+  /**
+   * Restore a shard checkpoint written by `exportShards` on another node, complete up to the
+   * log's `position`, in one transaction with the shard's checkpoint. The shard's own history
+   * entries are replaced (another node's windows cut runs differently); a local snapshot newer
+   * than the checkpoint's is kept.
+   */
+  async importShard(shard: number, count: number, position: number, bytes: Uint8Array): Promise<{ snapshots: number; history: number; commands: number }> {
+    const part = decodeCheckpoint<ShardPart>(bytes);
+    await this.flushIndex();
+    await this.root.transaction(() => {
+      if (this.checkpoints.get(shard) > 0) this.history.removeWhere((type, id) => shardOf(type, id, count) === shard);
+      for (const [type, id, snap] of part.snapshots) this.snapshots.putIfNewer(type, id, snap);
+      for (const [type, id, lastSeq, pairs] of part.history) this.history.putEntry(type, id, lastSeq, pairs);
+      for (const [epoch, commandId, rec] of part.commands) this.commands.putInEpoch(epoch, commandId, rec);
+      this.checkpoints.put(shard, position);
+    });
+    this.refresh();
+    return { snapshots: part.snapshots.length, history: part.history.length, commands: part.commands.length };
   }
 
   getCheckpoint(shard: number): number {

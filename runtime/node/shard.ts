@@ -7,6 +7,8 @@
  *
  * - opening: reads the shard's log from its LMDB checkpoint to the end, indexing every commit
  *   (history positions, processed commandIds). Commands that arrive meanwhile are stashed.
+ *   When the shard checkpoint another node shared on hand-off (journal/shared-checkpoints.ts)
+ *   is ahead of the local one, it is restored into LMDB first and only the log after it is read.
  * - ready: commands are decided at once against each actor's pending state; commits wait in
  *   `buffer`; one JetStream message per flush carries many of them, with the expected last
  *   subject sequence, so a second writer is refused (fencing) and the log never forks.
@@ -34,6 +36,7 @@ import type { Registry } from '../contracts/registry.ts';
 import { taintDecided } from '../contracts/contract.ts';
 import { deferUntilKeys, pendingKeys, KEYS_PENDING } from '../contracts/sensitive.ts';
 import type { Store } from '../journal/store.ts';
+import type { SharedCheckpoints } from '../journal/shared-checkpoints.ts';
 import type { CommandContext } from '../define.ts';
 import type { Principal } from '../principal.ts';
 import { Decider, DecideOutcome, type DecideStep } from '../decide.ts';
@@ -71,6 +74,19 @@ export interface ShardContext {
   /** An actor became resident (the worker keeps the resident bound with it). */
   actorActivated?(): void;
   readonly observer?: ShardObserver;
+  /** Shard checkpoints shared between nodes (options.ownership 'lease'); null: the local cache alone. */
+  readonly shared?: SharedCheckpoints | null;
+}
+
+/** What the shard's last catch-up did: where it started, whether it restored a shared checkpoint. */
+export interface CatchUp {
+  /** The log position of the shared checkpoint restored, or 0 when none was. */
+  restored: number;
+  /** The first log position read, and the last. */
+  from: number;
+  to: number;
+  /** Log messages read. */
+  messages: number;
 }
 
 type ShardState = 'opening' | 'ready' | 'broken' | 'closed';
@@ -85,6 +101,8 @@ export class ShardHost implements DecideStep<InboundCommand> {
   state: ShardState = 'broken';
   /** Bumped whenever the shard re-opens or closes: work of an older generation is dropped. */
   generation = 0;
+  /** The last catch-up (null before the first one ended). */
+  lastCatchUp: CatchUp | null = null;
   readonly cells = new CellMap();
   readonly subject: string;
   readonly commandIds: CommandIds;
@@ -135,10 +153,15 @@ export class ShardHost implements DecideStep<InboundCommand> {
       await store.flushIndex(); // so the checkpoint read next is the newest one written
       let from = store.getCheckpoint(this.shard) + 1;
       if (from > last + 1) from = 1; // the cache is ahead of the log: it describes something else
+      const restored = from <= last ? await this.restoreShared(from - 1, last) : 0;
+      if (restored > 0) from = restored + 1;
       const cutoff = Date.now() - this.ctx.options.commandIdTtlMs;
+      let messages = 0;
       await readSubject(journal, this.subject, from, last, (data, seq) => {
+        messages++;
         for (const c of decodeCommits(data)) this.index(c, seq, cutoff);
       });
+      this.lastCatchUp = { restored, from, to: last, messages };
       store.advanceCheckpoint(this.shard, last);
       await store.flushIndex();
       store.refresh();
@@ -156,6 +179,28 @@ export class ShardHost implements DecideStep<InboundCommand> {
     const stash = this.stash;
     this.stash = [];
     for (const c of stash) this.submit(c);
+  }
+
+  /**
+   * Restore the shard checkpoint another node shared, when it covers more of the log than the
+   * local cache (`local`) and no more than the log holds (`last`). Returns its position, or 0
+   * when none was restored: then the log is read from the local checkpoint, as without one.
+   */
+  private async restoreShared(local: number, last: number): Promise<number> {
+    const shared = this.ctx.shared;
+    if (shared == null) return 0;
+    const { store } = this.ctx;
+    try {
+      const m = await shared.manifest(this.shard);
+      store.refresh();
+      if (m === null || m.position <= local || m.position > last || m.identity !== store.getStreamIdentity()) return 0;
+      const bytes = await shared.read(this.shard, m);
+      if (bytes === null) return 0;
+      await store.importShard(this.shard, this.ctx.options.shards, m.position, bytes);
+      return m.position;
+    } catch {
+      return 0; // the log alone serves: the checkpoint only saves reading
+    }
   }
 
   /** Record where a commit lives and that its command was processed. */

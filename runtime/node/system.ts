@@ -202,14 +202,15 @@ export class Troupe implements ServedNode {
     ownership.setNodes(membership.live(), false);
   }
 
-  /** Drain one shard before its lease is released: unsubscribe its subjects, let queued commands reach the worker, finish its appends, snapshot its actors. */
+  /** Drain one shard before its lease is released: unsubscribe its subjects, let queued commands reach the worker, finish its appends, snapshot its actors, share its checkpoint. */
   private async handOffShard(shard: number): Promise<void> {
     // Stop taking its requests first (those already received are answered), then drain.
     await this.service?.drop([shard]);
     const slot = this.pool.slotOf(shard);
     const until = Date.now() + this.options.ackTimeoutMs;
     while ((this.pool.slotDepths()[slot]?.queued ?? 0) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    await this.releaseShards([shard]);
+    // The lease is still held: the worker shares the shard's checkpoint for the next owner.
+    await this.releaseShards([shard], true);
   }
 
   /**
@@ -255,8 +256,8 @@ export class Troupe implements ServedNode {
     await this.releaseShards(shards);
   }
 
-  private async releaseShards(shards: number[]): Promise<void> {
-    await Promise.all(shards.map((s) => this.pool.runOn(this.pool.slotOf(s), { kind: 'release', shards: [s] }).catch(() => {})));
+  private async releaseShards(shards: number[], checkpoint = false): Promise<void> {
+    await Promise.all(shards.map((s) => this.pool.runOn(this.pool.slotOf(s), { kind: 'release', shards: [s], checkpoint }).catch(() => {})));
   }
 
   /**

@@ -22,6 +22,7 @@ import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { stateUsesKeys } from '../contracts/sensitive.ts';
 import { commitResult, eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from '../journal/store.ts';
+import { SharedCheckpoints } from '../journal/shared-checkpoints.ts';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { childLog, createLog, errorFields } from '../ops/log.ts';
 import { WorkerMetrics, type WorkerMetricsSnapshot } from '../ops/metrics.ts';
@@ -33,7 +34,8 @@ export type WorkerTask =
   | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
   | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
   | { kind: 'open'; shards: number[] }
-  | { kind: 'release'; shards: number[] }
+  /** `checkpoint`: a planned hand-off: share the shards' checkpoints (the lease is still held). */
+  | { kind: 'release'; shards: number[]; checkpoint?: boolean }
   | { kind: 'stats' }
   | { kind: 'stop' }
   | { kind: 'crash' };
@@ -45,6 +47,9 @@ export interface WorkerStats {
   queuedCommits: number;
   inFlightAppends: number;
   natsConnected: boolean;
+  /** Shards opened from a checkpoint another node shared, and log messages read by catch-ups, since the worker started. */
+  restoredCheckpoints: number;
+  catchUpMessages: number;
   /** Counters and histograms of this worker, for /metrics. */
   metrics: WorkerMetricsSnapshot;
 }
@@ -59,6 +64,7 @@ interface WorkerState {
   /** Shards handed off or lost: their commands are refused (SHARD_NOT_OWNED) until an 'open' brings them back. */
   released: Set<number>;
   ctx: ShardContext;
+  shared: SharedCheckpoints | null;
   sweeper: NodeJS.Timeout;
   /** Send one message for every shard with buffered commits and none in flight. */
   flushAll(): void;
@@ -137,6 +143,8 @@ async function init(): Promise<WorkerState> {
     maxMessageBytes: options.maxBatchBytes, duplicateWindowMs: options.duplicateWindowMs, shards: options.shards,
   });
   const publisher = new LeanPublisher(nc, options.ackTimeoutMs);
+  // With leases, shards move between nodes: they share checkpoints (shared-checkpoints.ts).
+  const shared = options.ownership === 'lease' ? await SharedCheckpoints.open(nc, options.stream, options.replicas) : null;
   const shards = new Map<number, ShardHost>();
   const dirty = new Set<ShardHost>();
   let scheduled = false;
@@ -157,7 +165,7 @@ async function init(): Promise<WorkerState> {
     sweep(shards.values(), options.idleActorMs, options.maxResidentActors);
   };
   const ctx: ShardContext = {
-    options, registry, store, journal, publisher, ids,
+    options, registry, store, journal, publisher, ids, shared,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
     observer: shardObserver(ids.prefix),
     actorActivated() {
@@ -187,7 +195,39 @@ async function init(): Promise<WorkerState> {
   registry.keys?.onDestroyed((kids) => {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
-  return { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, sweeper, flushAll };
+  return { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll };
+}
+
+/** Since the worker started: shards restored from a shared checkpoint, log messages read by catch-ups. */
+const catchUps = { restored: 0, messages: 0 };
+
+/**
+ * Share the checkpoints of `shards` (their LMDB part is flushed): only those the log moved past
+ * since the shared one. A failure is logged, not thrown: the next owner then reads the log.
+ */
+async function shareCheckpoints(w: WorkerState, shards: readonly number[]): Promise<void> {
+  const shared = w.shared;
+  if (shared === null || shards.length === 0) return;
+  try {
+    w.store.refresh();
+    const identity = w.store.getStreamIdentity() ?? '';
+    const behind: number[] = [];
+    for (const s of shards) {
+      const local = w.store.getCheckpoint(s);
+      const m = await shared.manifest(s);
+      if (local > 0 && (m === null || m.identity !== identity || m.position < local)) behind.push(s);
+    }
+    if (behind.length === 0) return;
+    const started = Date.now();
+    let bytes = 0;
+    for (const [s, part] of w.store.exportShards(behind, options.shards)) {
+      await shared.write(s, part.position, identity, part.bytes);
+      bytes += part.bytes.length;
+    }
+    if (log.info) log.logger.info({ shards: behind, bytes, ms: Date.now() - started }, 'shard checkpoints shared');
+  } catch (e) {
+    if (log.warn) log.logger.warn(errorFields(e), 'sharing shard checkpoints failed: the next owner reads the log from its own checkpoint');
+  }
 }
 
 /** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
@@ -335,7 +375,15 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     case 'open':
       for (const s of task.shards) w.released.delete(s);
       await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
-      if (log.info) log.logger.info({ shards: task.shards }, 'shards opened: caught up with the log');
+      for (const s of task.shards) {
+        const c = w.shards.get(s)?.lastCatchUp;
+        if (c == null) continue;
+        catchUps.messages += c.messages;
+        if (c.restored > 0) catchUps.restored++;
+      }
+      if (log.info) {
+        log.logger.info({ shards: task.shards, catchUps: task.shards.map((s) => w.shards.get(s)?.lastCatchUp ?? null) }, 'shards opened: caught up with the log');
+      }
       return true;
     case 'release':
       for (const s of task.shards) {
@@ -348,6 +396,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
         w.shards.delete(s);
       }
       await w.store.flushed();
+      if (task.checkpoint === true) await shareCheckpoints(w, task.shards);
       return true;
     case 'stats': {
       let residentActors = 0;
@@ -359,6 +408,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       const stats: WorkerStats = {
         threadId, shards: w.shards.size, residentActors, queuedCommits, inFlightAppends: w.publisher.inFlight,
         natsConnected: !w.nc.isClosed() && w.nc.getServer() !== '',
+        restoredCheckpoints: catchUps.restored, catchUpMessages: catchUps.messages,
         metrics: metrics.snapshot(),
       };
       return stats;
@@ -371,6 +421,8 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       }
       clearInterval(w.sweeper);
       await w.store.flushed();
+      // The node hands every shard off as it stops: the next owners restore these.
+      await shareCheckpoints(w, [...w.shards.keys()]);
       w.publisher.close();
       await shutdownTracingSdk();
       await w.nc.drain().catch(() => {});

@@ -72,6 +72,7 @@ export const WING_RULES: WingRules = {
   natsFiles: [
     'journal/journal.ts',
     'journal/leases.ts',
+    'journal/shared-checkpoints.ts',
     'node/ownership.ts',
     'node/membership.ts',
     'remote/service.ts',
