@@ -149,15 +149,19 @@ describe('cluster', () => {
     const one = await startNode('node-1', s);
     const alone = await waitFor('node-1 to hold every shard', 15_000, async () => {
       const st = await status(one);
-      return placed(st, ['node-1']) ? st : undefined;
+      return placed(st, ['node-1']) && st.nodes[0]?.shardCount === S ? st : undefined;
     });
     expect(alone.nodes.map((n) => [n.node, n.state, n.shardCount])).toEqual([['node-1', 'ready', S]]);
 
     await Promise.all([startNode('node-2', s), startNode('node-3', s)]);
     const nodes = ['node-1', 'node-2', 'node-3'];
+    // Settled: leases as placement says, and each node's heartbeat already reports its shards
+    // (a heartbeat lags the leases by up to ttl/3 while the shards spread).
     const st = await waitFor('the shards to spread over three nodes', 30_000, async () => {
       const v = await status(one);
-      return placed(v, nodes) ? v : undefined;
+      if (!placed(v, nodes)) return undefined;
+      const leases = leaseCounts(v);
+      return v.nodes.every((n) => n.shardCount === leases[n.node]) ? v : undefined;
     });
     const counts = leaseCounts(st);
     expect(Object.keys(counts).sort()).toEqual(nodes);
