@@ -331,13 +331,7 @@ export class Consumer {
     expiry.unref();
     this.timers.push(heartbeat, expiry);
     if (this.options.probe !== false && this.options.shard === undefined) {
-      this.unprobe = registerConsumerProbe({
-        name: this.name,
-        lag: async () => { const i = await this.info(); return i.numPending + i.numAckPending; },
-        dlqDepth: async () => (await this.deadLetters.stats()).byConsumer[this.name] ?? 0,
-        ...(this.options.probe?.maxLag === undefined ? {} : { maxLag: this.options.probe.maxLag }),
-        ...(this.options.probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: this.options.probe.maxDlqDepth }),
-      });
+      this.unprobe = registerProbe(this, this.options.probe);
     }
     void this.state.expire().catch(this.onError);
     this.loopDone = this.loop();
@@ -579,5 +573,22 @@ export function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): P
   return new Promise<T>((resolve, reject) => {
     const t = setTimeout(() => reject(error()), ms);
     p.then((v) => { clearTimeout(t); resolve(v); }, (e: unknown) => { clearTimeout(t); reject(e); });
+  });
+}
+
+/**
+ * Register the /health probe of a consumer, plain or scaled out: its lag (pending plus un-acked
+ * messages) and its dead-letter depth, against the probe's thresholds.
+ */
+export function registerProbe(
+  c: { readonly name: string; info(): Promise<{ numPending: number; numAckPending: number }>; readonly deadLetters: { stats(): Promise<{ byConsumer: Record<string, number> }> } },
+  probe: { maxLag?: number; maxDlqDepth?: number } | undefined,
+): () => void {
+  return registerConsumerProbe({
+    name: c.name,
+    lag: async () => { const i = await c.info(); return i.numPending + i.numAckPending; },
+    dlqDepth: async () => (await c.deadLetters.stats()).byConsumer[c.name] ?? 0,
+    ...(probe?.maxLag === undefined ? {} : { maxLag: probe.maxLag }),
+    ...(probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: probe.maxDlqDepth }),
   });
 }

@@ -29,11 +29,10 @@ import { connectNats, type NatsConnection } from '../journal/journal.ts';
 import { LeaseGroup, listLeaseBuckets, readLeaseGroup, type LeaseGroupStatus } from '../journal/leases.ts';
 import { ConcurrencyError, TimeoutError } from '../errors.ts';
 import { DEFAULT_STREAM } from '../options.ts';
-import { registerConsumerProbe } from '../ops/metrics.ts';
 import { DeadLetterQueue } from './dlq.ts';
 import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS } from './consumer-store.ts';
-import { consume, consumerLeaseBucket, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
+import { consume, consumerLeaseBucket, registerProbe, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
 import type { PipelineStats } from './pipeline.ts';
 
 export interface ScaledConsumerStats extends PipelineStats {
@@ -141,13 +140,7 @@ export class ScaledConsumer {
       onError: this.onError,
     });
     if (this.options.probe !== false) {
-      this.unprobe = registerConsumerProbe({
-        name: this.name,
-        lag: async () => { const i = await this.info(); return i.numPending + i.numAckPending; },
-        dlqDepth: async () => (await this.deadLetters.stats()).byConsumer[this.name] ?? 0,
-        ...(this.options.probe?.maxLag === undefined ? {} : { maxLag: this.options.probe.maxLag }),
-        ...(this.options.probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: this.options.probe.maxDlqDepth }),
-      });
+      this.unprobe = registerProbe(this, this.options.probe);
     }
     const single = await this.leases.exclusiveHolder();
     if (single !== null) {
