@@ -4,21 +4,26 @@
  *   node --import tsx bench/baselines-run.ts [--quick]
  *
  * Full: 10,000 accounts, 100,000 commands; quick: 1,000 accounts, 5,000 commands. Ceiling with
- * 1 and 2 connections (best kept), plain at C = 64 and C = 4096. Writes /tmp/baselines.json,
- * /tmp/baselines.svg and /tmp/baselines.md.
+ * 1 and 2 connections (best kept), plain at C = 64 and C = 4096. Writes baselines.json,
+ * baselines.svg and baselines.md to .troupe/bench/ in the repository (git ignores .troupe/).
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { ceilingRow, pickBestCeiling, plainRow, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
 import { startBenchNats } from './nats.ts';
 import { machineInfo, printTable, steps, writeJson, writeResultsMd, writeSvgChart, type BenchRow } from './report.ts';
+import { REPO_DIR } from './spawn.ts';
 import { expectedOutcome, generateCommands } from './workload.ts';
 
 const quick = process.argv.includes('--quick');
 const accounts = quick ? 1_000 : 10_000;
 const commandCount = quick ? 5_000 : 100_000;
 const concurrencies = [64, 4096];
-const outJson = '/tmp/baselines.json';
-const outSvg = '/tmp/baselines.svg';
-const outMd = '/tmp/baselines.md';
+const outDir = join(REPO_DIR, '.troupe', 'bench');
+mkdirSync(outDir, { recursive: true });
+const outJson = join(outDir, 'baselines.json');
+const outSvg = join(outDir, 'baselines.svg');
+const outMd = join(outDir, 'baselines.md');
 
 async function main(): Promise<void> {
   const machine = machineInfo();

@@ -1,6 +1,12 @@
 /**
  * The consumer's engine, without NATS: deliveries in, handler calls, commits, acks and naks out.
  *
+ * Why one file of ~620 lines: it is one state machine. Intake, scheduling, the failure path and
+ * settling a message all read and change the same lanes, in-flight counts and failure records,
+ * and the ordering rules below hold only if they change together. The parts that stand alone
+ * already have their files: lanes and the restart gate (lanes.ts), the handler's context and
+ * checks (handler.ts), the LMDB commit (committer.ts), retry, rate limit and breaker (flow.ts).
+ *
  *   delivery (one log message) ──decode──▶ items (its matching events)
  *        │                                   │ one lane per aggregate, sorted by sequence
  *        │                                   ▼
@@ -22,11 +28,6 @@
  * A message is acked only after every matching event in it was handled and committed; on
  * redelivery, the events already handled are skipped by their eventId (ConsumerState.seen).
  *
- * Why one file of ~620 lines: it is one state machine. Intake, scheduling, the failure path and
- * settling a message all read and change the same lanes, in-flight counts and failure records,
- * and the ordering rules above hold only if they change together. The parts that stand alone
- * already have their files: lanes and the restart gate (lanes.ts), the handler's context and
- * checks (handler.ts), the LMDB commit (committer.ts), retry, rate limit and breaker (flow.ts).
  */
 import type { EventEnvelope } from '../journal/codec.ts';
 import { Committer } from './committer.ts';
