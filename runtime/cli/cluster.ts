@@ -24,6 +24,7 @@ export function renderClusterStatus(st: ClusterStatus): string {
   }
   if (st.unowned.length > 0) lines.push(`  without an owner: ${st.unowned.join(', ')}`);
   for (const m of st.moves) lines.push(`  moving: shard ${m.shard} ${m.kind} on ${m.node} for ${m.ms} ms`);
+  for (const b of st.blocked ?? []) lines.push(`  blocked: shard ${b.shard} (no live node can read its log: ${b.reason})`);
   return `${lines.join('\n')}\n`;
 }
 

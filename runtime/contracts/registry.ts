@@ -83,6 +83,23 @@ export class Registry implements KeySource {
     return [...this.types.keys()];
   }
 
+  /**
+   * What this process can read: per event type (`<ActorType>.<EventType>`), the highest
+   * version its definitions know (older ones are upcast to it). A log holding a higher version,
+   * or an event type not listed, cannot be read here. Announced by nodes and consumer
+   * instances so that placement gives them only the shards they can read (placement.ts).
+   */
+  reads(): Record<string, number> {
+    return readsOf([...this.types.values()].map((r) => r.def));
+  }
+
+  /** The actor types hosted here and their state versions (announced beside `reads`). */
+  actorVersions(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [type, r] of this.types) out[type] = r.def.stateVersion;
+    return out;
+  }
+
   /** Throws a typed error unless the actor type and command type exist and the payload fits its schema. */
   check(aggregateType: string, commandType: string, payload: unknown, ids: { aggregateId?: string; commandId?: string }): Registered {
     const reg = this.types.get(aggregateType);
@@ -98,6 +115,13 @@ export class Registry implements KeySource {
     }
     return reg;
   }
+}
+
+/** What definitions can read: per `<ActorType>.<EventType>`, the current version of the event (Registry.reads). */
+export function readsOf(defs: readonly ActorDefinition<unknown>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const def of defs) for (const [name, spec] of def.events) out[`${def.type}.${name}`] = spec.version;
+  return out;
 }
 
 /** Where a node's key ring lives: the stream's `<stream>_keys` bucket (see keystore.ts, crypto.ts for the master key). */

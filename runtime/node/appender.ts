@@ -48,7 +48,8 @@ export class Appender {
   /** Send one message of buffered commits, if none is in flight. Called by the worker's flush loop. */
   flush(): void {
     const host = this.host;
-    if (this.inflight !== null || this.buffer.length === 0 || host.state !== 'ready') return;
+    // host.needs.holding: a record of a newer event version must reach KV first (log-needs.ts).
+    if (this.inflight !== null || this.buffer.length === 0 || host.state !== 'ready' || host.needs.holding) return;
     const ctx = host.ctx;
     const { maxBatchBytes, maxBatchCommits } = ctx.options;
     let n = 0;

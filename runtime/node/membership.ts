@@ -14,6 +14,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { SHARDS_METADATA, type NatsConnection } from '../journal/journal.ts';
 import type { LeaseHolder, Move } from './ownership.ts';
+import { ShardNeeds } from '../journal/shard-needs.ts';
+import { blockedReason, eligibleOwnerOf, type BlockedShard, type Candidate, type Reads } from '../placement.ts';
 
 /** The version of the troupe package (runtime/node/ and dist/node/ are both two folders deep). */
 export function troupeVersion(): string {
@@ -36,6 +38,20 @@ export interface MemberEntry {
   shards: number[];
   /** Its hand-offs and take-overs under way. */
   moves: Move[];
+  /**
+   * What it can read: per `<ActorType>.<EventType>`, the highest event version its definitions
+   * know. Placement gives it only shards whose logs need no more (placement.ts). Absent in
+   * entries of older Troupe versions: taken to read everything.
+   */
+  reads?: Reads;
+  /** The actor types it hosts, with their state versions. */
+  actors?: Record<string, number>;
+}
+
+/** What a node announces about its definitions (Registry.reads, Registry.actorVersions). */
+export interface Understands {
+  reads: Reads;
+  actors: Record<string, number>;
 }
 
 export interface Member extends MemberEntry {
@@ -50,6 +66,8 @@ export interface MembershipChange {
   live: string[];
   /** True when a member left on purpose (draining, or its entry was deleted). */
   leftOnPurpose: boolean;
+  /** The live members with what each reads (the same order as `live`). */
+  candidates: Candidate[];
 }
 
 export class Membership {
@@ -58,15 +76,16 @@ export class Membership {
   private timer: NodeJS.Timeout | null = null;
   private watching: { stop(): void } | null = null;
   private lastLive = '';
+  private lastReads = '';
   onChange: ((change: MembershipChange) => void) | null = null;
 
-  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }) {
-    this.self = { state: 'joining', since: Date.now(), version, shards: [], moves: [] };
+  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }, understands?: Understands) {
+    this.self = { state: 'joining', since: Date.now(), version, shards: [], moves: [], ...understands };
   }
 
-  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }): Promise<Membership> {
+  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }, understands?: Understands): Promise<Membership> {
     const kv = await new Kvm(nc).create(`${stream}_nodes`, { history: 1, ttl: ttlMs, replicas });
-    const m = new Membership(kv, node, ttlMs, version, report);
+    const m = new Membership(kv, node, ttlMs, version, report, understands);
     await m.start();
     return m;
   }
@@ -132,11 +151,15 @@ export class Membership {
   private changed(deleted: boolean): void {
     const live = this.live();
     const key = live.join(',');
-    if (key === this.lastLive) return;
+    // A member restarted with the same name under newer definitions reads more: placement changes too.
+    const candidates = this.candidates();
+    const readsKey = JSON.stringify(candidates.map((c) => c.reads ?? null));
+    if (key === this.lastLive && readsKey === this.lastReads) return;
     const before = this.lastLive === '' ? [] : this.lastLive.split(',');
     const leftOnPurpose = deleted || before.some((n) => !live.includes(n) && this.seen.get(n)?.entry.state === 'draining');
     this.lastLive = key;
-    this.onChange?.({ live, leftOnPurpose });
+    this.lastReads = readsKey;
+    this.onChange?.({ live, leftOnPurpose, candidates });
   }
 
   /** Members that take shards: every member that is not draining (a joining one takes its shards as they come free). */
@@ -146,6 +169,11 @@ export class Membership {
     if (this.self.state !== 'draining' && !out.includes(this.node)) out.push(this.node);
     if (this.self.state === 'draining') return out.filter((n) => n !== this.node).sort();
     return out.sort();
+  }
+
+  /** The live members and what each reads (placement.ts candidates). */
+  candidates(): Candidate[] {
+    return this.live().map((node) => ({ node, reads: node === this.node ? this.self.reads : this.seen.get(node)?.entry.reads }));
   }
 
   /** Every member this node knows of, itself included. */
@@ -194,6 +222,8 @@ export interface ClusterStatus {
   unowned: number[];
   /** Hand-offs and take-overs under way, on every node. */
   moves: (Move & { node: string; ms: number })[];
+  /** Shards whose logs hold event versions no live node can read: unplaced until a node that can joins (mixed versions). */
+  blocked?: BlockedShard[];
 }
 
 async function bucket(nc: NatsConnection, name: string): Promise<KV | null> {
@@ -237,10 +267,20 @@ export async function readClusterStatus(nc: NatsConnection, stream: string): Pro
   }
   leases.sort((a, b) => a.shard - b.shard);
   const held = new Set(leases.map((l) => l.shard));
+  const blocked: BlockedShard[] = [];
+  const needs = await ShardNeeds.find(nc, stream);
+  if (needs !== null) {
+    await needs.load().catch(() => {});
+    const candidates: Candidate[] = nodes.filter((n) => n.state !== 'draining').map((n) => ({ node: n.node, reads: n.reads }));
+    for (const [shard, need] of [...needs.all()].sort((a, b) => a[0] - b[0])) {
+      if (candidates.length > 0 && eligibleOwnerOf(shard, candidates, need) === undefined) blocked.push({ shard, needs: need, reason: blockedReason(candidates, need) });
+    }
+  }
   nodes.sort((a, b) => a.node.localeCompare(b.node));
   return {
     stream, shards, nodes, leases,
     unowned: Array.from({ length: shards }, (_, i) => i).filter((s) => !held.has(s)),
     moves: nodes.flatMap((n) => n.moves.map((m) => ({ ...m, node: n.node, ms: Math.max(0, now - m.since) }))),
+    blocked,
   };
 }

@@ -25,7 +25,7 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '../journal/journal.ts';
-import { shardsOf } from '../placement.ts';
+import { placeShardsReading, type BlockedShard, type Candidate, type Reads } from '../placement.ts';
 
 export interface LeaseHolder {
   node: string;
@@ -53,13 +53,20 @@ export class Ownership {
   private watching: { stop(): void } | null = null;
   /** The nodes placement spreads shards over; null: take every free shard. */
   private nodes: string[] | null = null;
+  /** The same nodes with what each reads (mixed versions: placement.ts). */
+  private candidates: Candidate[] = [];
+  /** What each shard's log needs a reader to know (journal/shard-needs.ts); null: nothing tracked. */
+  private needsOf: ((shard: number) => Reads | undefined) | null = null;
   private wanted: Set<number> | null = null;
+  private blockedShards: BlockedShard[] = [];
   private pending: { key: string; timer: NodeJS.Timeout } | null = null;
   private balancing: Promise<void> | null = null;
   private again = false;
   private stopped = false;
   onLost: ((shard: number, holder: string) => void) | null = null;
   onGained: ((shards: number[]) => void) | null = null;
+  /** The set of shards that no live node can read changed (placement with versions). */
+  onBlocked: ((blocked: BlockedShard[]) => void) | null = null;
   /** Drain a shard this node hands off: stop its commands, finish its appends, snapshot its actors. */
   handOff: ((shard: number) => Promise<void>) | null = null;
   /** Told after each hand-off: shard, ms it took. */
@@ -139,7 +146,7 @@ export class Ownership {
    * Take the wanted shards that are free (or ours from an earlier run); then keep renewing,
    * and watch the bucket so a released lease is taken at once.
    */
-  async start(nodes?: string[]): Promise<number[]> {
+  async start(nodes?: readonly string[] | readonly Candidate[]): Promise<number[]> {
     if (nodes !== undefined) this.apply(nodes);
     const gained = await this.acquireWanted(this.shards);
     this.timer = setInterval(() => void this.tick(), Math.max(200, Math.floor(this.ttlMs / 3)));
@@ -163,15 +170,16 @@ export class Ownership {
 
   /**
    * The live nodes changed: place shards over them once the change has held for settleMs, or
-   * now when `now` (a node left on purpose, or this node's first view).
+   * now when `now` (a node left on purpose, or this node's first view). With what each node
+   * reads (Candidate), a shard goes only to a node that can read its log.
    */
-  setNodes(nodes: string[], now: boolean): void {
-    const key = [...nodes].sort().join(',');
+  setNodes(nodes: readonly string[] | readonly Candidate[], now: boolean): void {
+    const key = placementKey(nodes);
     if (this.pending !== null) {
       clearTimeout(this.pending.timer);
       this.pending = null;
     }
-    if (this.nodes !== null && key === [...this.nodes].sort().join(',')) return;
+    if (this.nodes !== null && key === placementKey(this.candidates)) return;
     if (now || this.placement.settleMs === 0) {
       this.apply(nodes);
       this.rebalance();
@@ -186,9 +194,35 @@ export class Ownership {
     this.pending = { key, timer };
   }
 
-  private apply(nodes: string[]): void {
-    this.nodes = [...nodes].sort();
-    this.wanted = new Set(shardsOf(this.node, this.nodes, this.shards));
+  private apply(nodes: readonly string[] | readonly Candidate[]): void {
+    this.candidates = nodes.map((n) => (typeof n === 'string' ? { node: n } : n)).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    this.nodes = this.candidates.map((c) => c.node);
+    const needsOf = this.needsOf ?? (() => undefined);
+    const { byNode, blocked } = placeShardsReading(this.candidates, this.shards, needsOf);
+    this.wanted = new Set(byNode.get(this.node) ?? []);
+    const was = this.blockedShards.map((b) => b.shard).join(',');
+    this.blockedShards = blocked;
+    if (blocked.map((b) => b.shard).join(',') !== was) this.onBlocked?.(blocked);
+  }
+
+  /**
+   * Place shards by what their logs need (mixed versions): `needsOf(shard)` is the record of
+   * the event versions the shard's log holds. Call `needsChanged()` when a record changes.
+   */
+  useNeeds(needsOf: (shard: number) => Reads | undefined): void {
+    this.needsOf = needsOf;
+  }
+
+  /** A shard's record of needed versions grew: place again at once (a node that cannot read it must hand it off now). */
+  needsChanged(): void {
+    if (this.nodes === null || this.stopped) return;
+    this.apply(this.candidates);
+    this.rebalance();
+  }
+
+  /** Shards no live node can read: they stay unplaced until one that can joins. */
+  get blocked(): BlockedShard[] {
+    return this.blockedShards;
   }
 
   /** Start a round of moves (or another one after the one under way). */
@@ -298,4 +332,9 @@ export class Ownership {
     this.watching?.stop();
     this.watching = null;
   }
+}
+
+/** Names and reads, in a stable order: equal keys place the same. */
+function placementKey(nodes: readonly string[] | readonly Candidate[]): string {
+  return nodes.map((n) => (typeof n === 'string' ? `${n}=` : `${n.node}=${n.reads === undefined ? '' : JSON.stringify(n.reads)}`)).sort().join(',');
 }

@@ -47,6 +47,7 @@ import { actorHistory, queryActor } from './reads.ts';
 import { Appender } from './appender.ts';
 import { CommandIds } from './idempotency.ts';
 import { passivate, snapshotAll } from './passivation.ts';
+import { LogNeeds, type NeedsContext } from './log-needs.ts';
 
 export { ActorCell, CellMap, commitResult, eventsOf, type InboundCommand, type PendingCommit } from './cell.ts';
 
@@ -76,6 +77,8 @@ export interface ShardContext {
   readonly observer?: ShardObserver;
   /** Shard checkpoints shared between nodes (options.ownership 'lease'); null: the local cache alone. */
   readonly shared?: SharedCheckpoints | null;
+  /** What shards' logs need a reader to know, and what this node reads (node/log-needs.ts); null: not tracked. */
+  readonly needs?: NeedsContext | null;
 }
 
 /** What the shard's last catch-up did: where it started, whether it restored a shared checkpoint. */
@@ -106,6 +109,8 @@ export class ShardHost implements DecideStep<InboundCommand> {
   readonly cells = new CellMap();
   readonly subject: string;
   readonly commandIds: CommandIds;
+  /** The record of the event versions this shard's log holds (node/log-needs.ts). */
+  readonly needs: LogNeeds;
   private readonly appender: Appender;
   private stash: InboundCommand[] = [];
   private opening: Promise<void> | null = null;
@@ -122,6 +127,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
   constructor(readonly shard: number, readonly ctx: ShardContext) {
     this.subject = shardSubject(ctx.options.subjectPrefix, shard);
     this.appender = new Appender(this);
+    this.needs = new LogNeeds(shard, ctx.needs ?? null, () => ctx.scheduleFlush(this));
     this.commandIds = new CommandIds(ctx.store, ctx.journal, (pc) => commitResult(pc, this.appender.expectedSeq, this.ctx.ids.prefix, true));
   }
 
@@ -157,10 +163,17 @@ export class ShardHost implements DecideStep<InboundCommand> {
       if (restored > 0) from = restored + 1;
       const cutoff = Date.now() - this.ctx.options.commandIdTtlMs;
       let messages = 0;
+      const needs = this.needs;
+      needs.catchingUp();
       await readSubject(journal, this.subject, from, last, (data, seq) => {
         messages++;
-        for (const c of decodeCommits(data)) this.index(c, seq, cutoff);
+        for (const c of decodeCommits(data)) {
+          this.index(c, seq, cutoff);
+          needs.saw(c);
+        }
       });
+      // A log this node cannot read (a newer version wrote to it) is refused here, as a whole.
+      await needs.caughtUp();
       this.lastCatchUp = { restored, from, to: last, messages };
       store.advanceCheckpoint(this.shard, last);
       await store.flushIndex();
@@ -340,6 +353,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
     const contract = cell.reg.contracts.get(eventType)!;
     const stored = contract.write(payload, eventId, cell.id, cmd.userId, cmd.commandId);
     if (stored === KEYS_PENDING) return false;
+    this.needs.wrote(contract);
     this.wire[i] = [n, eventType, contract.version, stored];
     return true;
   }

@@ -15,6 +15,7 @@ import { RateLimiter } from '../rate-limit.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
+import { ShardNeeds } from '../journal/shard-needs.ts';
 import { Membership, readClusterStatus, troupeVersion, type ClusterStatus } from './membership.ts';
 import { WorkerPool } from './pool.ts';
 import { resolveMasterKeys } from '../contracts/crypto.ts';
@@ -105,11 +106,17 @@ export class Troupe implements ServedNode {
 
       let ownership: Ownership | null = null;
       let membership: Membership | null = null;
+      let needs: ShardNeeds | null = null;
       if (options.ownership === 'lease') {
         const o = ownership = await Ownership.open(nc, options.stream, options.nodeName, options.shards, options.leaseTtlMs, options.replicas, options);
-        const m = membership = await Membership.open(nc, options.stream, options.nodeName, options.leaseTtlMs, options.replicas, troupeVersion(), () => ({ shards: o.owned, moves: o.moves }));
+        // Mixed versions: a shard goes only to a node that can read every event version its log holds.
+        const n = needs = await ShardNeeds.open(nc, options.stream, options.replicas);
+        await n.watch();
+        o.useNeeds((shard) => n.needsOf(shard));
+        const m = membership = await Membership.open(nc, options.stream, options.nodeName, options.leaseTtlMs, options.replicas, troupeVersion(), () => ({ shards: o.owned, moves: o.moves }),
+          { reads: registry.reads(), actors: registry.actorVersions() });
         cleanup.unshift(() => m.leave());
-        await ownership.start(membership.live());
+        await ownership.start(membership.candidates());
         cleanup.unshift(() => o.release());
       }
       const pool = new WorkerPool(options);
@@ -119,7 +126,7 @@ export class Troupe implements ServedNode {
       node.verifier = verifier;
       node.nodeRule = input.authorize ?? null;
       node.limiter = limiter;
-      if (ownership !== null && membership !== null) node.place(ownership, membership);
+      if (ownership !== null && membership !== null) node.place(ownership, membership, needs);
       else if (ownership !== null) {
         ownership.onLost = (shard) => void node.loseShards([shard]);
         ownership.onGained = (shards) => void node.gainShards(shards);
@@ -185,8 +192,16 @@ export class Troupe implements ServedNode {
    * node wants; shards it gains are opened, shards it hands off are drained first, shards it
    * lost (another node took them while this one was paused) are dropped.
    */
-  private place(ownership: Ownership, membership: Membership): void {
+  private place(ownership: Ownership, membership: Membership, needs: ShardNeeds | null): void {
     const log = this.log;
+    ownership.onBlocked = (blocked) => {
+      if (blocked.length > 0 && log.warn) {
+        log.logger.warn({ shards: blocked.map((b) => b.shard), needs: blocked[0]!.needs, reason: blocked[0]!.reason },
+          'shards whose logs hold event versions no live node can read stay unplaced until a node that can joins');
+      }
+    };
+    if (needs !== null) needs.onChange = () => ownership.needsChanged();
+    ownership.onBlocked?.(ownership.blocked);
     ownership.onLost = (shard, holder) => {
       if (log.warn) log.logger.warn({ shard, holder }, 'lost the lease of a shard (another node holds it now): dropping it');
       void this.loseShards([shard]);
@@ -198,8 +213,8 @@ export class Troupe implements ServedNode {
     ownership.handOff = (shard) => this.handOffShard(shard);
     ownership.onHandedOff = (shard, ms) => { if (log.info) log.logger.info({ shard, ms }, 'handed off a shard'); };
     this.pool.onFenced = (shard) => ownership.verify(shard);
-    membership.onChange = (c) => ownership.setNodes(c.live, c.leftOnPurpose);
-    ownership.setNodes(membership.live(), false);
+    membership.onChange = (c) => ownership.setNodes(c.candidates, c.leftOnPurpose);
+    ownership.setNodes(membership.candidates(), false);
   }
 
   /** Drain one shard before its lease is released: unsubscribe its subjects, let queued commands reach the worker, finish its appends, snapshot its actors, share its checkpoint. */
@@ -220,7 +235,7 @@ export class Troupe implements ServedNode {
   async cluster(): Promise<ClusterStatus & { self: string }> {
     if (this.membership === null) {
       // No leases (options.ownership 'none'): this node writes every shard, fenced by the log alone.
-      return { self: this.options.nodeName, stream: this.options.stream, shards: this.options.shards, nodes: [], leases: [], unowned: [], moves: [] };
+      return { self: this.options.nodeName, stream: this.options.stream, shards: this.options.shards, nodes: [], leases: [], unowned: [], moves: [], blocked: [] };
     }
     return { self: this.options.nodeName, ...await readClusterStatus(this.nc, this.options.stream) };
   }

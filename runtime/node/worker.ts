@@ -23,6 +23,7 @@ import { stateUsesKeys } from '../contracts/sensitive.ts';
 import { commitResult, eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from '../journal/store.ts';
 import { SharedCheckpoints } from '../journal/shared-checkpoints.ts';
+import { ShardNeeds } from '../journal/shard-needs.ts';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { childLog, createLog, errorFields } from '../ops/log.ts';
 import { WorkerMetrics, type WorkerMetricsSnapshot } from '../ops/metrics.ts';
@@ -145,6 +146,8 @@ async function init(): Promise<WorkerState> {
   const publisher = new LeanPublisher(nc, options.ackTimeoutMs);
   // With leases, shards move between nodes: they share checkpoints (shared-checkpoints.ts).
   const shared = options.ownership === 'lease' ? await SharedCheckpoints.open(nc, options.stream, options.replicas) : null;
+  // With leases, shards record the event versions their logs hold, for placement (log-needs.ts).
+  const needs = options.ownership === 'lease' ? { store: await ShardNeeds.open(nc, options.stream, options.replicas), reads: registry.reads() } : null;
   const shards = new Map<number, ShardHost>();
   const dirty = new Set<ShardHost>();
   let scheduled = false;
@@ -165,7 +168,7 @@ async function init(): Promise<WorkerState> {
     sweep(shards.values(), options.idleActorMs, options.maxResidentActors);
   };
   const ctx: ShardContext = {
-    options, registry, store, journal, publisher, ids, shared,
+    options, registry, store, journal, publisher, ids, shared, needs,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
     observer: shardObserver(ids.prefix),
     actorActivated() {

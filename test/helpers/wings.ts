@@ -73,6 +73,7 @@ export const WING_RULES: WingRules = {
     'journal/journal.ts',
     'journal/leases.ts',
     'journal/shared-checkpoints.ts',
+    'journal/shard-needs.ts',
     'node/ownership.ts',
     'node/membership.ts',
     'remote/service.ts',
