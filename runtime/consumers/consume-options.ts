@@ -99,6 +99,13 @@ export interface ScaleOutOptions {
   instance?: string;
   /** How long the shards of an instance that died stay with it before the others take them. Default 10 s. */
   leaseTtlMs?: number;
+  /**
+   * The actor definitions this instance reads events with (those of its `transform`, e.g.
+   * `eventReader({ actors })`). During a rolling upgrade, a shard whose log holds an event
+   * version these definitions cannot read is not placed on this instance; it goes to one that
+   * can, or waits. Default: none announced (the instance is taken to read everything).
+   */
+  actors?: readonly { readonly type: string; readonly events: ReadonlyMap<string, { readonly version: number }> }[];
 }
 
 export interface SingleConsumeOptions extends CommonOptions {

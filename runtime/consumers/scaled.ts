@@ -34,6 +34,8 @@ import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS } from './consumer-store.ts';
 import { consume, consumerLeaseBucket, registerProbe, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
 import type { PipelineStats } from './pipeline.ts';
+import { ShardNeeds } from '../journal/shard-needs.ts';
+import { readsOf } from '../contracts/registry.ts';
 
 export interface ScaledConsumerStats extends PipelineStats {
   name: string;
@@ -127,7 +129,19 @@ export class ScaledConsumer {
   private async join(): Promise<void> {
     this.shardCount = await streamShardCount(this.nc, this.stream);
     const so = this.options.scaleOut === true || this.options.scaleOut === undefined ? {} : this.options.scaleOut;
+    // Mixed versions: with the definitions it reads announced, a shard goes only to an instance that can read its log.
+    let needs: ShardNeeds | null = null;
+    if (so.actors !== undefined) {
+      needs = await ShardNeeds.find(this.nc, this.stream) ?? await ShardNeeds.open(this.nc, this.stream, 1).catch(() => null);
+      if (needs !== null) {
+        await needs.watch();
+        const n = needs;
+        this.cleanup.unshift(async () => n.close());
+      }
+    }
+    const versions = needs === null ? {} : { reads: readsOf(so.actors ?? []), needsOf: (shard: number) => needs.needsOf(shard) };
     this.leases = await LeaseGroup.open(this.nc, {
+      ...versions,
       bucket: consumerLeaseBucket(this.stream, this.name),
       group: this.name,
       member: this.instance,
@@ -139,6 +153,10 @@ export class ScaledConsumer {
       lost: (shard) => this.close(shard, 0),
       onError: this.onError,
     });
+    if (needs !== null) {
+      const leases = this.leases;
+      needs.onChange = () => leases.needsChanged();
+    }
     if (this.options.probe !== false) {
       this.unprobe = registerProbe(this, this.options.probe);
     }

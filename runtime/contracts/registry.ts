@@ -118,7 +118,7 @@ export class Registry implements KeySource {
 }
 
 /** What definitions can read: per `<ActorType>.<EventType>`, the current version of the event (Registry.reads). */
-export function readsOf(defs: readonly ActorDefinition<unknown>[]): Record<string, number> {
+export function readsOf(defs: readonly { readonly type: string; readonly events: ReadonlyMap<string, { readonly version: number }> }[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const def of defs) for (const [name, spec] of def.events) out[`${def.type}.${name}`] = spec.version;
   return out;

@@ -24,7 +24,7 @@
  */
 import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
 import type { NatsConnection } from './journal.ts';
-import { shardsOf } from '../placement.ts';
+import { shardsReading, type Candidate, type Reads } from '../placement.ts';
 
 export interface LeaseGroupOptions {
   /** KV bucket (created when missing) whose max age is `ttlMs`. */
@@ -44,6 +44,13 @@ export interface LeaseGroupOptions {
   /** The lease was lost (expired or taken): stop working on the shard at once. */
   lost: (shard: number) => Promise<void>;
   onError?: (e: unknown) => void;
+  /**
+   * What this member can read (mixed versions: placement.ts), announced in its heartbeat; with
+   * `needsOf` (what each shard's log holds, journal/shard-needs.ts), a shard goes only to a
+   * member whose reads cover it. A member that announces nothing is taken to read everything.
+   */
+  reads?: Reads;
+  needsOf?: (shard: number) => Reads | undefined;
 }
 
 interface Held {
@@ -122,17 +129,34 @@ export class LeaseGroup {
 
   private async round(): Promise<void> {
     if (this.stopped) return;
-    await this.kv.put(this.memberKey(this.o.member), this.json({ member: this.o.member, since: this.since, at: Date.now() }));
+    await this.kv.put(this.memberKey(this.o.member), this.json({ member: this.o.member, since: this.since, at: Date.now(), ...(this.o.reads === undefined ? {} : { reads: this.o.reads }) }));
     await Promise.all([...this.held].map(([s, h]) => this.renew(s, h)));
     const members: string[] = [];
     for await (const k of await this.kv.keys(`${this.o.group}.m.>`)) members.push(k.slice(this.o.group.length + 3));
     if (!members.includes(this.o.member)) members.push(this.o.member);
     this.members = members.sort();
     if (this.stopped) return;
-    const mine = new Set(shardsOf(this.o.member, this.members, this.o.count));
+    const candidates = await this.candidates();
+    const mine = new Set(shardsReading(this.o.member, candidates, this.o.count, this.o.needsOf ?? (() => undefined)));
     // Moves run beside the ticks, so that renewals go on while a released shard's work finishes.
     for (const [s, h] of this.held) if (!mine.has(s) && !h.releasing) this.track(this.giveBack(s, h));
     for (const s of mine) if (!this.held.has(s) && !this.taking.has(s)) this.track(this.take(s));
+  }
+
+  /** The live members with what each reads (read from their heartbeats only when versions are tracked). */
+  private async candidates(): Promise<Candidate[]> {
+    if (this.o.needsOf === undefined) return this.members.map((node) => ({ node }));
+    return Promise.all(this.members.map(async (member) => {
+      if (member === this.o.member) return { node: member, reads: this.o.reads };
+      const e = await this.kv.get(this.memberKey(member)).catch(() => null);
+      const reads = e !== null && e.operation === 'PUT' ? (e.json() as { reads?: Reads }).reads : undefined;
+      return { node: member, reads };
+    }));
+  }
+
+  /** A shard's record of needed versions changed: place again now. */
+  needsChanged(): void {
+    if (!this.stopped) void this.tick().then(() => this.tick());
   }
 
   private track(p: Promise<void>): void {
