@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { covers, eligibleOwnerOf, mergeReads, ownerOf, placeShards, placeShardsReading, shardsReading, unreadable, type Candidate, type Reads } from '../runtime/placement.ts';
 import { defineActor, upcast, addField } from '../runtime/index.ts';
 import { Registry, readsOf } from '../runtime/contracts/registry.ts';
+import { LogNeeds } from '../runtime/node/log-needs.ts';
+import { isTroupeError } from '../runtime/errors.ts';
+import { COMMIT, type WireCommit } from '../runtime/wire.ts';
 
 const v1: Reads = { 'Account.Opened': 1, 'Account.Deposited': 1 };
 const v2: Reads = { 'Account.Opened': 1, 'Account.Deposited': 2 };
@@ -78,3 +81,66 @@ describe('placement with event versions', () => {
     expect(r.actorVersions()).toEqual({ Account: 1 });
   });
 });
+
+describe('a shard that meets a version it cannot read', () => {
+  function fakeStore(initial: Reads = {}) {
+    let record: Reads = initial;
+    const raised: Reads[] = [];
+    return {
+      raised,
+      get record() { return record; },
+      store: {
+        read: async () => record,
+        raise: async (_shard: number, needs: Reads) => { record = mergeReads(record, needs); raised.push(needs); return record; },
+      },
+    };
+  }
+  const commit = (type: string, events: [string, number][]) => {
+    const c: unknown[] = [];
+    c[COMMIT.type] = type;
+    c[COMMIT.events] = events.map(([name, version], i) => [i, name, version, {}]);
+    return c as unknown as WireCommit;
+  };
+
+  it('raises the record to what its catch-up read and refuses the shard with a retryable SHARD_NOT_OWNED', async () => {
+    const f = fakeStore();
+    const needs = new LogNeeds(5, { store: f.store as never, reads: { 'Ticket.TicketOpened': 1 } }, () => {});
+    needs.catchingUp();
+    needs.saw(commit('Ticket', [['TicketOpened', 1]]));
+    needs.saw(commit('Ticket', [['TicketOpened', 2]]));
+    const e = await needs.caughtUp().then(() => null, (err: unknown) => err);
+    expect(isTroupeError(e, 'SHARD_NOT_OWNED')).toBe(true);
+    expect((e as { retryable: boolean }).retryable).toBe(true);
+    expect((e as Error).message).toContain('Ticket.TicketOpened v2');
+    expect(f.record).toEqual({ 'Ticket.TicketOpened': 2 });
+  });
+
+  it('refuses a shard whose record names a version it cannot read even when the tail it read holds none', async () => {
+    const f = fakeStore({ 'Ticket.TicketOpened': 2 });
+    const needs = new LogNeeds(5, { store: f.store as never, reads: { 'Ticket.TicketOpened': 1 } }, () => {});
+    needs.catchingUp();
+    await expect(needs.caughtUp()).rejects.toThrow(/Ticket.TicketOpened v2/);
+    expect(f.raised).toEqual([]);
+  });
+
+  it('holds appends until a newer version is recorded, and records each version once', async () => {
+    const f = fakeStore({ 'Ticket.TicketOpened': 1 });
+    let woken = 0;
+    const needs = new LogNeeds(5, { store: f.store as never, reads: { 'Ticket.TicketOpened': 2 } }, () => { woken++; });
+    needs.catchingUp();
+    await needs.caughtUp();
+    const v2 = { aggregateType: 'Ticket', eventType: 'TicketOpened', version: 2 } as never;
+    needs.wrote(v2);
+    expect(needs.holding).toBe(true);
+    await sleep(0);
+    await sleep(0);
+    expect(needs.holding).toBe(false);
+    expect(woken).toBe(1);
+    needs.wrote(v2);
+    expect(needs.holding).toBe(false);
+    expect(f.raised).toEqual([{ 'Ticket.TicketOpened': 2 }]);
+    expect(f.record).toEqual({ 'Ticket.TicketOpened': 2 });
+  });
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
