@@ -10,6 +10,8 @@ import { CONFIG_NAMES } from './config.ts';
 import { EXIT_CODES_HELP, exitCodeOf, isExpected, oneLine } from './exit.ts';
 import { scaffold } from './init.ts';
 import { clusterStatus, type ClusterFlags } from './cluster.ts';
+import { dlqDiscard, dlqList, dlqReplay, dlqShow, dlqStats, type DlqFlags } from './dlq.ts';
+import { tail, type TailFlags } from './tail.ts';
 import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
@@ -154,6 +156,51 @@ the development key in the data folder. The key file must be chmod 600. See docs
     .action((_opts, cmd: Command) => keysRotate(cmd.opts<KeysFlags>()));
   keyFlags(keys.command('retire').description('remove an old master key: rewrap what only it wraps, then drop it').argument('<id>', 'the master key id (troupe keys status)'))
     .action((id: string, _opts, cmd: Command) => keysRetire(id, cmd.opts<KeysFlags>()));
+
+  p.command('tail')
+    .description('print the log as event envelopes, a readable line (or --json line) per event')
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--stream <name>', 'the deployment\'s stream (default TROUPE)').env('TROUPE_STREAM'))
+    .option('--type <type>', 'only events of this actor type')
+    .option('--id <id>', 'only events of this actor (with --type; reads only its shard)')
+    .option('--from <pos|time>', 'start at a stream position (e.g. 120), a time (2026-12-03T09:00:00Z) or an age (15m, 2h); default: the beginning')
+    .option('-f, --follow', 'keep printing events as they are committed (Ctrl-C stops)')
+    .option('--json', 'one JSON event envelope per line')
+    .addOption(new Option('--actors <modules>', 'actor modules: payloads are upcast to the current version of their event').env('TROUPE_ACTORS'))
+    .addOption(new Option('--key-file <file>', 'master key file: sensitive fields are decrypted (without a key they show the redacted marker)').env('TROUPE_MASTER_KEY_FILE'))
+    .addOption(new Option('--data-dir <dir>', 'data folder whose development master key to use when no key is set (default ./.troupe)').env('TROUPE_DATA_DIR'))
+    .addHelpText('after', `
+Examples:
+  npx troupe tail --type Account --id acct-1
+  npx troupe tail --from 15m --follow --json | jq .eventType`)
+    .action((_opts, cmd: Command) => tail(cmd.opts<TailFlags>()));
+
+  const dlq = p.command('dlq')
+    .description('the dead-letter queue: list, show, replay, discard, stats')
+    .addHelpText('after', `
+Replaying runs the event through its consumer's handler again, so an instance of that consumer
+must be running (it answers replay requests over NATS); on success the dead letter is deleted.`);
+  const dlqFlags = (c: Command, filters: boolean) => {
+    c.addOption(natsUrlOption(false))
+      .addOption(new Option('--stream <name>', 'the deployment\'s log stream (its DLQ is <stream>_DLQ; default TROUPE)').env('TROUPE_STREAM'))
+      .option('--json', 'print JSON');
+    if (filters) {
+      c.option('--consumer <name>', 'only dead letters of this consumer')
+        .option('--aggregate <id>', 'only dead letters of this actor (an id, or Type/id)')
+        .addOption(new Option('--limit <n>', 'at most n').argParser(int(1, 1_000_000)));
+    }
+    return c;
+  };
+  dlqFlags(dlq.command('list').description('list dead letters, oldest first'), true)
+    .action((_opts, cmd: Command) => dlqList(cmd.opts<DlqFlags>()));
+  dlqFlags(dlq.command('show').description('print one dead letter: its event, reason, error, attempts').argument('<seq>', 'its sequence (troupe dlq list)'), false)
+    .action((seq: string, _opts, cmd: Command) => dlqShow(seq, cmd.opts<DlqFlags>()));
+  dlqFlags(dlq.command('replay').description('run dead letters through their consumer again; each replayed one is deleted').argument('[seq]', 'its sequence').option('--all', 'every dead letter that passes the filters'), true)
+    .action((seq: string | undefined, _opts, cmd: Command) => dlqReplay(seq, cmd.opts<DlqFlags>()));
+  dlqFlags(dlq.command('discard').description('delete dead letters without handling them').argument('[seq]', 'its sequence').option('--all', 'every dead letter that passes the filters'), true)
+    .action((seq: string | undefined, _opts, cmd: Command) => dlqDiscard(seq, cmd.opts<DlqFlags>()));
+  dlqFlags(dlq.command('stats').description('how many dead letters, by consumer and by reason; the oldest one\'s age'), false)
+    .action((_opts, cmd: Command) => dlqStats(cmd.opts<DlqFlags>()));
 
   p.command('init')
     .description('scaffold a Troupe app: package.json, a config file, one actor, one test')

@@ -36,7 +36,7 @@ import {
 import { decodeCommitBatch, type EventEnvelope } from '../journal/codec.ts';
 import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consumer-store.ts';
-import { DeadLetterQueue, ThresholdAlarm, headersToRecord, type DeadLetterRecord } from './dlq.ts';
+import { DeadLetterQueue, ThresholdAlarm, headersToRecord, serveReplays, type DeadLetterRecord } from './dlq.ts';
 import { ConcurrencyError, NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
 import { ExclusiveLease } from '../journal/leases.ts';
 import { hostname } from 'node:os';
@@ -226,6 +226,7 @@ export class Consumer {
   private readonly timers: NodeJS.Timeout[] = [];
   private loopDone: Promise<void> = Promise.resolve();
   private unprobe: (() => void) | null = null;
+  private unserveReplays: (() => void) | null = null;
   private averageBytes = 4096;
   private readonly alarm: ThresholdAlarm | null;
   /** @internal */
@@ -333,6 +334,8 @@ export class Consumer {
     if (this.options.probe !== false && this.options.shard === undefined) {
       this.unprobe = registerProbe(this, this.options.probe);
     }
+    // `troupe dlq replay` and the dashboard ask a running instance to replay (dlq.ts).
+    this.unserveReplays = serveReplays(this.nc, this.o.subjectPrefix, this.name, this.options.shard, (seq) => this.replayDeadLetter(seq));
     void this.state.expire().catch(this.onError);
     this.loopDone = this.loop();
   }
@@ -556,6 +559,7 @@ export class Consumer {
     this.stopped ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       this.unprobe?.();
+      this.unserveReplays?.();
       this.messages?.stop();
       this.wake?.();
       await this.pipeline.stop(timeoutMs);

@@ -23,7 +23,7 @@ import {
   type JetStreamClient, type JetStreamManager,
 } from '@nats-io/jetstream';
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
-import { InvalidOptionError, JournalUnavailableError, NotFoundError } from '../errors.ts';
+import { fromWire, InvalidOptionError, JournalUnavailableError, NotFoundError, toWire, ValidationError, type WireError } from '../errors.ts';
 import { connectNats } from '../journal/journal.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 
@@ -126,6 +126,74 @@ export class ThresholdAlarm {
     }
     return false;
   }
+}
+
+/**
+ * Replaying needs the consumer's handler, so a running consumer answers replay requests on
+ *
+ *   <prefix>.ops.dlq.replay.<consumer>.<shard>
+ *
+ * (`troupe dlq replay`, the dashboard): a plain consumer listens on every shard (`*`), one
+ * shard of a scaled-out consumer on its own; instances of a name form a queue group, so one
+ * instance replays each request. The request is `{ seq }`, the answer `{ ok: true }` or
+ * `{ error: WireError }`.
+ */
+export function replaySubject(prefix: string, consumer: string, shard: number | '*'): string {
+  return `${prefix}.ops.dlq.replay.${subjectToken(consumer)}.${shard}`;
+}
+
+/** The shard of a log subject (`<prefix>.log.<shard>`), or null. */
+export function shardOfLogSubject(subject: string): number | null {
+  const m = /\.log\.(\d+)$/.exec(subject);
+  return m === null ? null : Number(m[1]);
+}
+
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+/** Answer replay requests for `consumer` with `replay(seq)`; returns the unsubscribe. */
+export function serveReplays(nc: NatsConnection, prefix: string, consumer: string, shard: number | undefined, replay: (seq: number) => Promise<void>): () => void {
+  const sub = nc.subscribe(replaySubject(prefix, consumer, shard ?? '*'), {
+    queue: `troupe-dlq-replay-${subjectToken(consumer)}`,
+    callback: (err, msg) => {
+      if (err !== null) return;
+      void (async () => {
+        let answer: unknown;
+        try {
+          const { seq } = JSON.parse(untext.decode(msg.data)) as { seq?: unknown };
+          if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 1) throw new ValidationError('VALIDATION', 'a replay request is {"seq": <dead letter sequence>}', {});
+          await replay(seq);
+          answer = { ok: true };
+        } catch (e) {
+          answer = { error: toWire(e) };
+        }
+        msg.respond(text.encode(JSON.stringify(answer)));
+      })();
+    },
+  });
+  return () => sub.unsubscribe();
+}
+
+/**
+ * Ask the running instances of `consumer` to replay dead letter `seq` (its handler runs again;
+ * on success the dead letter is deleted). Rejects with the handler's error, NOT_FOUND for a
+ * dead letter that is not there, or JOURNAL_UNAVAILABLE (retryable) when no instance runs.
+ */
+export async function requestReplay(q: DeadLetterQueue, seq: number, timeoutMs = 30_000): Promise<void> {
+  const dl = await q.get(seq);
+  const shard = shardOfLogSubject(dl.subject);
+  const subject = replaySubject(q.subjectPrefix, dl.consumer, shard ?? 0);
+  let reply: Uint8Array;
+  try {
+    reply = (await q.connection.request(subject, text.encode(JSON.stringify({ seq })), { timeout: timeoutMs })).data;
+  } catch (e) {
+    const none = /no responders|503/i.test(String((e as Error)?.message ?? e)) || (e as { code?: string })?.code === '503';
+    throw new JournalUnavailableError(none
+      ? `no running instance of consumer ${dl.consumer} answers replay requests: start it (its handler replays the event), then retry`
+      : `consumer ${dl.consumer} did not answer the replay of dead letter ${seq} within ${timeoutMs} ms`, { consumer: dl.consumer, sequence: seq }, e);
+  }
+  const answer = JSON.parse(untext.decode(reply)) as { ok?: true; error?: WireError };
+  if (answer.error !== undefined) throw fromWire(answer.error);
 }
 
 export class DeadLetterQueue {
@@ -328,6 +396,11 @@ export class DeadLetterQueue {
       stopped = true;
       clearTimeout(timer);
     };
+  }
+
+  /** The NATS connection the queue reads with. */
+  get connection(): NatsConnection {
+    return this.nc;
   }
 
   async close(): Promise<void> {

@@ -225,6 +225,51 @@ export async function readSubject(journal: Journal, subject: string, from: numbe
   }
 }
 
+/** A stream as a reader needs it: its last position, message count, shard count (metadata) and subject prefix. */
+export async function describeStream(nc: NatsConnection, stream: string): Promise<{ lastSeq: number; messages: number; shards: number; subjectPrefix: string | null }> {
+  const info = await (await jetstreamManager(nc)).streams.info(stream);
+  const log = info.config.subjects?.find((s) => s.endsWith('.log.>'));
+  return {
+    lastSeq: info.state.last_seq, messages: info.state.messages, shards: Number(info.config.metadata?.[SHARDS_METADATA] ?? 0),
+    subjectPrefix: log === undefined ? null : log.slice(0, -'.log.>'.length),
+  };
+}
+
+/**
+ * Read the messages of `stream` on `filter` in order, from a position or a time, through an
+ * ordered consumer (nothing is kept on the server). Stops after sequence `until` when given
+ * (or after a quiet second: the filtered subjects may end before it), else when `signal` aborts.
+ */
+export async function readStream(
+  nc: NatsConnection, stream: string, filter: string, start: { seq: number } | { time: Date },
+  opts: { until?: number; signal?: AbortSignal }, each: (data: Uint8Array, seq: number) => void | Promise<void>,
+): Promise<void> {
+  const consumer = await jetstream(nc).consumers.get(stream, 'seq' in start
+    ? { filter_subjects: [filter], deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.seq }
+    : { filter_subjects: [filter], deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.time.toISOString() });
+  const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 1_000 });
+  const stop = () => void messages.stop();
+  opts.signal?.addEventListener('abort', stop);
+  let quiet: NodeJS.Timeout | null = null;
+  const arm = () => {
+    if (opts.until === undefined) return;
+    if (quiet !== null) clearTimeout(quiet);
+    quiet = setTimeout(stop, 1_000);
+  };
+  try {
+    arm();
+    for await (const m of messages) {
+      await each(m.data, m.seq);
+      if (opts.until !== undefined && m.seq >= opts.until) break;
+      arm();
+    }
+  } finally {
+    if (quiet !== null) clearTimeout(quiet);
+    opts.signal?.removeEventListener('abort', stop);
+    messages.stop();
+  }
+}
+
 export interface PublishAck {
   seq: number;
   duplicate: boolean;
