@@ -3,8 +3,9 @@
  *
  * - Order (id: the order id): PlaceOrder → OrderPlaced; CompleteOrder → OrderCompleted;
  *   CancelOrder → OrderCancelled. An order ends once: completing or cancelling it again is a no-op.
- * - Stock (id: the SKU): RestockItem → StockAdded; ReserveStock → StockReserved, or
- *   StockBackordered when too little is on hand (an answer the process waits past, not a
+ * - Stock (id: the SKU): RestockItem → StockAdded, and StockReserved for each backorder it now
+ *   covers, oldest first; ReserveStock → StockReserved, or StockBackordered when too little is
+ *   on hand (an answer: the process waits for the StockReserved of a later restock, not a
  *   refusal); ReleaseStock → StockReleased for a reservation it holds.
  * - Payment (id: `pay-<orderId>`): TakePayment → PaymentTaken; RefundPayment → PaymentRefunded
  *   once, for a payment taken.
@@ -57,21 +58,36 @@ export const order = defineActor<OrderState>({
 });
 
 export interface StockReservation { readonly orderId: string; readonly quantity: number }
-export interface StockState { readonly onHand: number; readonly reserved: Readonly<Record<string, number>> }
+export interface StockState {
+  readonly onHand: number;
+  /** Reserved quantity by order. */
+  readonly reserved: Readonly<Record<string, number>>;
+  /** Orders waiting for stock, in the order they came: filled by the next RestockItem that covers them. */
+  readonly backorders: readonly StockReservation[];
+}
 
 export const stock = defineActor<StockState>({
   type: 'Stock',
-  initialState: () => ({ onHand: 0, reserved: {} }),
+  initialState: () => ({ onHand: 0, reserved: {}, backorders: [] }),
   commands: {
     RestockItem: {
       schema: obj({ quantity: QTY }, ['quantity']),
-      decide: (_s, c: { quantity: number }) => ({ type: 'StockAdded', payload: { quantity: c.quantity } }),
+      decide: (s, c: { quantity: number }) => {
+        const out: { type: string; payload: object }[] = [{ type: 'StockAdded', payload: { quantity: c.quantity } }];
+        let onHand = s.onHand + c.quantity;
+        for (const b of s.backorders) {
+          if (b.quantity > onHand) break;
+          onHand -= b.quantity;
+          out.push({ type: 'StockReserved', payload: { orderId: b.orderId, quantity: b.quantity } });
+        }
+        return out;
+      },
     },
     ReserveStock: {
       schema: obj({ orderId: ID, quantity: QTY }, ['orderId', 'quantity']),
       decide: (s, c: StockReservation) => {
-        if (s.reserved[c.orderId] !== undefined) return undefined;
-        return s.onHand >= c.quantity
+        if (s.reserved[c.orderId] !== undefined || s.backorders.some((b) => b.orderId === c.orderId)) return undefined;
+        return s.onHand >= c.quantity && s.backorders.length === 0
           ? { type: 'StockReserved', payload: { orderId: c.orderId, quantity: c.quantity } }
           : { type: 'StockBackordered', payload: { orderId: c.orderId, quantity: c.quantity } };
       },
@@ -88,14 +104,21 @@ export const stock = defineActor<StockState>({
     StockAdded: { schema: obj({ quantity: QTY }, ['quantity']), evolve: (s, e: { quantity: number }) => ({ ...s, onHand: s.onHand + e.quantity }) },
     StockReserved: {
       schema: obj({ orderId: ID, quantity: QTY }, ['orderId', 'quantity']),
-      evolve: (s, e: StockReservation) => ({ onHand: s.onHand - e.quantity, reserved: { ...s.reserved, [e.orderId]: e.quantity } }),
+      evolve: (s, e: StockReservation) => ({
+        onHand: s.onHand - e.quantity,
+        reserved: { ...s.reserved, [e.orderId]: e.quantity },
+        backorders: s.backorders.filter((b) => b.orderId !== e.orderId),
+      }),
     },
-    StockBackordered: { schema: obj({ orderId: ID, quantity: QTY }, ['orderId', 'quantity']), evolve: (s) => s },
+    StockBackordered: {
+      schema: obj({ orderId: ID, quantity: QTY }, ['orderId', 'quantity']),
+      evolve: (s, e: StockReservation) => ({ ...s, backorders: [...s.backorders, { orderId: e.orderId, quantity: e.quantity }] }),
+    },
     StockReleased: {
       schema: obj({ orderId: ID, quantity: QTY }, ['orderId', 'quantity']),
       evolve: (s, e: StockReservation) => {
         const { [e.orderId]: _released, ...reserved } = s.reserved;
-        return { onHand: s.onHand + e.quantity, reserved };
+        return { ...s, onHand: s.onHand + e.quantity, reserved };
       },
     },
   },

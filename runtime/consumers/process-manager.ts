@@ -32,8 +32,8 @@ export interface ProcessManagerOptions extends Omit<SingleConsumeOptions, 'handl
 }
 
 /** A running process manager: its consumer, and a way to end a wait now. */
-export class ProcessManager {
-  constructor(readonly definition: ProcessDefinition<unknown>, readonly consumer: Consumer | ScaledConsumer, private readonly sender: CommandSender) {}
+export class ProcessManager<S = unknown> {
+  constructor(readonly definition: ProcessDefinition<S>, readonly consumer: Consumer | ScaledConsumer, private readonly sender: CommandSender) {}
 
   /**
    * Expire the deadline `key` of process `id` now (it runs `deadlines[key]` if the deadline is
@@ -54,12 +54,12 @@ export function receiveCommandId(processType: string, eventId: string): string {
 }
 
 /** Run a process manager: route its events to it, send what it issues. */
-export async function processManager(definition: ProcessDefinition<never> | ProcessDefinition<unknown>, options: ProcessManagerOptions & { scaleOut: true | ScaleOutOptions }): Promise<ProcessManager>;
-export async function processManager(definition: ProcessDefinition<never> | ProcessDefinition<unknown>, options: ProcessManagerOptions): Promise<ProcessManager>;
-export async function processManager(definition: ProcessDefinition<never> | ProcessDefinition<unknown>, options: ProcessManagerOptions): Promise<ProcessManager> {
-  if (!isProcessDefinition(definition)) throw new InvalidOptionError('processManager() takes a definition made by defineProcess()', { field: 'definition' });
+export async function processManager<S>(definition: ProcessDefinition<S>, options: ProcessManagerOptions & { scaleOut: true | ScaleOutOptions }): Promise<ProcessManager<S>>;
+export async function processManager<S>(definition: ProcessDefinition<S>, options: ProcessManagerOptions): Promise<ProcessManager<S>>;
+export async function processManager<S>(definition: ProcessDefinition<S>, options: ProcessManagerOptions): Promise<ProcessManager<S>> {
+  if (!isProcessDefinition(definition as unknown)) throw new InvalidOptionError('processManager() takes a definition made by defineProcess()', { field: 'definition' });
   if (typeof options?.sender?.send !== 'function') throw new InvalidOptionError(`process ${definition.type}: options.sender must be a Troupe node or a TroupeClient`, { field: 'sender' });
-  const def = definition as ProcessDefinition<unknown>;
+  const def = definition;
   const spec = def[PROCESS_DEFINITION];
   const type = def.type;
   const { sender, name, ...rest } = options;
@@ -112,5 +112,5 @@ export async function processManager(definition: ProcessDefinition<never> | Proc
       await route(event);
     },
   } as SingleConsumeOptions);
-  return new ProcessManager(def, consumer, sender);
+  return new ProcessManager<S>(def, consumer, sender);
 }
