@@ -269,6 +269,8 @@ const DEADLINE_CHECK_MS = 250;
 class SagaRunner {
   private dbs: SagaDbs | null = null;
   private readonly chains = new Map<string, Promise<void>>();
+  /** Waiting sagas with a deadline: sagaId → due time. Loaded from LMDB when the watch starts, kept up to date after. */
+  private readonly due = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -311,7 +313,7 @@ class SagaRunner {
       await this.serial(sagaId, async () => {
         const state = this.dbs!.sagas.get(sagaId);
         if (state?.status !== 'waiting' || state.waiting?.step !== step.name || state.waiting.key !== key) return;
-        await this.endWait(state, received);
+        await this.endWait(sagaId, state, received);
         state.updatedAt = new Date().toISOString();
         await this.dbs!.sagas.put(sagaId, state);
         await this.run(sagaId, state.trigger!);
@@ -319,8 +321,9 @@ class SagaRunner {
     }
   }
 
-  private async endWait(state: SagaState, received: ReceivedEvent): Promise<void> {
+  private async endWait(sagaId: string, state: SagaState, received: ReceivedEvent): Promise<void> {
     const w = state.waiting!;
+    this.due.delete(sagaId);
     for (const t of w.eventTypes) await this.dbs!.waits.remove(`w/${t}/${w.key}`);
     state.data[w.step] = received;
     state.completed.push(w.step);
@@ -355,13 +358,14 @@ class SagaRunner {
           const early = types.map((t) => waits.get(`e/${t}/${key}`)).find((e): e is ReceivedEvent => typeof e === 'object' && e !== null);
           if (early !== undefined) {
             for (const t of types) await waits.remove(`e/${t}/${key}`);
-            await this.endWait(state, early);
+            await this.endWait(sagaId, state, early);
             await save();
             continue;
           }
           for (const t of types) await waits.put(`w/${t}/${key}`, sagaId);
           state.status = 'waiting';
           await save();
+          if (state.waiting.dueAt !== null) this.due.set(sagaId, state.waiting.dueAt);
           return;
         }
         try {
@@ -400,6 +404,10 @@ class SagaRunner {
 
   /** Every DEADLINE_CHECK_MS: compensate the waiting sagas whose deadline passed. */
   watchDeadlines(): void {
+    for (const { key, value } of this.dbs!.sagas.getRange({})) {
+      const at = value?.status === 'waiting' ? value.waiting?.dueAt : null;
+      if (typeof at === 'number') this.due.set(key, at);
+    }
     let busy = false;
     this.timer = setInterval(() => {
       if (busy) return;
@@ -419,19 +427,35 @@ class SagaRunner {
   private async expireDue(): Promise<void> {
     const { sagas } = this.dbs!;
     const now = Date.now();
-    for (const { key: sagaId, value } of sagas.getRange({})) {
-      if (value?.status !== 'waiting' || value.waiting?.dueAt === null || value.waiting?.dueAt === undefined || value.waiting.dueAt > now) continue;
+    for (const [sagaId, at] of [...this.due]) {
+      if (at > now) continue;
       await this.serial(sagaId, async () => {
         const state = sagas.get(sagaId);
+        if (state?.status === 'compensating') return this.compensateAfterDeadline(sagaId, state);
         const w = state?.waiting;
-        if (state?.status !== 'waiting' || w === null || w === undefined || w.dueAt === null || w.dueAt > Date.now()) return;
+        if (state?.status !== 'waiting' || w === null || w === undefined || w.dueAt === null || w.dueAt > Date.now()) {
+          if (state?.status !== 'waiting') this.due.delete(sagaId);
+          return;
+        }
+        this.due.delete(sagaId);
         for (const t of w.eventTypes) await this.dbs!.waits.remove(`w/${t}/${w.key}`);
         state.status = 'compensating';
         state.failure = { step: w.step, error: `no ${w.eventTypes.join(' or ')} for ${w.key} within ${this.def.steps.find((st) => st.name === w.step)?.deadlineMs ?? '?'} ms`, reason: 'DEADLINE' };
         state.waiting = null;
         await sagas.put(sagaId, state);
-        await this.run(sagaId, state.trigger!);
+        await this.compensateAfterDeadline(sagaId, state);
       });
+    }
+  }
+
+  /** Compensate; on a failure, try again on a later round (the triggering event was acked long ago). */
+  private async compensateAfterDeadline(sagaId: string, state: SagaState): Promise<void> {
+    this.due.delete(sagaId);
+    try {
+      await this.run(sagaId, state.trigger!);
+    } catch (e) {
+      this.due.set(sagaId, Date.now() + 1_000);
+      throw e;
     }
   }
 }
