@@ -43,7 +43,7 @@ export type { OpenKeyRingOptions } from './contracts/keystore.ts';
 export type { KeyRing } from './contracts/crypto.ts';
 export type { EncryptedValue } from './contracts/sensitive.ts';
 
-// Consumers, dead letters, projections, queries, workflows and sagas.
+// Consumers, dead letters, projections, queries, workflows, sagas and process managers.
 export { consume } from './consumers/consume.ts';
 export type {
   Consumer, ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ConsumerInfo, ConsumerStats, ScaleOutOptions, ScaledConsumer,
@@ -60,6 +60,12 @@ export type { Projection, ProjectionOptions, View } from './consumers/projection
 export { QueryBus } from './consumers/query.ts';
 export type { QueryDefinition, QueryOptions, QueryStats, AggregateRef, PositionSource, EventSource } from './consumers/query.ts';
 export { workflow, saga, commandIdFor } from './consumers/saga.ts';
+export { defineProcess } from './process.ts';
+export type {
+  ProcessConfig, ProcessDefinition, ProcessContext, ProcessInput, ProcessState, Reaction, DeadlineReaction, DeadlineWhen, IssuedCommand, CommandsIssued,
+} from './process.ts';
+export { processManager } from './consumers/process-manager.ts';
+export type { ProcessManager, ProcessManagerOptions } from './consumers/process-manager.ts';
 export type {
   Saga, CommandSender, WorkflowOptions, SagaDefinition, SagaStep, SagaContext, SagaState, SagaStatus, SagaOptions,
 } from './consumers/saga.ts';
