@@ -182,14 +182,14 @@ export async function serveConsumerOps(options: ConsumerOpsOptions): Promise<Con
   };
   const maxLagAgeMs = nonNegativeInt(o, 'maxLagAgeMs', undefined);
   if (maxLagAgeMs !== undefined) t.maxLagAgeMs = maxLagAgeMs;
-  const key = `${host}:${port}`;
+  let key = `${host}:${port}`;
   let shared = port === 0 ? undefined : servers.get(key);
   if (shared === undefined) {
     const endpoints = new ConsumerEndpoints(options.instance ?? `${hostname()}-${process.pid}`, t);
-    shared = { server: startHttpServer(host, port, endpoints), refs: 0 };
-    if (port !== 0) servers.set(key, shared);
-    const s = shared;
-    s.server.catch(() => { if (servers.get(key) === s) servers.delete(key); });
+    const created: Shared = { server: startHttpServer(host, port, endpoints), refs: 0 };
+    if (port !== 0) servers.set(key, created);
+    created.server.catch(() => { if (servers.get(key) === created) servers.delete(key); });
+    shared = created;
   }
   shared.refs++;
   const s = shared;
@@ -199,6 +199,11 @@ export async function serveConsumerOps(options: ConsumerOpsOptions): Promise<Con
   } catch (e) {
     s.refs--;
     throw e;
+  }
+  if (port === 0) {
+    // Later calls with the port it got share it.
+    key = `${host}:${http.port}`;
+    servers.set(key, s);
   }
   let closed = false;
   return {
