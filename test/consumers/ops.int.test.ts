@@ -1,18 +1,13 @@
 // A consumer process on its own (test/fixtures/ops-consumer.ts, a child process with no node)
 // serves /health, /ready and /metrics with its per-consumer series; /health turns 503 naming
 // the consumer and the check when its DLQ depth or its lag passes the threshold.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Troupe } from '../../runtime/node/system.ts';
-import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
 import { eventually, freshStream, startNode } from '../helpers/troupe.ts';
-
-const script = fileURLToPath(new URL('../fixtures/ops-consumer.ts', import.meta.url));
+import { startConsumerProcess, stopProcess } from '../ops/consumer-process.ts';
 
 async function get(url: string): Promise<{ status: number; text: string; json: () => Record<string, any> }> {
   const r = await fetch(url);
@@ -24,29 +19,6 @@ async function get(url: string): Promise<{ status: number; text: string; json: (
 function sample(text: string, series: string): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
-
-/** Start the consumer process; resolves with its URL once it printed it. */
-export async function startConsumerProcess(natsUrl: string, env: { stream: string; subjectPrefix: string }, dataDir: string): Promise<{ child: ChildProcess; url: string; shared: boolean }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, natsUrl, env.stream, env.subjectPrefix, dataDir], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const lines = createInterface({ input: child.stdout! });
-  const first = await new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`the consumer process printed nothing within 30 s; stderr: ${stderr}`)), 30_000);
-    lines.once('line', (l) => { clearTimeout(t); resolve(l); });
-    child.once('exit', (code) => { clearTimeout(t); reject(new Error(`the consumer process exited with ${code}: ${stderr}`)); });
-  });
-  return { child, ...(JSON.parse(first) as { url: string; shared: boolean }) };
-}
-
-export async function stopProcess(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.exitCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(t);
 }
 
 describe('a consumer process on its own', () => {
