@@ -27,7 +27,7 @@ const PUBLIC = {
     'defineProcess', 'processManager',
   ],
   testing: ['given', 'testActor', 'DEFAULT_TEST_NOW', 'msgpackrTestCodec', 'validateEventSchema', 'validateCommandSchema', 'upcastEvent', 'upcastState', 'startNatsServer'],
-  ops: ['startTracingSdk', 'shutdownTracingSdk', 'withConsumerSpan', 'registerHealthCheck', 'registerConsumerProbe', 'recordDeadLettered', 'rotateMasterKey', 'retireMasterKey'],
+  ops: ['startTracingSdk', 'shutdownTracingSdk', 'withConsumerSpan', 'registerHealthCheck', 'registerConsumerProbe', 'recordDeadLettered', 'serveConsumerOps', 'rotateMasterKey', 'retireMasterKey'],
 };
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));

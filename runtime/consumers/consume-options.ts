@@ -69,7 +69,13 @@ export interface CommonOptions {
    * Report lag and DLQ depth to the node's /health and /metrics (metrics.ts consumer probes),
    * with these limits. Default: reported, with the node's default limits. `false`: not reported.
    */
-  probe?: false | { maxLag?: number; maxDlqDepth?: number };
+  probe?: false | ProbeOptions;
+  /**
+   * Serve /health, /ready and /metrics for the consumers of this process on this port (0: any
+   * free port), without a node: `serveConsumerOps()` of `troupe/ops`. Consumers given the same
+   * port share one server. Beside a node, leave it out: the node's endpoints report them.
+   */
+  http?: { port: number; host?: string };
   /**
    * Run several instances of this consumer name (in as many processes) that share its work:
    * each instance reads a subset of the log's shards, placed by rendezvous hashing over the
@@ -85,8 +91,20 @@ export interface CommonOptions {
    * re-created at every start to deliver from `startAfter + 1`, and deleted at stop.
    */
   startAfter?: number;
+  /** @internal Projections: the name and version their metrics and probe are labelled with (the consumer's own name is internal). */
+  metricsAs?: { name: string; version: number };
   /** @internal Called when the stream turned out to be a new incarnation and the consumer's records were cleared. */
   onStreamReset?: () => Promise<unknown>;
+}
+
+/** The thresholds of a consumer's /health checks (ops/consumer-ops.ts). */
+export interface ProbeOptions {
+  /** /health fails when more log messages than this are left to handle. Default: the node's `maxConsumerLag` (100,000). */
+  maxLag?: number;
+  /** /health fails when the oldest unhandled log message is older than this (ms). Default: not checked. */
+  maxLagAgeMs?: number;
+  /** /health fails when the dead-letter queue holds more of this consumer's events than this. Default: the node's `maxDlqDepth` (1,000). */
+  maxDlqDepth?: number;
 }
 
 export const DEFAULT_LEASE_TTL_MS = 10_000;
@@ -165,6 +183,21 @@ export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsume
     }
     if (leaseTtlMs !== undefined && (typeof leaseTtlMs !== 'number' || !Number.isInteger(leaseTtlMs) || leaseTtlMs < 300)) {
       throw new InvalidOptionError(`options.scaleOut.leaseTtlMs must be an integer >= 300, got ${JSON.stringify(leaseTtlMs)}`, { field: 'scaleOut.leaseTtlMs' });
+    }
+  }
+  if (options.http !== undefined) {
+    const h = options.http as unknown;
+    const port = (h as { port?: unknown } | null)?.port;
+    if (typeof h !== 'object' || h === null || typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65_535) {
+      throw new InvalidOptionError(`options.http of consumer ${options.name} must be { port } with a port number (0 for any free port), got ${JSON.stringify(h)}`, { field: 'http' });
+    }
+  }
+  if (options.probe !== undefined && options.probe !== false) {
+    for (const field of ['maxLag', 'maxLagAgeMs', 'maxDlqDepth'] as const) {
+      const v = (options.probe as Record<string, unknown>)[field];
+      if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0)) {
+        throw new InvalidOptionError(`options.probe.${field} of consumer ${options.name} must be an integer >= 0, got ${JSON.stringify(v)}`, { field: `probe.${field}` });
+      }
     }
   }
   if (options.scaleOut !== undefined && options.startAfter !== undefined) {

@@ -31,10 +31,10 @@ import { resolveNatsAuth } from '../connection.ts';
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import {
   AckPolicy, DeliverPolicy, JetStreamApiError, jetstream, jetstreamManager,
-  type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg,
+  type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type MsgRequest,
 } from '@nats-io/jetstream';
 import { decodeCommitBatch, type EventEnvelope } from '../journal/codec.ts';
-import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
+import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ProbeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consumer-store.ts';
 import { DeadLetterQueue, ThresholdAlarm, headersToRecord, serveReplays, type DeadLetterRecord } from './dlq.ts';
 import { ConcurrencyError, NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
@@ -43,11 +43,13 @@ import { hostname } from 'node:os';
 import { defaultIsRetryable, type DeliveryHandle } from './handler.ts';
 import { assertServerVersion, connectNats, SHARDS_METADATA } from '../journal/journal.ts';
 import { ScaledConsumer } from './scaled.ts';
-import { recordDeadLettered, registerConsumerProbe } from '../ops/metrics.ts';
+import { consumerMetrics, registerConsumerProbe, type ConsumerGauges, type ConsumerMetrics, type HealthCheckResult } from '../ops/metrics.ts';
+import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
+import { CircuitState } from './flow.ts';
 import { Pipeline, type PipelineStats } from './pipeline.ts';
 
 export { DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_ACK_WAIT_MS, DEFAULT_BATCH_SIZE } from './consume-options.ts';
-export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ScaleOutOptions } from './consume-options.ts';
+export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ScaleOutOptions, ProbeOptions } from './consume-options.ts';
 export { ScaledConsumer, consumerStatus } from './scaled.ts';
 
 const FETCH_EXPIRES_MS = 5_000;
@@ -104,6 +106,40 @@ function instanceOfStore(store: ConsumerStore): string {
   let h = 0x811c9dc5;
   for (let i = 0; i < store.path.length; i++) h = Math.imul(h ^ store.path.charCodeAt(i), 0x01000193);
   return `${hostname()}-${(h >>> 0).toString(36)}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
+}
+
+/** What a consumer has left to handle: messages, and the age of the oldest one. */
+export interface ConsumerLag {
+  /** Log messages not delivered yet plus delivered and not acked. */
+  messages: number;
+  /** Age of the oldest log message not handled yet, in ms (0 when there is none). */
+  oldestAgeMs: number;
+}
+
+/**
+ * Age of the oldest message on `filter` after `ackFloor`: every message up to the ack floor is
+ * acked, so the first one after it that the consumer reads is the oldest unhandled one.
+ */
+async function oldestAfter(jsm: JetStreamManager, stream: string, filter: string, ackFloor: number): Promise<number> {
+  const m = await jsm.streams.getMessage(stream, { seq: ackFloor + 1, next_by_subj: filter } as unknown as MsgRequest);
+  return m === null ? 0 : Math.max(0, Date.now() - m.time.getTime());
+}
+
+/** The lag of each shard's JetStream consumer of a scaled-out name, summed; the oldest age is the largest. */
+export async function scaledLag(nc: NatsConnection, stream: string, subjectPrefix: string, name: string, shardCount: number): Promise<ConsumerLag> {
+  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+  const lags = await Promise.all(Array.from({ length: shardCount }, async (_, shard): Promise<ConsumerLag> => {
+    let i;
+    try {
+      i = await jsm.consumers.info(stream, shardDurable(name, shard));
+    } catch (e) {
+      if (e instanceof JetStreamApiError && e.code === 10014) return { messages: 0, oldestAgeMs: 0 };
+      throw e;
+    }
+    const messages = i.num_pending + i.num_ack_pending;
+    return { messages, oldestAgeMs: messages === 0 ? 0 : await oldestAfter(jsm, stream, `${subjectPrefix}.log.${shard}`, i.ack_floor.stream_seq) };
+  }));
+  return { messages: lags.reduce((a, l) => a + l.messages, 0), oldestAgeMs: lags.reduce((a, l) => Math.max(a, l.oldestAgeMs), 0) };
 }
 
 /** The JetStream view of a durable consumer, or null when it does not exist. */
@@ -191,6 +227,13 @@ async function consumeOne(options: ConsumeOptions): Promise<Consumer> {
     const dlq = await DeadLetterQueue.open({ nc, stream: o.stream, subjectPrefix: o.subjectPrefix });
     consumer = new Consumer(options, o, nc, jsm, js, store, state, dlq, cleanup, startAfter);
     await consumer.start();
+    if (options.http !== undefined && options.shard === undefined) {
+      const http = await serveConsumerOps(options.http).catch(async (e: unknown) => {
+        await consumer!.stop(0);
+        throw e;
+      });
+      consumer.served(http);
+    }
     return consumer;
   } catch (e) {
     for (const c of cleanup) await c().catch(() => {});
@@ -229,6 +272,8 @@ export class Consumer {
   private unserveReplays: (() => void) | null = null;
   private averageBytes = 4096;
   private readonly alarm: ThresholdAlarm | null;
+  private readonly metrics: ConsumerMetrics;
+  private http: ConsumerOpsServer | null = null;
   /** @internal */
   readonly onError: (e: unknown) => void;
 
@@ -252,6 +297,7 @@ export class Consumer {
     this.onError = options.onError ?? ((e) => process.emitWarning(`troupe consumer ${options.name}: ${(e as Error)?.message ?? String(e)}`));
     this.alarm = options.deadLetterAlert === undefined ? null : new ThresholdAlarm({ ...options.deadLetterAlert, consumer: options.name });
     const retry = o.retry;
+    this.metrics = consumerMetrics(options.metricsAs?.name ?? options.name, options.metricsAs?.version);
     this.pipeline = new Pipeline({
       name: options.name,
       handler: options.handler,
@@ -269,6 +315,7 @@ export class Consumer {
       orderTimeoutMs: options.orderTimeoutMs ?? retry.maxDelayMs + 2 * o.ackWaitMs,
       deadLetter: (r) => this.deadLetter(r),
       onError: this.onError,
+      metrics: this.metrics,
     }, state, startAfter ?? 0);
     this.pipeline.onRoom = () => {
       const w = this.wake;
@@ -332,7 +379,7 @@ export class Consumer {
     expiry.unref();
     this.timers.push(heartbeat, expiry);
     if (this.options.probe !== false && this.options.shard === undefined) {
-      this.unprobe = registerProbe(this, this.options.probe);
+      this.unprobe = registerProbe(this, this.options.probe, this.options.metricsAs);
     }
     // `troupe dlq replay` and the dashboard ask a running instance to replay (dlq.ts).
     this.unserveReplays = serveReplays(this.nc, this.o.subjectPrefix, this.name, this.options.shard, (seq) => this.replayDeadLetter(seq));
@@ -444,7 +491,7 @@ export class Consumer {
 
   private async deadLetter(record: DeadLetterRecord): Promise<void> {
     await this.deadLetters.publish(record);
-    recordDeadLettered(this.name);
+    this.metrics.deadLettered++;
     try {
       this.options.onDeadLetter?.(record);
     } catch (e) {
@@ -467,6 +514,37 @@ export class Consumer {
   async info(): Promise<ConsumerInfo> {
     const i = await this.jsm.consumers.info(this.o.stream, this.durable);
     return { numPending: i.num_pending, numAckPending: i.num_ack_pending, ackFloor: i.ack_floor.stream_seq };
+  }
+
+  /** Messages left to handle and the age of the oldest one (for /health and /metrics). */
+  async lag(): Promise<ConsumerLag> {
+    const i = await this.jsm.consumers.info(this.o.stream, this.durable);
+    const messages = i.num_pending + i.num_ack_pending;
+    return { messages, oldestAgeMs: messages === 0 ? 0 : await oldestAfter(this.jsm, this.o.stream, this.filter, i.ack_floor.stream_seq) };
+  }
+
+  /** Held messages, their bytes, the breaker's state. */
+  gauges(): ConsumerGauges {
+    const b = this.options.breaker;
+    return { bufferedMessages: this.pipeline.inMemory, bufferedBytes: this.pipeline.bufferedBytes, ...(b === undefined ? {} : { breakerState: breakerState(b.state) }) };
+  }
+
+  /** Whether it runs: not stopped, not halted by a refused commit, its NATS connection open. */
+  status(): HealthCheckResult {
+    if (this.stopping) return { ok: false, error: 'stopped' };
+    if (this.pipeline.halted) return { ok: false, error: 'halted: LMDB refused a commit; restart the consumer' };
+    if (this.nc.isClosed()) return { ok: false, error: 'its NATS connection is closed' };
+    return { ok: true, position: this.pipeline.position };
+  }
+
+  /** `http://host:port` of the endpoints this consumer serves (options.http), or null. */
+  get httpUrl(): string | null {
+    return this.http?.url ?? null;
+  }
+
+  /** @internal */
+  served(http: ConsumerOpsServer): void {
+    this.http = http;
   }
 
   /** The stream position of the last message in the log now. */
@@ -560,6 +638,7 @@ export class Consumer {
       for (const t of this.timers) clearInterval(t);
       this.unprobe?.();
       this.unserveReplays?.();
+      await this.http?.close();
       this.messages?.stop();
       this.wake?.();
       await this.pipeline.stop(timeoutMs);
@@ -580,19 +659,52 @@ export function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): P
   });
 }
 
+/** cockatiel's CircuitState as a number for the breaker gauge: 0 closed, 1 open, 2 half-open, 3 isolated. */
+export function breakerState(state: CircuitState): number {
+  switch (state) {
+    case CircuitState.Closed: return 0;
+    case CircuitState.Open: return 1;
+    case CircuitState.HalfOpen: return 2;
+    default: return 3;
+  }
+}
+
+/** What registerProbe reads of a consumer, plain or scaled out. */
+export interface ProbedConsumer {
+  readonly name: string;
+  lag(): Promise<ConsumerLag>;
+  gauges(): ConsumerGauges;
+  status(): HealthCheckResult;
+  readonly deadLetters: { stats(): Promise<{ byConsumer: Record<string, number> }> };
+}
+
 /**
- * Register the /health probe of a consumer, plain or scaled out: its lag (pending plus un-acked
- * messages) and its dead-letter depth, against the probe's thresholds.
+ * Register the /health and /metrics probe of a consumer, plain or scaled out: its lag (pending
+ * plus un-acked messages, and the oldest one's age; one JetStream request serves both within a
+ * scrape), its dead-letter depth, its held messages and breaker, against the probe's thresholds.
+ * A projection is labelled with its own name and version.
  */
-export function registerProbe(
-  c: { readonly name: string; info(): Promise<{ numPending: number; numAckPending: number }>; readonly deadLetters: { stats(): Promise<{ byConsumer: Record<string, number> }> } },
-  probe: { maxLag?: number; maxDlqDepth?: number } | undefined,
-): () => void {
+export function registerProbe(c: ProbedConsumer, probe: ProbeOptions | undefined, as?: { name: string; version: number }): () => void {
+  let cached: { at: number; lag: Promise<ConsumerLag> } | null = null;
+  const lag = () => {
+    const now = Date.now();
+    if (cached === null || now - cached.at > 250) {
+      const p = c.lag();
+      cached = { at: now, lag: p };
+      p.catch(() => { if (cached?.lag === p) cached = null; });
+    }
+    return cached.lag;
+  };
   return registerConsumerProbe({
-    name: c.name,
-    lag: async () => { const i = await c.info(); return i.numPending + i.numAckPending; },
+    name: as?.name ?? c.name,
+    ...(as === undefined ? {} : { version: as.version }),
+    lag: async () => (await lag()).messages,
+    lagAgeMs: async () => (await lag()).oldestAgeMs,
     dlqDepth: async () => (await c.deadLetters.stats()).byConsumer[c.name] ?? 0,
+    gauges: () => c.gauges(),
+    status: () => c.status(),
     ...(probe?.maxLag === undefined ? {} : { maxLag: probe.maxLag }),
+    ...(probe?.maxLagAgeMs === undefined ? {} : { maxLagAgeMs: probe.maxLagAgeMs }),
     ...(probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: probe.maxDlqDepth }),
   });
 }

@@ -38,6 +38,7 @@ import { backoffDelay, isCircuitOpen, type CircuitBreakerPolicy, type ResolvedRe
 import { TaskContext, type BatchHandler, type DeliveryHandle, type EventHandler, type EventTransform } from './handler.ts';
 import { RestartGate, insertSorted, laneKey, type Delivery, type Item, type Lane, type Segment } from './lanes.ts';
 import { withConsumerSpan } from '../ops/tracing.ts';
+import { ConsumerMetrics } from '../ops/metrics.ts';
 
 export { checkVersion, defaultIsRetryable } from './handler.ts';
 export type { BatchHandler, DeliveryHandle, EventHandler, EventTransform, HandlerContext } from './handler.ts';
@@ -61,6 +62,8 @@ export interface PipelineConfig {
   orderTimeoutMs: number;
   deadLetter: (record: DeadLetterRecord) => Promise<void>;
   onError: (e: unknown) => void;
+  /** Where the process-wide per-consumer metrics are counted (dead letters are counted by the caller of deadLetter). Default: counters of its own. */
+  metrics?: ConsumerMetrics;
 }
 
 export interface PipelineStats {
@@ -108,9 +111,11 @@ export class Pipeline {
   /** Called when memory was freed or the pipeline stalled: the fetcher may pull more. */
   onRoom: () => void = () => {};
   readonly counters = { delivered: 0, acked: 0, nakked: 0, handled: 0, duplicates: 0, failures: 0, deferred: 0, deadLettered: 0 };
+  private readonly metrics: ConsumerMetrics;
 
   constructor(readonly config: PipelineConfig, private readonly state: ConsumerState, startAfter = 0) {
     this.maxSeen = startAfter;
+    this.metrics = config.metrics ?? new ConsumerMetrics(config.name);
     this.restart = new RestartGate(config.name, config.orderTimeoutMs, config.onError);
     this.committer = new Committer(state, (e) => {
       this.stopping = true;
@@ -133,6 +138,11 @@ export class Pipeline {
   /** True when messages are held but none can make progress (all wait for a redelivery). */
   get stalled(): boolean {
     return this.running === 0 && !this.committer.busy && this.deliveries.size > 0;
+  }
+
+  /** True once a refused LMDB commit stopped the pipeline (or stop() was called): nothing more is handled. */
+  get halted(): boolean {
+    return this.stopping;
   }
 
   get signal(): AbortSignal {
@@ -347,7 +357,12 @@ export class Pipeline {
       ctx.attempt = attempt;
       try {
         const input = config.transform === null ? events : await Promise.all(events.map(config.transform));
-        await this.call(() => (config.handler as BatchHandler)(input, ctx));
+        const t0 = performance.now();
+        try {
+          await this.call(() => (config.handler as BatchHandler)(input, ctx));
+        } finally {
+          this.metrics.handlerSeconds.observe((performance.now() - t0) / 1000);
+        }
         for (let j = 0; j < segments.length; j++) handled[j] = segments[j]!.n;
       } catch (error) {
         ws.rollback(0);
@@ -370,7 +385,12 @@ export class Pipeline {
           const mark = ws.mark();
           try {
             const input = config.transform === null ? e : await config.transform(e);
-            await this.call(() => withConsumerSpan(input, item.d.handle.rawHeaders, () => (config.handler as EventHandler)(input, ctx), { consumer: config.name }));
+            const t0 = performance.now();
+            try {
+              await this.call(() => withConsumerSpan(input, item.d.handle.rawHeaders, () => (config.handler as EventHandler)(input, ctx), { consumer: config.name }));
+            } finally {
+              this.metrics.handlerSeconds.observe((performance.now() - t0) / 1000);
+            }
             handled[j] = i + 1;
           } catch (error) {
             ws.rollback(mark);
@@ -417,6 +437,7 @@ export class Pipeline {
       void this.commit({ writes: ws, done, resolved, failures: [] }).then(() => {
         written();
         this.counters.handled += settled.length;
+        this.metrics.handled += settled.length;
         for (const item of settled) this.settle(item, 0);
         for (const l of this.commitListeners) l(done);
       }, written /* reported by the committer; the messages stay un-acked */);
@@ -455,6 +476,7 @@ export class Pipeline {
     const message = errorText(error);
     if (isCircuitOpen(error)) {
       this.counters.deferred++;
+      this.metrics.deferred++;
       const f: FailureRecord = {
         eventId: e.eventId, sequence: e.sequence, position: e.position, attempts: prev?.attempts ?? 0,
         firstFailureAt: prev?.firstFailureAt ?? now, lastFailureAt: prev?.lastFailureAt ?? now,
@@ -464,6 +486,7 @@ export class Pipeline {
       return;
     }
     this.counters.failures++;
+    this.metrics.failed++;
     const attempts = (prev?.attempts ?? 0) + 1;
     const reason = reasonOf(error);
     if (!config.isRetryable(error) || attempts > config.retry.maxRetries) {
@@ -478,6 +501,7 @@ export class Pipeline {
       } catch (dlqError) {
         // The DLQ is unreachable: keep the event and try again later (the attempts stay counted).
         config.onError(dlqError);
+        this.metrics.retried++;
         await this.recordFailure(lane, item, { ...failureOf(e, prev, now, attempts, reason, message), nextAttemptAt: now + backoffDelay(config.retry, attempts) });
         return;
       }
@@ -494,6 +518,7 @@ export class Pipeline {
       this.settle(item, 0);
       return;
     }
+    this.metrics.retried++;
     await this.recordFailure(lane, item, { ...failureOf(e, prev, now, attempts, reason, message), nextAttemptAt: now + backoffDelay(config.retry, attempts) });
   }
 
@@ -583,6 +608,7 @@ export class Pipeline {
       if (this.config.batch) await this.call(() => (this.config.handler as BatchHandler)([input], ctx));
       else await this.call(() => (this.config.handler as EventHandler)(input, ctx));
       await this.commit({ writes: ws, done: [event], resolved: [], failures: [] });
+      this.metrics.handled++;
       for (const l of this.commitListeners) l([event]);
     } finally {
       own.busy = false;

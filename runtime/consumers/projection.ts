@@ -25,6 +25,8 @@ import { consume, type Consumer } from './consume.ts';
 import { ConsumerStore, type Key } from './consumer-store.ts';
 import { InvalidOptionError } from '../errors.ts';
 import type { RetryOptions } from './flow.ts';
+import type { ProbeOptions } from './consume-options.ts';
+import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
 import { DEFAULT_STREAM } from '../options.ts';
 import type { EventTransform, HandlerContext } from './pipeline.ts';
 
@@ -62,6 +64,10 @@ export interface ProjectionOptions {
   /** Become the active version once caught up (when newer than the active one). Default true. */
   takeOver?: boolean;
   onError?: (error: unknown) => void;
+  /** Thresholds of its /health checks (labelled `<name>@v<version>`), or false to report nothing. Default: reported, with the default thresholds. */
+  probe?: false | ProbeOptions;
+  /** Serve /health, /ready and /metrics for this process's consumers on this port (as `consume({ http })`). */
+  http?: { port: number; host?: string };
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -100,8 +106,9 @@ export async function project(options: ProjectionOptions): Promise<Projection> {
   const p = new Projection(options, version, store, ownsStore);
   try {
     await p.start();
+    if (options.http !== undefined) p.served(await serveConsumerOps(options.http));
   } catch (e) {
-    if (ownsStore) await store.close();
+    await p.stop().catch(() => {});
     throw e;
   }
   return p;
@@ -119,6 +126,7 @@ export class Projection {
   private builtFrom = 0;
   private readonly listeners: ((events: EventEnvelope[]) => void)[] = [];
   private unlisten: (() => void) | null = null;
+  private http: ConsumerOpsServer | null = null;
   private activation: { promise: Promise<void>; resolve: () => void };
 
   /** @internal use project() */
@@ -178,6 +186,8 @@ export class Projection {
       ...(options.onError === undefined ? {} : { onError: options.onError }),
       batchSize: options.batchSize ?? 500,
       concurrency: 1,
+      metricsAs: { name: this.name, version: this.version },
+      ...(options.probe === undefined ? {} : { probe: options.probe }),
       handler: (event, ctx) => apply(event, new TaskView(ctx, db)),
       // The stream was re-created: its events are new, so is the view.
       onStreamReset: () => db.clearAsync(),
@@ -247,6 +257,16 @@ export class Projection {
     };
   }
 
+  /** `http://host:port` of the endpoints this projection serves (options.http), or null. */
+  get httpUrl(): string | null {
+    return this.http?.url ?? null;
+  }
+
+  /** @internal */
+  served(http: ConsumerOpsServer): void {
+    this.http = http;
+  }
+
   /** The consumer underneath (stats, dead letters and their replay). */
   get events(): Consumer | null {
     return this.consumer;
@@ -259,6 +279,12 @@ export class Projection {
     await this.store.state(this.stream, this.consumerName).clear();
     this.savedCheckpoint = -1;
     await this.start();
+  }
+
+  private async closeHttp(): Promise<void> {
+    const http = this.http;
+    this.http = null;
+    await http?.close();
   }
 
   private async halt(): Promise<void> {
@@ -278,6 +304,7 @@ export class Projection {
   /** Stop applying events; the view and checkpoint stay for the next start. */
   async stop(): Promise<void> {
     await this.halt();
+    await this.closeHttp();
     if (this.ownsStore) await this.store.close();
   }
 
@@ -285,6 +312,7 @@ export class Projection {
   async drop(): Promise<void> {
     if (this.active) throw new InvalidOptionError(`projection ${this.name} v${this.version} is the active version; start a newer one before dropping it`, { field: 'version' });
     await this.halt();
+    await this.closeHttp();
     await this.store.drop(viewName(this.stream, this.name, this.version));
     await this.store.state(this.stream, this.consumerName).clear();
     if (this.ownsStore) await this.store.close();

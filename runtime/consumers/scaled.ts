@@ -32,7 +32,10 @@ import { DEFAULT_STREAM } from '../options.ts';
 import { DeadLetterQueue } from './dlq.ts';
 import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS } from './consumer-store.ts';
-import { consume, consumerLeaseBucket, registerProbe, durableInfo, shardDurable, streamShardCount, type Consumer, type ConsumerInfo } from './consume.ts';
+import { breakerState, consume, consumerLeaseBucket, registerProbe, durableInfo, scaledLag, shardDurable, streamShardCount, type Consumer, type ConsumerInfo, type ConsumerLag } from './consume.ts';
+import { DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+import type { ConsumerGauges, HealthCheckResult } from '../ops/metrics.ts';
+import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
 import type { PipelineStats } from './pipeline.ts';
 import { ShardNeeds } from '../journal/shard-needs.ts';
 import { readsOf } from '../contracts/registry.ts';
@@ -73,6 +76,7 @@ export class ScaledConsumer {
   /** Shard consumers start and stop one at a time: they share the store's records. */
   private chain: Promise<unknown> = Promise.resolve();
   private unprobe: (() => void) | null = null;
+  private http: ConsumerOpsServer | null = null;
   private stopped: Promise<void> | null = null;
   private readonly onError: (e: unknown) => void;
   /** How long a released shard's running handlers may take to finish. */
@@ -115,6 +119,13 @@ export class ScaledConsumer {
       cleanup.unshift(() => dlq.close());
       const c = new ScaledConsumer(options, nc, store, dlq, cleanup);
       await c.join();
+      if (options.http !== undefined) {
+        const http = await serveConsumerOps(options.http).catch(async (e: unknown) => {
+          await c.stop(0);
+          throw e;
+        });
+        c.http = http;
+      }
       return c;
     } catch (e) {
       for (const c of cleanup) await c().catch(() => {});
@@ -177,7 +188,7 @@ export class ScaledConsumer {
 
   private async open(shard: number): Promise<void> {
     if (this.consumers.has(shard)) return;
-    const c = await consume({ ...this.options, scaleOut: undefined, shard, nc: this.nc, store: this.store, probe: false } as ConsumeOptions);
+    const c = await consume({ ...this.options, scaleOut: undefined, http: undefined, shard, nc: this.nc, store: this.store, probe: false } as ConsumeOptions);
     this.consumers.set(shard, c);
     this.unlisten.set(shard, c.onCommitted((events) => { for (const l of this.listeners) l(events); }));
   }
@@ -227,6 +238,38 @@ export class ScaledConsumer {
     return out;
   }
 
+  /** Messages left to handle on every shard of the name (all instances), and the oldest one's age. */
+  lag(): Promise<ConsumerLag> {
+    return scaledLag(this.nc, this.stream, this.options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX, this.name, this.shardCount);
+  }
+
+  /** Held messages and their bytes over this instance's shards; the breaker (shared by its shards). */
+  gauges(): ConsumerGauges {
+    let bufferedMessages = 0;
+    let bufferedBytes = 0;
+    for (const c of this.consumers.values()) {
+      const g = c.gauges();
+      bufferedMessages += g.bufferedMessages;
+      bufferedBytes += g.bufferedBytes;
+    }
+    const b = this.options.breaker;
+    return { bufferedMessages, bufferedBytes, ...(b === undefined ? {} : { breakerState: breakerState(b.state) }) };
+  }
+
+  /** Whether this instance runs: not stopped, its NATS connection open, its shard consumers running. */
+  status(): HealthCheckResult {
+    if (this.stopped !== null) return { ok: false, error: 'stopped' };
+    if (this.nc.isClosed()) return { ok: false, error: 'its NATS connection is closed' };
+    const down = [...this.consumers.entries()].filter(([, c]) => c.status().ok !== true).map(([s]) => s);
+    if (down.length > 0) return { ok: false, error: `the consumers of shards ${down.join(', ')} do not run`, shards: this.shards };
+    return { ok: true, instance: this.instance, shards: this.shards };
+  }
+
+  /** `http://host:port` of the endpoints this instance serves (options.http), or null. */
+  get httpUrl(): string | null {
+    return this.http?.url ?? null;
+  }
+
   /** Resolves when every shard of the name has a JetStream consumer with nothing left to deliver or to ack. */
   async caughtUp(timeoutMs = 30_000): Promise<void> {
     const until = Date.now() + timeoutMs;
@@ -259,6 +302,7 @@ export class ScaledConsumer {
     this.stopTimeoutMs = timeoutMs;
     this.stopped ??= (async () => {
       this.unprobe?.();
+      await this.http?.close();
       await this.leases?.stop().catch(this.onError);
       await this.chain;
       for (const s of [...this.consumers.keys()]) await this.close(s, 0).catch(this.onError);

@@ -7,13 +7,14 @@
  *   lmdb          the node's LMDB environment is open and readable
  *   workers       every slot has a live worker thread that answers, connected to NATS
  *   dlq_depth     each consumer probe's DLQ depth ≤ its threshold (metrics.ts registerConsumerProbe)
- *   consumer_lag  each consumer probe's lag ≤ its threshold
+ *   consumer_lag  each consumer probe's lag ≤ its threshold (and its oldest unhandled message's age, when a probe sets maxLagAgeMs)
  *   <name>        each check added with registerHealthCheck()
  */
 import { startHttpServer, type HealthReport, type HttpServer, type OpsEndpoints } from '../ops/http.ts';
 import type { Journal, NatsConnection } from '../journal/journal.ts';
 import type { Log } from '../ops/log.ts';
 import { ops, within, type HealthCheckResult } from '../ops/metrics.ts';
+import { consumerChecks } from '../ops/consumer-ops.ts';
 import type { ResolvedOptions } from '../options.ts';
 import type { WorkerPool } from './pool.ts';
 import type { Store } from '../journal/store.ts';
@@ -98,33 +99,12 @@ export class NodeOps implements OpsEndpoints {
         const disconnected = stats.filter((s) => !s.natsConnected).map((s) => s.threadId);
         return { ok: alive === ids.length && disconnected.length === 0, alive, expected: ids.length, ...(disconnected.length > 0 ? { natsDisconnected: disconnected } : {}) };
       }],
-      ['dlq_depth', () => this.probeCheck('dlqDepth', (p) => p.maxDlqDepth ?? options.maxDlqDepth)],
-      ['consumer_lag', () => this.probeCheck('lag', (p) => p.maxLag ?? options.maxConsumerLag)],
+      ...consumerChecks({ maxDlqDepth: options.maxDlqDepth, maxConsumerLag: options.maxConsumerLag }),
     ];
     for (const [name, check] of ops.checks) checks.push([name, async () => check()]);
     const results = await Promise.all(checks.map(([name, check]) => run(name, check)));
     const ok = results.every(([, r]) => r.ok === true) && this.r.phase() === 'running';
     return { status: ok ? 'ok' : 'fail', node: options.nodeName, phase: this.r.phase(), checks: Object.fromEntries(results) };
-  }
-
-  private async probeCheck(kind: 'lag' | 'dlqDepth', limit: (p: { maxLag?: number; maxDlqDepth?: number }) => number): Promise<HealthCheckResult> {
-    const consumers: Record<string, unknown> = {};
-    let ok = true;
-    await Promise.all([...ops.consumers.values()].map(async (p) => {
-      const read = p[kind];
-      if (read === undefined) return;
-      const max = limit(p);
-      try {
-        const value = await within(CHECK_TIMEOUT_MS, `consumer ${p.name}`, read);
-        const fine = typeof value === 'number' && value <= max;
-        ok &&= fine;
-        consumers[p.name] = { ok: fine, value, max };
-      } catch (e) {
-        ok = false;
-        consumers[p.name] = { ok: false, error: (e as Error)?.message ?? String(e), max };
-      }
-    }));
-    return { ok, consumers };
   }
 
   cluster(): Promise<unknown> {

@@ -195,14 +195,60 @@ export type HealthCheck = () => HealthCheckResult | Promise<HealthCheckResult>;
 export interface ConsumerProbe {
   /** The consumer's name (a metric label and a health check name). */
   name: string;
+  /** A projection's version: the `version` label of its series; /health names it `<name>@v<version>`. */
+  version?: number;
   /** Messages of the log not yet processed by the consumer (JetStream num_pending + ack pending). */
   lag?: () => number | Promise<number>;
+  /** Age in ms of the oldest log message the consumer has not handled yet (0 when it has caught up). */
+  lagAgeMs?: () => number | Promise<number>;
   /** Events in the consumer's dead-letter queue. */
   dlqDepth?: () => number | Promise<number>;
-  /** /health fails above this lag. Default: options.maxConsumerLag of the node. */
+  /** Live numbers of the consumer in this process: held messages and their bytes, its breaker. */
+  gauges?: () => ConsumerGauges;
+  /** Whether the consumer runs (a consumer process's `consumers` check and /ready). */
+  status?: () => HealthCheckResult;
+  /** /health fails above this lag. Default: options.maxConsumerLag of the node (or of serveConsumerOps). */
   maxLag?: number;
-  /** /health fails above this DLQ depth. Default: options.maxDlqDepth of the node. */
+  /** /health fails when the oldest unhandled message is older than this (ms). Default: not checked. */
+  maxLagAgeMs?: number;
+  /** /health fails above this DLQ depth. Default: options.maxDlqDepth of the node (or of serveConsumerOps). */
   maxDlqDepth?: number;
+}
+
+export interface ConsumerGauges {
+  /** Messages received and not acked yet, held in memory. */
+  bufferedMessages: number;
+  bufferedBytes: number;
+  /** The handler's circuit breaker: 0 closed, 1 open, 2 half-open, 3 isolated (cockatiel's CircuitState); absent without a breaker. */
+  breakerState?: number;
+}
+
+/** The key of a probe or of a consumer's counters: `<name>` or `<name>@v<version>`. */
+export function consumerKey(name: string, version?: number): string {
+  return version === undefined ? name : `${name}@v${version}`;
+}
+
+/**
+ * What one consumer (name, and version for a projection) counted in this process. Every
+ * instance of the name in the process (the shards of a scaled-out consumer, a projection
+ * restarted by a rebuild) adds to the same counters, so they never go down while the process
+ * lives. The pipeline adds to them where it counts its own stats: a field increment per event,
+ * one clock read per handler call.
+ */
+export class ConsumerMetrics {
+  /** Events the handler completed (committed). */
+  handled = 0;
+  /** Failed handler attempts (events, or a batch's events at fault). */
+  failed = 0;
+  /** Failed attempts that will be tried again (after a back-off). */
+  retried = 0;
+  /** Events moved to the dead-letter queue. */
+  deadLettered = 0;
+  /** Events put off while the circuit breaker was open. */
+  deferred = 0;
+  /** One observation per handler call: an event, or a batch for a batch handler. */
+  readonly handlerSeconds = new PlainHistogram(LATENCY_BOUNDS_S);
+  constructor(readonly name: string, readonly version?: number) {}
 }
 
 /** Process-wide: consumers and DLQs may be created before, after or without a node. */
@@ -210,9 +256,21 @@ class OpsRegistry {
   readonly consumers = new Map<string, ConsumerProbe>();
   readonly checks = new Map<string, HealthCheck>();
   readonly deadLettered: Record<string, number> = {};
+  readonly consumerMetrics = new Map<string, ConsumerMetrics>();
 }
 
 export const ops = new OpsRegistry();
+
+/** The counters of consumer `name` (and `version`) in this process, made on first use. */
+export function consumerMetrics(name: string, version?: number): ConsumerMetrics {
+  const key = consumerKey(name, version);
+  let m = ops.consumerMetrics.get(key);
+  if (m === undefined) {
+    m = new ConsumerMetrics(name, version);
+    ops.consumerMetrics.set(key, m);
+  }
+  return m;
+}
 
 /**
  * Report a consumer's lag and DLQ depth: they become the gauges troupe_consumer_lag and
@@ -221,8 +279,9 @@ export const ops = new OpsRegistry();
  */
 export function registerConsumerProbe(probe: ConsumerProbe): () => void {
   if (typeof probe?.name !== 'string' || probe.name === '') throw new TypeError('registerConsumerProbe: probe.name must be a non-empty string');
-  ops.consumers.set(probe.name, probe);
-  return () => { if (ops.consumers.get(probe.name) === probe) ops.consumers.delete(probe.name); };
+  const key = consumerKey(probe.name, probe.version);
+  ops.consumers.set(key, probe);
+  return () => { if (ops.consumers.get(key) === probe) ops.consumers.delete(key); };
 }
 
 /** Add a check to /health (200 only when every check is ok). Returns a function that removes it. */

@@ -13,7 +13,7 @@
  *   # UNIT <name> s                                               when the metric has a unit
  *   <name>_count, <name>_sum, <name>_bucket{le="..."} (cumulative, up to le="+Inf")  histograms
  */
-import { ops, within, addWorkerCounters, emptyWorkerCounters, type HistogramSnapshot, type NodeMetrics, type WorkerCounters, type WorkerMetricsSnapshot } from './metrics.ts';
+import { ops, within, addWorkerCounters, emptyWorkerCounters, type ConsumerProbe, type HistogramSnapshot, type NodeMetrics, type WorkerCounters, type WorkerMetricsSnapshot } from './metrics.ts';
 
 export interface WorkerView {
   slot: number;
@@ -96,7 +96,17 @@ export class PrometheusText {
 
   /** A histogram from per-bucket counts: written cumulative, with the `+Inf` bucket last. */
   histogram(name: string, help: string, h: HistogramSnapshot, unit = '', l: Labels = {}): this {
+    return this.histograms(name, help, [[l, h]], unit);
+  }
+
+  /** One histogram family with a series per label set. */
+  histograms(name: string, help: string, series: [Labels, HistogramSnapshot][], unit = ''): this {
     this.head(name, help, 'histogram', unit);
+    for (const [l, h] of series) this.series(name, l, h);
+    return this;
+  }
+
+  private series(name: string, l: Labels, h: HistogramSnapshot): void {
     this.out += `${name}_count${labels(l)} ${value(h.count)}\n`;
     this.out += `${name}_sum${labels(l)} ${value(h.sum)}\n`;
     let cumulative = 0;
@@ -105,7 +115,6 @@ export class PrometheusText {
       const le = i < h.bounds.length ? value(h.bounds[i]!) : '+Inf';
       this.out += `${name}_bucket${labels(l, `le="${le}"`)} ${value(cumulative)}\n`;
     }
-    return this;
   }
 
   text(): string {
@@ -131,7 +140,7 @@ export async function renderNodeMetrics(v: NodeView): Promise<string> {
   p.counter('troupe_append_messages', 'JetStream messages (commit batches) acknowledged', [[{}, totals.messagesAppended]]);
   p.counter('troupe_append_bytes', 'Bytes of commit batches sent to JetStream', [[{}, totals.bytesAppended]], 'By');
   p.counter('troupe_append_failures', 'Commits whose append failed, by reason (CONCURRENCY: fenced by another writer; JOURNAL_UNAVAILABLE: refused or not acknowledged)', Object.entries(totals.appendFailures).map(([reason, n]) => [{ reason }, n]));
-  p.counter('troupe_events_dead_lettered', 'Events consumers moved to a dead-letter queue', Object.entries(ops.deadLettered).map(([consumer, n]) => [{ consumer }, n]));
+  p.counter('troupe_events_dead_lettered', DEAD_LETTERED_HELP, deadLetteredPoints());
   p.counter('troupe_worker_restarts', 'Worker threads that died and were replaced', [[{}, m.workerRestarts]]);
 
   p.histogram('troupe_command_duration_seconds', 'Command latency on the node: from when its batch left for the worker (at most one event-loop turn after send) to its answer', m.commandSeconds.snapshot(), 's');
@@ -147,17 +156,100 @@ export async function renderNodeMetrics(v: NodeView): Promise<string> {
   p.gauge('troupe_workers_alive', 'Worker threads alive', [[{}, v.workers.filter((w) => w.alive).length]]);
   p.gauge('troupe_owned_shards', 'Shards this node writes', [[{}, v.ownedShards]]);
 
-  const probes = [...ops.consumers.values()];
-  const lag: Points = [];
-  const dlq: Points = [];
-  await Promise.all(probes.map(async (probe) => {
-    if (probe.lag !== undefined) { const n = await within(v.probeTimeoutMs, `consumer ${probe.name} lag`, probe.lag).catch(() => NaN); lag.push([{ consumer: probe.name }, n]); }
-    if (probe.dlqDepth !== undefined) { const n = await within(v.probeTimeoutMs, `consumer ${probe.name} DLQ depth`, probe.dlqDepth).catch(() => NaN); dlq.push([{ consumer: probe.name }, n]); }
-  }));
-  p.gauge('troupe_consumer_lag', 'Log messages a consumer has not processed yet', lag);
-  p.gauge('troupe_dlq_depth', 'Events in a consumer\'s dead-letter queue', dlq);
+  const probes = await readProbes(v.probeTimeoutMs);
+  p.gauge('troupe_consumer_lag', CONSUMER_LAG_HELP, probes.lag);
+  p.gauge('troupe_dlq_depth', DLQ_DEPTH_HELP, probes.dlq);
   // Added after the exporter's set: at the end, so that the metrics before keep their order.
   p.counter('troupe_requests_forbidden', 'Commands and reads an authorize rule refused (FORBIDDEN), by kind: command, query, history', Object.entries(m.forbidden).map(([kind, n]) => [{ kind }, n]));
+  writeConsumerSeries(p, probes);
+  return p.text();
+}
+
+// ── consumers: the node's /metrics and a consumer process's (ops/consumer-ops.ts) ──────────
+
+const DEAD_LETTERED_HELP = 'Events consumers moved to a dead-letter queue';
+const CONSUMER_LAG_HELP = 'Log messages a consumer has not processed yet';
+const DLQ_DEPTH_HELP = 'Events in a consumer\'s dead-letter queue';
+
+/** The labels of a consumer's series: `consumer`, and `version` for a projection. */
+function consumerLabels(name: string, version: number | undefined): Labels {
+  return version === undefined ? { consumer: name } : { consumer: name, version: String(version) };
+}
+
+/** Dead letters counted by recordDeadLettered() and by the consumers of this process, one point per label set. */
+function deadLetteredPoints(): Points {
+  const byKey = new Map<string, [Labels, number]>();
+  const add = (l: Labels, n: number) => {
+    const key = JSON.stringify(l);
+    const had = byKey.get(key);
+    if (had === undefined) byKey.set(key, [l, n]);
+    else had[1] += n;
+  };
+  for (const [consumer, n] of Object.entries(ops.deadLettered)) add({ consumer }, n);
+  for (const m of ops.consumerMetrics.values()) add(consumerLabels(m.name, m.version), m.deadLettered);
+  return [...byKey.values()];
+}
+
+/** What the consumer probes answered at one scrape (a probe that fails or hangs reads NaN). */
+export interface ProbeReadings {
+  lag: Points;
+  lagAge: Points;
+  dlq: Points;
+  bufferedMessages: Points;
+  bufferedBytes: Points;
+  breaker: Points;
+}
+
+/** Ask every consumer probe at once, each within `timeoutMs`. */
+export async function readProbes(timeoutMs: number): Promise<ProbeReadings> {
+  const r: ProbeReadings = { lag: [], lagAge: [], dlq: [], bufferedMessages: [], bufferedBytes: [], breaker: [] };
+  const read = (probe: ConsumerProbe, what: string, fn: () => number | Promise<number>) => within(timeoutMs, `consumer ${probe.name} ${what}`, fn).catch(() => NaN);
+  await Promise.all([...ops.consumers.values()].map(async (probe) => {
+    const l = consumerLabels(probe.name, probe.version);
+    const [lag, age, dlq] = await Promise.all([
+      probe.lag === undefined ? undefined : read(probe, 'lag', probe.lag),
+      probe.lagAgeMs === undefined ? undefined : read(probe, 'lag age', probe.lagAgeMs),
+      probe.dlqDepth === undefined ? undefined : read(probe, 'DLQ depth', probe.dlqDepth),
+    ]);
+    if (lag !== undefined) r.lag.push([l, lag]);
+    if (age !== undefined) r.lagAge.push([l, age / 1000]);
+    if (dlq !== undefined) r.dlq.push([l, dlq]);
+    if (probe.gauges !== undefined) {
+      let g;
+      try { g = probe.gauges(); } catch { g = { bufferedMessages: NaN, bufferedBytes: NaN }; }
+      r.bufferedMessages.push([l, g.bufferedMessages]);
+      r.bufferedBytes.push([l, g.bufferedBytes]);
+      if (g.breakerState !== undefined) r.breaker.push([l, g.breakerState]);
+    }
+  }));
+  return r;
+}
+
+/** The per-consumer series that follow the node's own (and a consumer process's base ones). */
+function writeConsumerSeries(p: PrometheusText, probes: ProbeReadings): void {
+  const all = [...ops.consumerMetrics.values()];
+  const points = (f: (m: (typeof all)[number]) => number): Points => all.map((m) => [consumerLabels(m.name, m.version), f(m)]);
+  p.counter('troupe_consumer_events_handled', 'Events a consumer\'s handler completed (committed), in this process', points((m) => m.handled));
+  p.counter('troupe_consumer_events_failed', 'Failed handler attempts of a consumer (each failed attempt of an event)', points((m) => m.failed));
+  p.counter('troupe_consumer_events_retried', 'Failed attempts of a consumer that will be tried again after a back-off', points((m) => m.retried));
+  p.counter('troupe_consumer_events_deferred', 'Events a consumer put off while its circuit breaker was open', points((m) => m.deferred));
+  p.histograms('troupe_consumer_handler_duration_seconds', 'Handler latency of a consumer: one observation per handler call (an event, or a batch for a batch handler)',
+    all.map((m) => [consumerLabels(m.name, m.version), m.handlerSeconds.snapshot()]), 's');
+  p.gauge('troupe_consumer_lag_seconds', 'Age of the oldest log message a consumer has not handled yet (0 when caught up)', probes.lagAge, 's');
+  p.gauge('troupe_consumer_buffered_messages', 'Log messages a consumer holds in memory, received and not acked yet', probes.bufferedMessages);
+  p.gauge('troupe_consumer_buffered_bytes', 'Bytes of the log messages a consumer holds in memory', probes.bufferedBytes, 'By');
+  p.gauge('troupe_consumer_breaker_state', 'A consumer\'s circuit breaker: 0 closed, 1 open, 2 half-open, 3 isolated', probes.breaker);
+}
+
+/** A consumer process's /metrics: its identity, then every consumer series (the node's names and labels). */
+export async function renderConsumerMetrics(instance: string, probeTimeoutMs: number): Promise<string> {
+  const p = new PrometheusText();
+  p.gauge('target_info', 'Target metadata', [[{ service_name: 'troupe-consumers', service_instance_id: instance }, 1]]);
+  const probes = await readProbes(probeTimeoutMs);
+  p.counter('troupe_events_dead_lettered', DEAD_LETTERED_HELP, deadLetteredPoints());
+  p.gauge('troupe_consumer_lag', CONSUMER_LAG_HELP, probes.lag);
+  p.gauge('troupe_dlq_depth', DLQ_DEPTH_HELP, probes.dlq);
+  writeConsumerSeries(p, probes);
   return p.text();
 }
 

@@ -86,7 +86,7 @@ describe('HTTP endpoints', () => {
       expect(r.status).toBe(503);
       const body = r.json();
       expect(body.status).toBe('fail');
-      expect(body.checks.consumer_lag).toEqual({ ok: false, consumers: { slow: { ok: false, value: 5_000, max: 100 } } });
+      expect(body.checks.consumer_lag).toEqual({ ok: false, failing: ['slow'], consumers: { slow: { ok: false, value: 5_000, max: 100 } } });
       expect(body.checks.dlq_depth).toEqual({ ok: true, consumers: { slow: { ok: true, value: 3, max: 10 } } });
       const m = (await get(`${url}/metrics`)).text;
       expect(sample(m, 'troupe_consumer_lag{consumer="slow"}')).toBe(5_000);
