@@ -181,9 +181,10 @@ class Engine<S> implements DecideStep<CommandContext> {
     const aggregateId = overrides?.aggregateId ?? r.aggregateId;
     const id = overrides?.commandId ?? commandId;
     const ctx: CommandContext = {
-      userId: r.userId, correlationId: id, version, now: r.now,
+      userId: r.userId, correlationId: id, version, now: r.now, timer: null,
       ...overrides,
       aggregateType: def.type, aggregateId, commandId: id, commandType,
+      schedule: this.decider.schedule, cancel: this.decider.cancel,
     };
     // Through the codec, as a payload crosses a thread or NATS.
     let input = def.commands.has(commandType) ? roundTrip(r.codec, payload) : payload;
