@@ -117,7 +117,7 @@ function packEachAndConcat(prefix: string, commits: readonly WireCommit[]): Buff
 }
 
 function ctxFor(id: string): CommandContext {
-  return { aggregateType: 'Account', aggregateId: id, commandId: 'c', commandType: 'Deposit', userId: undefined, correlationId: 'c', version: 1, now: Date.now() };
+  return { aggregateType: 'Account', aggregateId: id, commandId: 'c', commandType: 'Deposit', userId: undefined, correlationId: 'c', version: 1, now: Date.now(), schedule: () => {}, cancel: () => {}, timer: null };
 }
 
 // ---------------------------------------------------------------------------------------------

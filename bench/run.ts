@@ -46,6 +46,7 @@ import { basename, join, relative } from 'node:path';
 import { ceilingRow, plainRow, pickBestCeiling, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
 import { activationRows, type ActivationResult, type ActivationRow, type ActivationSpec } from './activation.ts';
 import { runMicro } from './micro.ts';
+import { runTimers } from './timers.ts';
 import { startBenchCluster, startBenchNats } from './nats.ts';
 import { formatSummary, profileFiles, summarizeProfile } from './profile.ts';
 import {
@@ -67,7 +68,7 @@ import { computeGoals, computeRatios } from './summary.ts';
 import { CHILD_SCRIPT, freshRun, ledgerRow, remoteRow, runLedger, runRemote, type RunControl, type ServerRef, type TroupeTuning } from './troupe.ts';
 import { expectedOutcome, generateCommands } from './workload.ts';
 
-const STEP_KEYS = ['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'sync', 'r3', 'micro'] as const;
+const STEP_KEYS = ['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'sync', 'r3', 'micro', 'timers'] as const;
 type StepKey = (typeof STEP_KEYS)[number];
 const ALIASES: Record<string, readonly StepKey[]> = {
   baselines: ['ceiling', 'plain'],
@@ -312,7 +313,7 @@ async function main(): Promise<void> {
 
   // The plan, so that progress can say [i/N].
   const plan: string[] = [];
-  const defaultServer = (['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'micro'] as const).some(want);
+  const defaultServer = (['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'micro', 'timers'] as const).some(want);
   for (let round = 0; round < sizes.repeat; round++) {
     if (want('ceiling')) plan.push('ceiling 1', 'ceiling 2');
     if (want('plain')) for (const c of sizes.concurrencies) plan.push(`plain ${c}`);
@@ -323,6 +324,7 @@ async function main(): Promise<void> {
   if (want('scale')) for (const s of sizes.scale) plan.push(s.label);
   if (want('activation')) plan.push('activation');
   if (want('micro')) plan.push('micro');
+  if (want('timers')) plan.push('timers');
   if (want('sync')) plan.push('sync ceiling 1', 'sync ceiling 2', 'sync troupe');
   if (want('r3')) plan.push('r3 ceiling 1', 'r3 ceiling 2', 'r3 troupe');
   const step = steps(plan.length);
@@ -484,6 +486,14 @@ async function main(): Promise<void> {
         await attempt('micro-benchmarks (tinybench)', async (p) => {
           micro = await runMicro({ quick: args.quick, natsUrl: nats.url, onGroup: (g) => p.update(`micro-benchmarks: ${g}`) });
           return `${micro.length} alternatives in ${new Set(micro.map((m) => m.group)).size} races`;
+        });
+      }
+
+      // Durable timers (bench/timers.ts): 100k actors (2k with --quick), one timer each, all due at once.
+      if (want('timers')) {
+        await attempt('timers', async () => {
+          const r = await runTimers(nats.url, args.quick ? 2000 : 100_000, 0);
+          return `${fmt(r.actors)} timers: ${fmt(r.firingsPerSec)} firings/s, late p99 ≤ ${r.lateP99Sec} s, peak RSS ${fmt(r.peakRssMb)} MB`;
         });
       }
     } finally {

@@ -14,6 +14,12 @@
  *   the contract write refuses a payload → its error (SCHEMA_VIOLATION, SENSITIVE_DATA)
  *   evolve throws                        → DecideFailedError, or the TroupeError it threw
  *   decide returns nothing or []         → no events; one draft or an array of drafts → those events
+ *   ctx.schedule with a bad timer spec   → ValidationError VALIDATION (the command is refused)
+ *
+ * Durable timers: `ctx.schedule` and `ctx.cancel` (bound once per Decider: `schedule`, `cancel`)
+ * record what decide asked for in `timers`, in order, as the log stores it (wire.ts TIMER_*);
+ * nothing of it survives a refused command. A timer firing (`ctx.timer` set) is the actor's own
+ * command: the `authorize` rules, which judge callers, do not apply to it.
  *
  * What differs between the two callers is a parameter of the `DecideStep` they pass: the node
  * writes through its contracts (encryption included) and defers a command whose subject key is
@@ -21,9 +27,11 @@
  * decide and evolve. A Decider is made once per shard (or kit) and reused: no object is built
  * per command on the node's path, and the results are read from its fields after `run`.
  */
-import type { ActorDefinition, CommandContext, EventContext, EventDraft } from './define.ts';
+import type { ActorDefinition, CommandContext, EventContext, EventDraft, TimerSpec } from './define.ts';
 import { DecideFailedError, TroupeError, ValidationError, type ErrorData } from './errors.ts';
 import { checkRules } from './principal.ts';
+import { isPlainPayload } from './envelope.ts';
+import { TIMER_OP, type WireTimerOp } from './wire.ts';
 
 /** What `Decider.run` ended with. */
 export const DecideOutcome = {
@@ -61,6 +69,28 @@ export class Decider<T> {
   state: unknown = undefined;
   /** After DECIDED: the drafts decide returned (not copied). */
   drafts: readonly EventDraft[] = NO_DRAFTS;
+  /** After DECIDED or NO_EVENTS: what decide did to the actor's timers, in order; null when nothing. */
+  timers: WireTimerOp[] | null = null;
+  /** Set by the caller before `run`: the command's trace context, kept with the timers it schedules. */
+  traceparent: string | null = null;
+  private def: ActorDefinition<unknown> | null = null;
+  private ctx: CommandContext | null = null;
+
+  /** `ctx.schedule` of the commands this Decider runs (bound once: put it on the context). */
+  readonly schedule = (spec: TimerSpec): void => {
+    const ctx = this.ctx;
+    const def = this.def;
+    if (ctx === null || def === null) throw new ValidationError('VALIDATION', 'ctx.schedule was called after decide returned; call it during decide');
+    (this.timers ??= []).push(timerSet(def, ctx, spec, this.traceparent));
+  };
+
+  /** `ctx.cancel` of the commands this Decider runs. */
+  readonly cancel = (key: string): void => {
+    const ctx = this.ctx;
+    if (ctx === null) throw new ValidationError('VALIDATION', 'ctx.cancel was called after decide returned; call it during decide');
+    checkKey(ctx, key);
+    (this.timers ??= []).push([TIMER_OP.CANCEL, key]);
+  };
 
   constructor(private readonly step: DecideStep<T>) {}
 
@@ -73,19 +103,25 @@ export class Decider<T> {
     this.error = null;
     this.drafts = NO_DRAFTS;
     this.state = state;
+    this.timers = null;
     const command = def.commands.get(ctx.commandType);
     if (command === undefined) return this.fail(unknownCommand(def, ctx));
-    if (command.authorize !== null) {
+    if (command.authorize !== null && ctx.timer == null) {
       const refused = checkRules(command.authorize, ctx.principal ?? null,
         { kind: 'command', type: ctx.commandType, aggregateType: def.type, aggregateId: ctx.aggregateId, payload },
         { kind: 'command', state, version });
       if (refused !== null) return this.fail(refused);
     }
     let out: unknown;
+    this.def = def;
+    this.ctx = ctx;
     try {
       out = command.decide(state, payload, ctx);
     } catch (e) {
       return this.fail(e instanceof TroupeError ? e : new DecideFailedError(`${def.type}.${ctx.commandType} threw: ${messageOf(e)}${this.hint(e)}`, ids(ctx), e));
+    } finally {
+      this.def = null;
+      this.ctx = null;
     }
     if (out === undefined || out === null) return DecideOutcome.NO_EVENTS;
     if (typeof (out as { then?: unknown }).then === 'function') {
@@ -129,6 +165,7 @@ export class Decider<T> {
 
   private fail(e: TroupeError): DecideOutcome {
     this.error = e;
+    this.timers = null;
     return DecideOutcome.FAILED;
   }
 
@@ -137,6 +174,45 @@ export class Decider<T> {
       ? ' (the test kit freezes state, payloads and context: decide and evolve must return new objects, not mutate these)'
       : '';
   }
+}
+
+const TIMER_KEY = /^[\x21-\x7e]{1,128}$/;
+/** The shortest period of a periodic timer, ms. */
+export const MIN_TIMER_EVERY_MS = 1000;
+
+function checkKey(ctx: CommandContext, key: unknown): asserts key is string {
+  if (typeof key !== 'string' || !TIMER_KEY.test(key)) {
+    throw new ValidationError('VALIDATION', `${ctx.aggregateType}.${ctx.commandType}: a timer key must be 1-128 printable characters without spaces, got ${show(key)}`, ids(ctx));
+  }
+}
+
+/** The SET op of `ctx.schedule(spec)`, or a VALIDATION error that names what is wrong. */
+function timerSet(def: ActorDefinition<unknown>, ctx: CommandContext, spec: TimerSpec, traceparent: string | null): WireTimerOp {
+  const where = `${def.type}.${ctx.commandType}: ctx.schedule`;
+  const bad = (what: string): never => { throw new ValidationError('VALIDATION', `${where}: ${what}`, ids(ctx)); };
+  if (typeof spec !== 'object' || spec === null) bad(`takes { key, at | after | every, command, payload? }, got ${show(spec)}`);
+  checkKey(ctx, spec.key);
+  if (typeof spec.command !== 'string' || !def.commands.has(spec.command)) {
+    bad(`command must be one of the actor's commands (${[...def.commands.keys()].join(', ')}), got ${show(spec.command)}`);
+  }
+  const payload = spec.payload ?? {};
+  if (!isPlainPayload(payload)) bad(`payload must be a plain object, got ${show(spec.payload)}`);
+  const { at, after, every } = spec;
+  if (at !== undefined && after !== undefined) bad('give at or after, not both');
+  if (every !== undefined && (typeof every !== 'number' || !Number.isInteger(every) || every < MIN_TIMER_EVERY_MS)) bad(`every must be an integer number of ms, at least ${MIN_TIMER_EVERY_MS}, got ${show(every)}`);
+  let dueAt: number;
+  if (at !== undefined) {
+    dueAt = at instanceof Date ? at.getTime() : at;
+    if (typeof dueAt !== 'number' || !Number.isFinite(dueAt)) bad(`at must be a Date or ms since the epoch, got ${show(at)}`);
+  } else if (after !== undefined) {
+    if (typeof after !== 'number' || !Number.isFinite(after) || after < 0) bad(`after must be a number of ms ≥ 0, got ${show(after)}`);
+    dueAt = ctx.now + after;
+  } else if (every !== undefined) {
+    dueAt = ctx.now + every;
+  } else {
+    return bad('give at, after or every');
+  }
+  return [TIMER_OP.SET, spec.key, Math.round(dueAt), spec.command, payload, every ?? 0, ctx.commandId, ctx.correlationId, traceparent];
 }
 
 /** UNKNOWN_COMMAND_TYPE for a command `def` does not declare. */

@@ -36,6 +36,51 @@ export interface CommandContext {
   readonly now: number;
   /** The verified caller (principal.ts), or null when the command carries none. `userId` is its id. */
   readonly principal?: Principal | null;
+  /**
+   * Schedule a durable timer: when it falls due, the actor is sent `command` (with `payload`)
+   * by its shard's owner. The timer is stored with this command's commit (nothing is scheduled
+   * when the command fails), survives crashes, restarts and shard moves, and replaces a
+   * pending timer of the same `key`. See TimerSpec.
+   */
+  schedule(timer: TimerSpec): void;
+  /** Cancel the pending timer `key` (with this command's commit); nothing happens when there is none. */
+  cancel(key: string): void;
+  /** When this command is a timer firing: which timer, and when it was due. null otherwise. */
+  readonly timer: TimerFiring | null;
+}
+
+/**
+ * A durable timer, as `ctx.schedule` takes it. Give exactly one of `at` and `after`, or
+ * `every` alone (first due `every` ms from now); `every` with `at` or `after` sets the first
+ * due time of a periodic timer.
+ */
+export interface TimerSpec {
+  /** Names the timer within its actor: scheduling the same key again replaces it. 1-128 printable characters. */
+  key: string;
+  /** When it falls due: a Date or milliseconds since the epoch. */
+  at?: Date | number;
+  /** Falls due this many milliseconds after `ctx.now`. */
+  after?: number;
+  /** Periodic: falls due again every this many milliseconds (at least 1000) until cancelled. */
+  every?: number;
+  /** The command the actor is sent when the timer falls due: one of its own commands. */
+  command: string;
+  /** The command's payload: a plain object (default `{}`). */
+  payload?: Record<string, unknown>;
+}
+
+/** `ctx.timer` of a command sent by a timer. */
+export interface TimerFiring {
+  readonly key: string;
+  /** When this firing was due (ms since the epoch). */
+  readonly dueAt: number;
+  /**
+   * Periodic timers: how many later due times also passed before this firing (while the shard
+   * was down or busy) and were folded into it; 0 when it fires on time. Always 0 for one-shot timers.
+   */
+  readonly missed: number;
+  /** The commandId of the command that scheduled the timer. */
+  readonly scheduledBy: string;
 }
 
 /** What an evolve function knows about the event besides its payload. */

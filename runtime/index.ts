@@ -6,7 +6,7 @@
 export { defineActor, REDACTED } from './define.ts';
 export type {
   ActorConfig, ActorDefinition, CommandContext, CommandSpec, Decide, EventContext, EventDraft, EventSpec, Evolve, JsonSchema, SensitiveSpec,
-  SubjectContext,
+  SubjectContext, TimerSpec, TimerFiring,
 } from './define.ts';
 export { upcast, addField, renameField, removeField, compose } from './upcast.ts';
 export type { Upcaster, UpcastFn, UpcastContext } from './upcast.ts';

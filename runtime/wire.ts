@@ -8,6 +8,7 @@
  *   layout          where                                      values
  *   COMMIT          the log (journal/codec.ts, batch-writer)    one command's commit
  *   EVENT           inside a COMMIT                             one decided event
+ *   TIMER_*         inside a COMMIT; LMDB (journal/timers.ts)   what a commit did to its actor's timers
  *   BATCH           one JetStream message                       [format, idPrefix, ...commits]
  *   COMMAND         main thread → worker (node/pool.ts)         COMMAND_STRIDE per command
  *   OUTCOME         worker → main thread, node → client         OUTCOME_STRIDE per command
@@ -35,10 +36,29 @@ export const EVENT = { id: 0, type: 1, version: 2, payload: 3 } as const;
 export type WireCommit = [
   commandId: string, aggregateType: string, aggregateId: string, correlationId: string | null, userId: string | null,
   timestampMs: number, source: string, firstSequence: number, events: WireEvent[], commandCausationId?: string | null,
+  timers?: WireTimerOp[] | null,
 ];
 export const COMMIT = {
-  commandId: 0, type: 1, id: 2, correlationId: 3, userId: 4, timestamp: 5, source: 6, firstSeq: 7, events: 8, causationId: 9,
+  commandId: 0, type: 1, id: 2, correlationId: 3, userId: 4, timestamp: 5, source: 6, firstSeq: 7, events: 8, causationId: 9, timers: 10,
 } as const;
+
+/**
+ * What a commit did to its actor's durable timers (node/timers.ts), applied in order after its
+ * events; absent when it did nothing to them. They are not events: a consumer never sees them.
+ *
+ *   SET     [0, key, dueAt, command, payload, every (0: one-shot), scheduledBy, correlationId, traceparent | null]
+ *   CANCEL  [1, key]
+ *   FIRED   [2, key, dueAt, missed, refused (the error code decide refused the firing with) | null]
+ *
+ * A firing's commit starts with FIRED (and, for a periodic timer, the SET of its next due
+ * time); the timers its decide scheduled or cancelled follow. The LMDB index keeps SET tuples
+ * as they are.
+ */
+export type WireTimerSet = [op: 0, key: string, dueAt: number, command: string, payload: unknown, every: number, scheduledBy: string, correlationId: string, traceparent: string | null];
+export type WireTimerOp = WireTimerSet | [op: 1, key: string] | [op: 2, key: string, dueAt: number, missed: number, refused: string | null];
+export const TIMER_OP = { SET: 0, CANCEL: 1, FIRED: 2 } as const;
+export const TIMER_SET = { op: 0, key: 1, dueAt: 2, command: 3, payload: 4, every: 5, scheduledBy: 6, correlationId: 7, traceparent: 8 } as const;
+export const TIMER_FIRED = { op: 0, key: 1, dueAt: 2, missed: 3, refused: 4 } as const;
 
 /** One JetStream message: [format, idPrefix, commit, commit, ...]. */
 export const BATCH = { format: 0, idPrefix: 1, firstCommit: 2 } as const;
@@ -46,9 +66,11 @@ export const BATCH = { format: 0, idPrefix: 1, firstCommit: 2 } as const;
 /** A commit tuple from its fields (the generic encoder's input; the batch writer writes the same fields without it). */
 export function commitTuple(
   commandId: string, type: string, id: string, correlationId: string, userId: string | null, timestampMs: number, source: string,
-  firstSeq: number, events: WireEvent[], causationId: string | null,
+  firstSeq: number, events: WireEvent[], causationId: string | null, timers: WireTimerOp[] | null = null,
 ): WireCommit {
-  return [commandId, type, id, correlationId === commandId ? null : correlationId, userId, timestampMs, source, firstSeq, events, causationId];
+  const c: WireCommit = [commandId, type, id, correlationId === commandId ? null : correlationId, userId, timestampMs, source, firstSeq, events, causationId];
+  if (timers !== null) c.push(timers);
+  return c;
 }
 
 /** The sequence of a commit's last event. */

@@ -114,7 +114,7 @@ describe('decide.ts: the node and the test kit', () => {
   it('defers a command when a write asks to, and applies nothing', () => {
     const step: DecideStep<null> = { freeze: false, write: () => false };
     const decider = new Decider(step);
-    const ctx: CommandContext = { aggregateType: 'Probe', aggregateId: 'p', commandId: 'c', commandType: 'Add', userId: undefined, correlationId: 'c', version: 0, now: 0 };
+    const ctx: CommandContext = { aggregateType: 'Probe', aggregateId: 'p', commandId: 'c', commandType: 'Add', userId: undefined, correlationId: 'c', version: 0, now: 0, schedule: () => {}, cancel: () => {}, timer: null };
     const state = { n: 0 };
     expect(decider.run(probe as never, state, 0, { n: 1 }, ctx, '1970-01-01T00:00:00.000Z', null)).toBe(DecideOutcome.DEFERRED);
     expect(decider.state).toBe(state);

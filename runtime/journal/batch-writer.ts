@@ -9,7 +9,7 @@
  * output is a valid msgpack value. The output is plain msgpack: any decoder reads it.
  */
 import { Packr } from 'msgpackr';
-import { COMMIT, EVENT, type WireCommit, type WireEvent } from '../wire.ts';
+import { COMMIT, EVENT, type WireCommit, type WireEvent, type WireTimerOp } from '../wire.ts';
 
 const fallback = new Packr({ useRecords: false, variableMapSize: true });
 
@@ -156,7 +156,7 @@ const writer = new BatchWriter();
 export function writeCommitBatch(format: number, idPrefix: string, commits: readonly WireCommit[]): Buffer {
   beginCommitBatch(format, idPrefix, commits.length);
   for (const c of commits) {
-    writeCommit(c[COMMIT.commandId], c[COMMIT.type], c[COMMIT.id], c[COMMIT.correlationId], c[COMMIT.userId], c[COMMIT.timestamp], c[COMMIT.source], c[COMMIT.firstSeq], c[COMMIT.events], c[COMMIT.causationId] ?? null);
+    writeCommit(c[COMMIT.commandId], c[COMMIT.type], c[COMMIT.id], c[COMMIT.correlationId], c[COMMIT.userId], c[COMMIT.timestamp], c[COMMIT.source], c[COMMIT.firstSeq], c[COMMIT.events], c[COMMIT.causationId] ?? null, c[COMMIT.timers] ?? null);
   }
   return endCommitBatch();
 }
@@ -176,9 +176,10 @@ export function beginCommitBatch(format: number, idPrefix: string, count: number
 export function writeCommit(
   commandId: string, aggregateType: string, aggregateId: string, correlationId: string | null, userId: string | null,
   timestampMs: number, source: string, firstSequence: number, events: readonly WireEvent[], causationId: string | null,
+  timers: readonly WireTimerOp[] | null = null,
 ): void {
   const w = writer;
-  w.array(10);
+  w.array(timers === null ? 10 : 11);
   w.string(commandId);
   w.string(aggregateType);
   w.string(aggregateId);
@@ -198,6 +199,7 @@ export function writeCommit(
     w.value(e[EVENT.payload]);
   }
   w.stringOrNil(causationId);
+  if (timers !== null) w.value(timers);
 }
 
 export function endCommitBatch(): Buffer {

@@ -8,6 +8,7 @@
  *   history-index.ts  which log messages hold which commits of an actor
  *   command-ids.ts    processed command ids with expiry (idempotency)
  *   checkpoints.ts    per-shard checkpoints and the identity of the stream the cache describes
+ *   timers.ts         durable timers: by actor, and by shard and due time (the scheduler's order)
  *
  * `exportShards` and `importShard` move one shard's part of the cache between nodes (a shard
  * checkpoint, shared-checkpoints.ts): its actors' snapshots, history entries and command ids.
@@ -22,6 +23,8 @@ import { Checkpoints } from './checkpoints.ts';
 import { CommandIds, type CommandRecord } from './command-ids.ts';
 import { HistoryIndex, IndexWindow } from './history-index.ts';
 import { Snapshots, type SealedSnapshot, type Snapshot } from './snapshots.ts';
+import { TimerIndex } from './timers.ts';
+import { TIMER_FIRED, TIMER_OP, TIMER_SET, type WireTimerOp, type WireTimerSet } from '../wire.ts';
 import { shardOf } from '../envelope.ts';
 import { decodeCheckpoint, encodeCheckpoint } from './codec.ts';
 
@@ -59,6 +62,8 @@ interface ShardPart {
   snapshots: [type: string, id: string, snapshot: SealedSnapshot][];
   history: [type: string, id: string, lastSeq: number, pairs: number[]][];
   commands: [epoch: number, commandId: string, record: CommandRecord][];
+  /** Absent in checkpoints written before timers: such a checkpoint is not restored (the log is read instead). */
+  timers?: [type: string, id: string, record: WireTimerSet][];
 }
 
 export class Store {
@@ -67,6 +72,8 @@ export class Store {
   private readonly history: HistoryIndex;
   private readonly commands: CommandIds;
   private readonly checkpoints: Checkpoints;
+  /** Durable timers (timers.ts); node/timers.ts reads them. */
+  readonly timers: TimerIndex;
 
   constructor(dataDir: string, stream: string, commandTtlMs: number) {
     const path = join(dataDir, 'lmdb', stream);
@@ -76,6 +83,20 @@ export class Store {
     this.history = new HistoryIndex(this.root);
     this.checkpoints = new Checkpoints(this.root);
     this.commands = new CommandIds(this.root, commandTtlMs);
+    this.timers = new TimerIndex(this.root);
+  }
+
+  /**
+   * Apply a commit's timer ops (wire.ts TIMER_*) of actor (type, id) on `shard`, in order.
+   * Returns the change in the shard's number of pending timers. `each` sees every op applied.
+   */
+  applyTimerOps(shard: number, type: string, id: string, ops: readonly WireTimerOp[]): number {
+    let delta = 0;
+    for (const op of ops) {
+      if (op[0] === TIMER_OP.SET) delta += this.timers.set(shard, type, id, op);
+      else delta += this.timers.remove(shard, type, id, op[op[0] === TIMER_OP.FIRED ? TIMER_FIRED.key : TIMER_SET.key]);
+    }
+    return delta;
   }
 
   getSnapshot(type: string, id: string): Snapshot | undefined {
@@ -205,7 +226,7 @@ export class Store {
   exportShards(shards: readonly number[], count: number, now = Date.now()): Map<number, { position: number; bytes: Uint8Array }> {
     this.refresh();
     const parts = new Map<number, ShardPart>();
-    for (const s of shards) parts.set(s, { snapshots: [], history: [], commands: [] });
+    for (const s of shards) parts.set(s, { snapshots: [], history: [], commands: [], timers: [] });
     const cache = new Map<string, ShardPart | undefined>();
     const partOf = (type: string, id: string): ShardPart | undefined => {
       const key = `${type}\u0000${id}`;
@@ -218,6 +239,7 @@ export class Store {
     for (const [type, id, snap] of this.snapshots.entries(belongs)) partOf(type, id)!.snapshots.push([type, id, snap]);
     for (const [type, id, lastSeq, pairs] of this.history.entries(belongs)) partOf(type, id)!.history.push([type, id, lastSeq, pairs]);
     for (const [epoch, commandId, rec] of this.commands.entries(now, belongs)) partOf(rec[0], rec[1])!.commands.push([epoch, commandId, rec]);
+    for (const [type, id, rec] of this.timers.entries(belongs)) partOf(type, id)!.timers!.push([type, id, rec]);
     const out = new Map<number, { position: number; bytes: Uint8Array }>();
     for (const [s, part] of parts) out.set(s, { position: this.checkpoints.get(s), bytes: encodeCheckpoint(part) });
     return out;
@@ -231,9 +253,12 @@ export class Store {
    */
   async importShard(shard: number, count: number, position: number, bytes: Uint8Array): Promise<{ snapshots: number; history: number; commands: number }> {
     const part = decodeCheckpoint<ShardPart>(bytes);
+    if (part.timers === undefined) throw new Error(`the checkpoint of shard ${shard} holds no timers (written by an older version)`);
     await this.flushIndex();
     await this.root.transaction(() => {
       if (this.checkpoints.get(shard) > 0) this.history.removeWhere((type, id) => shardOf(type, id, count) === shard);
+      this.timers.removeShard(shard);
+      for (const [type, id, rec] of part.timers!) this.timers.putEntry(shard, type, id, rec);
       for (const [type, id, snap] of part.snapshots) this.snapshots.putIfNewer(type, id, snap);
       for (const [type, id, lastSeq, pairs] of part.history) this.history.putEntry(type, id, lastSeq, pairs);
       for (const [epoch, commandId, rec] of part.commands) this.commands.putInEpoch(epoch, commandId, rec);
@@ -272,6 +297,7 @@ export class Store {
     await this.history.clear();
     await this.checkpoints.clear();
     await this.commands.clear();
+    await this.timers.clear();
     await this.checkpoints.setStreamIdentity(identity);
   }
 

@@ -11,9 +11,16 @@ import { beginBatch, endBatch, writeCommit } from '../journal/codec.ts';
 import { AppendHeaders, COMMIT_BATCH_FORMAT, FORMAT_HEADER, type PublishAck } from '../journal/journal.ts';
 import type { TroupeError } from '../errors.ts';
 import { IdUse } from '../envelope.ts';
+import { TIMER_OP } from '../wire.ts';
 import type { PendingCommit } from './cell.ts';
 import { snapshotIfDue } from './passivation.ts';
 import type { ShardHost } from './shard.ts';
+
+/**
+ * For the durable-timer crash test (test/node/timers.int.test.ts) only: the process kills itself
+ * once JetStream acknowledged a message holding a timer's firing, before the ack is handled.
+ */
+const CRASH_AFTER_FIRING_APPEND = process.env.TROUPE_TEST_CRASH_AT === 'timer-firing-appended';
 
 export class Appender {
   private buffer: PendingCommit[] = [];
@@ -67,7 +74,7 @@ export class Appender {
     for (let i = 0; i < batch.length; i++) {
       const pc = batch[i]!;
       const cmd = pc.cmd;
-      writeCommit(pc.commandId, pc.cell.reg.def.type, pc.cell.id, cmd.correlationId === pc.commandId ? null : cmd.correlationId, cmd.userId, pc.timestamp, source, pc.firstSeq, pc.wire, cmd.causationId);
+      writeCommit(pc.commandId, pc.cell.reg.def.type, pc.cell.id, cmd.correlationId === pc.commandId ? null : cmd.correlationId, cmd.userId, pc.timestamp, source, pc.firstSeq, pc.wire, cmd.causationId, pc.timers);
     }
     const data = endBatch();
     const h = new AppendHeaders();
@@ -83,6 +90,7 @@ export class Appender {
       if (generation !== host.generation) return;
       if (err !== null) this.failed(err);
       else {
+        if (CRASH_AFTER_FIRING_APPEND && batch.some((pc) => pc.timers?.[0]?.[0] === TIMER_OP.FIRED)) process.kill(process.pid, 'SIGKILL');
         observer?.appended(host.shard, batch, ack!.seq, performance.now() - sentAt);
         this.appended(ack!);
       }
@@ -104,8 +112,13 @@ export class Appender {
       const cell = pc.cell;
       cell.state = pc.stateAfter;
       cell.version = pc.lastSeq;
-      if (cell.lastPending === pc) cell.lastPending = null;
-      store.indexCommit(cell.reg.def.type, cell.id, pc.lastSeq, position);
+      if (pc.timers !== null) host.timersStored(cell.reg.def.type, cell.id, pc.timers);
+      if (cell.lastPending === pc) {
+        cell.lastPending = null;
+        cell.timerEdits = null;
+      }
+      // A commit of timer ops alone has no events: nothing to replay, so no history entry.
+      if (pc.wire.length > 0) store.indexCommit(cell.reg.def.type, cell.id, pc.lastSeq, position);
       if (pc.cmd.idUse !== IdUse.GENERATED) {
         ids.stored(pc, position, now);
         remembered = true;

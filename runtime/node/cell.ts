@@ -6,7 +6,7 @@
 import type { CommandEnvelope, CommandResult } from '../envelope.ts';
 import { formatId } from '../envelope.ts';
 import type { WireError } from '../errors.ts';
-import { EVENT, type WireEvent } from '../wire.ts';
+import { EVENT, type WireEvent, type WireTimerOp } from '../wire.ts';
 import type { Registered } from '../contracts/registry.ts';
 import type { WorkerCommandTrace } from '../ops/tracing.ts';
 
@@ -37,6 +37,11 @@ export class ActorCell {
   /** Settles when an asynchronous activation (replay from the log) ends. */
   activated: Promise<void> | null = null;
   lastPending: PendingCommit | null = null;
+  /**
+   * Timers changed by commits not yet acknowledged: key → due time, or null when removed. A
+   * firing checks it before the LMDB index (node/timers.ts); null when no commit is pending.
+   */
+  timerEdits: Map<string, number | null> | null = null;
   constructor(readonly reg: Registered, readonly id: string, readonly generation: number) {}
 }
 
@@ -97,6 +102,8 @@ export interface PendingCommit {
   /** Replies decided after this commit that must not be given before it is stored. */
   followers: (() => void)[] | null;
   failFollowers: ((e: WireError) => void)[] | null;
+  /** What the commit does to the actor's durable timers (wire.ts TIMER_*), or null. */
+  timers: WireTimerOp[] | null;
 }
 
 /** The events of a pending commit as a result lists them (ids formatted here, on demand). */

@@ -40,7 +40,10 @@ import type { SharedCheckpoints } from '../journal/shared-checkpoints.ts';
 import type { CommandContext } from '../define.ts';
 import type { Principal } from '../principal.ts';
 import { Decider, DecideOutcome, type DecideStep } from '../decide.ts';
-import { COMMIT, commitTuple, lastSeqOf, type WireCommit, type WireEvent } from '../wire.ts';
+import { COMMIT, EVENT, TIMER_OP, TIMER_SET, commitTuple, lastSeqOf, type WireCommit, type WireEvent, type WireTimerOp } from '../wire.ts';
+import type { DueTimer } from '../journal/timers.ts';
+import { timerFiringTrace, tracing, WorkerCommandTrace } from '../ops/tracing.ts';
+import { firedOps, missedOf, opKey, pendingTimer, ShardTimers, type PendingTimer, timerCommandId, TimerCommand, type TimedShard, type TimerClock } from './timers.ts';
 import { ActorCell, CellMap, commitResult, eventsOf, follow, type InboundCommand, type PendingCommit } from './cell.ts';
 import { activate } from './activation.ts';
 import { actorHistory, queryActor } from './reads.ts';
@@ -79,6 +82,8 @@ export interface ShardContext {
   readonly shared?: SharedCheckpoints | null;
   /** What shards' logs need a reader to know, and what this node reads (node/log-needs.ts); null: not tracked. */
   readonly needs?: NeedsContext | null;
+  /** Fires the durable timers of the worker's shards (timers.ts); absent: timers are kept, not fired. */
+  readonly clock?: TimerClock | null;
 }
 
 /** What the shard's last catch-up did: where it started, whether it restored a shared checkpoint. */
@@ -100,7 +105,7 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
  * replay), appender.ts (buffer, flush, ack, failure), idempotency.ts (command ids),
  * passivation.ts (snapshots, freeing actors); decide.ts runs each command.
  */
-export class ShardHost implements DecideStep<InboundCommand> {
+export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
   state: ShardState = 'broken';
   /** Bumped whenever the shard re-opens or closes: work of an older generation is dropped. */
   generation = 0;
@@ -122,12 +127,16 @@ export class ShardHost implements DecideStep<InboundCommand> {
   private wire: WireEvent[] = [];
   private readonly context: Mutable<CommandContext> = {
     aggregateType: '', aggregateId: '', commandId: '', commandType: '', userId: undefined, correlationId: '', version: 0, now: 0, principal: null,
+    schedule: this.decider.schedule, cancel: this.decider.cancel, timer: null,
   };
+  /** The shard's durable timers in memory: its soonest, and the firings under way (timers.ts). */
+  readonly timers: ShardTimers;
 
   constructor(readonly shard: number, readonly ctx: ShardContext) {
     this.subject = shardSubject(ctx.options.subjectPrefix, shard);
     this.appender = new Appender(this);
     this.needs = new LogNeeds(shard, ctx.needs ?? null, () => ctx.scheduleFlush(this));
+    this.timers = new ShardTimers(shard, ctx.store.timers, ctx.clock?.meter ?? null);
     this.commandIds = new CommandIds(ctx.store, ctx.journal, (pc) => commitResult(pc, this.appender.expectedSeq, this.ctx.ids.prefix, true));
   }
 
@@ -153,6 +162,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
     this.state = 'opening';
     this.generation++;
     this.cells.clear();
+    this.timers.clear();
     const { store, journal } = this.ctx;
     try {
       const last = await lastSequenceOf(journal, this.subject);
@@ -176,11 +186,13 @@ export class ShardHost implements DecideStep<InboundCommand> {
       await needs.caughtUp();
       this.lastCatchUp = { restored, from, to: last, messages };
       store.advanceCheckpoint(this.shard, last);
-      await store.flushIndex();
+      await store.flushed(); // the timer index's writes too: the window is read next
       store.refresh();
       this.appender.expectedSeq = last;
       this.commandIds.clearRecent();
       this.state = 'ready';
+      this.timers.load();
+      this.ctx.clock?.arm();
     } catch (e) {
       this.state = 'broken';
       const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`shard ${this.shard} cannot catch up with the log: ${(e as Error).message}`, { shard: this.shard }, e));
@@ -221,7 +233,10 @@ export class ShardHost implements DecideStep<InboundCommand> {
     const type = c[COMMIT.type];
     const id = c[COMMIT.id];
     const last = lastSeqOf(c);
-    this.ctx.store.indexCommit(type, id, last, position, true);
+    // A commit of timer ops alone has no events: nothing to replay, so no history entry.
+    if (c[COMMIT.events].length > 0) this.ctx.store.indexCommit(type, id, last, position, true);
+    const timers = c[COMMIT.timers];
+    if (timers != null) this.timersStored(type, id, timers);
     this.commandIds.replayed(c[COMMIT.commandId], [type, id, c[COMMIT.firstSeq], last, position], c[COMMIT.timestamp], cutoff);
   }
 
@@ -273,6 +288,21 @@ export class ShardHost implements DecideStep<InboundCommand> {
     const def = cell.reg.def;
     const now = Date.now();
     cell.lastUsed = now;
+    // A timer's firing (timers.ts): only while the timer is still the one it was taken for.
+    const firing = cmd instanceof TimerCommand ? cmd : null;
+    let missed = 0;
+    if (firing !== null) {
+      const key = firing.rec[TIMER_SET.key];
+      const edit = cell.timerEdits?.get(key);
+      const current = edit !== undefined ? edit : this.ctx.store.timers.get(def.type, cell.id, key)?.[TIMER_SET.dueAt] ?? null;
+      if (current !== firing.dueAt) {
+        firing.reply(null, null);
+        return;
+      }
+      missed = missedOf(firing.dueAt, firing.rec[TIMER_SET.every], now);
+      firing.firedAt = now;
+      firing.firing = { key, dueAt: firing.dueAt, missed, scheduledBy: firing.rec[TIMER_SET.scheduledBy] };
+    }
     // One context object per shard, refilled per command: decide is synchronous, and a context
     // must not be kept beyond the call (define.ts says so).
     const ctx = this.context;
@@ -285,23 +315,38 @@ export class ShardHost implements DecideStep<InboundCommand> {
     ctx.correlationId = cmd.correlationId;
     ctx.version = cell.pendingVersion;
     ctx.now = now;
+    ctx.timer = firing === null ? null : firing.firing;
     this.deciding = cell;
     const decider = this.decider;
+    decider.traceparent = cmd.spans?.origin ?? null;
     const outcome = decider.run(def, cell.pending, cell.pendingVersion, cmd.payload, ctx, isoTime(now), cmd);
     this.deciding = null;
+    let timers = decider.timers;
+    if (firing !== null) {
+      // A firing is consumed whatever decide did: FIRED (and the next due time) come first.
+      const fired = firedOps(firing.rec, missed, outcome === DecideOutcome.FAILED ? decider.error!.code : null);
+      timers = timers === null ? fired : fired.concat(timers);
+    }
     if (outcome === DecideOutcome.FAILED) {
-      this.replyAfterPending(cell, cmd, withIds(decider.error!, cell, cmd), null);
+      if (firing === null) {
+        this.replyAfterPending(cell, cmd, withIds(decider.error!, cell, cmd), null);
+        return;
+      }
+      this.commit(cell, cmd, [], cell.pending, timers, now);
       return;
     }
     if (outcome === DecideOutcome.NO_EVENTS) {
-      this.replyAfterPending(cell, cmd, null, { commandId: cmd.commandId, aggregateType: def.type, aggregateId: cell.id, version: cell.pendingVersion, events: [], position: 0, duplicate: false });
+      if (timers === null) {
+        this.replyAfterPending(cell, cmd, null, { commandId: cmd.commandId, aggregateType: def.type, aggregateId: cell.id, version: cell.pendingVersion, events: [], position: 0, duplicate: false });
+        return;
+      }
+      this.commit(cell, cmd, [], cell.pending, timers, now);
       return;
     }
     if (outcome === DecideOutcome.DEFERRED) {
       deferUntilKeys(cell, cmd, pendingKeys(), (c) => this.submit(c));
       return;
     }
-    const drafts = decider.drafts;
     const state = decider.state;
     // Filled by write() during this run (a fresh array per decided command: it becomes the commit's).
     const wireEvents = this.wire;
@@ -313,13 +358,20 @@ export class ShardHost implements DecideStep<InboundCommand> {
         return;
       }
     }
+    this.commit(cell, cmd, wireEvents, state, timers, now);
+  }
+
+  /** Buffer the commit of `cmd`: its events (maybe none) and timer ops (maybe none). */
+  private commit(cell: ActorCell, cmd: InboundCommand, wireEvents: WireEvent[], state: unknown, timers: WireTimerOp[] | null, now: number): void {
+    const def = cell.reg.def;
     const first = cell.pendingVersion + 1;
     const limit = this.ctx.options.maxCommandBytes;
-    let size = COMMIT_OVERHEAD + drafts.length * EVENT_OVERHEAD;
-    for (let i = 0; i < drafts.length && size <= limit; i++) size += estimateSize(drafts[i]!.payload, limit);
+    let size = COMMIT_OVERHEAD + wireEvents.length * EVENT_OVERHEAD;
+    for (let i = 0; i < wireEvents.length && size <= limit; i++) size += estimateSize(wireEvents[i]![EVENT.payload], limit);
+    if (timers !== null) size += estimateSize(timers, limit);
     // The estimate only errs high: measure exactly before refusing.
     if (size > limit / 2) {
-      size = encodeCommit(commitTuple(cmd.commandId, def.type, cell.id, cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents, cmd.causationId)).length;
+      size = encodeCommit(commitTuple(cmd.commandId, def.type, cell.id, cmd.correlationId, cmd.userId, now, this.ctx.options.source, first, wireEvents, cmd.causationId, timers)).length;
     }
     if (size > limit) {
       this.replyAfterPending(cell, cmd, toWire(new ValidationError('COMMAND_TOO_LARGE',
@@ -328,14 +380,43 @@ export class ShardHost implements DecideStep<InboundCommand> {
       return;
     }
     const pc: PendingCommit = {
-      cell, commandId: cmd.commandId, wire: wireEvents, timestamp: now, size, firstSeq: first, lastSeq: first + drafts.length - 1, stateAfter: state, cmd,
-      followers: null, failFollowers: null,
+      cell, commandId: cmd.commandId, wire: wireEvents, timestamp: now, size, firstSeq: first, lastSeq: first + wireEvents.length - 1, stateAfter: state, cmd,
+      followers: null, failFollowers: null, timers,
     };
+    if (timers !== null) {
+      const edits = cell.timerEdits ??= new Map();
+      for (const op of timers) edits.set(opKey(op), op[0] === TIMER_OP.SET ? op[TIMER_SET.dueAt] : null);
+    }
     cell.pending = state;
     cell.pendingVersion = pc.lastSeq;
     cell.lastPending = pc;
     if (cmd.idUse !== IdUse.GENERATED) this.commandIds.began(pc);
     this.appender.push(pc);
+  }
+
+  // ── timers (timers.ts) ──────────────────────────────────────────────────────────────────
+
+  /** An acknowledged (or replayed) commit's timer ops: into the LMDB index, and the window. */
+  timersStored(type: string, id: string, ops: readonly WireTimerOp[]): void {
+    const delta = this.ctx.store.applyTimerOps(this.shard, type, id, ops);
+    this.timers.applied(type, id, ops, delta);
+    const clock = this.ctx.clock;
+    if (clock != null && this.timers.loaded) {
+      for (const op of ops) if (op[0] === TIMER_OP.SET) clock.added(op[TIMER_SET.dueAt]);
+    }
+  }
+
+  /** TimedShard (timers.ts): send the firing of `t` to its actor. */
+  fireTimer(t: DueTimer, done: (failed: boolean) => void): void {
+    const rec = this.ctx.store.timers.get(t.type, t.id, t.key);
+    if (rec === undefined || rec[TIMER_SET.dueAt] !== t.dueAt || this.ctx.registry.get(t.type) === undefined) {
+      done(false); // cancelled or replaced since the window read it; or an actor type this node does not host
+      return;
+    }
+    const spans = tracing.on ? new WorkerCommandTrace(timerFiringTrace(`${t.type}.${rec[TIMER_SET.command]}`, rec[TIMER_SET.traceparent], {
+      'troupe.aggregate.type': t.type, 'troupe.aggregate.id': t.id, 'troupe.timer.key': t.key, 'troupe.timer.due_at': t.dueAt,
+    }), { aggregateType: t.type, aggregateId: t.id, type: rec[TIMER_SET.command], commandId: timerCommandId(t.key, t.dueAt, rec[TIMER_SET.scheduledBy]) }) : null;
+    this.submit(new TimerCommand(t.type, t.id, this.shard, rec, done, this.ctx.clock?.meter ?? null, spans));
   }
 
   /**
@@ -389,6 +470,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
     this.ctx.observer?.appendFailed(this.shard, cause, failed);
     this.state = 'broken';
     this.generation++;
+    this.timers.clear();
     for (const cell of this.cells.values()) {
       if (cell.stash !== null) {
         const stash = cell.stash;
@@ -418,6 +500,14 @@ export class ShardHost implements DecideStep<InboundCommand> {
     return actorHistory(this, type, id, principal);
   }
 
+  /** The actor's pending timers, soonest first. An actor type's `authorize` judges `principal` first (as `query`). */
+  async pendingTimers(type: string, id: string, principal: Principal | null = null): Promise<PendingTimer[]> {
+    if (this.ctx.registry.get(type)?.def.authorize != null) await queryActor(this, type, id, principal);
+    await this.open();
+    if (this.ctx.registry.get(type) === undefined) throw this.ctx.registry.check(type, '', undefined, { aggregateId: id });
+    return this.ctx.store.timers.list(type, id).map(pendingTimer);
+  }
+
   // ── passivation (passivation.ts) ────────────────────────────────────────────────────────
 
   /** Write a snapshot if the actor moved since the last one, then free it. */
@@ -444,6 +534,7 @@ export class ShardHost implements DecideStep<InboundCommand> {
     const err = toWire(new StoppedError(undefined, { shard: this.shard }));
     this.state = 'closed';
     this.generation++;
+    this.timers.clear();
     for (const c of this.stash) c.reply(err, null);
     this.stash = [];
     for (const pc of this.appender.takeAll()) {

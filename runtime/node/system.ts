@@ -23,6 +23,7 @@ import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { CommandService, type ServedNode } from '../remote/service.ts';
 import { Store, STORE_LAYOUT } from '../journal/store.ts';
 import type { WorkerStats } from './worker.ts';
+import type { PendingTimer } from './timers.ts';
 import type { HealthReport } from '../ops/http.ts';
 import { createLog, errorFields, type Log } from '../ops/log.ts';
 import { NodeOps } from './health.ts';
@@ -419,6 +420,15 @@ export class Troupe implements ServedNode {
       }
       throw e;
     }
+  }
+
+  /** An actor's pending durable timers, soonest first (`troupe timers`); judged as a `query` by the authorize rules. */
+  async timers(aggregateType: string, aggregateId: string, options: ReadOptions = {}): Promise<PendingTimer[]> {
+    const principal = options.principal ?? null;
+    this.checkRead(aggregateType, aggregateId);
+    if (this.nodeRule !== null) this.authorizeAtDoor(principal, { kind: 'query', type: 'query', aggregateType, aggregateId, payload: undefined });
+    const shard = shardOf(aggregateType, aggregateId, this.options.shards);
+    return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind: 'timers', shard, aggregateType, aggregateId, principal })) as PendingTimer[];
   }
 
   private checkRead(aggregateType: string, aggregateId: string): void {

@@ -22,6 +22,7 @@ import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { stateUsesKeys } from '../contracts/sensitive.ts';
 import { commitResult, eventsOf, ShardHost, type InboundCommand, type PendingCommit, type ShardContext, type ShardObserver } from './shard.ts';
 import { Store } from '../journal/store.ts';
+import { TimerClock } from './timers.ts';
 import { SharedCheckpoints } from '../journal/shared-checkpoints.ts';
 import { ShardNeeds } from '../journal/shard-needs.ts';
 import type { EventEnvelope } from '../journal/codec.ts';
@@ -34,6 +35,7 @@ export type WorkerTask =
   | { kind: 'attach'; port: MessagePort }
   | { kind: 'query'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
   | { kind: 'history'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
+  | { kind: 'timers'; shard: number; aggregateType: string; aggregateId: string; principal?: Principal | null }
   | { kind: 'open'; shards: number[] }
   /** `checkpoint`: a planned hand-off: share the shards' checkpoints (the lease is still held). */
   | { kind: 'release'; shards: number[]; checkpoint?: boolean }
@@ -67,6 +69,7 @@ interface WorkerState {
   ctx: ShardContext;
   shared: SharedCheckpoints | null;
   sweeper: NodeJS.Timeout;
+  clock: TimerClock;
   /** Send one message for every shard with buffered commits and none in flight. */
   flushAll(): void;
 }
@@ -167,8 +170,10 @@ async function init(): Promise<WorkerState> {
     activatedSinceSweep = 0;
     sweep(shards.values(), options.idleActorMs, options.maxResidentActors);
   };
+  // Durable timers: one clock fires the due timers of this worker's shards (timers.ts).
+  const clock = new TimerClock(() => shards.values(), metrics);
   const ctx: ShardContext = {
-    options, registry, store, journal, publisher, ids, shared, needs,
+    options, registry, store, journal, publisher, ids, shared, needs, clock,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
     observer: shardObserver(ids.prefix),
     actorActivated() {
@@ -198,7 +203,7 @@ async function init(): Promise<WorkerState> {
   registry.keys?.onDestroyed((kids) => {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
-  return { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll };
+  return { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll, clock };
 }
 
 /** Since the worker started: shards restored from a shared checkpoint, log messages read by catch-ups. */
@@ -375,6 +380,8 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return shardFor(w, task.shard).query(task.aggregateType, task.aggregateId, task.principal ?? null).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'history':
       return shardFor(w, task.shard).history(task.aggregateType, task.aggregateId, task.principal ?? null).then((value: EventEnvelope[]) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
+    case 'timers':
+      return shardFor(w, task.shard).pendingTimers(task.aggregateType, task.aggregateId, task.principal ?? null).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'open':
       for (const s of task.shards) w.released.delete(s);
       await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
@@ -423,6 +430,7 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
         s.close();
       }
       clearInterval(w.sweeper);
+      w.clock.stop();
       await w.store.flushed();
       // The node hands every shard off as it stops: the next owners restore these.
       await shareCheckpoints(w, [...w.shards.keys()]);

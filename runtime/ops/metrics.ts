@@ -76,12 +76,21 @@ export interface WorkerCounters {
   appendFailures: Record<string, number>;
   batchCommits: HistogramSnapshot;
   appendSeconds: HistogramSnapshot;
+  /** Durable timers fired: their firing's commit stored (node/timers.ts). */
+  timersFired: number;
+  /** How late each firing was: when its command was decided minus when it was due, in seconds. */
+  timerLateSeconds: HistogramSnapshot;
 }
 
 export interface WorkerMetricsSnapshot extends WorkerCounters {
   /** Commands received by the worker and not answered yet: the actors' mailboxes. */
   mailboxDepth: number;
+  /** Durable timers pending in the shards this worker hosts. */
+  timersPending: number;
 }
+
+/** Bucket bounds of the timer lateness histogram, in seconds. */
+export const LATENESS_BOUNDS_S: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600];
 
 /** One per worker thread; the shards of the worker add to it once per flush. */
 export class WorkerMetrics {
@@ -93,6 +102,15 @@ export class WorkerMetrics {
   readonly appendFailures: Record<string, number> = {};
   readonly batchCommits = new PlainHistogram(BATCH_BOUNDS);
   readonly appendSeconds = new PlainHistogram(LATENCY_BOUNDS_S);
+  timersPending = 0;
+  timersFired = 0;
+  readonly timerLateSeconds = new PlainHistogram(LATENESS_BOUNDS_S);
+
+  /** A timer's firing was stored, `lateMs` after its due time. */
+  timerFired(lateMs: number): void {
+    this.timersFired++;
+    this.timerLateSeconds.observe(Math.max(0, lateMs) / 1000);
+  }
 
   /** A message left for JetStream with `commits` commits in `bytes` bytes. */
   flushed(commits: number, bytes: number): void {
@@ -117,6 +135,7 @@ export class WorkerMetrics {
       eventsAppended: this.eventsAppended, commitsAppended: this.commitsAppended, messagesAppended: this.messagesAppended,
       bytesAppended: this.bytesAppended, appendFailures: { ...this.appendFailures },
       batchCommits: this.batchCommits.snapshot(), appendSeconds: this.appendSeconds.snapshot(), mailboxDepth: this.mailboxDepth,
+      timersFired: this.timersFired, timerLateSeconds: this.timerLateSeconds.snapshot(), timersPending: this.timersPending,
     };
   }
 }
@@ -125,6 +144,7 @@ export function emptyWorkerCounters(): WorkerCounters {
   return {
     eventsAppended: 0, commitsAppended: 0, messagesAppended: 0, bytesAppended: 0, appendFailures: {},
     batchCommits: emptyHistogram(BATCH_BOUNDS), appendSeconds: emptyHistogram(LATENCY_BOUNDS_S),
+    timersFired: 0, timerLateSeconds: emptyHistogram(LATENESS_BOUNDS_S),
   };
 }
 
@@ -136,6 +156,8 @@ export function addWorkerCounters(into: WorkerCounters, w: WorkerCounters): void
   addCounts(into.appendFailures, w.appendFailures);
   addHistogram(into.batchCommits, w.batchCommits);
   addHistogram(into.appendSeconds, w.appendSeconds);
+  into.timersFired += w.timersFired ?? 0;
+  if (w.timerLateSeconds !== undefined) addHistogram(into.timerLateSeconds, w.timerLateSeconds);
 }
 
 // ── main thread ──────────────────────────────────────────────────────────────────────────────

@@ -146,6 +146,9 @@ export async function renderNodeMetrics(v: NodeView): Promise<string> {
   p.histogram('troupe_command_duration_seconds', 'Command latency on the node: from when its batch left for the worker (at most one event-loop turn after send) to its answer', m.commandSeconds.snapshot(), 's');
   p.histogram('troupe_append_batch_commits', 'Commits per JetStream message (batch size)', totals.batchCommits);
   p.histogram('troupe_append_duration_seconds', 'JetStream append latency, from publish to acknowledgement', totals.appendSeconds, 's');
+  p.counter('troupe_timers_fired', 'Durable timers fired (their firing\'s commit stored)', [[{}, totals.timersFired]]);
+  p.histogram('troupe_timer_late_seconds', 'How late durable timers fired: when the firing was decided minus when it was due', totals.timerLateSeconds, 's');
+  p.gauge('troupe_timers_pending', 'Durable timers pending in the shards this node owns', [[{}, v.workers.reduce((n, w) => n + (w.metrics?.timersPending ?? 0), 0)]]);
 
   const byWorker = (f: (w: WorkerView) => number): Points => v.workers.map((w) => [{ worker: String(w.slot) }, f(w)]);
   p.gauge('troupe_mailbox_depth', 'Commands received by a worker and not answered yet (actor mailboxes: stashed, deciding, waiting for the append)', byWorker((w) => w.metrics?.mailboxDepth ?? 0));

@@ -205,8 +205,9 @@ export class WorkerCommandTrace {
   private decided_ = false;
   traceparent: string | null = null;
 
-  constructor(traceparent: string, private readonly cmd: CommandLike) {
-    this.parent = contextOf(traceparent);
+  /** `origin`: the traceparent the command arrived with (a timer it schedules keeps it: timerFiringTrace). */
+  constructor(readonly origin: string, private readonly cmd: CommandLike) {
+    this.parent = contextOf(origin);
   }
 
   /**
@@ -249,6 +250,20 @@ export class WorkerCommandTrace {
     else if (error !== null) fail(a, error);
     a.end(now());
   }
+}
+
+/**
+ * A durable timer's firing (node/timers.ts): a `troupe.timer <type>.<command>` span that starts
+ * a new trace, linked to the command that scheduled the timer (`scheduled`, its traceparent,
+ * when it was traced). Returns the span's traceparent: the firing's command spans are its children.
+ */
+export function timerFiringTrace(name: string, scheduled: string | null, attributes: Attributes): string {
+  const sc = parseTraceparent(scheduled);
+  const links: Link[] = sc === null ? [] : [{ context: sc }];
+  const span = tracer.startSpan(`troupe.timer ${name}`, { kind: SpanKind.INTERNAL, root: true, links, attributes }, ROOT_CONTEXT);
+  const tp = formatTraceparent(span.spanContext());
+  span.end();
+  return tp;
 }
 
 /**

@@ -3,7 +3,7 @@
 
 export { given, testActor, DEFAULT_TEST_NOW, msgpackrTestCodec } from './testkit.ts';
 export type {
-  Given, Scenario, TestActor, TestKitOptions, TestCodec, GivenEvent, RecordedEvent, RejectionMatcher, RestartOptions,
+  Given, Scenario, TestActor, TestKitOptions, TestCodec, GivenEvent, RecordedEvent, RejectionMatcher, RestartOptions, TimerChange, TestTimer,
 } from './testkit.ts';
 
 // Contract tests: is this payload valid for that event or command version; what does an old

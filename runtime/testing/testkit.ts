@@ -21,6 +21,9 @@
  * sensitive-data guard (SCHEMA_VIOLATION, SENSITIVE_DATA), unless `contracts: false`.
  * Given events may carry an older `version`: they are upcast to the current one first
  * (and checked against that version's schema, when declared, and the current one after).
+ * Durable timers: `scenario.thenTimers([...])` asserts what a command scheduled and cancelled;
+ * a `testActor` keeps its pending timers (`kit.timers`) and `kit.fire(key)` fires one as a node
+ * does (ctx.timer set, consumed even when refused, a periodic one moved to its next due time).
  * What the kit does not do: encrypt sensitive fields (it holds no keys), or check command
  * schemas (the runtime does at the door; test them with validateCommandSchema).
  *
@@ -33,7 +36,8 @@ import { Packr, Unpackr } from 'msgpackr';
 import { compileEventContract, compileSchema, upcastEvent, validateEventSchema, type EventContract } from '../contracts/contract.ts';
 import { Decider, DecideOutcome, deepFreeze, show, type DecideStep } from '../decide.ts';
 import { toPrincipal, type Principal } from '../principal.ts';
-import type { ActorDefinition, CommandContext, EventContext, EventDraft } from '../define.ts';
+import type { ActorDefinition, CommandContext, EventContext, EventDraft, TimerFiring } from '../define.ts';
+import { TIMER_OP, TIMER_SET, type WireTimerOp } from '../wire.ts';
 import { DecideFailedError, ValidationError, isTroupeError, type ErrorCode, type TroupeError } from '../errors.ts';
 
 /** How snapshots, events and command payloads are encoded. Default msgpackrTestCodec. */
@@ -176,14 +180,15 @@ class Engine<S> implements DecideStep<CommandContext> {
   }
 
   /** Runs one command through decide.ts, as a node does. Throws what the runtime would reject with. */
-  execute(state: S, version: number, commandType: string, payload: unknown, commandId: string, overrides: Partial<CommandContext> | undefined): { events: EventDraft[]; state: S } {
+  execute(state: S, version: number, commandType: string, payload: unknown, commandId: string, overrides: Partial<CommandContext> | undefined): { events: EventDraft[]; state: S; timers: TimerChange[] } {
     const { def, r } = this;
     const aggregateId = overrides?.aggregateId ?? r.aggregateId;
     const id = overrides?.commandId ?? commandId;
     const ctx: CommandContext = {
-      userId: r.userId, correlationId: id, version, now: r.now,
+      userId: r.userId, correlationId: id, version, now: r.now, timer: null,
       ...overrides,
       aggregateType: def.type, aggregateId, commandId: id, commandType,
+      schedule: this.decider.schedule, cancel: this.decider.cancel,
     };
     // Through the codec, as a payload crosses a thread or NATS.
     let input = def.commands.has(commandType) ? roundTrip(r.codec, payload) : payload;
@@ -193,12 +198,13 @@ class Engine<S> implements DecideStep<CommandContext> {
     }
     const outcome = this.decider.run(def as ActorDefinition<unknown>, state, version, input, ctx, new Date(ctx.now).toISOString(), ctx);
     if (outcome === DecideOutcome.FAILED) throw this.decider.error!;
-    if (outcome !== DecideOutcome.DECIDED) return { events: [], state };
+    const timers = timerChanges(this.decider.timers);
+    if (outcome !== DecideOutcome.DECIDED) return { events: [], state, timers };
     const events = this.decider.drafts.map((d) => {
       const draft = { type: d.type, payload: d.payload };
       return r.freeze ? deepFreeze(draft) : draft;
     });
-    return { events, state: this.decider.state as S };
+    return { events, state: this.decider.state as S, timers };
   }
 
   /** DecideStep: the kit checks schemas and the guard (it holds no keys, so nothing is encrypted). */
@@ -206,6 +212,36 @@ class Engine<S> implements DecideStep<CommandContext> {
     if (this.r.contracts) contractOf(this.def as ActorDefinition<unknown>, eventType).check(payload, ctx.aggregateId, ctx.commandId);
     return true;
   }
+}
+
+/**
+ * What a command did to its actor's durable timers, in order (`ctx.schedule`, `ctx.cancel`):
+ * `{ schedule: key, dueAt, command, payload, every? }` or `{ cancel: key }`.
+ */
+export type TimerChange =
+  | { readonly schedule: string; readonly dueAt: number; readonly command: string; readonly payload: unknown; readonly every?: number }
+  | { readonly cancel: string };
+
+/** A pending timer of a `testActor`. */
+export interface TestTimer {
+  readonly key: string;
+  readonly dueAt: number;
+  readonly command: string;
+  readonly payload: unknown;
+  readonly every?: number;
+  readonly scheduledBy: string;
+}
+
+function timerChanges(ops: readonly WireTimerOp[] | null): TimerChange[] {
+  if (ops === null) return [];
+  return ops.map((op): TimerChange => {
+    if (op[0] !== TIMER_OP.SET) return { cancel: op[1] };
+    const c: { schedule: string; dueAt: number; command: string; payload: unknown; every?: number } = {
+      schedule: op[TIMER_SET.key], dueAt: op[TIMER_SET.dueAt], command: op[TIMER_SET.command], payload: op[TIMER_SET.payload],
+    };
+    if (op[TIMER_SET.every] > 0) c.every = op[TIMER_SET.every];
+    return c;
+  });
 }
 
 /** The context overrides of a command sent by `principal`: its id is the command's userId, as on a node. */
@@ -331,9 +367,9 @@ export class Given<S> {
     const label = `${this.#label()}, when ${commandType} ${show(payload)}`;
     try {
       const out = this.#engine.execute(this.#state, this.#events.length, commandType, payload, `cmd-${this.#events.length + 1}`, withPrincipal(this.#principal, ctx));
-      return new Scenario<S>(label, out.events, out.state, undefined);
+      return new Scenario<S>(label, out.events, out.state, undefined, out.timers);
     } catch (e) {
-      if (isTroupeError(e)) return new Scenario<S>(label, undefined, undefined, e);
+      if (isTroupeError(e)) return new Scenario<S>(label, undefined, undefined, e, []);
       throw e;
     }
   }
@@ -349,12 +385,36 @@ export class Scenario<S> {
   readonly #events: readonly EventDraft[] | undefined;
   readonly #state: S | undefined;
   readonly #error: TroupeError | undefined;
+  readonly #timers: readonly TimerChange[];
 
-  constructor(label: string, events: readonly EventDraft[] | undefined, state: S | undefined, error: TroupeError | undefined) {
+  constructor(label: string, events: readonly EventDraft[] | undefined, state: S | undefined, error: TroupeError | undefined, timers: readonly TimerChange[]) {
     this.#label = label;
     this.#events = events;
     this.#state = state;
     this.#error = error;
+    this.#timers = timers;
+  }
+
+  /** What the command did to the actor's timers, in order (none when it failed). */
+  get timers(): readonly TimerChange[] { return this.#timers; }
+
+  /**
+   * Asserts that the command succeeded and did exactly this to the actor's timers, in order:
+   * `[{ schedule: 'reminder', dueAt, command: 'Remind', payload: {} }, { cancel: 'old' }]`.
+   * Leave `dueAt` or `payload` out to skip comparing them.
+   */
+  thenTimers(expected: readonly (Partial<Extract<TimerChange, { schedule: string }>> & { schedule: string } | TimerChange)[]): this {
+    this.#succeeded('expected timer changes');
+    const got = this.#timers.map((t, i) => {
+      const want = expected[i] as Record<string, unknown> | undefined;
+      if (want === undefined || !('schedule' in t)) return t;
+      const c: Record<string, unknown> = { ...t };
+      if (!('dueAt' in want)) delete c.dueAt;
+      if (!('payload' in want)) delete c.payload;
+      return c;
+    });
+    assertEqual(got, expected, `${this.#label}: the timers scheduled and cancelled differ`);
+    return this;
   }
 
   /** The events decide returned, or undefined when the command failed. */
@@ -432,13 +492,37 @@ export class TestActor<S> {
   #snapshot: Snapshot | undefined;
   #commands: number;
   #principal: Principal | null = null;
+  readonly #timers = new Map<string, TestTimer>();
 
-  constructor(engine: Engine<S>, state: S, events: RecordedEvent[], snapshot: Snapshot | undefined, commands: number) {
+  constructor(engine: Engine<S>, state: S, events: RecordedEvent[], snapshot: Snapshot | undefined, commands: number, timers?: ReadonlyMap<string, TestTimer>) {
     this.#engine = engine;
     this.#state = state;
     this.#events = events;
     this.#snapshot = snapshot;
     this.#commands = commands;
+    if (timers !== undefined) for (const [k, t] of timers) this.#timers.set(k, t);
+  }
+
+  /** The actor's pending timers, soonest first. */
+  get timers(): readonly TestTimer[] {
+    return [...this.#timers.values()].sort((a, b) => a.dueAt - b.dueAt);
+  }
+
+  /**
+   * Fire the pending timer `key` as the node would once it is due: its command is decided with
+   * `ctx.timer` set and `ctx.now` = `opts.now` (default: its due time). The timer is consumed
+   * even when decide refuses (then this throws that error); a periodic one moves to its next
+   * due time after now, with `missed` = the later due times that passed. Returns the events.
+   */
+  fire(key: string, opts: { now?: number } = {}): readonly RecordedEvent[] {
+    const t = this.#timers.get(key);
+    if (t === undefined) throw new AssertionError({ message: `${this.#engine.def.type}: no pending timer ${show(key)} (pending: ${[...this.#timers.keys()].map((k) => show(k)).join(', ') || 'none'})` });
+    const now = opts.now ?? t.dueAt;
+    const missed = t.every !== undefined && now > t.dueAt ? Math.floor((now - t.dueAt) / t.every) : 0;
+    this.#timers.delete(key);
+    if (t.every !== undefined) this.#timers.set(key, { ...t, dueAt: t.dueAt + (missed + 1) * t.every });
+    const timer: TimerFiring = { key, dueAt: t.dueAt, missed, scheduledBy: t.scheduledBy };
+    return this.#run(t.command, t.payload, { now, timer, userId: undefined, principal: null }, `timer:${key}:${t.dueAt}`);
   }
 
   get state(): S { return this.#state; }
@@ -460,9 +544,17 @@ export class TestActor<S> {
 
   /** Runs a command. Returns its events (possibly none) or throws the error the runtime would. */
   send(commandType: string, payload: unknown = {}, ctx?: Partial<CommandContext>): readonly RecordedEvent[] {
-    const version = this.#events.length;
     this.#commands += 1;
-    const out = this.#engine.execute(this.#state, version, commandType, payload, `cmd-${this.#commands}`, withPrincipal(this.#principal, ctx));
+    return this.#run(commandType, payload, withPrincipal(this.#principal, ctx), `cmd-${this.#commands}`);
+  }
+
+  #run(commandType: string, payload: unknown, ctx: Partial<CommandContext> | undefined, commandId: string): readonly RecordedEvent[] {
+    const version = this.#events.length;
+    const out = this.#engine.execute(this.#state, version, commandType, payload, commandId, ctx);
+    for (const c of out.timers) {
+      if ('cancel' in c) this.#timers.delete(c.cancel);
+      else this.#timers.set(c.schedule, { key: c.schedule, dueAt: c.dueAt, command: c.command, payload: c.payload, ...(c.every === undefined ? {} : { every: c.every }), scheduledBy: ctx?.commandId ?? commandId });
+    }
     const recorded = out.events.map((e, i): RecordedEvent => {
       const rec = { type: e.type, payload: e.payload, sequence: version + i + 1 };
       return this.#engine.r.freeze ? Object.freeze(rec) : rec;
@@ -514,7 +606,7 @@ export class TestActor<S> {
     const fromLog = engine.fold(engine.initialState(), logged, 0, 'replaying from the start');
     assertEqual(fromLog, live, `${def.type} restart: replaying all ${n} events from initialState differs from the live state`);
 
-    return new TestActor(engine, fromSnapshot, logged, this.#snapshot, this.#commands);
+    return new TestActor(engine, fromSnapshot, logged, this.#snapshot, this.#commands, this.#timers);
   }
 }
 

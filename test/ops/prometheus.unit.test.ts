@@ -30,6 +30,9 @@ function busyView(): NodeView {
   w0.appended(5000, 7000, 20000);
   w0.appendFailed('CONCURRENCY', 2);
   w0.mailboxDepth = 4;
+  w0.timerFired(30);
+  w0.timerFired(2500);
+  w0.timersPending = 7;
   const w1 = new WorkerMetrics();
   w1.flushed(1, 10);
   w1.appended(1, 1, 0.2);

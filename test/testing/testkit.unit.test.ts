@@ -213,6 +213,7 @@ describe('running commands like the runtime', () => {
     kit.send('Look', {}, { now: 5, userId: 'bo', commandType: 'Other', correlationId: 'corr' });
     expect(seen[0]).toEqual({
       aggregateType: 'Spy', aggregateId: 'spy-1', commandId: 'cmd-1', commandType: 'Look', userId: 'ana', correlationId: 'cmd-1', version: 0, now: Date.UTC(2025, 0, 1),
+      schedule: expect.any(Function), cancel: expect.any(Function), timer: null,
     });
     expect(seen[1]).toMatchObject({ commandId: 'cmd-2', commandType: 'Look', userId: 'bo', correlationId: 'corr', version: 1, now: 5 });
     expect(events).toEqual([
