@@ -81,7 +81,7 @@ describe('a process reaction', () => {
     const placed = input('OrderPlaced', 'o-1', { sku: 'sku-1', quantity: 2, amount: 500 }, 'ev-placed');
     const events = kit.send(ProcessCommand.RECEIVE, { event: placed });
     expect(events.map((e) => e.type)).toEqual(['FulfilmentStarted', ProcessEvent.DEADLINE_SET, ProcessEvent.COMMANDS_ISSUED]);
-    expect(events[1]!.payload).toEqual({ key: 'fulfilment', dueAt: DEFAULT_TEST_NOW + FULFILMENT_TIMEOUT_MS, timer: false });
+    expect(events[1]!.payload).toEqual({ key: 'fulfilment', dueAt: DEFAULT_TEST_NOW + FULFILMENT_TIMEOUT_MS, timer: true });
     expect(events[2]!.payload).toEqual({
       causationId: 'ev-placed',
       correlationId: 'cmd-1',
@@ -127,19 +127,20 @@ describe('a process reaction', () => {
     kit.restart();
   });
 
-  it('schedules its deadline as a durable timer of its own actor when the runtime has timers, and cancels it', () => {
-    const calls: unknown[] = [];
-    const timers = { schedule: (t: unknown) => calls.push(['schedule', t]), cancel: (k: unknown) => calls.push(['cancel', k]) } as unknown as Partial<CommandContext>;
+  it('schedules its deadline as a durable timer of its own actor, fires it to compensate, and cancels it on completion', () => {
     const def = defineOrderFulfilment('TimedFulfilment', 1_000);
     const kit = testActor(def, { aggregateId: 'o-5', freeze: false });
-    const events = kit.send(ProcessCommand.RECEIVE, { event: input('OrderPlaced', 'o-5', { sku: 's', quantity: 1, amount: 1 }) }, timers);
+    const events = kit.send(ProcessCommand.RECEIVE, { event: input('OrderPlaced', 'o-5', { sku: 's', quantity: 1, amount: 1 }) });
     expect(events[1]!.payload).toEqual({ key: 'fulfilment', dueAt: DEFAULT_TEST_NOW + 1_000, timer: true });
-    kit.send(ProcessCommand.RECEIVE, { event: input('PaymentTaken', 'p', { orderId: 'o-5' }) }, timers);
-    kit.send(ProcessCommand.RECEIVE, { event: input('StockReserved', 's', { orderId: 'o-5' }) }, timers);
-    expect(calls).toEqual([
-      ['schedule', { key: 'fulfilment', after: 1_000, command: ProcessCommand.EXPIRE, payload: { key: 'fulfilment' } }],
-      ['cancel', 'fulfilment'],
-    ]);
+    expect(kit.timers).toMatchObject([{ key: 'fulfilment', dueAt: DEFAULT_TEST_NOW + 1_000, command: ProcessCommand.EXPIRE, payload: { key: 'fulfilment' } }]);
+    kit.send(ProcessCommand.RECEIVE, { event: input('PaymentTaken', 'p', { orderId: 'o-5' }) });
+    kit.send(ProcessCommand.RECEIVE, { event: input('StockReserved', 's', { orderId: 'o-5' }) });
+    expect(kit.timers).toEqual([]);
+
+    const late = testActor(def, { aggregateId: 'o-6', freeze: false });
+    late.send(ProcessCommand.RECEIVE, { event: input('OrderPlaced', 'o-6', { sku: 's', quantity: 1, amount: 1 }) });
+    expect(late.fire('fulfilment').map((e) => e.type)).toEqual(['FulfilmentExpired', ProcessEvent.DEADLINE_CLEARED, ProcessEvent.COMMANDS_ISSUED]);
+    expect(late.timers).toEqual([]);
   });
 
   it('refuses a deadline it does not declare, an undeclared expiry, and a reaction that returns Troupe\'s own events', () => {
