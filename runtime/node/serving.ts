@@ -19,7 +19,7 @@ import { IdUse, isPlainPayload, payloadRefusal, shardOf, type IdGenerator } from
 import { ConcurrencyError, OverloadedError, ValidationError, toWire, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import type { Registry } from '../contracts/registry.ts';
-import { commandSubject, queueGroup } from '../remote/subjects.ts';
+import { commandSubject, queueGroup } from '../remote/service.ts';
 import {
   COMMAND, COMMAND_STRIDE, FLAT, FLAT_2, OUTCOME_STRIDE, PROTOCOL, REQUEST, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2,
   writeOutcome, writeStoredOutcome,

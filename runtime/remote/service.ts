@@ -28,6 +28,9 @@ import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 import { commandSubject, historySubject, querySubject, queueGroup } from './subjects.ts';
+
+/** The subjects a worker that takes its shards' commands subscribes to (node/serving.ts). */
+export { commandSubject, queueGroup } from './subjects.ts';
 import { AUTH_HEADER, type Principal } from '../principal.ts';
 
 /**
