@@ -4,6 +4,7 @@
  *   client ──<prefix>.cmd.<shard>──▶ this worker's NATS connection ──▶ shard ──▶ JetStream
  *          ◀──────────────── reply (one per request, every outcome at its place) ──┘
  *
+ * Opt-in (TROUPE_REMOTE_COMMANDS=worker; not faster than the main thread in the measurements so far).
  * When a node's door needs nothing that lives on its main thread (no options.auth, authorize or
  * rateLimits, tracing off: node/system.ts decides), the worker that hosts a shard subscribes to
  * the shard's command subject itself, so a remote command never crosses the main thread: no

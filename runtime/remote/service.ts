@@ -12,7 +12,7 @@
  * when it loses or releases the shard (`drop`). A request that reaches a node for a shard it
  * does not own (a moment of a move) is answered SHARD_NOT_OWNED, which the client retries.
  *
- * Where the node allows it (ServedNode.workerCommands: a door with nothing on the main thread),
+ * Where the node allows it and asks for it (ServedNode.workerCommands: a door with nothing on the main thread, opt-in),
  * a shard's command subject is subscribed by the worker that hosts the shard (node/serving.ts)
  * and a remote command never crosses the main thread; `serve` and `drop` then ask the worker.
  * Queries and history stay here.

@@ -1,4 +1,5 @@
-// Remote commands taken by the worker that hosts their shard (node/serving.ts): the same door,
+// Remote commands taken by the worker that hosts their shard (node/serving.ts, opt-in with
+// TROUPE_REMOTE_COMMANDS=worker): the same door,
 // the same answers and metrics as the main thread's path, and the subscription goes where the
 // shard goes (a replacement worker, another node).
 import { afterEach, describe, expect, it } from 'vitest';
@@ -29,7 +30,8 @@ describe('commands served by the worker that hosts their shard', () => {
     while (nodes.length > 0) await nodes.pop()!.stop().catch(() => {});
   });
   async function start(options: Parameters<typeof startNode>[1], path: 'worker' | 'main' = 'worker'): Promise<Troupe> {
-    if (path === 'main') process.env.TROUPE_REMOTE_COMMANDS = 'main';
+    // The worker path is opt-in (node/system.ts commandsInWorkers).
+    if (path === 'worker') process.env.TROUPE_REMOTE_COMMANDS = 'worker';
     try {
       const node = await startNode(nats.url, { shards: SHARDS, ...options });
       nodes.push(node);
