@@ -156,6 +156,47 @@ export function pushStoredOutcome(out: unknown[], seq: number, version: number, 
   out.push(seq, null, version, position, flat, false);
 }
 
+/** Write command `i`'s outcome at its place (i × OUTCOME_STRIDE) of a reply: its seq is `i`. */
+export function writeOutcome(out: unknown[], i: number, error: unknown, result: CommandResult | null): void {
+  const at = i * OUTCOME_STRIDE;
+  out[at + OUTCOME.seq] = i;
+  out[at + OUTCOME.error] = error;
+  if (result === null) {
+    out[at + OUTCOME.version] = 0;
+    out[at + OUTCOME.position] = 0;
+    out[at + OUTCOME.events] = null;
+    out[at + OUTCOME.duplicate] = false;
+    return;
+  }
+  const events = result.events;
+  const flat = new Array<string>(events.length * 2);
+  for (let k = 0; k < events.length; k++) {
+    flat[2 * k] = events[k]!.eventId;
+    flat[2 * k + 1] = events[k]!.eventType;
+  }
+  out[at + OUTCOME.version] = result.version;
+  out[at + OUTCOME.position] = result.position;
+  out[at + OUTCOME.events] = flat;
+  out[at + OUTCOME.duplicate] = result.duplicate;
+}
+
+/** The same for a stored commit, straight from its wire events (pushStoredOutcome's layout). */
+export function writeStoredOutcome(out: unknown[], i: number, version: number, position: number, idPrefix: string, wire: readonly WireEvent[]): void {
+  const flat = new Array<string | number>(1 + wire.length * 2);
+  flat[0] = idPrefix;
+  for (let k = 0; k < wire.length; k++) {
+    flat[1 + 2 * k] = wire[k]![EVENT.id];
+    flat[2 + 2 * k] = wire[k]![EVENT.type];
+  }
+  const at = i * OUTCOME_STRIDE;
+  out[at + OUTCOME.seq] = i;
+  out[at + OUTCOME.error] = null;
+  out[at + OUTCOME.version] = version;
+  out[at + OUTCOME.position] = position;
+  out[at + OUTCOME.events] = flat;
+  out[at + OUTCOME.duplicate] = false;
+}
+
 /** The outcome at `b`'s seq and error (null when it succeeded). */
 export function outcomeSeq(out: readonly unknown[], b: number): number {
   return out[b + OUTCOME.seq] as number;

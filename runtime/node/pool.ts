@@ -173,7 +173,11 @@ export class WorkerPool {
     s.attaching ??= (async () => {
       const { port1, port2 } = new MessageChannel();
       await this.runOn(slot, { kind: 'attach', port: port2 }, [port2]);
-      port1.on('message', (out: unknown[]) => this.settle(s, out));
+      // Outcomes of the commands sent here, or what the worker served from NATS itself (node/serving.ts).
+      port1.on('message', (out: unknown[] | { served: (number | string | null)[] }) => {
+        if (Array.isArray(out)) this.settle(s, out);
+        else this.served(out.served);
+      });
       port1.unref();
       s.port = port1;
       if (s.queue.length > 0) this.schedule();
@@ -218,6 +222,14 @@ export class WorkerPool {
         if (e.code === 'CONCURRENCY' && this.onFenced !== null) this.onFenced(cmd.shard);
         fail(reject, fromWire(e));
       }
+    }
+  }
+
+  /** Commands a worker took from NATS and answered: [ms, error code | null, ...], into /metrics. */
+  private served(list: readonly (number | string | null)[]): void {
+    for (let i = 0; i < list.length; i += 2) {
+      const code = list[i + 1] as string | null;
+      this.metrics.answered(list[i] as number, code === null ? null : { code });
     }
   }
 

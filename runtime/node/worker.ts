@@ -14,6 +14,7 @@ import { IdGenerator, type IdUse, type CommandResult } from '../envelope.ts';
 import { COMMAND_STRIDE, readCommand } from '../wire.ts';
 import type { Principal } from '../principal.ts';
 import { OutcomeStream } from './outcomes.ts';
+import { WorkerSubjects, type OutcomeTarget } from './serving.ts';
 import { sweep } from './passivation.ts';
 import { ConcurrencyError, toWire, type WireError } from '../errors.ts';
 import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
@@ -39,6 +40,9 @@ export type WorkerTask =
   | { kind: 'open'; shards: number[] }
   /** `checkpoint`: a planned hand-off: share the shards' checkpoints (the lease is still held). */
   | { kind: 'release'; shards: number[]; checkpoint?: boolean }
+  /** Subscribe to (or drop) the command subjects of shards this worker hosts (serving.ts). */
+  | { kind: 'serve'; shards: number[] }
+  | { kind: 'unserve'; shards: number[] }
   | { kind: 'stats' }
   | { kind: 'stop' }
   | { kind: 'crash' };
@@ -70,6 +74,8 @@ interface WorkerState {
   shared: SharedCheckpoints | null;
   sweeper: NodeJS.Timeout;
   clock: TimerClock;
+  /** The command subjects this worker subscribes to itself (serving.ts). */
+  subjects: WorkerSubjects;
   /** Send one message for every shard with buffered commits and none in flight. */
   flushAll(): void;
 }
@@ -203,7 +209,13 @@ async function init(): Promise<WorkerState> {
   registry.keys?.onDestroyed((kids) => {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
-  return { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll, clock };
+  const w: WorkerState = { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll, clock, subjects: null! };
+  w.subjects = new WorkerSubjects(nc, options, registry, ids, {
+    take: (flat, target) => take(w, flat, target, null),
+    inProgress: () => metrics.mailboxDepth,
+    answered: (ms, code) => served.answered(ms, code),
+  });
+  return w;
 }
 
 /** Since the worker started: shards restored from a shared checkpoint, log messages read by catch-ups. */
@@ -314,7 +326,7 @@ class WorkerCommand implements InboundCommand {
   declare readonly principal: Principal | null;
   readonly spans: WorkerCommandTrace | null;
   private settled = false;
-  constructor(flat: unknown[], base: number, private readonly stream: OutcomeStream, traceparent: string | null) {
+  constructor(flat: unknown[], base: number, private readonly stream: OutcomeTarget, traceparent: string | null) {
     readCommand(flat, base, this);
     this.spans = traceparent === null ? null : new WorkerCommandTrace(traceparent, this);
   }
@@ -343,31 +355,62 @@ class WorkerCommand implements InboundCommand {
 
 function attach(w: WorkerState, port: MessagePort): void {
   const stream = new OutcomeStream(port);
+  served.port = port;
   // A batch is a flat array; a batch with traced commands comes as {flat, traces} (pool.ts).
   port.on('message', (msg: unknown[] | { flat: unknown[]; traces: (string | null)[] }) => {
     if (failing) return; // the main thread fails them with WORKER_LOST when this thread exits
-    const flat = Array.isArray(msg) ? msg : msg.flat;
-    const traces = Array.isArray(msg) ? null : msg.traces;
-    metrics.mailboxDepth += flat.length / COMMAND_STRIDE;
-    if (log.debug) log.logger.debug({ commands: flat.length / COMMAND_STRIDE }, 'command batch received');
-    for (let b = 0; b < flat.length; b += COMMAND_STRIDE) {
-      const cmd = new WorkerCommand(flat, b, stream, traces === null ? null : traces[b / COMMAND_STRIDE] ?? null);
-      try {
-        if (w.released.size > 0 && w.released.has(cmd.shard)) {
-          // Sent before the main thread stopped taking commands for it, arrived after the hand-off.
-          cmd.reply(toWire(new ConcurrencyError('SHARD_NOT_OWNED', `shard ${cmd.shard} moved to another node; send it there`, { shard: cmd.shard, commandId: cmd.commandId })), null);
-          continue;
-        }
-        shardFor(w, cmd.shard).submit(cmd);
-      } catch (e) {
-        cmd.reply(toWire(e), null);
-      }
-    }
-    // Each batch's commits leave now rather than after the last queued batch: the main thread
-    // sends a busy turn's commands in several batches (pool.ts), and their appends then overlap.
-    if (options.lingerMs === 0) w.flushAll();
+    take(w, Array.isArray(msg) ? msg : msg.flat, stream, Array.isArray(msg) ? null : msg.traces);
   });
 }
+
+/** A flat batch of commands (wire.ts COMMAND layout) for this worker's shards; each outcome goes to `target`. */
+function take(w: WorkerState, flat: unknown[], target: OutcomeTarget, traces: (string | null)[] | null): void {
+  metrics.mailboxDepth += flat.length / COMMAND_STRIDE;
+  if (log.debug) log.logger.debug({ commands: flat.length / COMMAND_STRIDE }, 'command batch received');
+  for (let b = 0; b < flat.length; b += COMMAND_STRIDE) {
+    const cmd = new WorkerCommand(flat, b, target, traces === null ? null : traces[b / COMMAND_STRIDE] ?? null);
+    try {
+      if (w.released.size > 0 && w.released.has(cmd.shard)) {
+        // Sent before the main thread stopped taking commands for it, arrived after the hand-off.
+        cmd.reply(toWire(new ConcurrencyError('SHARD_NOT_OWNED', `shard ${cmd.shard} moved to another node; send it there`, { shard: cmd.shard, commandId: cmd.commandId })), null);
+        continue;
+      }
+      shardFor(w, cmd.shard).submit(cmd);
+    } catch (e) {
+      cmd.reply(toWire(e), null);
+    }
+  }
+  // Each batch's commits leave now rather than after the last queued batch: the main thread
+  // sends a busy turn's commands in several batches (pool.ts), and their appends then overlap.
+  if (options.lingerMs === 0) w.flushAll();
+}
+
+/**
+ * Commands this worker took from NATS itself (serving.ts) and answered: latency and failure
+ * codes, posted to the main thread every SERVED_EVERY_MS (and before a stats answer) for the
+ * node's /metrics, which counts the commands the main thread hands over itself.
+ */
+const SERVED_EVERY_MS = 200;
+const served = {
+  port: null as MessagePort | null,
+  /** [ms, code | null, ...] */
+  pending: [] as (number | string | null)[],
+  timer: null as NodeJS.Timeout | null,
+  answered(ms: number, code: string | null): void {
+    this.pending.push(ms, code);
+    if (this.timer === null) {
+      this.timer = setTimeout(() => this.post(), SERVED_EVERY_MS);
+      this.timer.unref();
+    }
+  },
+  post(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.pending.length === 0 || this.port === null) return;
+    this.port.postMessage({ served: this.pending });
+    this.pending = [];
+  },
+};
 
 export default async function handle(task: WorkerTask): Promise<unknown> {
   const w = await (state ??= init());
@@ -408,7 +451,15 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       await w.store.flushed();
       if (task.checkpoint === true) await shareCheckpoints(w, task.shards);
       return true;
+    case 'serve':
+      // The main thread opened these shards first (catch-up): a request reaches this worker once it can answer it.
+      await w.subjects.serve(task.shards.filter((s) => !w.released.has(s)));
+      return true;
+    case 'unserve':
+      await w.subjects.unserve(task.shards);
+      return true;
     case 'stats': {
+      served.post();
       let residentActors = 0;
       let queuedCommits = 0;
       for (const s of w.shards.values()) {
@@ -424,11 +475,13 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return stats;
     }
     case 'stop': {
+      await w.subjects.unserve(w.subjects.served);
       await Promise.all([...w.shards.values()].map((s) => s.drain(options.ackTimeoutMs)));
       for (const s of w.shards.values()) {
         s.snapshotAll();
         s.close();
       }
+      served.post();
       clearInterval(w.sweeper);
       w.clock.stop();
       await w.store.flushed();

@@ -12,6 +12,11 @@
  * when it loses or releases the shard (`drop`). A request that reaches a node for a shard it
  * does not own (a moment of a move) is answered SHARD_NOT_OWNED, which the client retries.
  *
+ * Where the node allows it and asks for it (ServedNode.workerCommands: a door with nothing on the main thread, opt-in),
+ * a shard's command subject is subscribed by the worker that hosts the shard (node/serving.ts)
+ * and a remote command never crosses the main thread; `serve` and `drop` then ask the worker.
+ * Queries and history stay here.
+ *
  * The shared subjects of earlier clients (`<prefix>.cmd`, `.query`, `.history`, one queue
  * group over all nodes) are relayed to the shard subjects by whichever node takes them.
  */
@@ -23,6 +28,9 @@ import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 import { commandSubject, historySubject, querySubject, queueGroup } from './subjects.ts';
+
+/** The subjects a worker that takes its shards' commands subscribes to (node/serving.ts). */
+export { commandSubject, queueGroup } from './subjects.ts';
 import { AUTH_HEADER, type Principal } from '../principal.ts';
 
 /**
@@ -71,6 +79,15 @@ export interface ServedNode {
   submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void;
   query(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
   history(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
+  /** When the workers that host shards subscribe to their command subjects themselves; null: this thread does. */
+  readonly workerCommands?: WorkerCommands | null;
+}
+
+/** The node's workers taking the command subjects of shards (node/serving.ts). */
+export interface WorkerCommands {
+  serve(shards: readonly number[]): Promise<void>;
+  /** Resolves once the requests the workers already received for `shards` are taken. */
+  drop(shards: readonly number[]): Promise<void>;
 }
 
 export class CommandService {
@@ -113,31 +130,54 @@ export class CommandService {
     if (this.stopped) return;
     const queue = queueGroup(this.prefix);
     const node = this.node;
+    const workers = node.workerCommands ?? null;
+    const added: number[] = [];
     for (const shard of shards) {
       if (this.served.has(shard)) continue;
-      this.served.set(shard, [
-        this.nc.subscribe(commandSubject(this.prefix, shard), {
+      added.push(shard);
+      const subs = [
+        this.nc.subscribe(querySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.query(t, id, { principal })) }),
+        this.nc.subscribe(historySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.history(t, id, { principal })) }),
+      ];
+      if (workers === null) {
+        subs.push(this.nc.subscribe(commandSubject(this.prefix, shard), {
           queue,
           callback: (_err, msg) => {
             if (msg.reply === undefined || msg.reply === '') return;
             void handleCommands(node, msg, this.maxRequestBytes, null);
           },
-        }),
-        this.nc.subscribe(querySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.query(t, id, { principal })) }),
-        this.nc.subscribe(historySubject(this.prefix, shard), { queue, callback: (_err, msg) => void handleRead(node, msg, (t, id, principal) => node.history(t, id, { principal })) }),
-      ]);
+        }));
+      }
+      this.served.set(shard, subs);
     }
+    if (workers !== null && added.length > 0) await workers.serve(added);
     await this.nc.flush().catch(() => {});
   }
 
   /** Stop taking requests for shards this node lost or releases; requests already received are answered. */
   async drop(shards: readonly number[]): Promise<void> {
     const subs: Subscription[] = [];
+    const dropped: number[] = [];
     for (const shard of shards) {
-      subs.push(...this.served.get(shard) ?? []);
+      const mine = this.served.get(shard);
+      if (mine === undefined) continue;
+      subs.push(...mine);
+      dropped.push(shard);
       this.served.delete(shard);
     }
-    await Promise.all(subs.map((s) => s.drain().catch(() => {})));
+    const workers = this.node.workerCommands ?? null;
+    await Promise.all([
+      ...subs.map((s) => s.drain().catch(() => {})),
+      workers === null || dropped.length === 0 ? Promise.resolve() : workers.drop(dropped).catch(() => {}),
+    ]);
+  }
+
+  /** A replacement worker re-opened `shards`: its command subjects are subscribed again (those still served). */
+  async resubscribe(shards: readonly number[]): Promise<void> {
+    const workers = this.node.workerCommands ?? null;
+    if (this.stopped || workers === null) return;
+    const still = shards.filter((s) => this.served.has(s));
+    if (still.length > 0) await workers.serve(still);
   }
 
   /** The shards whose subjects this node subscribes to. */
@@ -148,8 +188,13 @@ export class CommandService {
   async stop(): Promise<void> {
     this.stopped = true;
     const subs = [...this.shared, ...[...this.served.values()].flat()];
+    const shards = [...this.served.keys()];
     this.served.clear();
-    await Promise.all(subs.map((s) => s.drain().catch(() => {})));
+    const workers = this.node.workerCommands ?? null;
+    await Promise.all([
+      ...subs.map((s) => s.drain().catch(() => {})),
+      workers === null || shards.length === 0 ? Promise.resolve() : workers.drop(shards).catch(() => {}),
+    ]);
   }
 }
 
