@@ -19,7 +19,7 @@ import { headers, type Msg, type NatsConnection, type Subscription } from '@nats
 import { decode, encode } from '../journal/codec.ts';
 import { IdUse, newId, shardOf, type Command, type CommandEnvelope, type CommandMetadata, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
-import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
+import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type TroupeError, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 import { commandSubject, historySubject, querySubject, queueGroup } from './subjects.ts';
@@ -67,6 +67,8 @@ export interface ServedNode {
   /** The principal of a request's token (header Troupe-Auth); throws UNAUTHENTICATED. */
   authenticate(token: string | null): Principal | null | Promise<Principal | null>;
   refused(e: unknown): void;
+  /** RATE_LIMITED when the principal's next command would be refused (its bucket is empty), else null; takes nothing. */
+  rateLimited?(principal: Principal | null): TroupeError | null;
   submitTraced(envelope: CommandEnvelope, parent: string | null, remote: boolean): Promise<CommandResult>;
   submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void;
   query(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
@@ -285,14 +287,21 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     msg.respond(encode({ error: toWire(e) }));
     return;
   }
+  if (refusedWhole(node, msg, principal, n)) return;
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
   const reply = new RequestReply(msg, n);
   let elsewhere: Map<number, { index: number; command: RemoteCommand }[]> | null = null;
+  let limited: WireError | null = null;
   for (let i = 0; i < n; i++) {
     const c = commands[i];
     let envelope: CommandEnvelope;
+    if (limited !== null) {
+      node.refused(limited);
+      reply.answer(i, limited, null);
+      continue;
+    }
     try {
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
       envelope = node.envelope(c.aggregateType, c.aggregateId, c, undefined, undefined, principal);
@@ -311,7 +320,10 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
         continue;
       }
       node.refused(e);
-      reply.answer(i, toWire(e), null);
+      const w = toWire(e);
+      // The principal's bucket is empty: so it is for the rest of this request.
+      if (w.code === 'RATE_LIMITED') limited = restLimited(w);
+      reply.answer(i, w, null);
       continue;
     }
     if (c!.fresh === true && envelope.idUse === IdUse.GIVEN) envelope.idUse = IdUse.FRESH;
@@ -325,6 +337,29 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
   if (elsewhere !== null) {
     for (const [shard, items] of elsewhere) void forward(forwarding!, shard, items, reply, token);
   }
+}
+
+/**
+ * Rate limits, once per request: when the principal's bucket is empty, every command of the
+ * request is refused with one RATE_LIMITED reply, before any of them is checked or built. A
+ * flood then costs the node a decode and a bucket lookup per request. True when answered.
+ */
+function refusedWhole(node: ServedNode, msg: Msg, principal: Principal | null, n: number): boolean {
+  const e = node.rateLimited?.(principal) ?? null;
+  if (e === null) return false;
+  for (let i = 0; i < n; i++) node.refused(e);
+  msg.respond(encode({ error: toWire(e) }));
+  return true;
+}
+
+/**
+ * The refusal of the commands after one refused RATE_LIMITED in the same request: the same
+ * error without that command's ids (the client puts each command's id back), one object for
+ * all of them, so that the rest of a flooding request costs nothing to refuse.
+ */
+function restLimited(limited: WireError): WireError {
+  const { aggregateType: _t, aggregateId: _i, commandId: _c, commandType: _ct, ...rest } = limited.data;
+  return { ...limited, data: rest };
 }
 
 /** A query or history request: bytes that are not msgpack [aggregateType, aggregateId] get MALFORMED_REQUEST. */
