@@ -6,6 +6,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,9 +23,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Every principal's budget. */
 const PER_SECOND = 300;
 const BURST = 300;
-/** The calm client's pace: one command every PACE_MS (200/s, within its budget), SAMPLES of them per phase. */
+/** The calm client's pace: one command every PACE_MS (200/s, within its budget), SAMPLES of them per phase (1.5 s). */
 const PACE_MS = 5;
-const SAMPLES = 500;
+const SAMPLES = 300;
+/** Rounds of (calm alone, calm under the flood). */
+const ROUNDS = 3;
 
 function token(sub: string): Promise<string> {
   return new SignJWT({ roles: ['customer'] }).setProtectedHeader({ alg: 'ES256' }).setSubject(sub).setIssuer('test-idp')
@@ -85,40 +88,57 @@ describe('rate limits under a flood', () => {
     const child = flooder = spawn(process.execPath, ['--import', 'tsx', floodScript, nats.url, subjectPrefix, '512'], {
       cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TROUPE_TOKEN: await token('flood') },
     });
+    // In production a flooder runs on its own machine; here it shares this one's cores with the
+    // node, so it runs at a lower CPU priority: it still floods as fast as the node answers and
+    // takes every idle cycle, but the time-slices it burns are not the node's to defend.
+    setPriority(child.pid!, 10);
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    for (const until = Date.now() + 30_000; !/^ready$/m.test(out);) {
-      if (Date.now() > until || child.exitCode !== null) throw new Error(`the flooding client did not start:\n${out}`);
-      await sleep(25);
-    }
+    const lines = () => out.split('\n').filter((l) => l.startsWith('{'));
+    const waitFor = async (done: () => boolean) => {
+      for (const until = Date.now() + 30_000; !done();) {
+        if (Date.now() > until || child.exitCode !== null) throw new Error(`the flooding client stopped answering:\n${out}`);
+        await sleep(20);
+      }
+    };
+    await waitFor(() => /^ready$/m.test(out));
 
-    // Warm up (JIT, connections), then the calm client alone.
+    // Warm up (JIT, connections). Then rounds of the calm client alone and under the flood, in
+    // turn, so that both see the same background load of the machine; each side's samples pooled.
     await paced(calm, calmVaults);
-    const aloneL = await paced(calm, calmVaults);
-    const alone = percentile(aloneL, 0.99);
-
-    // The same, while the other process floods.
-    const floodMs = SAMPLES * PACE_MS + 1_500;
-    child.stdin.write(`go ${floodMs}\n`);
-    await sleep(500);
-    const floodedL = await paced(calm, calmVaults);
-    const flooded = percentile(floodedL, 0.99);
+    const alone: number[] = [];
+    const flooded: number[] = [];
+    const windows: { sent: number; ok: number; limited: number; other: number; ms: number; firstOther: string | null }[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      alone.push(...await paced(calm, calmVaults));
+      child.stdin.write('go\n');
+      await sleep(300); // the flood at full speed
+      flooded.push(...await paced(calm, calmVaults));
+      child.stdin.write('stop\n');
+      await waitFor(() => lines().length > round);
+      windows.push(JSON.parse(lines()[round]!) as (typeof windows)[number]);
+    }
+    child.stdin.write('exit\n');
     await exited;
-    const result = JSON.parse(out.trim().split('\n').pop()!) as { sent: number; ok: number; limited: number; other: number; ms: number; firstOther: string | null };
 
-    const ratio = flooded / alone;
-    console.log(`flood: calm p99 alone ${alone.toFixed(2)} ms, under flood ${flooded.toFixed(2)} ms, ratio ${ratio.toFixed(2)}; flooder sent ${result.sent} in ${result.ms} ms (${Math.round(result.sent / result.ms * 1000)}/s), ${result.ok} accepted (${Math.round(result.ok / result.ms * 1000)}/s), ${result.limited} RATE_LIMITED`);
+    const sum = (k: 'sent' | 'ok' | 'limited' | 'other' | 'ms') => windows.reduce((a, w) => a + w[k], 0);
+    const p99Alone = percentile(alone, 0.99);
+    const p99Flooded = percentile(flooded, 0.99);
+    const ratio = p99Flooded / p99Alone;
+    const seconds = sum('ms') / 1000;
+    console.log(`flood: calm p99 alone ${p99Alone.toFixed(2)} ms (p50 ${percentile(alone, 0.5).toFixed(2)}), under flood ${p99Flooded.toFixed(2)} ms (p50 ${percentile(flooded, 0.5).toFixed(2)}), ratio ${ratio.toFixed(2)}; `
+      + `flooder sent ${sum('sent')} in ${seconds.toFixed(1)} s (${Math.round(sum('sent') / seconds)}/s), ${sum('ok')} accepted (${Math.round(sum('ok') / seconds)}/s, budget ${PER_SECOND}/s), ${sum('limited')} RATE_LIMITED`);
 
-    // The flooder was limited: nothing but acceptances and RATE_LIMITED, accepted at about its budget.
-    expect(result.firstOther).toBeNull();
-    expect(result.other).toBe(0);
-    expect(result.limited).toBeGreaterThan(result.ok);
-    const budget = BURST + PER_SECOND * result.ms / 1000;
-    expect(result.ok).toBeLessThanOrEqual(budget * 1.05);
-    expect(result.ok).toBeGreaterThanOrEqual(budget * 0.8);
+    // The flooder was limited: nothing but acceptances and RATE_LIMITED, accepted at about its
+    // budget (a full bucket at each window's start, as the bucket refills between windows).
+    expect(windows.map((w) => w.firstOther)).toEqual(windows.map(() => null));
+    expect(sum('other')).toBe(0);
+    expect(sum('limited')).toBeGreaterThan(sum('ok'));
+    expect(sum('ok')).toBeLessThanOrEqual((ROUNDS * BURST + PER_SECOND * seconds) * 1.05);
+    expect(sum('ok')).toBeGreaterThanOrEqual(PER_SECOND * seconds * 0.8);
     // The calm principal kept its latency.
     expect(ratio).toBeLessThanOrEqual(2);
-  });
+  }, 60_000);
 });
