@@ -254,6 +254,10 @@ class CommandSink implements OutcomeSink {
 }
 
 async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: number, forwarding: Relay | null): Promise<void> {
+  // Who sends, and whether its bucket allows anything: before the request's bytes are decoded.
+  const admitted = await admitRequest(node, msg);
+  if (admitted === null) return;
+  const { token, principal } = admitted;
   let commands: RemoteCommand[];
   try {
     if (msg.data.length > maxRequestBytes) {
@@ -276,18 +280,6 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     msg.respond(encode([]));
     return;
   }
-  // Who sends: the request's token, verified (options.auth). Nothing of a refused request runs.
-  const token = msg.headers?.get(AUTH_HEADER) || null;
-  let principal: Principal | null;
-  try {
-    const p = node.authenticate(token);
-    principal = p instanceof Promise ? await p : p;
-  } catch (e) {
-    for (let i = 0; i < n; i++) node.refused(e);
-    msg.respond(encode({ error: toWire(e) }));
-    return;
-  }
-  if (refusedWhole(node, msg, principal, n)) return;
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
@@ -340,16 +332,46 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
 }
 
 /**
- * Rate limits, once per request: when the principal's bucket is empty, every command of the
- * request is refused with one RATE_LIMITED reply, before any of them is checked or built. A
- * flood then costs the node a decode and a bucket lookup per request. True when answered.
+ * The door of a command request, before its body is decoded: the request's token, verified
+ * (options.auth), and the principal's rate limit, asked once per request. A refused request is
+ * answered whole, with one error, and nothing of it is decoded, checked or built: a flood of
+ * unauthenticated or rate-limited requests costs the node a header lookup, a remembered token
+ * and a bucket, not the work of each command. Null when the request is answered.
  */
-function refusedWhole(node: ServedNode, msg: Msg, principal: Principal | null, n: number): boolean {
-  const e = node.rateLimited?.(principal) ?? null;
-  if (e === null) return false;
-  for (let i = 0; i < n; i++) node.refused(e);
-  msg.respond(encode({ error: toWire(e) }));
-  return true;
+async function admitRequest(node: ServedNode, msg: Msg): Promise<{ token: string | null; principal: Principal | null } | null> {
+  const token = msg.headers?.get(AUTH_HEADER) || null;
+  let refusal: unknown;
+  try {
+    const p = node.authenticate(token);
+    const principal = p instanceof Promise ? await p : p;
+    refusal = node.rateLimited?.(principal) ?? null;
+    if (refusal === null) return { token, principal };
+  } catch (e) {
+    refusal = e;
+  }
+  // Counted per command, as a refusal after decoding would be.
+  const n = peekCount(msg.data);
+  for (let i = 0; i < n; i++) node.refused(refusal);
+  msg.respond(encode({ error: toWire(refusal) }));
+  return null;
+}
+
+/**
+ * How many commands a request holds, read from its msgpack header ([protocol, commands]: a
+ * fixarray of 2, a small protocol number, then the commands' array header) without decoding
+ * it; 1 when the bytes do not start that way.
+ */
+export function peekCount(data: Uint8Array): number {
+  if (data.length < 3 || data[0] !== 0x92) return 1;
+  const protocol = data[1];
+  const h = data[2]!;
+  let len: number;
+  if (h >= 0x90 && h <= 0x9f) len = h & 0x0f;
+  else if (h === 0xdc && data.length >= 5) len = (data[3]! << 8) | data[4]!;
+  else if (h === 0xdd && data.length >= 7) len = ((data[3]! << 24) | (data[4]! << 16) | (data[5]! << 8) | data[6]!) >>> 0;
+  else return 1;
+  const per = protocol === FLAT ? REQUEST_STRIDE : protocol === FLAT_2 ? REQUEST_STRIDE_2 : protocol === PROTOCOL ? 1 : 0;
+  return per === 0 ? 1 : Math.max(1, Math.floor(len / per));
 }
 
 /**
