@@ -20,7 +20,7 @@
  * `redactSecrets` takes every secret out of a text, for the messages of connection errors.
  */
 import { readFileSync } from 'node:fs';
-import { InvalidOptionError } from './errors.ts';
+import { InvalidOptionError, NatsAuthError } from './errors.ts';
 
 export interface NatsTlsOptions {
   /** CA certificate file (PEM) the server's certificate must chain to. */
@@ -42,7 +42,15 @@ export interface NatsAuthOptions {
   credsFile?: string;
   /** TLS: `true` to require TLS with the system's CAs, or files. */
   tls?: NatsTlsOptions | boolean;
+  /**
+   * What these options are called where they came from, for messages (never a value): the
+   * command line passes `{ password: '--nats-password', ... }`. Default `options.nats.<field>`.
+   */
+  optionNames?: Partial<Record<CredentialField, string>>;
 }
+
+/** The fields that name or hold a credential. */
+export type CredentialField = 'user' | 'password' | 'token' | 'nkeySeed' | 'credsFile';
 
 /** `NatsAuthOptions` resolved against the environment: plain data that crosses threads. */
 export interface NatsAuth {
@@ -52,6 +60,8 @@ export interface NatsAuth {
   readonly nkeySeed?: string;
   readonly credsFile?: string;
   readonly tls?: NatsTlsOptions;
+  /** Where each credential came from: the name of its option or environment variable (never its value). */
+  readonly from?: Readonly<Partial<Record<CredentialField, string>>>;
 }
 
 /** The client's authenticator factories (`credsAuthenticator`, `nkeyAuthenticator` of @nats-io/transport-node). */
@@ -71,19 +81,22 @@ function pick(opt: string | undefined, env: Record<string, string | undefined>, 
   return v !== undefined && v !== '' ? v : undefined;
 }
 
+const CREDENTIAL_ENV: Readonly<Record<CredentialField, string>> = {
+  user: NATS_ENV.user, password: NATS_ENV.password, token: NATS_ENV.token, nkeySeed: NATS_ENV.nkey, credsFile: NATS_ENV.creds,
+};
+
 /** Merge options over NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, NATS_CREDS and NATS_TLS_*. */
 export function resolveNatsAuth(opts: NatsAuthOptions = {}, env: Record<string, string | undefined> = process.env): NatsAuth {
   const out: { -readonly [K in keyof NatsAuth]: NatsAuth[K] } = {};
-  const user = pick(opts.user, env, NATS_ENV.user);
-  const password = pick(opts.password, env, NATS_ENV.password);
-  const token = pick(opts.token, env, NATS_ENV.token);
-  const nkeySeed = pick(opts.nkeySeed, env, NATS_ENV.nkey);
-  const credsFile = pick(opts.credsFile, env, NATS_ENV.creds);
-  if (user !== undefined) out.user = user;
-  if (password !== undefined) out.password = password;
-  if (token !== undefined) out.token = token;
-  if (nkeySeed !== undefined) out.nkeySeed = nkeySeed;
-  if (credsFile !== undefined) out.credsFile = credsFile;
+  const from: Partial<Record<CredentialField, string>> = {};
+  for (const field of Object.keys(CREDENTIAL_ENV) as CredentialField[]) {
+    const value = pick(opts[field], env, CREDENTIAL_ENV[field]);
+    if (value === undefined) continue;
+    out[field] = value;
+    from[field] = opts[field] !== undefined && opts[field] !== '' ? opts.optionNames?.[field] ?? `options.nats.${field}` : CREDENTIAL_ENV[field];
+  }
+  const { user, password } = out;
+  if (Object.keys(from).length > 0) out.from = from;
   if (password !== undefined && user === undefined) throw new InvalidOptionError(`a NATS password is set (options.nats.password or ${NATS_ENV.password}) without a user: set options.nats.user or ${NATS_ENV.user}`);
   const t = typeof opts.tls === 'object' ? opts.tls : {};
   const tls: NatsTlsOptions = {};
@@ -149,13 +162,44 @@ export function redactSecrets(text: string, auth: NatsAuth, servers = ''): strin
   return out;
 }
 
+/**
+ * Whether a failed connection is the server refusing this process's credentials (or their
+ * absence): an authorization violation, or credentials that expired or were revoked. Trying
+ * again with the same credentials is refused again.
+ */
+export function isLoginRefused(e: unknown): boolean {
+  const err = e as { message?: unknown; name?: unknown } | null;
+  const message = typeof err?.message === 'string' ? err.message : String(e);
+  return /authorization violation|authentication expired|authentication revoked/i.test(message);
+}
+
+/** NATS_AUTH (not retryable) when `e` is a refused login, with a message that names the credentials and their source; else null. */
+export function loginRefusal(servers: string, auth: NatsAuth, e: unknown, purpose = ''): NatsAuthError | null {
+  if (!isLoginRefused(e)) return null;
+  // No cause: nothing that might quote a secret.
+  return new NatsAuthError(`${connectFailure(servers, auth, e)}${purpose}`, { servers: describeServers(servers), credentials: credentialsUsed(auth) });
+}
+
+/** The credentials a connection presented, as they may be shown: kinds and sources, never values. */
+function credentialsUsed(auth: NatsAuth): string {
+  const from = auth.from ?? {};
+  const src = (...fields: CredentialField[]) => {
+    const names = fields.map((f) => from[f]).filter((n): n is string => n !== undefined);
+    return names.length === 0 ? '' : `, from ${names.join(' and ')}`;
+  };
+  if (auth.credsFile !== undefined) return `the credentials file ${auth.credsFile}${src('credsFile')}`;
+  if (auth.nkeySeed !== undefined) return `the NKey seed${src('nkeySeed')}`;
+  if (auth.token !== undefined) return `the NATS token${src('token')}`;
+  if (auth.user !== undefined) return `user ${auth.user} and ${auth.password === undefined ? 'no password' : 'its password'}${src('user', 'password')}`;
+  return 'no credentials';
+}
+
 /** The message of a failed connection: where, and why, with no secret in it. */
 export function connectFailure(servers: string, auth: NatsAuth, e: unknown): string {
   const err = e as { message?: string; code?: string };
   let why = err?.message ?? String(e);
-  if (/authorization violation|authentication|user authentication/i.test(why)) {
-    const how = auth.credsFile !== undefined ? `the credentials file ${auth.credsFile}` : auth.nkeySeed !== undefined ? 'the NKey seed'
-      : auth.token !== undefined ? 'the token' : auth.user !== undefined ? `user ${auth.user} and its password` : 'no credentials';
+  if (isLoginRefused(e)) {
+    const how = credentialsUsed(auth);
     why = `the server refused ${how} (authorization violation): check ${how === 'no credentials' ? `${NATS_ENV.user}/${NATS_ENV.password}, ${NATS_ENV.creds} or ${NATS_ENV.token}` : 'them'}`;
   } else if (/timeout/i.test(why) && auth.tls !== undefined && auth.tls.certFile === undefined) {
     why += ` (over TLS: a server that verifies clients drops one without a certificate; check tls.certFile and tls.keyFile, ${NATS_ENV.tlsCert} and ${NATS_ENV.tlsKey})`;

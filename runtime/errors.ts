@@ -38,6 +38,7 @@ export type ErrorCode =
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
   | 'RATE_LIMITED'
+  | 'NATS_AUTH'
   | 'INTERNAL';
 
 export interface ErrorData {
@@ -263,6 +264,19 @@ export class RateLimitedError extends TroupeError {
 }
 
 /**
+ * The NATS server refused to let this process in: wrong or missing credentials (user and
+ * password, token, NKey, credentials file), or credentials that expired or were revoked. The
+ * message names the credentials and where they came from, never their secret. Not retryable:
+ * the same credentials are refused again.
+ */
+export class NatsAuthError extends TroupeError {
+  override name = 'NatsAuthError';
+  constructor(message: string, data: ErrorData = {}) {
+    super('NATS_AUTH', message, data, { retryable: false });
+  }
+}
+
+/**
  * Something that should not happen did: the log skips a version, a field does not decrypt
  * (the data or its ids were altered), a non-Troupe error crossed a boundary. A bug or damaged
  * data; not retryable unless the raiser knows better.
@@ -305,6 +319,7 @@ export const ERROR_CLASSES: Readonly<Record<ErrorCode, TroupeErrorClass>> = Obje
   UNAUTHENTICATED: UnauthenticatedError,
   FORBIDDEN: ForbiddenError,
   RATE_LIMITED: RateLimitedError,
+  NATS_AUTH: NatsAuthError,
   INTERNAL: InternalError,
 });
 

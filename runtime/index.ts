@@ -31,7 +31,7 @@ export type { EventEnvelope } from './journal/codec.ts';
 export {
   TroupeError, ValidationError, DomainRejection, DecideFailedError, ConcurrencyError, JournalUnavailableError, OverloadedError, NotFoundError,
   TimeoutError, InvalidOptionError, InvalidDefinitionError, UpcastError, KeysUnavailableError, StoppedError, WorkerLostError,
-  NatsServerUnsupportedError, UnauthenticatedError, ForbiddenError, RateLimitedError, InternalError, reject, isTroupeError,
+  NatsServerUnsupportedError, UnauthenticatedError, ForbiddenError, RateLimitedError, NatsAuthError, InternalError, reject, isTroupeError,
 } from './errors.ts';
 export type { ErrorCode, ErrorData, ValidationCode, ConcurrencyCode } from './errors.ts';
 

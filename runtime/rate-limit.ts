@@ -90,6 +90,21 @@ export class RateLimiter {
     return limits.perPrincipal === undefined && limits.perTenant === undefined ? null : new RateLimiter(limits);
   }
 
+  /**
+   * RATE_LIMITED when the next command of `principal` would be refused (a bucket that applies
+   * holds less than one token), else null; takes nothing. The NATS service asks this once per
+   * request, before any command of it is looked at, so that a flood is refused for the cost of
+   * a bucket lookup, not of building and refusing each of its commands.
+   */
+  refusal(principal: Principal | null, now = Date.now()): RateLimitedError | null {
+    const id = principal?.id ?? 'anonymous';
+    const tenant = principal?.tenant;
+    const t = tenant === undefined ? null : this.tenant;
+    const waitP = this.principal === null ? 0 : this.principal.wait(id, now);
+    const waitT = t === null ? 0 : t.wait(tenant!, now);
+    return waitP > 0 || waitT > 0 ? this.limited(principal, waitP, waitT, {}) : null;
+  }
+
   /** Take one command's tokens, or throw RATE_LIMITED naming the bucket and the wait. */
   admit(principal: Principal | null, ids: { aggregateType: string; aggregateId: string; commandId: string; commandType: string }, now = Date.now()): void {
     const id = principal?.id ?? 'anonymous';
@@ -98,16 +113,24 @@ export class RateLimiter {
     const t = tenant === undefined ? null : this.tenant;
     const waitP = p === null ? 0 : p.wait(id, now);
     const waitT = t === null ? 0 : t.wait(tenant!, now);
-    if (waitP > 0 || waitT > 0) {
-      const byTenant = waitT > waitP;
-      const limit = byTenant ? t!.limit : p!.limit;
-      const who = byTenant ? `tenant ${JSON.stringify(tenant)}` : principal === null ? 'callers without a principal' : `principal ${JSON.stringify(id)}`;
-      const retryAfterMs = Math.max(waitP, waitT);
-      throw new RateLimitedError(`${who} sent commands faster than ${limit.perSecond}/s (burst ${limit.burst ?? limit.perSecond}); retry after ${retryAfterMs} ms`, {
-        ...ids, retryAfterMs, principalId: principal?.id ?? null, ...(byTenant ? { tenant } : {}),
-      });
-    }
+    if (waitP > 0 || waitT > 0) throw this.limited(principal, waitP, waitT, ids);
     p?.take(id, now);
     t?.take(tenant!, now);
+  }
+
+  /** The refusal: which bucket, its rate, the wait. Without a stack trace: it is an answer, and a flood makes many. */
+  private limited(principal: Principal | null, waitP: number, waitT: number, ids: Record<string, string>): RateLimitedError {
+    const tenant = principal?.tenant;
+    const byTenant = waitT > waitP;
+    const limit = byTenant ? this.tenant!.limit : this.principal!.limit;
+    const who = byTenant ? `tenant ${JSON.stringify(tenant)}` : principal === null ? 'callers without a principal' : `principal ${JSON.stringify(principal.id)}`;
+    const retryAfterMs = Math.max(waitP, waitT);
+    const stackLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    const e = new RateLimitedError(`${who} sent commands faster than ${limit.perSecond}/s (burst ${limit.burst ?? limit.perSecond}); retry after ${retryAfterMs} ms`, {
+      ...ids, retryAfterMs, principalId: principal?.id ?? null, ...(byTenant ? { tenant } : {}),
+    });
+    Error.stackTraceLimit = stackLimit;
+    return e;
   }
 }

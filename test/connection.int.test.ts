@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nkeys } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DeadLetterQueue, isTroupeError, Troupe, TroupeClient } from '../runtime/index.ts';
+import { DeadLetterQueue, isTroupeError, NatsAuthError, Troupe, TroupeClient } from '../runtime/index.ts';
 import { findNatsServer, tempDir, useNatsServer } from './helpers/nats.ts';
 import { freshStream } from './helpers/troupe.ts';
 
@@ -71,7 +71,9 @@ describe('NATS connection security', () => {
   it('refuses to connect without credentials, as the server requires them', async () => {
     for (const n of NATS_VARS) delete process.env[n];
     const e = await failure(TroupeClient.connect({ servers: nats.url }));
-    expect(isTroupeError(e, 'JOURNAL_UNAVAILABLE')).toBe(true);
+    expect(isTroupeError(e, 'NATS_AUTH')).toBe(true);
+    expect(e).toBeInstanceOf(NatsAuthError);
+    expect((e as NatsAuthError).retryable).toBe(false);
     expect(e.message).toMatch(/cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: the server refused no credentials \(authorization violation\): check NATS_USER\/NATS_PASSWORD, NATS_CREDS or NATS_TOKEN/);
   });
 
@@ -108,11 +110,18 @@ describe('NATS connection security', () => {
     }
   }, 60_000);
 
-  it('says a wrong password was refused, naming the user and never the password', async () => {
+  it('refuses a wrong password with NATS_AUTH (not retryable), naming the user and where the password came from, never the password', async () => {
     for (const n of NATS_VARS) delete process.env[n];
     const e = await failure(TroupeClient.connect({ servers: nats.url, nats: { user: USER, password: WRONG } }));
-    expect(e.message).toMatch(new RegExp(`the server refused user ${USER} and its password \\(authorization violation\\)`));
+    expect(isTroupeError(e, 'NATS_AUTH')).toBe(true);
+    expect((e as NatsAuthError).retryable).toBe(false);
+    expect(e.message).toMatch(new RegExp(`the server refused user ${USER} and its password, from options\\.nats\\.user and options\\.nats\\.password \\(authorization violation\\)`));
     expect(everything(e)).not.toContain(WRONG);
+    process.env.NATS_USER = USER;
+    process.env.NATS_PASSWORD = WRONG;
+    const fromEnv = await failure(TroupeClient.connect({ servers: nats.url }));
+    expect(fromEnv.message).toContain(`user ${USER} and its password, from NATS_USER and NATS_PASSWORD (authorization violation)`);
+    for (const n of NATS_VARS) delete process.env[n];
 
     const inUrl = nats.url.replace('nats://', `nats://${USER}:${WRONG}@`);
     const e2 = await failure(TroupeClient.connect({ servers: inUrl }));
@@ -122,7 +131,7 @@ describe('NATS connection security', () => {
     process.env.TROUPE_MASTER_KEY = masterKey;
     const { stream, subjectPrefix } = freshStream('AUTHBAD');
     const e3 = await failure(Troupe.start({ actors: [CUSTOMER], servers: nats.url, nats: { user: USER, password: WRONG }, stream, subjectPrefix, dataDir: tempDir(), workers: 1, logLevel: 'silent' }));
-    expect(isTroupeError(e3, 'JOURNAL_UNAVAILABLE')).toBe(true);
+    expect(isTroupeError(e3, 'NATS_AUTH')).toBe(true);
     expect(e3.message).toContain(`user ${USER}`);
     expect(everything(e3)).not.toContain(WRONG);
     restoreEnv();
@@ -152,7 +161,7 @@ describe('NATS connection security', () => {
     expect(await sent.exited, sent.out.stderr).toBe(0);
     const refused = run(['send', 'Customer', 'c9', 'ChangeEmail', '{"email":"x@example.org"}'], { NATS_PASSWORD: WRONG });
     expect(await refused.exited).toBe(1);
-    expect(refused.out.stderr).toMatch(new RegExp(`^troupe: cannot connect to NATS at nats://127\\.0\\.0\\.1:\\d+: the server refused user ${USER} and its password \\(authorization violation\\): check them\\n$`));
+    expect(refused.out.stderr).toMatch(new RegExp(`^troupe: NATS_AUTH: cannot connect to NATS at nats://127\\.0\\.0\\.1:\\d+: the server refused user ${USER} and its password, from NATS_USER and NATS_PASSWORD \\(authorization violation\\): check them\\n$`));
     expect(refused.out.stderr).toContain(`user ${USER}`);
     const metrics = await (await fetch(`${http}/metrics`)).text();
     const health = await (await fetch(`${http}/health`)).text();

@@ -1,7 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { connectFailure, describeServers, natsConnectOptions, redactSecrets, resolveNatsAuth } from '../runtime/connection.ts';
+import { connectFailure, describeServers, loginRefusal, natsConnectOptions, redactSecrets, resolveNatsAuth } from '../runtime/connection.ts';
+import { NatsAuthError } from '../runtime/errors.ts';
 import { tempDir } from './helpers/nats.ts';
 
 const factories = { creds: (b: Uint8Array) => ({ creds: new TextDecoder().decode(b) }), nkey: (b: Uint8Array) => ({ nkey: new TextDecoder().decode(b) }) };
@@ -9,8 +10,17 @@ const factories = { creds: (b: Uint8Array) => ({ creds: new TextDecoder().decode
 describe('NATS connection settings', () => {
   it('take each field from the options, else from its NATS_* variable', () => {
     const env = { NATS_USER: 'env-user', NATS_PASSWORD: 'env-pw', NATS_TOKEN: 'tok', NATS_CREDS: '/etc/app.creds', NATS_TLS_CA: '/ca.pem' };
-    expect(resolveNatsAuth({}, env)).toEqual({ user: 'env-user', password: 'env-pw', token: 'tok', credsFile: '/etc/app.creds', tls: { caFile: '/ca.pem' } });
-    expect(resolveNatsAuth({ user: 'opt', password: 'p', tls: { caFile: '/other.pem' } }, env)).toMatchObject({ user: 'opt', password: 'p', tls: { caFile: '/other.pem' } });
+    expect(resolveNatsAuth({}, env)).toEqual({
+      user: 'env-user', password: 'env-pw', token: 'tok', credsFile: '/etc/app.creds', tls: { caFile: '/ca.pem' },
+      from: { user: 'NATS_USER', password: 'NATS_PASSWORD', token: 'NATS_TOKEN', credsFile: 'NATS_CREDS' },
+    });
+    expect(resolveNatsAuth({ user: 'opt', password: 'p', tls: { caFile: '/other.pem' } }, env)).toMatchObject({
+      user: 'opt', password: 'p', tls: { caFile: '/other.pem' }, from: { user: 'options.nats.user', password: 'options.nats.password' },
+    });
+    // Where each credential came from is named as its caller calls it (the command line: its flags).
+    expect(resolveNatsAuth({ password: 'p', optionNames: { password: '--nats-password' } }, env).from).toEqual({
+      user: 'NATS_USER', password: '--nats-password', token: 'NATS_TOKEN', credsFile: 'NATS_CREDS',
+    });
     expect(resolveNatsAuth({}, {})).toEqual({});
     expect(resolveNatsAuth({ tls: true }, {})).toEqual({ tls: {} });
   });
@@ -39,6 +49,11 @@ describe('NATS connection settings', () => {
     expect(redactSecrets('pw hunter2 tok abc123 url nats://u:hunter3@h', { password: 'hunter2', token: 'abc123' }, 'nats://u:hunter3@h')).toBe('pw *** tok *** url nats://***@h');
     const msg = connectFailure('nats://u:pw-in-url@127.0.0.1:4222', { user: 'app', password: 'hunter2' }, new Error('Authorization Violation hunter2'));
     expect(msg).toBe('cannot connect to NATS at nats://127.0.0.1:4222: the server refused user app and its password (authorization violation): check them');
+    const refused = loginRefusal('nats://h:1', resolveNatsAuth({}, { NATS_USER: 'app', NATS_PASSWORD: 'hunter2' }), new Error('Authorization Violation'));
+    expect(refused).toBeInstanceOf(NatsAuthError);
+    expect(refused).toMatchObject({ code: 'NATS_AUTH', retryable: false, data: { servers: 'nats://h:1', credentials: 'user app and its password, from NATS_USER and NATS_PASSWORD' } });
+    expect(JSON.stringify(refused!.data) + refused!.message).not.toContain('hunter2');
+    expect(loginRefusal('nats://h:1', {}, new Error('connection refused'))).toBeNull();
     expect(connectFailure('nats://h:1', { token: 't0k' }, new Error('connection refused t0k'))).toBe('cannot connect to NATS at nats://h:1: connection refused ***');
   });
 });

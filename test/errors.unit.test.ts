@@ -6,7 +6,7 @@ import * as errors from '../runtime/errors.ts';
 import {
   ConcurrencyError, DecideFailedError, DomainRejection, ERROR_CLASSES, InternalError, InvalidDefinitionError, InvalidOptionError,
   JournalUnavailableError, KeysUnavailableError, NatsServerUnsupportedError, NotFoundError, OverloadedError, StoppedError, TimeoutError,
-  TroupeError, UnauthenticatedError, ForbiddenError, RateLimitedError, UpcastError, ValidationError, WorkerLostError, errorClassOf, fromWire, isTroupeError, reject, toWire,
+  TroupeError, UnauthenticatedError, ForbiddenError, RateLimitedError, NatsAuthError, UpcastError, ValidationError, WorkerLostError, errorClassOf, fromWire, isTroupeError, reject, toWire,
   type ErrorCode, type ErrorData,
 } from '../runtime/errors.ts';
 
@@ -49,6 +49,7 @@ const MAKE: { readonly [C in ErrorCode]: (message: string, data: ErrorData) => T
   UNAUTHENTICATED: (m, d) => new UnauthenticatedError(m, d),
   FORBIDDEN: (m, d) => new ForbiddenError(m, d),
   RATE_LIMITED: (m, d) => new RateLimitedError(m, d as ErrorData & { retryAfterMs: number }),
+  NATS_AUTH: (m, d) => new NatsAuthError(m, d),
   INTERNAL: (m, d) => new InternalError(m, d),
 };
 
@@ -58,7 +59,7 @@ const RETRYABLE: { readonly [C in ErrorCode]: boolean } = {
   COMMAND_TOO_LARGE: false, SCHEMA_VIOLATION: false, SENSITIVE_DATA: false, UPCAST_FAILED: false, KEYS_UNAVAILABLE: true,
   DOMAIN_REJECTION: false, DECIDE_FAILED: false, CONCURRENCY: true, SHARD_NOT_OWNED: true, JOURNAL_UNAVAILABLE: true,
   OVERLOADED: true, NOT_FOUND: false, TIMEOUT: true, INVALID_OPTION: false, INVALID_DEFINITION: false, STOPPED: true,
-  WORKER_LOST: true, NATS_SERVER_UNSUPPORTED: false, UNAUTHENTICATED: false, FORBIDDEN: false, RATE_LIMITED: true, INTERNAL: false,
+  WORKER_LOST: true, NATS_SERVER_UNSUPPORTED: false, UNAUTHENTICATED: false, FORBIDDEN: false, RATE_LIMITED: true, NATS_AUTH: false, INTERNAL: false,
 };
 
 function filesUnder(dir: string): string[] {

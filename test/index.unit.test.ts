@@ -18,7 +18,7 @@ const PUBLIC = {
     // errors
     'TroupeError', 'ValidationError', 'DomainRejection', 'DecideFailedError', 'ConcurrencyError', 'JournalUnavailableError', 'OverloadedError',
     'NotFoundError', 'TimeoutError', 'InvalidOptionError', 'InvalidDefinitionError', 'UpcastError', 'KeysUnavailableError', 'StoppedError',
-    'WorkerLostError', 'NatsServerUnsupportedError', 'UnauthenticatedError', 'ForbiddenError', 'RateLimitedError', 'InternalError', 'isTroupeError',
+    'WorkerLostError', 'NatsServerUnsupportedError', 'UnauthenticatedError', 'ForbiddenError', 'RateLimitedError', 'NatsAuthError', 'InternalError', 'isTroupeError',
     // reading events, keys
     'eventReader', 'openKeyRing',
     // consumers

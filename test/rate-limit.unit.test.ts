@@ -39,6 +39,19 @@ describe('RateLimiter', () => {
     expect(refusedAfter(l, calm, 3, 0)).toBe(3);
   });
 
+  it('says whether a principal\'s next command would be refused, without taking a token', () => {
+    const l = RateLimiter.create({ perPrincipal: { perSecond: 10, burst: 2 }, perTenant: { perSecond: 100 } })!;
+    expect(l.refusal(flood, 0)).toBeNull();
+    expect(l.refusal(flood, 0)).toBeNull();
+    expect(refusedAfter(l, flood, 10, 0)).toBe(2);
+    const e = l.refusal(flood, 0);
+    expect(e).toMatchObject({ code: 'RATE_LIMITED', retryable: true, data: { retryAfterMs: 100, principalId: 'flood' } });
+    expect(e!.data.commandId).toBeUndefined();
+    expect(l.refusal(calm, 0)).toBeNull();
+    expect(l.refusal(flood, 100)).toBeNull();
+    expect(refusedAfter(l, flood, 10, 100)).toBe(1);
+  });
+
   it('puts callers without a principal in one shared bucket', () => {
     const l = RateLimiter.create({ perPrincipal: { perSecond: 2 } })!;
     expect(refusedAfter(l, null, 10, 0)).toBe(2);

@@ -6,9 +6,12 @@
 import { connectNats } from '../journal/journal.ts';
 import { readClusterStatus, type ClusterStatus } from '../node/membership.ts';
 import { DEFAULT_NATS_URL, DEFAULT_STREAM } from '../options.ts';
+import { describeServers, resolveNatsAuth } from '../connection.ts';
+import { isTroupeError } from '../errors.ts';
+import { natsAuthOf, type NatsFlags } from './credentials.ts';
 import { CliError, EXIT_RETRYABLE } from './exit.ts';
 
-export interface ClusterFlags {
+export interface ClusterFlags extends NatsFlags {
   natsUrl?: string;
   stream?: string;
   json?: boolean;
@@ -31,15 +34,16 @@ export function renderClusterStatus(st: ClusterStatus): string {
 export async function clusterStatus(flags: ClusterFlags): Promise<void> {
   const url = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : DEFAULT_NATS_URL;
   const stream = flags.stream ?? DEFAULT_STREAM;
-  const nc = await connectNats(url, 'troupe-cli').catch((e: unknown) => {
-    throw new CliError(`cannot reach NATS at ${url} (${(e as Error).message}); set NATS_URL (--nats-url) to where the cluster's NATS runs`, EXIT_RETRYABLE, { cause: e });
+  const nc = await connectNats(url, 'troupe-cli', resolveNatsAuth(natsAuthOf(flags))).catch((e: unknown) => {
+    if (isTroupeError(e) && !e.retryable) throw e; // a refused login: NATS_AUTH, naming the credentials used
+    throw new CliError(`cannot reach NATS at ${describeServers(url)} (${(e as Error).message}); set NATS_URL (--nats-url) to where the cluster's NATS runs`, EXIT_RETRYABLE, { cause: e });
   });
   try {
     let st: ClusterStatus;
     try {
       st = await readClusterStatus(nc, stream);
     } catch (e) {
-      throw new CliError(`no Troupe stream ${stream} on ${url} (${(e as Error).message}); name it with --stream`, EXIT_RETRYABLE, { cause: e });
+      throw new CliError(`no Troupe stream ${stream} on ${describeServers(url)} (${(e as Error).message}); name it with --stream`, EXIT_RETRYABLE, { cause: e });
     }
     process.stdout.write(flags.json === true ? `${JSON.stringify(st, null, 2)}\n` : renderClusterStatus(st));
   } finally {

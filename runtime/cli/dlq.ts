@@ -9,8 +9,10 @@ import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../opt
 import { isTroupeError } from '../errors.ts';
 import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
 import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
+import { natsAuthOf, type NatsFlags } from './credentials.ts';
+import { resolveNatsAuth } from '../connection.ts';
 
-export interface DlqFlags {
+export interface DlqFlags extends NatsFlags {
   natsUrl?: string;
   stream?: string;
   subjectPrefix?: string;
@@ -43,7 +45,7 @@ async function withQueue<T>(flags: DlqFlags, run: (q: DeadLetterQueue) => Promis
   let q: DeadLetterQueue;
   let owned: NatsConnection;
   try {
-    const nc = await connectNats(servers, 'troupe-dlq');
+    const nc = await connectNats(servers, 'troupe-dlq', resolveNatsAuth(natsAuthOf(flags)));
     // The log stream records its subjects: the prefix (of the DLQ's subjects too) is read from there unless given.
     const prefix = flags.subjectPrefix ?? (await describeStream(nc, stream).catch(() => null))?.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX;
     q = await DeadLetterQueue.open({ nc, stream, subjectPrefix: prefix });

@@ -3,7 +3,9 @@
  *
  *   0   success
  *   1   refused: the domain rejected the command, or a validation failed (not retryable), or
- *       the node could not start with what it was given (a port taken, a bad config file)
+ *       the node could not start with what it was given (a port taken, a bad config file), or
+ *       NATS refused the credentials (NATS_AUTH), or the node refused the caller
+ *       (UNAUTHENTICATED, FORBIDDEN)
  *   2   usage: an unknown command or flag, a missing or malformed argument
  *   75  retryable: no node answered, NATS is down, or the node said unavailable, timeout,
  *       overloaded or stopped (EX_TEMPFAIL of sysexits.h)
@@ -18,7 +20,8 @@ export const EXIT_RETRYABLE = 75;
 
 export const EXIT_CODES_HELP = `Exit codes:
   0   success
-  1   refused by the domain or a validation (retrying the same command will not help)
+  1   refused by the domain or a validation, NATS refused the credentials, or the node
+      refused the caller's token or rights (retrying the same command will not help)
   2   usage: unknown command or flag, missing or malformed argument
   75  retryable: no node answered, NATS is down, unavailable, timeout, overloaded, stopped`;
 

@@ -9,9 +9,10 @@ import { existsSync } from 'node:fs';
 import { masterKeyStatus, retireMasterKey, rotateMasterKey, type MasterKeyAdminOptions } from '../contracts/master-rotation.ts';
 import { MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MASTER_KEYS_ENV } from '../contracts/crypto.ts';
 import { DEFAULT_NATS_URL, DEFAULT_STREAM } from '../options.ts';
+import { natsAuthOf, type NatsFlags } from './credentials.ts';
 import { dataPaths } from './paths.ts';
 
-export interface KeysFlags {
+export interface KeysFlags extends NatsFlags {
   natsUrl?: string;
   stream?: string;
   keyFile?: string;
@@ -25,7 +26,7 @@ function adminOptions(flags: KeysFlags): MasterKeyAdminOptions {
     const dev = dataPaths({ dataDir: flags.dataDir }).masterKey;
     if (existsSync(dev)) keyFile = dev;
   }
-  return { servers: flags.natsUrl || DEFAULT_NATS_URL, stream: flags.stream || DEFAULT_STREAM, ...(keyFile !== undefined ? { keyFile } : {}) };
+  return { servers: flags.natsUrl || DEFAULT_NATS_URL, stream: flags.stream || DEFAULT_STREAM, nats: natsAuthOf(flags), ...(keyFile !== undefined ? { keyFile } : {}) };
 }
 
 function print(value: unknown): void {

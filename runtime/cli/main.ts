@@ -5,6 +5,7 @@
  *   program.ts  the commands, their options and help (commander)
  *   start.ts    troupe start                  run a node (config file: config.ts; banner: banner.ts)
  *   remote.ts   troupe send | state | history talk to a running node
+ *   credentials.ts  NATS credential flags and the caller's token of the commands that connect
  *   init.ts     troupe init [dir]             scaffold an app
  *   exit.ts     exit codes and the one line each failure prints
  *   paths.ts    where the data lives

@@ -12,6 +12,7 @@ import { scaffold } from './init.ts';
 import { clusterStatus, type ClusterFlags } from './cluster.ts';
 import { dlqDiscard, dlqList, dlqReplay, dlqShow, dlqStats, type DlqFlags } from './dlq.ts';
 import { tail, type TailFlags } from './tail.ts';
+import { natsCredentialFlags, tokenFlags } from './credentials.ts';
 import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
@@ -45,6 +46,10 @@ const ENVIRONMENT_HELP = `Environment:
                        send/state/history: default nats://127.0.0.1:4222)
   NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY (seed or seed file), NATS_CREDS (.creds file)
   NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY            how every command authenticates to NATS
+                       (or the flags --nats-user, --nats-password, --nats-token, --nkey, --creds,
+                       --tls-ca, --tls-cert, --tls-key; a flag wins over its variable)
+  TROUPE_TOKEN, TROUPE_TOKEN_FILE   send/state/history: the signed token for a node that verifies
+                       callers (or --token, --token-file)
   TROUPE_MASTER_KEY_FILE   master key file (chmod 600; see \`troupe keys --help\`), or TROUPE_MASTER_KEY(S)
   TROUPE_NATS_PORT     port of the nats-server that \`troupe start\` runs itself (default ${DEFAULT_NATS_PORT})
   TROUPE_ACTORS        actor modules, comma separated
@@ -55,6 +60,11 @@ function natsUrlOption(forStart: boolean): Option {
   return new Option('--nats-url <url>', forStart
     ? 'NATS servers to use, comma separated (default: run a local nats-server)'
     : 'NATS servers of the node (default: nats://127.0.0.1:4222)').env('NATS_URL');
+}
+
+/** The flags of the commands that talk to a node: NATS credentials and the caller's token. */
+function remoteFlags(cmd: Command): Command {
+  return tokenFlags(natsCredentialFlags(cmd));
 }
 
 function clientFlags(cmd: Command): ClientFlags {
@@ -94,40 +104,41 @@ Flags and environment variables override the config file. Examples:
   NATS_URL=nats://nats.internal:4222 npx troupe start --config deploy/troupe.config.mjs`)
     .action((_opts, cmd: Command) => start(cmd.opts<StartFlags>()));
 
-  p.command('send')
+  remoteFlags(p.command('send')
     .description('send a command to an actor; prints the result as JSON')
     .argument('<type>', 'actor type, e.g. Account')
     .argument('<id>', 'actor id, e.g. acct-1')
     .argument('<command>', 'command type, e.g. Deposit')
     .argument('[payload]', 'the command\'s payload, a JSON object (default {})')
     .option('--command-id <id>', 'idempotency key: a command re-sent with the same id is answered once')
-    .option('--user <id>', 'user id recorded with the events')
+    .option('--user <id>', 'user id recorded with the events (ignored by a node that verifies callers: it records the token\'s principal)')
     .addOption(natsUrlOption(false))
     .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
     .addHelpText('after', `
 Example:
-  npx troupe send Account acct-1 Deposit '{"amount":100}'`)
+  npx troupe send Account acct-1 Deposit '{"amount":100}'
+  TROUPE_TOKEN=$(cat alice.jwt) NATS_CREDS=client.creds npx troupe send Account acct-1 Deposit '{"amount":100}'`))
     .action((type: string, id: string, command: string, payload: string | undefined, _opts, cmd: Command) => send(type, id, command, payload, cmd.opts<SendFlags>()));
 
-  p.command('state')
+  remoteFlags(p.command('state')
     .description('print an actor\'s state and version as JSON')
     .argument('<type>', 'actor type')
     .argument('<id>', 'actor id')
     .addOption(natsUrlOption(false))
-    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
+    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000))))
     .action((type: string, id: string, _opts, cmd: Command) => state(type, id, clientFlags(cmd)));
 
-  p.command('history')
+  remoteFlags(p.command('history')
     .description('print an actor\'s events as JSON')
     .argument('<type>', 'actor type')
     .argument('<id>', 'actor id')
     .addOption(natsUrlOption(false))
-    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000)))
+    .addOption(new Option('--timeout <ms>', 'how long to wait for the answer (default 10000)').argParser(int(1, 3_600_000))))
     .action((type: string, id: string, _opts, cmd: Command) => history(type, id, clientFlags(cmd)));
 
-  p.command('cluster')
+  natsCredentialFlags(p.command('cluster')
     .description('look at a cluster of Troupe nodes')
-    .command('status')
+    .command('status'))
     .description('nodes with their state, version and shards; moves under way; lease ages (from NATS KV)')
     .addOption(natsUrlOption(false))
     .option('--stream <name>', 'the deployment\'s stream (default TROUPE)')
@@ -145,7 +156,7 @@ Rotating while nodes run:
   troupe keys retire <id>     the old key's wrappings are removed and it leaves the key file
 Keys come from ${'$'}TROUPE_MASTER_KEY_FILE (or --key-file), else TROUPE_MASTER_KEYS / TROUPE_MASTER_KEY, else
 the development key in the data folder. The key file must be chmod 600. See docs/security.md.`);
-  const keyFlags = (c: Command) => c
+  const keyFlags = (c: Command) => natsCredentialFlags(c)
     .addOption(natsUrlOption(false))
     .addOption(new Option('--stream <name>', 'the stream whose key bucket (<stream>_keys) holds the keys (default TROUPE)').env('TROUPE_STREAM'))
     .addOption(new Option('--key-file <file>', 'the master key file to read and rewrite').env('TROUPE_MASTER_KEY_FILE'))
@@ -157,7 +168,7 @@ the development key in the data folder. The key file must be chmod 600. See docs
   keyFlags(keys.command('retire').description('remove an old master key: rewrap what only it wraps, then drop it').argument('<id>', 'the master key id (troupe keys status)'))
     .action((id: string, _opts, cmd: Command) => keysRetire(id, cmd.opts<KeysFlags>()));
 
-  p.command('tail')
+  natsCredentialFlags(p.command('tail'))
     .description('print the log as event envelopes, a readable line (or --json line) per event')
     .addOption(natsUrlOption(false))
     .addOption(new Option('--stream <name>', 'the deployment\'s stream (default TROUPE)').env('TROUPE_STREAM'))
@@ -181,7 +192,7 @@ Examples:
 Replaying runs the event through its consumer's handler again, so an instance of that consumer
 must be running (it answers replay requests over NATS); on success the dead letter is deleted.`);
   const dlqFlags = (c: Command, filters: boolean) => {
-    c.addOption(natsUrlOption(false))
+    natsCredentialFlags(c).addOption(natsUrlOption(false))
       .addOption(new Option('--stream <name>', 'the deployment\'s log stream (its DLQ is <stream>_DLQ; default TROUPE)').env('TROUPE_STREAM'))
       .option('--json', 'print JSON');
     if (filters) {

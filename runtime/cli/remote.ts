@@ -6,9 +6,10 @@ import { isTroupeError } from '../errors.ts';
 import { DEFAULT_NATS_URL } from '../options.ts';
 import { TroupeClient } from '../remote/client.ts';
 import { describeServers, redactSecrets, resolveNatsAuth } from '../connection.ts';
+import { callerToken, natsAuthOf, tokenSource, TOKEN_ENV, type NatsFlags, type TokenFlags } from './credentials.ts';
 import { CliError, EXIT_REFUSED, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 
-export interface ClientFlags {
+export interface ClientFlags extends NatsFlags, TokenFlags {
   natsUrl?: string;
   timeout?: number;
 }
@@ -50,24 +51,37 @@ function nobodyThere(e: unknown, url: string): CliError | undefined {
   return undefined;
 }
 
+/** A node that verifies callers refused the token (or its absence): say how the command line sends one. */
+function unauthenticated(e: unknown, flags: ClientFlags): CliError | undefined {
+  if (!isTroupeError(e, 'UNAUTHENTICATED')) return undefined;
+  const source = tokenSource(flags);
+  const hint = source === undefined
+    ? `this node verifies callers: give a signed token with ${TOKEN_ENV}, --token-file or --token`
+    : `the token came from ${source}`;
+  return new CliError(`UNAUTHENTICATED: ${e.message}; ${hint}`, EXIT_REFUSED, { cause: e });
+}
+
 async function withClient(flags: ClientFlags, run: (c: TroupeClient) => Promise<unknown>): Promise<void> {
   const servers = natsUrlOf(flags);
   const url = describeServers(servers); // without user:password@
+  const nats = natsAuthOf(flags);
+  const token = callerToken(flags);
   let client: TroupeClient;
   try {
-    client = await TroupeClient.connect({ servers, timeoutMs: flags.timeout ?? 10_000 });
+    client = await TroupeClient.connect({ servers, timeoutMs: flags.timeout ?? 10_000, nats, ...(token !== undefined ? { token } : {}) });
   } catch (e) {
+    // A refused login (NATS_AUTH) or bad credential options (INVALID_OPTION) are said as they
+    // are (they name the credentials and their source, never a secret); retrying will not help.
+    if (isTroupeError(e) && !e.retryable) throw e;
     const message = (e as Error).message;
-    // A refused login is said as it is (it names the credentials, never their secret); retrying will not help.
-    if (/\(authorization violation\)/.test(message)) throw new CliError(message, EXIT_REFUSED);
-    const why = redactSecrets((e as { cause?: { message?: string } }).cause?.message ?? message, resolveNatsAuth(), servers);
+    const why = redactSecrets((e as { cause?: { message?: string } }).cause?.message ?? message, resolveNatsAuth(nats), servers);
     throw new CliError(`no Troupe node answered on ${url} (NATS: ${why}): ${START_ONE}`, EXIT_RETRYABLE, { cause: e });
   }
   try {
     const result = await run(client);
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } catch (e) {
-    throw nobodyThere(e, url) ?? e;
+    throw nobodyThere(e, url) ?? unauthenticated(e, flags) ?? e;
   } finally {
     await client.close();
   }

@@ -20,9 +20,11 @@ import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { readLogMessage } from '../consumers/reader.ts';
 import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
+import { natsAuthOf, type NatsFlags } from './credentials.ts';
+import { resolveNatsAuth } from '../connection.ts';
 import { dataPaths } from './paths.ts';
 
-export interface TailFlags {
+export interface TailFlags extends NatsFlags {
   natsUrl?: string;
   stream?: string;
   subjectPrefix?: string;
@@ -83,7 +85,7 @@ export async function tail(flags: TailFlags, out: (line: string) => void = (l) =
   const stream = flags.stream ?? DEFAULT_STREAM;
   let registry: Registry | undefined;
   if (flags.actors !== undefined && flags.actors !== '') registry = await loadRegistry(flags.actors.split(',').map((a) => resolve(a.trim())));
-  const nc: NatsConnection = await connectNats(url, 'troupe-tail').catch((e: unknown) => {
+  const nc: NatsConnection = await connectNats(url, 'troupe-tail', resolveNatsAuth(natsAuthOf(flags))).catch((e: unknown) => {
     throw new CliError(`cannot reach NATS at ${url} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
   });
   let keys: KeyRing | null = null;

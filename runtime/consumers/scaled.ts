@@ -28,6 +28,7 @@ import type { EventEnvelope } from '../journal/codec.ts';
 import { connectNats, type NatsConnection } from '../journal/journal.ts';
 import { LeaseGroup, listLeaseBuckets, readLeaseGroup, type LeaseGroupStatus } from '../journal/leases.ts';
 import { ConcurrencyError, TimeoutError } from '../errors.ts';
+import { resolveNatsAuth } from '../connection.ts';
 import { DEFAULT_STREAM } from '../options.ts';
 import { DeadLetterQueue } from './dlq.ts';
 import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
@@ -104,7 +105,7 @@ export class ScaledConsumer {
     try {
       let nc = options.nc;
       if (nc === undefined) {
-        nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-consumer-${options.name}`);
+        nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-consumer-${options.name}`, resolveNatsAuth(options.nats));
         const own = nc;
         cleanup.push(() => own.drain());
       }

@@ -14,7 +14,7 @@
  */
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
-import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
+import { connectFailure, loginRefusal, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { KeyRing, resolveMasterKeys, type KeyBackend, type KeyRingOptions, type MasterKeySource, type StoredKey, type Wraps } from './crypto.ts';
 import { KeysUnavailableError } from '../errors.ts';
 
@@ -268,7 +268,7 @@ export async function openKeyRing(opts: OpenKeyRingOptions): Promise<KeyRing> {
     try {
       nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-keys', maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
     } catch (e) {
-      throw new KeysUnavailableError(`${connectFailure(servers, auth, e)} (to read encryption keys)`);
+      throw loginRefusal(servers, auth, e, ' (to read encryption keys)') ?? new KeysUnavailableError(`${connectFailure(servers, auth, e)} (to read encryption keys)`);
     }
     own = true;
   }

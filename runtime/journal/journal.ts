@@ -16,7 +16,7 @@ import {
   type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
 } from '@nats-io/jetstream';
 import { SHARDS_METADATA } from '../envelope.ts';
-import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuth } from '../connection.ts';
+import { connectFailure, loginRefusal, natsConnectOptions, resolveNatsAuth, type NatsAuth } from '../connection.ts';
 import { ConcurrencyError, InvalidOptionError, JournalUnavailableError, NatsServerUnsupportedError, TroupeError } from '../errors.ts';
 
 export type { NatsConnection, MsgHdrs, StoredMsg };
@@ -65,7 +65,8 @@ export async function connectNats(servers: string, name: string, auth: NatsAuth 
     }));
   } catch (e) {
     const message = connectFailure(servers, auth, e);
-    if (/\(authorization violation\)/.test(message)) throw new JournalUnavailableError(message); // no cause: nothing that might quote a secret
+    const refused = loginRefusal(servers, auth, e);
+    if (refused !== null) throw refused;
     throw new JournalUnavailableError(`${message}. Start nats-server (npm start does) or set NATS_URL`, {}, e);
   }
 }

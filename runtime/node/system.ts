@@ -8,7 +8,7 @@
 import { estimateSize, type EventEnvelope } from '../journal/codec.ts';
 import type { Command, CommandEnvelope, CommandMetadata, CommandResult, OutcomeSink } from '../envelope.ts';
 import { IdGenerator, IdUse, isPlainPayload, payloadRefusal, shardOf } from '../envelope.ts';
-import { ConcurrencyError, ForbiddenError, InvalidOptionError, StoppedError, ValidationError, fromWire, isTroupeError, type WireError } from '../errors.ts';
+import { ConcurrencyError, ForbiddenError, InvalidOptionError, StoppedError, ValidationError, fromWire, isTroupeError, type RateLimitedError, type WireError } from '../errors.ts';
 import { forbidden, type AuthorizeRequest, type NodeAuthorize, type Principal, type RequestKind } from '../principal.ts';
 import { TokenVerifier } from '../token.ts';
 import { RateLimiter } from '../rate-limit.ts';
@@ -350,6 +350,11 @@ export class Troupe implements ServedNode {
    */
   authenticate(token: string | null): Principal | null | Promise<Principal | null> {
     return this.verifier === null ? null : this.verifier.verify(token);
+  }
+
+  /** RATE_LIMITED when the next command of `principal` would be refused (options.rateLimits), else null; takes nothing. */
+  rateLimited(principal: Principal | null): RateLimitedError | null {
+    return this.limiter === null ? null : this.limiter.refusal(principal);
   }
 
   /** Run the node's rule (options.authorize); throws FORBIDDEN, logged with the principal and the ids, never the payload. */

@@ -17,7 +17,7 @@
  */
 import { connect, credsAuthenticator, headers, nkeyAuthenticator, nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connectFailure, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
+import { connectFailure, loginRefusal, natsConnectOptions, resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { decode, encode, type EventEnvelope } from '../journal/codec.ts';
 import { IdGenerator, SHARDS_METADATA, isPlainPayload, payloadRefusal, shardOf, type Command, type CommandMetadata, type CommandResult } from '../envelope.ts';
 import { InvalidOptionError, JournalUnavailableError, TimeoutError, ValidationError, fromWire, type WireError } from '../errors.ts';
@@ -155,7 +155,7 @@ export class TroupeClient {
     try {
       nc = await connect(natsConnectOptions(servers, auth, { creds: credsAuthenticator, nkey: nkeyAuthenticator }, { name: 'troupe-client', maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 5_000 }));
     } catch (e) {
-      throw new JournalUnavailableError(connectFailure(servers, auth, e)); // no cause: nothing that might quote a secret
+      throw loginRefusal(servers, auth, e) ?? new JournalUnavailableError(connectFailure(servers, auth, e)); // no cause: nothing that might quote a secret
     }
     refreshTracing();
     const client = new TroupeClient(nc, options, options.shards ?? null, retry);

@@ -24,7 +24,7 @@ import { headers, type Msg, type NatsConnection, type Subscription } from '@nats
 import { decode, encode } from '../journal/codec.ts';
 import { IdUse, newId, shardOf, type Command, type CommandEnvelope, type CommandMetadata, type CommandResult, type OutcomeSink } from '../envelope.ts';
 import { FLAT, FLAT_2, OUTCOME, OUTCOME_STRIDE, PROTOCOL, READ_REPLY, REQUEST_MESSAGE, REQUEST_STRIDE, REQUEST_STRIDE_2, parseReadRequest, pushOutcome, readRequest } from '../wire.ts';
-import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type WireError } from '../errors.ts';
+import { JournalUnavailableError, ValidationError, toWire, type ConcurrencyError, type TroupeError, type WireError } from '../errors.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { TRACEPARENT, tracing } from '../ops/tracing.ts';
 import { commandSubject, historySubject, querySubject, queueGroup } from './subjects.ts';
@@ -75,6 +75,8 @@ export interface ServedNode {
   /** The principal of a request's token (header Troupe-Auth); throws UNAUTHENTICATED. */
   authenticate(token: string | null): Principal | null | Promise<Principal | null>;
   refused(e: unknown): void;
+  /** RATE_LIMITED when the principal's next command would be refused (its bucket is empty), else null; takes nothing. */
+  rateLimited?(principal: Principal | null): TroupeError | null;
   submitTraced(envelope: CommandEnvelope, parent: string | null, remote: boolean): Promise<CommandResult>;
   submitTo(envelope: CommandEnvelope, sink: OutcomeSink): void;
   query(aggregateType: string, aggregateId: string, options?: { principal?: Principal | null }): Promise<unknown>;
@@ -297,6 +299,10 @@ class CommandSink implements OutcomeSink {
 }
 
 async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: number, forwarding: Relay | null): Promise<void> {
+  // Who sends, and whether its bucket allows anything: before the request's bytes are decoded.
+  const admitted = await admitRequest(node, msg);
+  if (admitted === null) return;
+  const { token, principal } = admitted;
   let commands: RemoteCommand[];
   try {
     if (msg.data.length > maxRequestBytes) {
@@ -319,25 +325,20 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
     msg.respond(encode([]));
     return;
   }
-  // Who sends: the request's token, verified (options.auth). Nothing of a refused request runs.
-  const token = msg.headers?.get(AUTH_HEADER) || null;
-  let principal: Principal | null;
-  try {
-    const p = node.authenticate(token);
-    principal = p instanceof Promise ? await p : p;
-  } catch (e) {
-    for (let i = 0; i < n; i++) node.refused(e);
-    msg.respond(encode({ error: toWire(e) }));
-    return;
-  }
   // A request carries many commands: each has its own traceparent; the message's is the fallback.
   const traced = tracing.on;
   const messageParent = traced ? msg.headers?.get(TRACEPARENT) || null : null;
   const reply = new RequestReply(msg, n);
   let elsewhere: Map<number, { index: number; command: RemoteCommand }[]> | null = null;
+  let limited: WireError | null = null;
   for (let i = 0; i < n; i++) {
     const c = commands[i];
     let envelope: CommandEnvelope;
+    if (limited !== null) {
+      node.refused(limited);
+      reply.answer(i, limited, null);
+      continue;
+    }
     try {
       if (typeof c !== 'object' || c === null) throw new ValidationError('MALFORMED_COMMAND', 'each command must be an object {aggregateType, aggregateId, type, payload, commandId?}', {});
       envelope = node.envelope(c.aggregateType, c.aggregateId, c, undefined, undefined, principal);
@@ -356,7 +357,10 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
         continue;
       }
       node.refused(e);
-      reply.answer(i, toWire(e), null);
+      const w = toWire(e);
+      // The principal's bucket is empty: so it is for the rest of this request.
+      if (w.code === 'RATE_LIMITED') limited = restLimited(w);
+      reply.answer(i, w, null);
       continue;
     }
     if (c!.fresh === true && envelope.idUse === IdUse.GIVEN) envelope.idUse = IdUse.FRESH;
@@ -370,6 +374,59 @@ async function handleCommands(node: ServedNode, msg: Msg, maxRequestBytes: numbe
   if (elsewhere !== null) {
     for (const [shard, items] of elsewhere) void forward(forwarding!, shard, items, reply, token);
   }
+}
+
+/**
+ * The door of a command request, before its body is decoded: the request's token, verified
+ * (options.auth), and the principal's rate limit, asked once per request. A refused request is
+ * answered whole, with one error, and nothing of it is decoded, checked or built: a flood of
+ * unauthenticated or rate-limited requests costs the node a header lookup, a remembered token
+ * and a bucket, not the work of each command. Null when the request is answered.
+ */
+async function admitRequest(node: ServedNode, msg: Msg): Promise<{ token: string | null; principal: Principal | null } | null> {
+  const token = msg.headers?.get(AUTH_HEADER) || null;
+  let refusal: unknown;
+  try {
+    const p = node.authenticate(token);
+    const principal = p instanceof Promise ? await p : p;
+    refusal = node.rateLimited?.(principal) ?? null;
+    if (refusal === null) return { token, principal };
+  } catch (e) {
+    refusal = e;
+  }
+  // Counted per command, as a refusal after decoding would be.
+  const n = peekCount(msg.data);
+  for (let i = 0; i < n; i++) node.refused(refusal);
+  msg.respond(encode({ error: toWire(refusal) }));
+  return null;
+}
+
+/**
+ * How many commands a request holds, read from its msgpack header ([protocol, commands]: a
+ * fixarray of 2, a small protocol number, then the commands' array header) without decoding
+ * it; 1 when the bytes do not start that way.
+ */
+export function peekCount(data: Uint8Array): number {
+  if (data.length < 3 || data[0] !== 0x92) return 1;
+  const protocol = data[1];
+  const h = data[2]!;
+  let len: number;
+  if (h >= 0x90 && h <= 0x9f) len = h & 0x0f;
+  else if (h === 0xdc && data.length >= 5) len = (data[3]! << 8) | data[4]!;
+  else if (h === 0xdd && data.length >= 7) len = ((data[3]! << 24) | (data[4]! << 16) | (data[5]! << 8) | data[6]!) >>> 0;
+  else return 1;
+  const per = protocol === FLAT ? REQUEST_STRIDE : protocol === FLAT_2 ? REQUEST_STRIDE_2 : protocol === PROTOCOL ? 1 : 0;
+  return per === 0 ? 1 : Math.max(1, Math.floor(len / per));
+}
+
+/**
+ * The refusal of the commands after one refused RATE_LIMITED in the same request: the same
+ * error without that command's ids (the client puts each command's id back), one object for
+ * all of them, so that the rest of a flooding request costs nothing to refuse.
+ */
+function restLimited(limited: WireError): WireError {
+  const { aggregateType: _t, aggregateId: _i, commandId: _c, commandType: _ct, ...rest } = limited.data;
+  return { ...limited, data: rest };
 }
 
 /** A query or history request: bytes that are not msgpack [aggregateType, aggregateId] get MALFORMED_REQUEST. */
