@@ -1,0 +1,3 @@
+export const DASHBOARD_HTML = '';
+export const DASHBOARD_JS = '';
+export const DASHBOARD_CSS = '';
