@@ -49,3 +49,6 @@ if (reason !== undefined) {
     }
   }
 }
+
+// `npm test` only: the dashboard test needs a headless Chromium.
+if (process.env.npm_lifecycle_event === 'test') await import('./ensure-chromium.mjs');

@@ -121,6 +121,12 @@ export interface TroupeOptions {
   httpPort?: number | false;
   /** Address the HTTP server listens on. Default 127.0.0.1. */
   httpHost?: string;
+  /**
+   * The dashboard's admin token: with it (`Authorization: Bearer <token>`) an operator may replay
+   * and discard dead letters from the dashboard; without one configured the dashboard is
+   * read-only. Default: TROUPE_ADMIN_TOKEN. Stays on the main thread.
+   */
+  adminToken?: string;
   /** /health fails above this DLQ depth (per consumer probe, unless the probe sets its own). */
   maxDlqDepth?: number;
   /** /health fails above this consumer lag (per consumer probe, unless the probe sets its own). */

@@ -13,6 +13,7 @@ import { clusterStatus, type ClusterFlags } from './cluster.ts';
 import { dlqDiscard, dlqList, dlqReplay, dlqShow, dlqStats, type DlqFlags } from './dlq.ts';
 import { tail, type TailFlags } from './tail.ts';
 import { natsCredentialFlags, tokenFlags } from './credentials.ts';
+import { actors, consumers, projections, stats, type ConsoleFlags } from './console.ts';
 import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
@@ -212,6 +213,31 @@ must be running (it answers replay requests over NATS); on success the dead lett
     .action((seq: string | undefined, _opts, cmd: Command) => dlqDiscard(seq, cmd.opts<DlqFlags>()));
   dlqFlags(dlq.command('stats').description('how many dead letters, by consumer and by reason; the oldest one\'s age'), false)
     .action((_opts, cmd: Command) => dlqStats(cmd.opts<DlqFlags>()));
+
+  const consoleFlags = (c: Command) => natsCredentialFlags(c)
+    .addOption(natsUrlOption(false))
+    .addOption(new Option('--stream <name>', 'the deployment\'s log stream (default TROUPE)').env('TROUPE_STREAM'))
+    .option('--json', 'print JSON');
+  consoleFlags(p.command('consumers').description('consumers of the log: instances, lag, messages handled per second, dead letters'))
+    .addHelpText('after', `
+Lag is log messages not yet acknowledged (JetStream pending + ack pending); MSGS/S is measured
+over one second (a log message carries many commits). Example:
+  npx troupe consumers --json | jq '.[] | select(.lag > 1000)'`)
+    .action((_opts, cmd: Command) => consumers(cmd.opts<ConsoleFlags>()));
+  consoleFlags(p.command('projections').description('projection versions: build progress, and which one readers use'))
+    .addOption(new Option('--data-dir <dir>', 'data dir of the process that builds the views: tells which version is active').env('TROUPE_DATA_DIR'))
+    .addHelpText('after', `
+A projection is rebuilt by its own process (its apply function runs there): deploy version n+1
+beside version n, or call projection.rebuild(); watch its progress here. See docs/cli.md.`)
+    .action((_opts, cmd: Command) => projections(cmd.opts<ConsoleFlags>()));
+  consoleFlags(p.command('actors').description('ids of actors of a type, from every node (resident ones with --resident)').argument('<type>', 'actor type'))
+    .option('--resident', 'only actors in memory now')
+    .addOption(new Option('--limit <n>', 'at most n per node (default 1000)').argParser(int(1, 100_000)))
+    .addOption(new Option('--window <ms>', 'how long to collect the nodes\' answers (default 750)').argParser(int(50, 60_000)))
+    .action((type: string, _opts, cmd: Command) => actors(type, cmd.opts<ConsoleFlags>()));
+  consoleFlags(p.command('stats').description('every node: throughput, latency percentiles, shards, resident actors, passivations'))
+    .addOption(new Option('--window <ms>', 'how long to collect the nodes\' answers (default 750)').argParser(int(50, 60_000)))
+    .action((_opts, cmd: Command) => stats(cmd.opts<ConsoleFlags>()));
 
   p.command('init')
     .description('scaffold a Troupe app: package.json, a config file, one actor, one test')

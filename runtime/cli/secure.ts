@@ -76,7 +76,8 @@ export function securePermissions(layout: SecureLayout = {}): Record<Exclude<Sec
         allow: [`${api}.>`, '$JS.ACK.>', '$JS.FC.>', `${p}.>`, ...nodeBuckets.map((b) => `$KV.${b}.>`), '_INBOX.>'],
         deny: [`${api}.STREAM.DELETE.>`],
       },
-      subscribe: { allow: ['_INBOX.>', ...requests], deny: [] },
+      // ...and the operators' scatter-gather (remote/ops-service.ts), which only the admin user sends.
+      subscribe: { allow: ['_INBOX.>', ...requests, `${p}.ops.stats`, `${p}.ops.actors`], deny: [] },
     },
     client: {
       publish: {

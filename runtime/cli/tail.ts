@@ -22,6 +22,7 @@ import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../opt
 import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 import { natsAuthOf, type NatsFlags } from './credentials.ts';
 import { resolveNatsAuth } from '../connection.ts';
+import { isTroupeError } from '../errors.ts';
 import { dataPaths } from './paths.ts';
 
 export interface TailFlags extends NatsFlags {
@@ -86,6 +87,7 @@ export async function tail(flags: TailFlags, out: (line: string) => void = (l) =
   let registry: Registry | undefined;
   if (flags.actors !== undefined && flags.actors !== '') registry = await loadRegistry(flags.actors.split(',').map((a) => resolve(a.trim())));
   const nc: NatsConnection = await connectNats(url, 'troupe-tail', resolveNatsAuth(natsAuthOf(flags))).catch((e: unknown) => {
+    if (isTroupeError(e) && !e.retryable) throw e; // a refused login (NATS_AUTH): retrying will not help
     throw new CliError(`cannot reach NATS at ${url} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
   });
   let keys: KeyRing | null = null;

@@ -51,6 +51,8 @@ async function run(name: string, check: Check): Promise<[string, HealthCheckResu
 export class NodeOps implements OpsEndpoints {
   private http: HttpServer | null = null;
   private renderer: Promise<MetricsRenderer> | null = null;
+  /** Asked first for every HTTP request: the dashboard (system.ts startConsole). */
+  extra: OpsEndpoints['extra'];
 
   constructor(private readonly r: OpsResources) {}
 

@@ -77,6 +77,8 @@ export interface ShardContext {
   scheduleFlush(shard: ShardHost): void;
   /** An actor became resident (the worker keeps the resident bound with it). */
   actorActivated?(): void;
+  /** An actor was passivated (counted for `troupe stats` and the dashboard). */
+  actorPassivated?(): void;
   readonly observer?: ShardObserver;
   /** Shard checkpoints shared between nodes (options.ownership 'lease'); null: the local cache alone. */
   readonly shared?: SharedCheckpoints | null;
@@ -512,6 +514,7 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
 
   /** Write a snapshot if the actor moved since the last one, then free it. */
   passivate(cell: ActorCell): void {
+    this.ctx.actorPassivated?.();
     passivate(this.ctx.store, this.cells, cell, this.appender.expectedSeq);
   }
 

@@ -28,6 +28,10 @@ import type { HealthReport } from '../ops/http.ts';
 import { createLog, errorFields, type Log } from '../ops/log.ts';
 import { NodeOps } from './health.ts';
 import { refreshTracing, startCommandTrace, tracing } from '../ops/tracing.ts';
+import { NodeSeries } from './series.ts';
+import { NodeConsole } from './console.ts';
+import { createDashboard } from '../ops/dashboard.ts';
+import { serveOps } from '../remote/ops-service.ts';
 
 export type { Command };
 
@@ -62,6 +66,10 @@ export class Troupe implements ServedNode {
   private limiter: RateLimiter | null = null;
   /** Set when the workers take remote commands from NATS themselves (node/serving.ts); null: the main thread does. */
   workerCommands: WorkerCommands | null = null;
+  /** The operator console: per-second series, the dashboard's data, the NATS ops subjects (startConsole). */
+  private readonly series: NodeSeries;
+  private readonly console: NodeConsole;
+  private stopOpsService: (() => void) | null = null;
 
   private constructor(
     readonly options: ResolvedOptions,
@@ -81,6 +89,25 @@ export class Troupe implements ServedNode {
       options, nc, journal, store, pool, log: this.log, ownedShards: () => this.ownedShards.length, phase: () => this.phase, cluster: () => this.cluster(),
     });
     pool.onWorkerLost = (threadId) => this.workerLost(threadId);
+    this.series = new NodeSeries(pool);
+    this.console = new NodeConsole({
+      options, nc, pool, store, series: this.series, version: troupeVersion(), startedAt: Date.now(),
+      ownedShards: () => this.ownedShards, phase: () => this.phase, actorTypes: () => this.actorTypes(), cluster: () => this.cluster(),
+      query: (type, id) => this.query(type, id), history: (type, id) => this.history(type, id),
+    });
+  }
+
+  /**
+   * The operator console: the series ticks, the dashboard answers on the HTTP port (when there
+   * is one; read-only without an admin token), the node answers `<prefix>.ops.*` over NATS.
+   */
+  private startConsole(input: TroupeOptions): void {
+    const token = input.adminToken ?? process.env.TROUPE_ADMIN_TOKEN ?? null;
+    if (token !== null && typeof token !== 'string') throw new InvalidOptionError('options.adminToken must be a string', { field: 'adminToken' });
+    const dashboard = createDashboard(this.console, token);
+    this.ops.extra = (req, res) => dashboard.handle(req, res);
+    this.series.start();
+    if (this.options.serve) this.stopOpsService = serveOps(this.nc, this.options.subjectPrefix, this.console);
   }
 
   static async start(input: TroupeOptions): Promise<Troupe> {
@@ -140,6 +167,8 @@ export class Troupe implements ServedNode {
         node.service = await CommandService.start(nc, options, node, node.ownedShards);
       }
       cleanup.unshift(() => node.ops.close());
+      node.startConsole(input);
+      cleanup.unshift(async () => { node.stopOpsService?.(); node.series.stop(); });
       await node.ops.startHttp();
       refreshTracing();
       node.phase = 'running';
@@ -515,6 +544,8 @@ export class Troupe implements ServedNode {
       };
       this.phase = 'stopping';
       clearInterval(this.expiry);
+      this.stopOpsService?.();
+      this.series.stop();
       // Draining: the other nodes place this node's shards over themselves now, and take each
       // as its lease is released below (after its appends finished and its snapshots were written).
       if (this.membership !== null) {
@@ -539,6 +570,7 @@ export class Troupe implements ServedNode {
       await this.store.close().catch(() => {});
       step(5, 'stopping: LMDB closed');
       await this.ops.close().catch(() => {});
+      await this.console.close().catch(() => {});
       this.phase = 'stopped';
       if (log.info) log.logger.info('node stopped');
     })();

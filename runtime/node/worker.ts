@@ -44,6 +44,8 @@ export type WorkerTask =
   | { kind: 'serve'; shards: number[] }
   | { kind: 'unserve'; shards: number[] }
   | { kind: 'stats' }
+  /** The ids of resident actors of a type (`troupe actors --resident`, the dashboard), at most `limit`. */
+  | { kind: 'resident'; aggregateType: string; limit: number }
   | { kind: 'stop' }
   | { kind: 'crash' };
 
@@ -57,6 +59,8 @@ export interface WorkerStats {
   /** Shards opened from a checkpoint another node shared, and log messages read by catch-ups, since the worker started. */
   restoredCheckpoints: number;
   catchUpMessages: number;
+  /** Actors passivated (freed from memory) since the worker started. */
+  passivations: number;
   /** Counters and histograms of this worker, for /metrics. */
   metrics: WorkerMetricsSnapshot;
 }
@@ -84,6 +88,7 @@ const options = (workerData as { options: ResolvedOptions }).options;
 let state: Promise<WorkerState> | null = null;
 const log = childLog(createLog(options.logLevel, { node: options.nodeName }), { worker: threadId });
 const metrics = new WorkerMetrics();
+let passivations = 0;
 
 // A worker thread that fails (an uncaught exception or rejection) first lets LMDB finish and
 // closes its environment, then exits. A thread that dies inside a write transaction leaves the
@@ -182,6 +187,9 @@ async function init(): Promise<WorkerState> {
     options, registry, store, journal, publisher, ids, shared, needs, clock,
     writerId: `${options.nodeName}.${threadId}.${nuid.next()}`,
     observer: shardObserver(ids.prefix),
+    actorPassivated() {
+      passivations++;
+    },
     actorActivated() {
       if (++activatedSinceSweep < sweepEvery || sweepSoon) return;
       sweepSoon = true;
@@ -469,10 +477,20 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       const stats: WorkerStats = {
         threadId, shards: w.shards.size, residentActors, queuedCommits, inFlightAppends: w.publisher.inFlight,
         natsConnected: !w.nc.isClosed() && w.nc.getServer() !== '',
-        restoredCheckpoints: catchUps.restored, catchUpMessages: catchUps.messages,
+        restoredCheckpoints: catchUps.restored, catchUpMessages: catchUps.messages, passivations,
         metrics: metrics.snapshot(),
       };
       return stats;
+    }
+    case 'resident': {
+      const ids: string[] = [];
+      for (const s of w.shards.values()) {
+        for (const c of s.cells.values()) {
+          if (c.reg.def.type !== task.aggregateType || c.phase === 'passivating') continue;
+          if (ids.push(c.id) >= task.limit) return ids;
+        }
+      }
+      return ids;
     }
     case 'stop': {
       await w.subjects.unserve(w.subjects.served);

@@ -23,6 +23,8 @@ export interface OpsEndpoints {
   metrics(): Promise<string>;
   /** GET /cluster (absent: 404). */
   cluster?(): Promise<unknown>;
+  /** Asked first for every request (the dashboard, ops/dashboard.ts): true when it answered. */
+  extra?(req: IncomingMessage, res: ServerResponse): Promise<boolean>;
 }
 
 export interface HttpServer {
@@ -41,6 +43,7 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 }
 
 async function route(endpoints: OpsEndpoints, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (endpoints.extra !== undefined && await endpoints.extra(req, res)) return;
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD' });

@@ -57,7 +57,9 @@ export const ROOT = 'root';
 export const WING_RULES: WingRules = {
   may: {
     root: [],
-    node: [{ wing: 'journal' }, { wing: 'contracts' }, { wing: 'ops' }, { wing: 'remote', files: ['remote/service.ts'] }],
+    node: [{ wing: 'journal' }, { wing: 'contracts' }, { wing: 'ops' }, { wing: 'remote', files: ['remote/service.ts', 'remote/ops-service.ts'] },
+      // The operator console (node/console.ts) shows consumers and dead letters, and replays them.
+      { wing: 'consumers', files: ['consumers/dlq.ts', 'consumers/overview.ts'] }],
     journal: [],
     remote: [{ wing: 'journal', files: ['journal/codec.ts'] }, { wing: 'ops' }],
     contracts: [{ wing: 'journal', files: ['journal/codec.ts'] }],
@@ -78,6 +80,8 @@ export const WING_RULES: WingRules = {
     'node/membership.ts',
     'remote/service.ts',
     'remote/client.ts',
+    'remote/ops-service.ts',
+    'consumers/overview.ts',
     'contracts/keystore.ts',
     'consumers/consume.ts',
     'consumers/dlq.ts',

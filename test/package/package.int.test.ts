@@ -288,13 +288,16 @@ const node = await Troupe.start({ ...config, servers: process.argv[2], workers: 
 try {
   await node.send('Counter', 'init-1', 'Increment', { by: 2 });
   await node.send('Counter', 'init-1', 'Increment', {});
-  process.stdout.write(JSON.stringify(await node.query('Counter', 'init-1')));
+  const page = await fetch(node.httpUrl + '/');
+  const dashboard = page.status === 200 && (await page.text()).includes('<title>Troupe dashboard</title>') && (await fetch(node.httpUrl + '/dashboard.js')).ok;
+  process.stdout.write(JSON.stringify({ ...await node.query('Counter', 'init-1'), dashboard }));
 } finally {
   await node.stop();
 }
 `);
     const started = await run(process.execPath, ['run.mjs', nats.url], { cwd: dir, env: userEnv(), timeout: 60_000 });
-    expect(JSON.parse(started.stdout)).toEqual({ state: { value: 3 }, version: 2 });
+    // The installed package serves the dashboard on the node's HTTP port (the page is compiled in).
+    expect(JSON.parse(started.stdout)).toEqual({ state: { value: 3 }, version: 2, dashboard: true });
     expect(troupeDirs(join(dir, 'node_modules'))).toEqual([]);
     expect(existsSync(join(dir, '.troupe', 'data'))).toBe(true);
   });

@@ -1,0 +1,168 @@
+/**
+ * `troupe consumers`, `troupe projections`, `troupe actors <type>`, `troupe stats`: the
+ * operator's view of a running deployment, from its NATS URL alone.
+ *
+ * consumers, projections   the log stream's JetStream consumers, lease buckets and DLQ stream
+ *                          (consumers/overview.ts), read directly;
+ * actors, stats            asked of every node at once on `<prefix>.ops.actors|stats`
+ *                          (remote/ops-service.ts): each node answers for itself within a short window.
+ */
+import { ConsumerStore } from '../consumers/consumer-store.ts';
+import { DeadLetterQueue } from '../consumers/dlq.ts';
+import { consumerOverview, projectionOverview, projectionStoreTag } from '../consumers/overview.ts';
+import { isTroupeError } from '../errors.ts';
+import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
+import { natsAuthOf, type NatsFlags } from './credentials.ts';
+import { resolveNatsAuth } from '../connection.ts';
+import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+import { gatherOps, type NodeAnswer } from '../remote/ops-service.ts';
+import { CliError, EXIT_RETRYABLE } from './exit.ts';
+
+export interface ConsoleFlags extends NatsFlags {
+  natsUrl?: string;
+  stream?: string;
+  json?: boolean;
+  /** projections: the consumer process's data dir, to tell which version is active. */
+  dataDir?: string;
+  /** actors */
+  resident?: boolean;
+  limit?: number;
+  /** actors, stats: how long to collect answers, ms. */
+  window?: number;
+}
+
+interface Opened { nc: NatsConnection; stream: string; prefix: string; servers: string }
+
+async function withNats<T>(flags: ConsoleFlags, run: (o: Opened) => Promise<T>): Promise<T> {
+  const servers = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : DEFAULT_NATS_URL;
+  const stream = flags.stream ?? DEFAULT_STREAM;
+  let nc: NatsConnection;
+  let prefix: string;
+  try {
+    nc = await connectNats(servers, 'troupe-ops', resolveNatsAuth(natsAuthOf(flags)));
+  } catch (e) {
+    if (isTroupeError(e) && !e.retryable) throw e; // a refused login (NATS_AUTH): retrying will not help
+    throw new CliError(`cannot reach NATS on ${servers} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
+  }
+  try {
+    try {
+      prefix = (await describeStream(nc, stream)).subjectPrefix ?? DEFAULT_SUBJECT_PREFIX;
+    } catch (e) {
+      if (isTroupeError(e)) throw e;
+      throw new CliError(`stream ${stream} is not readable on ${servers} (${(e as Error).message}); start a node on it, or pass --stream`, EXIT_RETRYABLE, { cause: e });
+    }
+    return await run({ nc, stream, prefix, servers });
+  } finally {
+    await nc.close().catch(() => {});
+  }
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Left-aligned columns, two spaces apart. */
+export function table(head: string[], rows: (string | number)[][]): string {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const widths = head.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return `${cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`;
+}
+
+export function consumers(flags: ConsoleFlags): Promise<void> {
+  return withNats(flags, async ({ nc, stream, prefix }) => {
+    const dlq = await DeadLetterQueue.open({ nc, stream, subjectPrefix: prefix }).catch(() => null);
+    const list = await consumerOverview(nc, stream, { sampleMs: 1000, dlq });
+    await dlq?.close();
+    if (flags.json === true) return print(list);
+    if (list.length === 0) return void process.stdout.write(`no durable consumer reads ${stream}\n`);
+    process.stdout.write(table(['NAME', 'KIND', 'INSTANCES', 'LAG', 'MSGS/S', 'DEAD LETTERS'], list.map((c) => [
+      c.name, c.durables > 1 ? `${c.kind} (${c.durables})` : c.kind, c.instances === null ? '-' : c.instances.length === 0 ? 'none' : c.instances.join(','),
+      c.lag, c.messagesPerSecond ?? '-', c.dlqDepth ?? '-',
+    ])));
+  });
+}
+
+export function projections(flags: ConsoleFlags): Promise<void> {
+  return withNats(flags, async ({ nc, stream }) => {
+    let activeOf: ((name: string, store: string) => number | undefined) | undefined;
+    let store: ConsumerStore | null = null;
+    if (flags.dataDir !== undefined && flags.dataDir !== '') {
+      const s = store = ConsumerStore.open(flags.dataDir);
+      const tag = projectionStoreTag(flags.dataDir);
+      const registry = s.db<{ active: number }, string>('projections');
+      activeOf = (name, t) => (t === tag ? registry.get(`${stream}/${name}`)?.active : undefined);
+    }
+    try {
+      const list = await projectionOverview(nc, stream, activeOf);
+      if (flags.json === true) return print(list);
+      if (list.length === 0) return void process.stdout.write(`no projection reads ${stream}\n`);
+      process.stdout.write(table(['NAME', 'VERSION', 'STORE', 'ACTIVE', 'POSITION', 'LAG', 'PROGRESS'], list.map((p) => [
+        p.name, `v${p.version}`, p.store, p.active === null ? '?' : p.active ? 'yes' : 'no', `${p.position}/${p.lastSeq}`, p.lag, bar(p.progress),
+      ])));
+      if (list.some((p) => p.active === null)) process.stdout.write('ACTIVE ? : which version readers use is recorded in the LMDB of the process that builds the view; pass its --data-dir\n');
+    } finally {
+      await store?.close();
+    }
+  });
+}
+
+/** A 20-character progress bar with the percentage. */
+export function bar(fraction: number): string {
+  const f = Math.max(0, Math.min(1, fraction));
+  const n = Math.round(f * 20);
+  return `[${'#'.repeat(n)}${'.'.repeat(20 - n)}] ${(f * 100).toFixed(f === 1 ? 0 : 1)}%`;
+}
+
+function answered<T>(answers: NodeAnswer<T>[], servers: string): void {
+  if (answers.length === 0) throw new CliError(`no Troupe node answered on ${servers}: start one with \`npx troupe start\`, or set NATS_URL (--nats-url) to where one runs`, EXIT_RETRYABLE);
+}
+
+interface ActorsAnswer { type: string; resident: boolean; ids: string[]; hosted: boolean }
+
+export function actors(type: string, flags: ConsoleFlags): Promise<void> {
+  return withNats(flags, async ({ nc, prefix, servers }) => {
+    const answers = await gatherOps<ActorsAnswer>(nc, prefix, 'actors', { type, resident: flags.resident === true, limit: flags.limit ?? 1000 }, flags.window);
+    answered(answers, servers);
+    if (flags.json === true) return print(answers.map((a) => ({ node: a.node, ...(a.error !== undefined ? { error: a.error } : { ids: a.value!.ids, hosted: a.value!.hosted }) })));
+    const lines: string[] = [];
+    for (const a of answers) {
+      if (a.error !== undefined) lines.push(`# ${a.node}: ${a.error.message}`);
+      else if (!a.value!.hosted) lines.push(`# ${a.node}: hosts no actor type ${type}`);
+      else {
+        lines.push(`# ${a.node}: ${a.value!.ids.length} ${flags.resident === true ? 'resident ' : ''}${type}`);
+        lines.push(...a.value!.ids);
+      }
+    }
+    process.stdout.write(`${lines.join('\n')}\n`);
+  });
+}
+
+interface StatsAnswer {
+  node: string; version: string; phase: string; uptimeS: number;
+  shards: { owned: number; total: number }; workers: number; residentActors: number; passivations: number; queuedCommands: number;
+  last10s: { commandsPerSecond: number; eventsPerSecond: number; failedPerSecond: number; p50Ms: number | null; p99Ms: number | null };
+  sinceStart: { commands: number; failed: number; p50Ms: number | null; p99Ms: number | null };
+}
+
+function ms(v: number | null): string {
+  return v === null ? '-' : `${v < 10 ? v.toFixed(2) : Math.round(v)}ms`;
+}
+
+export function stats(flags: ConsoleFlags): Promise<void> {
+  return withNats(flags, async ({ nc, prefix, servers }) => {
+    const answers = await gatherOps<StatsAnswer>(nc, prefix, 'stats', {}, flags.window);
+    answered(answers, servers);
+    if (flags.json === true) return print(answers.map((a) => (a.error !== undefined ? { node: a.node, error: a.error } : a.value)));
+    const ok = answers.filter((a) => a.value !== undefined).map((a) => a.value!);
+    process.stdout.write(table(['NODE', 'PHASE', 'SHARDS', 'CMDS/S', 'EVENTS/S', 'P50', 'P99', 'RESIDENT', 'PASSIVATED', 'COMMANDS'], ok.map((s) => [
+      s.node, s.phase, `${s.shards.owned}/${s.shards.total}`, Math.round(s.last10s.commandsPerSecond), Math.round(s.last10s.eventsPerSecond),
+      ms(s.last10s.p50Ms), ms(s.last10s.p99Ms), s.residentActors, s.passivations, s.sinceStart.commands,
+    ])));
+    for (const a of answers) if (a.error !== undefined) process.stdout.write(`# ${a.node}: ${a.error.message}\n`);
+    if (ok.length > 1) {
+      const sum = (f: (s: StatsAnswer) => number) => ok.reduce((x, s) => x + f(s), 0);
+      process.stdout.write(`total: ${ok.length} nodes, ${Math.round(sum((s) => s.last10s.commandsPerSecond))} commands/s, ${sum((s) => s.residentActors)} resident actors, ${sum((s) => s.shards.owned)} shards owned\n`);
+    }
+    process.stdout.write('rates and latency: the last 10 s; P50/P99 of command latency as the node measures it\n');
+  });
+}

@@ -1,0 +1,155 @@
+/**
+ * What runs against a log stream, read from NATS alone (for `troupe consumers`, `troupe
+ * projections` and the dashboard): every durable JetStream consumer on the stream, grouped by
+ * the consumer it belongs to, with the instances that hold its leases and its dead letters.
+ *
+ * Durable names tell what a JetStream consumer is (consume.ts, projection.ts):
+ *   <name>                         a consumer (one instance, its lease `x`)
+ *   <name>_s<shard>                one shard of a scaled-out consumer (a lease group)
+ *   proj_<name>_v<version>_<tag>   a projection version, built in the LMDB whose path hashes to <tag>
+ *
+ * Lag is num_pending + num_ack_pending: log messages not yet acknowledged. The rate is log
+ * messages acknowledged per second, measured between two reads `sampleMs` apart (a log
+ * message carries many commits, so it is not an event rate).
+ *
+ * This is one of the few files that import `@nats-io/*`.
+ */
+import { createHash } from 'node:crypto';
+import { resolve, join } from 'node:path';
+import { jetstreamManager, type ConsumerInfo as JsConsumerInfo } from '@nats-io/jetstream';
+import type { NatsConnection } from '../journal/journal.ts';
+import { consumerStatus } from './scaled.ts';
+import { subjectToken, type DeadLetterQueue } from './dlq.ts';
+
+export interface ConsumerOverview {
+  name: string;
+  kind: 'consumer' | 'scaled' | 'projection';
+  /** JetStream consumers (durables) of this consumer. */
+  durables: number;
+  /** Live instances (lease holders), when known from the leases. */
+  instances: string[] | null;
+  /** Log messages not yet acknowledged (pending + ack pending). */
+  lag: number;
+  numPending: number;
+  numAckPending: number;
+  /** Log messages acknowledged per second over the sample (null: one read only). */
+  messagesPerSecond: number | null;
+  /** Highest stream position every message up to which is acknowledged (lowest over shards). */
+  ackFloor: number;
+  dlqDepth: number | null;
+}
+
+export interface ProjectionVersionOverview {
+  name: string;
+  version: number;
+  /** The LMDB the version is built in: the first 10 hex of the sha256 of its path. */
+  store: string;
+  /** Whether readers use this version: known only with the store's data dir (null: unknown). */
+  active: boolean | null;
+  /** Stream position up to which every log message is applied. */
+  position: number;
+  /** The stream's last position when read. */
+  lastSeq: number;
+  lag: number;
+  /** position / lastSeq, 0..1 (1 when nothing is left to apply). */
+  progress: number;
+}
+
+const PROJECTION = /^proj_([A-Za-z0-9_-]{1,64})_v(\d+)_([0-9a-f]{10})$/;
+const SHARD = /^(.+)_s(\d+)$/;
+
+async function durables(nc: NatsConnection, stream: string): Promise<{ infos: JsConsumerInfo[]; lastSeq: number }> {
+  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+  const infos: JsConsumerInfo[] = [];
+  for await (const c of jsm.consumers.list(stream)) if (c.config.durable_name !== undefined) infos.push(c);
+  const lastSeq = (await jsm.streams.info(stream)).state.last_seq;
+  return { infos, lastSeq };
+}
+
+function groupOf(durable: string, scaledNames: ReadonlySet<string>): { name: string; kind: ConsumerOverview['kind'] } {
+  const p = PROJECTION.exec(durable);
+  if (p !== null) return { name: p[1]!, kind: 'projection' };
+  const s = SHARD.exec(durable);
+  if (s !== null && scaledNames.has(s[1]!)) return { name: s[1]!, kind: 'scaled' };
+  return { name: durable, kind: 'consumer' };
+}
+
+/**
+ * Every consumer of `stream` with its lag and rate. With `sampleMs` > 0 the durables are read
+ * twice, that far apart, for the rate. `dlq` (optional) adds each one's dead letters.
+ */
+export async function consumerOverview(nc: NatsConnection, stream: string, options: { sampleMs?: number; dlq?: DeadLetterQueue | null } = {}): Promise<ConsumerOverview[]> {
+  const [first, leases, dlqStats] = await Promise.all([
+    durables(nc, stream),
+    consumerStatus(nc, stream).catch(() => []),
+    options.dlq?.stats().catch(() => null) ?? Promise.resolve(null),
+  ]);
+  const scaledNames = new Set(leases.filter((l) => l.shards.length > 0 || l.members.length > 0).map((l) => l.name));
+  let second: JsConsumerInfo[] | null = null;
+  const sampleMs = options.sampleMs ?? 0;
+  const started = Date.now();
+  if (sampleMs > 0) {
+    await new Promise((r) => setTimeout(r, sampleMs));
+    second = (await durables(nc, stream)).infos;
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  const before = new Map(first.infos.map((c) => [c.name, c]));
+  const out = new Map<string, ConsumerOverview>();
+  for (const c of second ?? first.infos) {
+    const { name, kind } = groupOf(c.name, scaledNames);
+    const key = `${kind}:${name}`;
+    let o = out.get(key);
+    if (o === undefined) {
+      const lease = leases.find((l) => l.name === name);
+      const instances = lease === undefined ? null
+        : lease.members.length > 0 ? lease.members.map((m) => m.member)
+          : lease.exclusive !== null ? [lease.exclusive.member] : [];
+      o = {
+        name, kind, durables: 0, instances, lag: 0, numPending: 0, numAckPending: 0, messagesPerSecond: second === null ? null : 0,
+        ackFloor: Number.MAX_SAFE_INTEGER, dlqDepth: dlqStats === null ? null : dlqStats.byConsumer[subjectToken(name)] ?? 0,
+      };
+      out.set(key, o);
+    }
+    o.durables++;
+    o.numPending += c.num_pending;
+    o.numAckPending += c.num_ack_pending;
+    o.lag = o.numPending + o.numAckPending;
+    o.ackFloor = Math.min(o.ackFloor, c.ack_floor.stream_seq);
+    const b = before.get(c.name);
+    if (second !== null && b !== undefined && elapsed > 0) {
+      o.messagesPerSecond! += Math.max(0, c.ack_floor.consumer_seq - b.ack_floor.consumer_seq) / elapsed;
+    }
+  }
+  for (const o of out.values()) {
+    if (o.ackFloor === Number.MAX_SAFE_INTEGER) o.ackFloor = 0;
+    if (o.messagesPerSecond !== null) o.messagesPerSecond = Math.round(o.messagesPerSecond * 10) / 10;
+  }
+  return [...out.values()].sort((a, b) => a.name.localeCompare(b.name) || a.kind.localeCompare(b.kind));
+}
+
+/** The tag a projection's durable carries for the LMDB under `dataDir` (projection.ts names it so). */
+export function projectionStoreTag(dataDir: string): string {
+  return createHash('sha256').update(resolve(join(dataDir, 'consumers'))).digest('hex').slice(0, 10);
+}
+
+/**
+ * Every projection version on `stream`: its build progress from its JetStream consumer.
+ * `activeOf(name, store)` says which version readers use, when the caller can read that
+ * store's registry (it lives in the LMDB of the process that builds the view).
+ */
+export async function projectionOverview(nc: NatsConnection, stream: string, activeOf?: (name: string, store: string) => number | undefined): Promise<ProjectionVersionOverview[]> {
+  const { infos, lastSeq } = await durables(nc, stream);
+  const out: ProjectionVersionOverview[] = [];
+  for (const c of infos) {
+    const m = PROJECTION.exec(c.name);
+    if (m === null) continue;
+    const [, name, v, store] = m as unknown as [string, string, string, string];
+    const position = c.ack_floor.stream_seq;
+    const active = activeOf?.(name, store);
+    out.push({
+      name, version: Number(v), store, active: activeOf === undefined || active === undefined ? null : active === Number(v),
+      position, lastSeq, lag: c.num_pending + c.num_ack_pending, progress: lastSeq === 0 || c.num_pending + c.num_ack_pending === 0 ? 1 : Math.min(1, position / lastSeq),
+    });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name) || a.store.localeCompare(b.store) || a.version - b.version);
+}

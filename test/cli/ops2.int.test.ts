@@ -1,0 +1,97 @@
+// `troupe consumers`, `troupe projections`, `troupe actors`, `troupe stats` as a user runs them
+// (spawned like runtime/bin/troupe.mjs spawns the CLI), against a real nats-server, a real
+// node, a real consumer with a dead letter and a real projection.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { actorModules } from '../../actors/index.ts';
+import { consume, type Consumer } from '../../runtime/consumers/consume.ts';
+import { project, type Projection } from '../../runtime/consumers/projection.ts';
+import { DeadLetterQueue } from '../../runtime/consumers/dlq.ts';
+import { Troupe } from '../../runtime/node/system.ts';
+import { findNatsServer, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { eventually, freshStream, natsConnect } from '../helpers/troupe.ts';
+
+const cli = fileURLToPath(new URL('../../runtime/cli/main.ts', import.meta.url));
+const runTs = fileURLToPath(new URL('../../runtime/bin/run-ts.cjs', import.meta.url));
+
+interface Ran { code: number | null; stdout: string; stderr: string }
+
+function run(args: string[]): Promise<Ran> {
+  const env: NodeJS.ProcessEnv = { ...process.env, TROUPE_NATS_SERVER: findNatsServer().path, OTEL_TRACES_EXPORTER: 'none' };
+  for (const k of ['NATS_URL', 'TROUPE_DATA_DIR', 'TROUPE_ACTORS', 'TROUPE_STREAM']) delete env[k];
+  const child = spawn(process.execPath, [runTs, cli, ...args], { cwd: tempDir(), env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+}
+
+describe('troupe consumers, projections, actors and stats', () => {
+  const nats = useNatsServer();
+  const { stream, subjectPrefix } = freshStream('OPS2');
+  const base = () => ['--nats-url', nats.url, '--stream', stream];
+  const projectionDir = tempDir();
+  let node: Troupe;
+  let consumer: Consumer;
+  let projection: Projection;
+  let dlq: DeadLetterQueue;
+
+  beforeAll(async () => {
+    node = await Troupe.start({ actors: [...actorModules], servers: nats.url, dataDir: tempDir(), workers: 1, shards: 16, stream, subjectPrefix });
+    for (const id of ['a-1', 'a-2', 'a-3']) {
+      await node.send('Account', id, 'OpenAccount', {});
+      await node.send('Account', id, 'Deposit', { amount: 5 });
+    }
+    const nc = await natsConnect(nats.url);
+    dlq = await DeadLetterQueue.open({ nc, stream, subjectPrefix });
+    consumer = await consume({
+      nc, stream, subjectPrefix, dataDir: tempDir(), name: 'auditor', eventTypes: ['Deposited'], retry: { maxRetries: 0 },
+      handler: (e) => { if ((e.payload as { amount: number }).amount === 5 && e.aggregateId === 'a-2') throw new Error('cannot audit a-2'); },
+    });
+    projection = await project({ name: 'balances', nc, stream, subjectPrefix, dataDir: projectionDir, apply: (e, view) => { view.put(e.aggregateId, e.sequence); } });
+    await projection.caughtUp();
+    await eventually(async () => { if ((await dlq.stats()).count !== 1) throw new Error('not yet'); }, 15_000);
+  }, 60_000);
+  afterAll(async () => {
+    await projection?.stop();
+    await consumer?.stop();
+    await dlq?.close();
+    await node?.stop();
+  });
+
+  it('lists each consumer with its instance, lag and dead letters, and each projection version with its progress and whether it is active', async () => {
+    const [c, p] = await Promise.all([run(['consumers', ...base(), '--json']), run(['projections', ...base(), '--data-dir', projectionDir, '--json'])]);
+    expect(c.code, c.stderr).toBe(0);
+    const list = JSON.parse(c.stdout) as { name: string; kind: string; instances: string[] | null; lag: number; dlqDepth: number; messagesPerSecond: number }[];
+    const auditor = list.find((x) => x.name === 'auditor');
+    expect(auditor).toMatchObject({ kind: 'consumer', lag: 0, dlqDepth: 1 });
+    expect(auditor!.instances).toHaveLength(1);
+    expect(auditor!.messagesPerSecond).toBe(0);
+    expect(list.find((x) => x.name === 'balances')).toMatchObject({ kind: 'projection', lag: 0, dlqDepth: 0 });
+
+    expect(p.code, p.stderr).toBe(0);
+    const versions = JSON.parse(p.stdout) as { name: string; version: number; active: boolean | null; progress: number; position: number; lastSeq: number }[];
+    expect(versions).toHaveLength(1);
+    expect(versions[0]).toMatchObject({ name: 'balances', version: 1, active: true, progress: 1, position: projection.position });
+  }, 60_000);
+
+  it('asks every node for its resident actors and its stats', async () => {
+    const [a, s] = await Promise.all([run(['actors', 'Account', '--resident', ...base(), '--json']), run(['stats', ...base(), '--json'])]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(JSON.parse(a.stdout)).toEqual([{ node: node.nodeName, ids: ['a-1', 'a-2', 'a-3'], hosted: true }]);
+    expect(s.code, s.stderr).toBe(0);
+    const [st] = JSON.parse(s.stdout) as { node: string; shards: { owned: number; total: number }; residentActors: number; sinceStart: { commands: number; p50Ms: number | null; p99Ms: number | null } }[];
+    expect(st).toMatchObject({ node: node.nodeName, shards: { owned: 16, total: 16 }, residentActors: 3, sinceStart: { commands: 6 } });
+    expect(st!.sinceStart.p50Ms).toBeGreaterThan(0);
+    expect(st!.sinceStart.p99Ms).toBeGreaterThanOrEqual(st!.sinceStart.p50Ms!);
+  }, 60_000);
+
+  it('says no node answered when none serves the stream', async () => {
+    await node.stop();
+    const r = await run(['stats', ...base()]);
+    expect(r.code).toBe(75);
+    expect(r.stderr).toContain('no Troupe node answered');
+  }, 30_000);
+});
