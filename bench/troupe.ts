@@ -51,6 +51,10 @@ export interface TroupeTuning {
   readonly replicas?: number;
   readonly maxResidentActors?: number;
   readonly idleActorMs?: number;
+  /** Many nodes (the cluster step): each node's name, its lease TTL and settle window. */
+  readonly nodeName?: string;
+  readonly leaseTtlMs?: number;
+  readonly settleMs?: number;
 }
 
 export interface ServerRef {
