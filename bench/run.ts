@@ -26,7 +26,7 @@
  *   --md FILE --svg FILE                   where to write RESULTS.md and the chart (a full run
  *                                          of everything writes bench/RESULTS.md and
  *                                          bench/results.svg unless told otherwise)
- *   --timeline-seconds N                   how long each cluster timeline runs (default 30)
+ *   --timeline-seconds N                   how long each cluster timeline runs (default 35)
  *   --timeline-svg FILE                    where to draw the cluster timelines (default, when
  *                                          the cluster step ran without --quick:
  *                                          docs/img/cluster-timeline.svg)
@@ -73,7 +73,7 @@ import {
 } from './report.ts';
 import { BENCH_DIR, REPO_DIR, spawnChild } from './spawn.ts';
 import { clusterRow, runClusterSteady, runClusterTimeline, type ClusterSettings } from './cluster.ts';
-import { formatTimelineSvg, type ClusterReport, type TimelineReport } from './timeline.ts';
+import { analyzeTimeline, formatTimelineSvg, type ClusterReport, type TimelineReport } from './timeline.ts';
 import { computeGoals, computeRatios } from './summary.ts';
 import { CHILD_SCRIPT, freshRun, ledgerRow, remoteRow, runLedger, runRemote, type RunControl, type ServerRef, type TroupeTuning } from './troupe.ts';
 import { expectedOutcome, generateCommands } from './workload.ts';
@@ -132,7 +132,7 @@ function sizesFor(args: Args): Sizes {
       concurrency: 4096,
       // Troupe's defaults (10 s lease, 2 s settle window), except in a quick run.
       ...(args.quick ? { leaseTtlMs: 3_000, settleMs: 1_000 } : {}),
-      timelineMs: (args.timelineSeconds ?? (args.quick ? 12 : 30)) * 1000,
+      timelineMs: (args.timelineSeconds ?? (args.quick ? 12 : 35)) * 1000,
       eventAtMs: args.quick ? 4_000 : 8_000,
       bucketMs: 250,
       // A command in flight on a killed node is retried after this (its reply never comes).
@@ -213,8 +213,17 @@ async function rerender(args: Args): Promise<void> {
   const config = saved.config ?? {};
   const num = (k: string): number | undefined => (typeof config[k] === 'number' ? (config[k] as number) : undefined);
   const maxResidentActors = num('maxResidentActors (largest scale run, per worker)');
+  // The timelines are read again too: the series and markers are the measurement, the summary is not.
+  const cluster: ClusterReport | undefined = saved.cluster === undefined ? undefined : {
+    ...saved.cluster,
+    timelines: saved.cluster.timelines.map((t) => {
+      const event = t.markers.find((m) => m.kind === 'event');
+      return event === undefined ? t : { ...t, summary: analyzeTimeline(t.perSec, t.bucketMs, event.atMs) };
+    }),
+  };
   const report: BenchReport = {
     ...saved,
+    ...(cluster === undefined ? {} : { cluster }),
     rerendered: `${new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')} from ${basename(args.fromJson!)}`,
     ratios: computeRatios(saved.rows),
     goals: computeGoals({ rows: saved.rows, activation: saved.activation ?? [], quick: saved.mode === 'quick', ...(maxResidentActors === undefined ? {} : { maxResidentActors }) }),

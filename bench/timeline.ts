@@ -18,17 +18,17 @@ export interface TimelineMarker {
 }
 
 export interface TimelineSummary {
-  /** Median throughput over the steady window before the event (cmds/s). */
+  /** Mean throughput over the steady window before the event (cmds/s). */
   readonly steadyPerSec: number;
-  /** The lowest bucket from the event to the recovery (cmds/s). */
+  /** The lowest 1 s mean from the event on (cmds/s). */
   readonly minPerSec: number;
   /** 1 − min/steady: 1 means throughput fell to zero. */
   readonly dipDepth: number;
-  /** Time spent below the threshold (× steady) between the event and the recovery, ms. */
+  /** How long the 1 s mean stayed below threshold × steady around its lowest point, ms. */
   readonly dipMs: number;
-  /** From the event to the start of the first window of `sustainMs` back at ≥ threshold × steady; null when it never came back. */
+  /** From the event until the 1 s mean is back at ≥ threshold × steady and stays there for `sustainMs`; null when it never did. */
   readonly recoverMs: number | null;
-  /** Median throughput over the last steady window of the series, once recovered (cmds/s); null when it never recovered. */
+  /** Mean throughput over the last steady window of the series, once recovered (cmds/s); null when it never recovered. */
   readonly afterPerSec: number | null;
 }
 
@@ -71,72 +71,74 @@ export interface ClusterReport {
 export interface TimelineAnalysisOptions {
   /** Buckets before this (ms from the start) are left out of the steady rate: the JIT and the first flushes. Default 2000. */
   readonly warmupMs?: number;
-  /** The window the steady rates are medians of. Default 5000. */
+  /** The window the steady rates are means of. Default 5000. */
   readonly steadyWindowMs?: number;
-  /** A bucket below threshold × steady is in the dip. Default 0.8. */
+  /** Below threshold × steady is a dip. Default 0.8. */
   readonly threshold?: number;
-  /** Recovered: a window this long whose mean is at least threshold × steady. Default 1000. */
+  /** The width of the mean that smooths the series (centred on each bucket). Default 1000. */
+  readonly smoothMs?: number;
+  /** Recovered: the smoothed series stays at ≥ threshold × steady this long. Default 2000. */
   readonly sustainMs?: number;
 }
 
-function median(xs: readonly number[]): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+function mean(xs: readonly number[]): number {
+  return xs.length === 0 ? Number.NaN : xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+/** The mean of the buckets within `width` buckets centred on each one (fewer at the edges). */
+export function smooth(perSec: readonly number[], width: number): number[] {
+  const half = Math.floor(width / 2);
+  return perSec.map((_, i) => mean(perSec.slice(Math.max(0, i - half), Math.min(perSec.length, i - half + width))));
 }
 
 /**
  * Read a throughput series (cmds/s per bucket of `bucketMs`, from the start of the load) around
- * an event at `eventAtMs`: the steady rate before it, how deep and how long the dip after it
- * went, and when throughput came back.
+ * an event at `eventAtMs`. The series is smoothed with a 1 s mean first: on a shared machine
+ * single 250 ms buckets swing by half. The dip is the stretch around the lowest point after the
+ * event where the smoothed rate is below threshold × steady; it has recovered once the smoothed
+ * rate is back above that and stays there for `sustainMs` (a short burst inside an outage is
+ * not a recovery).
  */
 export function analyzeTimeline(perSec: readonly number[], bucketMs: number, eventAtMs: number, opts: TimelineAnalysisOptions = {}): TimelineSummary {
   const warmupMs = opts.warmupMs ?? 2000;
   const windowMs = opts.steadyWindowMs ?? 5000;
   const threshold = opts.threshold ?? 0.8;
-  const sustain = Math.max(1, Math.round((opts.sustainMs ?? 1000) / bucketMs));
-  const eventBucket = Math.floor(eventAtMs / bucketMs);
-  // Steady: whole buckets that end by the event, start after the warm-up, within the window.
-  const from = Math.max(Math.ceil(warmupMs / bucketMs), Math.floor((eventAtMs - windowMs) / bucketMs));
+  const width = Math.max(1, Math.round((opts.smoothMs ?? 1000) / bucketMs));
+  const sustain = Math.max(1, Math.round((opts.sustainMs ?? 2000) / bucketMs));
+  const windowBuckets = Math.max(1, Math.round(windowMs / bucketMs));
+  const eventBucket = Math.min(perSec.length, Math.floor(eventAtMs / bucketMs));
+  // Steady: whole buckets before the event's, after the warm-up, within the window.
+  const from = Math.max(Math.ceil(warmupMs / bucketMs), eventBucket - windowBuckets);
   const before = perSec.slice(Math.max(0, from), eventBucket);
-  const steadyPerSec = median(before.length > 0 ? before : perSec.slice(0, eventBucket));
+  const steadyPerSec = mean(before.length > 0 ? before : perSec.slice(0, eventBucket));
   const low = threshold * steadyPerSec;
+  const m = smooth(perSec, width);
 
-  let dipStart = -1;
-  for (let i = eventBucket; i < perSec.length; i++) {
-    if (perSec[i]! < low) {
-      dipStart = i;
-      break;
-    }
-  }
-  if (dipStart < 0) {
-    const rest = perSec.slice(eventBucket);
-    const minPerSec = rest.length > 0 ? Math.min(...rest) : steadyPerSec;
-    return { steadyPerSec, minPerSec, dipDepth: Math.max(0, 1 - minPerSec / steadyPerSec), dipMs: 0, recoverMs: 0, afterPerSec: median(perSec.slice(-Math.round(windowMs / bucketMs))) };
-  }
+  // The lowest point after the event (the first, when several are equally low).
+  let j = -1;
+  for (let i = eventBucket; i < m.length; i++) if (j < 0 || m[i]! < m[j]!) j = i;
+  if (j < 0) return { steadyPerSec, minPerSec: steadyPerSec, dipDepth: 0, dipMs: 0, recoverMs: 0, afterPerSec: mean(perSec.slice(-windowBuckets)) };
+  const minPerSec = m[j]!;
+  const dipDepth = steadyPerSec > 0 ? Math.max(0, 1 - minPerSec / steadyPerSec) : 0;
+  if (minPerSec >= low) return { steadyPerSec, minPerSec, dipDepth, dipMs: 0, recoverMs: 0, afterPerSec: mean(perSec.slice(-windowBuckets)) };
+
+  let start = j;
+  while (start - 1 >= eventBucket && m[start - 1]! < low) start--;
   let recovered = -1;
-  for (let i = dipStart + 1; i + sustain <= perSec.length; i++) {
-    let sum = 0;
-    for (let k = 0; k < sustain; k++) sum += perSec[i + k]!;
-    if (sum / sustain >= low) {
-      recovered = i;
-      break;
-    }
+  for (let i = j + 1; i < m.length && recovered < 0; i++) {
+    const stretch = m.slice(i, Math.min(m.length, i + sustain));
+    if (stretch.length === sustain && stretch.every((v) => v >= low)) recovered = i;
   }
-  const end = recovered < 0 ? perSec.length : recovered;
-  const inDip = perSec.slice(eventBucket, end);
-  const minPerSec = Math.min(...inDip);
-  const dipMs = perSec.slice(dipStart, end).filter((v) => v < low).length * bucketMs;
-  const recoverMs = recovered < 0 ? null : Math.max(0, recovered * bucketMs - eventAtMs);
-  const tail = recovered < 0 ? [] : perSec.slice(Math.max(recovered, perSec.length - Math.round(windowMs / bucketMs)));
+  const end = recovered < 0 ? m.length : recovered;
+  const dipMs = m.slice(start, end).filter((v) => v < low).length * bucketMs;
+  const tail = recovered < 0 ? [] : perSec.slice(Math.max(recovered, perSec.length - windowBuckets));
   return {
     steadyPerSec,
     minPerSec,
-    dipDepth: steadyPerSec > 0 ? Math.max(0, 1 - minPerSec / steadyPerSec) : 0,
+    dipDepth,
     dipMs,
-    recoverMs,
-    afterPerSec: tail.length > 0 ? median(tail) : null,
+    recoverMs: recovered < 0 ? null : Math.max(0, recovered * bucketMs - eventAtMs),
+    afterPerSec: tail.length > 0 ? mean(tail) : null,
   };
 }
 
@@ -144,6 +146,22 @@ export function analyzeTimeline(perSec: readonly number[], bucketMs: number, eve
 export function perSecond(counts: readonly number[], bucketMs: number, durationMs: number): number[] {
   const n = Math.floor(durationMs / bucketMs);
   return Array.from({ length: n }, (_, i) => ((counts[i] ?? 0) * 1000) / bucketMs);
+}
+
+/** Break text at spaces into lines of at most `width` characters (a longer word stays whole). */
+export function wrapText(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line === '') line = word;
+    else if (line.length + 1 + word.length <= width) line += ` ${word}`;
+    else {
+      out.push(line);
+      line = word;
+    }
+  }
+  if (line !== '') out.push(line);
+  return out;
 }
 
 export interface TimelineChartPanel {
@@ -157,13 +175,14 @@ export interface TimelineChartPanel {
 }
 
 const LINE = '#2f6fdf';
+const RAW = '#9dbcf0';
 const MOVE = '#e08a2e';
 const KILL = '#d0342c';
 const PLACED = '#2a9d4b';
 
 /**
  * One panel per timeline, stacked, on the same time and throughput axes: throughput per bucket
- * as a step line, the steady rate dashed, a vertical marker at the move or kill (orange for a
+ * as a light step line and its 1 s mean as a dark line, the steady rate dashed, a vertical marker at the move or kill (orange for a
  * planned move, red for a kill) and at the instant every shard was placed again (green), and
  * the dip (from the event until throughput came back) shaded.
  */
@@ -173,9 +192,10 @@ export function formatTimelineSvg(panels: readonly TimelineChartPanel[], title: 
   const right = 20;
   const panelH = 190;
   const panelGap = 62;
-  const top = 52;
+  const top = 70;
   const plotW = width - left - right;
-  const height = top + panels.length * (panelH + panelGap) + footnote.length * 15 + 10;
+  const notes = footnote.flatMap((line) => wrapText(line, 150));
+  const height = top + panels.length * (panelH + panelGap) + notes.length * 15 + 10;
   const durationMs = Math.max(1, ...panels.map((p) => p.perSec.length * p.bucketMs));
   const maxY = niceMax(Math.max(1, ...panels.flatMap((p) => p.perSec)));
   const x = (ms: number): number => left + (Math.min(ms, durationMs) / durationMs) * plotW;
@@ -188,6 +208,21 @@ export function formatTimelineSvg(panels: readonly TimelineChartPanel[], title: 
   );
   s.push(`<rect width="100%" height="100%" fill="#ffffff"/>`);
   s.push(`<text x="10" y="24" font-size="15" font-weight="600" fill="#222">${xmlEscape(title)}</text>`);
+  // Legend.
+  const legend: Array<[string, string, string]> = [
+    [RAW, '', 'per 250 ms'],
+    [LINE, '', '1 s mean'],
+    ['#888', '5 4', 'steady (before the event)'],
+    [MOVE, '', 'SIGTERM (planned move)'],
+    [KILL, '', 'kill -9'],
+    [PLACED, '4 3', 'every shard held by its new owner'],
+  ];
+  let lx = 10;
+  for (const [c, dash, text] of legend) {
+    s.push(`<line x1="${lx}" y1="44" x2="${lx + 18}" y2="44" stroke="${c}" stroke-width="2"${dash === '' ? '' : ` stroke-dasharray="${dash}"`}/>`);
+    s.push(`<text x="${lx + 23}" y="48" fill="#444">${xmlEscape(text)}</text>`);
+    lx += 23 + text.length * 6.3 + 18;
+  }
 
   panels.forEach((p, i) => {
     const y0 = top + i * (panelH + panelGap) + 22;
@@ -218,30 +253,36 @@ export function formatTimelineSvg(panels: readonly TimelineChartPanel[], title: 
       s.push(`<line x1="${left}" y1="${ys}" x2="${left + plotW}" y2="${ys}" stroke="#888" stroke-dasharray="5 4"/>`);
       s.push(`<text x="${left + 4}" y="${(Number(ys) - 5).toFixed(1)}" fill="#666">steady ${xmlEscape(compact(p.summary.steadyPerSec))} cmds/s</text>`);
     }
-    // The series as steps: each bucket a flat segment.
+    // The series as steps (each bucket a flat segment), and its 1 s mean through the buckets' middles.
     if (p.perSec.length > 0) {
       const d: string[] = [`M${x(0).toFixed(1)},${y(p.perSec[0]!).toFixed(1)}`];
       p.perSec.forEach((v, b) => {
         d.push(`V${y(v).toFixed(1)}`, `H${x((b + 1) * p.bucketMs).toFixed(1)}`);
       });
-      s.push(`<path d="${d.join(' ')}" fill="none" stroke="${LINE}" stroke-width="1.6"/>`);
+      s.push(`<path class="raw" d="${d.join(' ')}" fill="none" stroke="${RAW}" stroke-width="1"/>`);
+      const m = smooth(p.perSec, Math.max(1, Math.round(1000 / p.bucketMs)));
+      const pts = m.map((v, b) => `${x((b + 0.5) * p.bucketMs).toFixed(1)},${y(v).toFixed(1)}`);
+      s.push(`<polyline class="mean" points="${pts.join(' ')}" fill="none" stroke="${LINE}" stroke-width="2"/>`);
     }
-    // Markers, labelled at the top; a second label one line lower when two are close.
-    let lastLabelX = -Infinity;
-    let row = 0;
+    // Markers, labelled at the top: each label on the first line where it overlaps no other.
+    const taken: Array<Array<[number, number]>> = [];
     for (const m of [...p.markers].sort((a, b) => a.atMs - b.atMs)) {
       const mx = x(m.atMs);
       const mc = m.kind === 'placed' ? PLACED : color;
       s.push(`<line class="marker" x1="${mx.toFixed(1)}" y1="${y0}" x2="${mx.toFixed(1)}" y2="${y0 + panelH}" stroke="${mc}" stroke-width="1.5"${m.kind === 'placed' ? ' stroke-dasharray="4 3"' : ''}/>`);
-      row = mx - lastLabelX < 220 ? row + 1 : 0;
-      lastLabelX = mx;
-      const anchor = mx > left + plotW - 200 ? 'end' : 'start';
+      const text = `${m.label} (${(m.atMs / 1000).toFixed(1)} s)`;
+      const textW = text.length * 6.4;
+      const anchor = mx + 4 + textW > left + plotW ? 'end' : 'start';
+      const span: [number, number] = anchor === 'end' ? [mx - 4 - textW, mx] : [mx, mx + 4 + textW];
+      let row = 0;
+      while ((taken[row] ?? []).some(([a, b]) => span[0] < b + 6 && a < span[1] + 6)) row++;
+      (taken[row] ??= []).push(span);
       const tx = anchor === 'end' ? mx - 4 : mx + 4;
-      s.push(`<text x="${tx.toFixed(1)}" y="${y0 + 13 + row * 14}" text-anchor="${anchor}" fill="${mc}">${xmlEscape(`${m.label} (${(m.atMs / 1000).toFixed(1)} s)`)}</text>`);
+      s.push(`<text x="${tx.toFixed(1)}" y="${y0 + 13 + row * 14}" text-anchor="${anchor}" fill="${mc}">${xmlEscape(text)}</text>`);
     }
   });
-  footnote.forEach((line, i) => {
-    s.push(`<text x="10" y="${height - 10 - (footnote.length - 1 - i) * 15}" fill="#666" font-size="11">${xmlEscape(line)}</text>`);
+  notes.forEach((line, i) => {
+    s.push(`<text x="10" y="${height - 10 - (notes.length - 1 - i) * 15}" fill="#666" font-size="11">${xmlEscape(line)}</text>`);
   });
   s.push('</svg>');
   return `${s.join('\n')}\n`;
