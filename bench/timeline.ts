@@ -24,7 +24,7 @@ export interface TimelineSummary {
   readonly minPerSec: number;
   /** 1 − min/steady: 1 means throughput fell to zero. */
   readonly dipDepth: number;
-  /** How long the 1 s mean stayed below threshold × steady around its lowest point, ms. */
+  /** Time in buckets below threshold × steady within the dip (the stretch around the lowest 1 s mean), ms. */
   readonly dipMs: number;
   /** From the event until the 1 s mean is back at ≥ threshold × steady and stays there for `sustainMs`; null when it never did. */
   readonly recoverMs: number | null;
@@ -129,8 +129,11 @@ export function analyzeTimeline(perSec: readonly number[], bucketMs: number, eve
     const stretch = m.slice(i, Math.min(m.length, i + sustain));
     if (stretch.length === sustain && stretch.every((v) => v >= low)) recovered = i;
   }
+  // The 1 s mean blurs the edges by half its width: place them on the buckets themselves.
+  while (start < j && perSec[start]! >= low) start++;
+  if (recovered >= 0) while (recovered - 1 > j && perSec[recovered - 1]! >= low) recovered--;
   const end = recovered < 0 ? m.length : recovered;
-  const dipMs = m.slice(start, end).filter((v) => v < low).length * bucketMs;
+  const dipMs = perSec.slice(start, end).filter((v) => v < low).length * bucketMs;
   const tail = recovered < 0 ? [] : perSec.slice(Math.max(recovered, perSec.length - windowBuckets));
   return {
     steadyPerSec,
