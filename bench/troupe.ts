@@ -55,6 +55,8 @@ export interface TroupeTuning {
   readonly nodeName?: string;
   readonly leaseTtlMs?: number;
   readonly settleMs?: number;
+  /** The `source` of every event the node writes (the cluster step: the node's name, to tell who wrote what). */
+  readonly source?: string;
 }
 
 export interface ServerRef {
