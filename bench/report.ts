@@ -527,7 +527,7 @@ function timelineName(t: TimelineReport): string {
 /** One line per timeline: steady rate, dip, recovery, placement, failures, verdict. */
 export function timelineLines(t: TimelineReport): string {
   const s = t.summary;
-  return `${timelineName(t)} (${t.victimShards} of ${t.shards} shards): steady ${fmtInt(s.steadyPerSec)} cmds/s, lowest ${fmtInt(s.minPerSec)} ` +
+  return `${timelineName(t)} (${t.victimShards} of ${t.shards} shards): steady ${fmtInt(s.steadyPerSec)} cmds/s, lowest 1 s ${fmtInt(s.minPerSec)} ` +
     `(−${Math.round(s.dipDepth * 100)}%), below 80% for ${secs(s.dipMs)}, back to ≥ 80% after ${s.recoverMs === null ? 'never' : secs(s.recoverMs)}, ` +
     `all shards placed after ${secs(t.placedMs)}; then ${fmtInt(s.afterPerSec)} cmds/s; ${fmtInt(t.errors)} failed; verify ${t.verifyOk ? 'ok' : 'FAIL'}`;
 }
@@ -562,7 +562,7 @@ export function clusterSectionMd(report: BenchReport, timelineFile?: string): st
     );
     if (timelineFile !== undefined) out.push(`![throughput over time during a planned move and a failover](${timelineFile})`, '');
     out.push(
-      '| scenario | shards moved | steady cmds/s | lowest 250 ms | dip depth | below 80% of steady | back to ≥ 80% after | all shards placed after | cmds/s after | p99 ms | failed | verify |',
+      '| scenario | shards moved | steady cmds/s | lowest 1 s | dip depth | below 80% of steady | back to ≥ 80% after | all shards placed after | cmds/s after | p99 ms | failed | verify |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     );
     for (const t of c.timelines) {
@@ -572,9 +572,10 @@ export function clusterSectionMd(report: BenchReport, timelineFile?: string): st
     }
     out.push(
       '',
-      'steady: the median 250 ms bucket of the 5 s before the event. dip depth: 1 − lowest/steady. below 80%: time spent under 80% of steady between the event and the recovery. ' +
-        'back to ≥ 80%: from the event to the start of the first second whose mean is at least 80% of steady again. all shards placed: from the event until every shard\'s lease ' +
-        'is held by the node placement gives it among the nodes left (seen in NATS KV). cmds/s after: the median bucket of the last 5 s. ' +
+      'steady: the mean of the 5 s before the event. lowest 1 s: the lowest 1 s mean after the event; dip depth: 1 − that/steady. ' +
+        'below 80%: time in 250 ms buckets under 80% of steady during the dip (the stretch around the lowest point). ' +
+        'back to ≥ 80%: from the event until the 1 s mean is at least 80% of steady and stays there for 2 s. all shards placed: from the event until every shard\'s lease ' +
+        'is held by the node placement gives it among the nodes left (seen in NATS KV). cmds/s after: the mean of the last 5 s, once recovered. ' +
         'In a closed loop every caller soon waits on a command for a shard that is moving, so throughput falls further than the share of shards that move.',
       '',
     );

@@ -175,6 +175,8 @@ export interface TimelineChartPanel {
   readonly perSec: readonly number[];
   readonly markers: readonly TimelineMarker[];
   readonly summary?: TimelineSummary;
+  /** false: the panel says its run failed verification. */
+  readonly verifyOk?: boolean;
 }
 
 const LINE = '#2f6fdf';
@@ -230,7 +232,7 @@ export function formatTimelineSvg(panels: readonly TimelineChartPanel[], title: 
   panels.forEach((p, i) => {
     const y0 = top + i * (panelH + panelGap) + 22;
     const y = (v: number): number => y0 + panelH - (Math.max(0, v) / maxY) * panelH;
-    s.push(`<text x="${left}" y="${y0 - 10}" font-weight="600" fill="#333">${xmlEscape(p.title)}</text>`);
+    s.push(`<text x="${left}" y="${y0 - 10}" font-weight="600" fill="#333">${xmlEscape(p.title)}${p.verifyOk === false ? `<tspan fill="${KILL}"> — verification FAILED</tspan>` : ''}</text>`);
     // Grid and axes.
     for (let k = 0; k <= 4; k++) {
       const v = (maxY * k) / 4;

@@ -150,6 +150,11 @@ describe('timeline chart', () => {
     expect(svg).toContain('all shards held by node-2 and node-3 (20.0 s)');
   });
 
+  it('says on the panel when its run failed verification', () => {
+    expect(svg).not.toContain('verification FAILED');
+    expect(formatTimelineSvg([{ ...failover, verifyOk: false }], 't')).toContain('verification FAILED');
+  });
+
   it('draws each series per bucket and as a 1 s mean', () => {
     expect((svg.match(/<path class="raw"/g) ?? []).length).toBe(2);
     expect((svg.match(/<polyline class="mean"/g) ?? []).length).toBe(2);
