@@ -6,7 +6,7 @@
  * Every node is a child process (bench/child.ts, mode `serve`) with its own name and data dir;
  * the clients are one more (bench/cluster-client.ts). The parent watches the shard leases in
  * NATS KV (`<stream>_shards`) to know when placement has settled and when the shards of a node
- * that left are held by the others.
+ * that left are held by the others (bench/cluster-nodes.ts); bench/cluster-verify.ts checks the log.
  *
  * Verification, for both: every account rebuilt from the log alone (LedgerVerifier: opened once,
  * contiguous sequences, no negative balance, sum of balances = deposits − withdrawals, event
@@ -15,23 +15,21 @@
  * steady run also compares balances with a sequential replay of the commands; the timelines do
  * not, since a command retried across a move may land after a later one for the same account.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
-import { decodeCommitBatch } from '../runtime/journal/codec.ts';
-import { ownerOf, placeShards } from '../runtime/placement.ts';
-import { shardOf } from '../runtime/envelope.ts';
+import { placeShards } from '../runtime/placement.ts';
 import type { RetryOptions } from '../runtime/remote/client.ts';
-import { LedgerVerifier, readWholeStream, type LedgerVerification } from './baselines.ts';
+import { deleteClusterRun, LeaseWatch, placedOver, startNodes, stopNodes, streamMessages, type ClusterNode } from './cluster-nodes.ts';
+import { verifyClusterLog, type ClusterVerification } from './cluster-verify.ts';
 import type { BenchRow } from './report.ts';
-import { BENCH_DIR, spawnChild, type ChildHandle } from './spawn.ts';
+import { BENCH_DIR, spawnChild } from './spawn.ts';
 import { analyzeTimeline, perSecond, type TimelineKind, type TimelineMarker, type TimelineReport } from './timeline.ts';
-import { CHILD_SCRIPT, freshRun, type Phase2, type PhaseResult, type RunControl, type ServeSpec, type ServerRef, type VerifiedRun } from './troupe.ts';
-import { generateCommands, procMemoryMb, ResourceSampler, type LedgerCommand, type ResourceReport } from './workload.ts';
+import { freshRun, type Phase2, type PhaseResult, type RunControl, type ServerRef, type VerifiedRun } from './troupe.ts';
+import { generateCommands, procMemoryMb, ResourceSampler, type ResourceReport } from './workload.ts';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 export const CLUSTER_CLIENT_SCRIPT = join(BENCH_DIR, 'cluster-client.ts');
 
@@ -119,239 +117,6 @@ export function pickVictim(names: readonly string[], shards: number): { name: st
     if (best === undefined || Math.abs(mine.length - even) < Math.abs(best.shards.length - even)) best = { name, shards: mine };
   }
   return best!;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Nodes and leases
-// ---------------------------------------------------------------------------------------------
-
-interface ClusterNode {
-  readonly name: string;
-  readonly dataDir: string;
-  readonly child: ChildHandle<{ stopped: true; stopMs: number }>;
-}
-
-async function startNodes(settings: ClusterSettings, run: { stream: string; subjectPrefix: string }, names: readonly string[]): Promise<ClusterNode[]> {
-  const nodes = names.map((name): ClusterNode => {
-    const dataDir = mkdtempSync(join(tmpdir(), `troupe-bench-cluster-${name}-`));
-    const spec: ServeSpec = {
-      server: settings.server,
-      stream: run.stream,
-      subjectPrefix: run.subjectPrefix,
-      dataDir,
-      tuning: {
-        shards: settings.shards,
-        replicas: settings.replicas,
-        nodeName: name,
-        source: name,
-        ...(settings.leaseTtlMs === undefined ? {} : { leaseTtlMs: settings.leaseTtlMs }),
-        ...(settings.settleMs === undefined ? {} : { settleMs: settings.settleMs }),
-      },
-    };
-    return { name, dataDir, child: spawnChild(CHILD_SCRIPT, { mode: 'serve', spec }) };
-  });
-  try {
-    await Promise.all(nodes.map((n) => Promise.race([n.child.nextMessage(), n.child.result])));
-  } catch (e) {
-    await stopNodes(nodes);
-    throw e;
-  }
-  return nodes;
-}
-
-/** SIGKILL every node still running and remove the data dirs. Every acknowledged command is in the log already. */
-async function stopNodes(nodes: readonly ClusterNode[]): Promise<void> {
-  await Promise.all(nodes.map(async (n) => {
-    const p = n.child.process;
-    if (p.exitCode === null && p.signalCode === null) {
-      const exited = new Promise((r) => p.once('exit', r));
-      n.child.kill();
-      await exited;
-    }
-    await rm(n.dataDir, { recursive: true, force: true }).catch(() => {});
-  }));
-}
-
-/**
- * Follows `<stream>_shards` (one key per shard, the holder's name) from the parent. A lease that
- * expires makes no notification; a node that takes it writes its name, which does.
- */
-class LeaseWatch {
-  readonly holders = new Map<number, string>();
-  private readonly waiters = new Set<() => void>();
-  private closed = false;
-
-  private constructor(private readonly nc: NatsConnection, private readonly iter: AsyncIterable<{ key: string; operation: string; json<T>(): T }> & { stop(): void }) {}
-
-  static async open(servers: string, stream: string): Promise<LeaseWatch> {
-    const nc = await connect({ servers: servers.split(','), name: 'bench-lease-watch' });
-    try {
-      const kv = await new Kvm(nc).open(`${stream}_shards`);
-      const iter = await kv.watch({ key: 'shard.>' });
-      const w = new LeaseWatch(nc, iter);
-      void w.pump();
-      return w;
-    } catch (e) {
-      await nc.close();
-      throw e;
-    }
-  }
-
-  private async pump(): Promise<void> {
-    try {
-      for await (const e of this.iter) {
-        const shard = Number(e.key.slice('shard.'.length));
-        if (e.operation === 'PUT') this.holders.set(shard, e.json<{ node: string }>().node);
-        else this.holders.delete(shard);
-        for (const w of [...this.waiters]) w();
-      }
-    } catch {
-      // closed
-    }
-  }
-
-  /** Resolves with Date.now() once `ok(holders)` holds; rejects after `timeoutMs`. */
-  until(ok: (holders: ReadonlyMap<number, string>) => boolean, timeoutMs: number, what: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!ok(this.holders)) return;
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        resolve(Date.now());
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; holders: ${JSON.stringify(Object.fromEntries(this.holders))}`));
-      }, timeoutMs);
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.iter.stop();
-    await this.nc.close().catch(() => {});
-  }
-}
-
-/** Every shard held by the node placement gives it among `names`. */
-function placedOver(names: readonly string[], shards: number): (h: ReadonlyMap<number, string>) => boolean {
-  const want = Array.from({ length: shards }, (_, s) => ownerOf(s, names));
-  return (h) => want.every((n, s) => h.get(s) === n);
-}
-
-async function deleteClusterRun(servers: string, stream: string): Promise<void> {
-  const nc = await connect({ servers: servers.split(','), name: 'bench-cleanup' }).catch(() => null);
-  if (nc === null) return;
-  try {
-    const jsm = await jetstreamManager(nc);
-    for (const name of [stream, `KV_${stream}_shards`, `KV_${stream}_nodes`, `KV_${stream}_checkpoints`, `KV_${stream}_keys`]) await jsm.streams.delete(name).catch(() => {});
-  } finally {
-    await nc.close().catch(() => {});
-  }
-}
-
-async function streamMessages(servers: string, stream: string): Promise<number> {
-  const nc = await connect({ servers: servers.split(','), name: 'bench-info' });
-  try {
-    return (await (await jetstreamManager(nc)).streams.info(stream)).state.messages;
-  } finally {
-    await nc.close();
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
-
-// ---------------------------------------------------------------------------------------------
-// Verification
-// ---------------------------------------------------------------------------------------------
-
-export interface ClusterVerification extends LedgerVerification {
-  /** Acknowledged commandIds read back from the client. */
-  readonly acked: number;
-}
-
-/**
- * Rebuild every account from the log alone and check it against what the client was told:
- * each acknowledged commandId in the log exactly once, nothing in the log that was not
- * acknowledged, and the ledger's rules (with a sequential replay when `commands` is given).
- */
-export async function verifyClusterLog(opts: {
-  servers: string;
-  stream: string;
-  accounts: number;
-  accepted: number;
-  jetstreamMessages: number;
-  ackFile: string;
-  commands?: readonly LedgerCommand[];
-  /** With the shard count, a command found twice is described: its shard, who wrote each copy and when. */
-  shards?: number;
-  /** Date.now() of the move or kill, to time the copies from. */
-  eventAt?: number;
-}): Promise<ClusterVerification> {
-  const acked = readFileSync(opts.ackFile, 'utf8').split('\n').filter((l) => l !== '');
-  const verifier = new LedgerVerifier({ accounts: opts.accounts, accepted: opts.accepted, ...(opts.commands === undefined ? {} : { commands: opts.commands }) });
-  const inLog = new Map<string, number>();
-  // Where each command's first event is (log position, when decided, by which node), and every later copy.
-  const first = new Map<string, { agg: string; pos: number; at: number; by: string }>();
-  const again: { id: string; agg: string; pos: number; at: number; by: string }[] = [];
-  const nc = await connect({ servers: opts.servers.split(','), name: 'bench-verify' });
-  let read: number;
-  try {
-    read = await readWholeStream(nc, opts.stream, (m) => {
-      let events;
-      try {
-        events = decodeCommitBatch(m.data, m.seq);
-      } catch (err) {
-        verifier.fail(`stream seq ${m.seq}: cannot decode: ${String(err)}`);
-        return;
-      }
-      for (const e of events) {
-        verifier.add({ eventType: e.eventType, aggregateId: e.aggregateId, seq: e.sequence, payload: e.payload as { amount?: number } }, `stream seq ${m.seq}`);
-        inLog.set(e.commandId, (inLog.get(e.commandId) ?? 0) + 1);
-        const here = { agg: e.aggregateId, pos: e.position, at: Date.parse(e.timestamp), by: e.source };
-        if (!first.has(e.commandId)) first.set(e.commandId, here);
-        else again.push({ id: e.commandId, ...here });
-      }
-    });
-  } finally {
-    await nc.close();
-  }
-  if (read !== opts.jetstreamMessages) verifier.fail(`read ${read} messages, the stream holds ${opts.jetstreamMessages}`);
-  const ackedSet = new Set(acked);
-  if (ackedSet.size !== acked.length) verifier.fail(`${acked.length - ackedSet.size} commandIds acknowledged twice`);
-  const notOnce = acked.filter((id) => inLog.get(id) !== 1);
-  if (notOnce.length > 0) verifier.fail(`${notOnce.length} acknowledged commands are not in the log exactly once (e.g. ${notOnce.slice(0, 3).join(', ')}: ${notOnce.slice(0, 3).map((id) => inLog.get(id) ?? 0).join(', ')} times)`);
-  if (again.length > 0) verifier.fail(describeCopies(again, first, opts.shards, opts.eventAt));
-  const unacked = [...inLog.keys()].filter((id) => !ackedSet.has(id));
-  if (unacked.length > 0) verifier.fail(`${unacked.length} commands in the log were never acknowledged (e.g. ${unacked.slice(0, 3).join(', ')})`);
-  return { ...verifier.finish(), acked: acked.length };
-}
-
-/** What the commands found twice have in common: shards, writers, and the time between the copies. */
-function describeCopies(
-  again: readonly { id: string; agg: string; pos: number; at: number; by: string }[],
-  first: ReadonlyMap<string, { agg: string; pos: number; at: number; by: string }>,
-  shards: number | undefined,
-  eventAt: number | undefined,
-): string {
-  const count = (keys: string[]): string => {
-    const m = new Map<string, number>();
-    for (const k of keys) m.set(k, (m.get(k) ?? 0) + 1);
-    return [...m].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, n]) => `${k}: ${n}`).join(', ');
-  };
-  const pairs = again.map((c) => ({ c, f: first.get(c.id)! }));
-  const gaps = pairs.map(({ c, f }) => c.at - f.at).sort((a, b) => a - b);
-  const t0 = Math.min(...pairs.map(({ f }) => f.at));
-  const rel = (at: number): string => `${((at - (eventAt ?? t0)) / 1000).toFixed(1)} s`;
-  const span = (ats: number[]): string => `${rel(Math.min(...ats))} to ${rel(Math.max(...ats))}`;
-  return `${again.length} later copies of commands already in the log: ` +
-    `${shards === undefined ? '' : `by shard {${count(pairs.map(({ c }) => String(shardOf('Account', c.agg, shards))))}}; `}` +
-    `first copy written by {${count(pairs.map(({ f }) => f.by))}}, later copy by {${count(pairs.map(({ c }) => c.by))}}; ` +
-    `first copies decided ${span(pairs.map(({ f }) => f.at))}, later ones ${span(pairs.map(({ c }) => c.at))} ${eventAt === undefined ? 'from the first' : 'after the event'}; ` +
-    `later copies ${(gaps[0]! / 1000).toFixed(1)}–${(gaps[gaps.length - 1]! / 1000).toFixed(1)} s after the first (median ${(gaps[Math.floor(gaps.length / 2)]! / 1000).toFixed(1)} s)`;
 }
 
 // ---------------------------------------------------------------------------------------------
