@@ -5,8 +5,9 @@
  *       the in-process variant: Troupe.start here, both phases through node.send;
  *       prints `@@bench <LedgerRunResult>`
  *   node runtime/bin/run-ts.cjs bench/child.ts '{"mode":"serve","spec":{…ServeSpec}}'
- *       a node serving commands over NATS (the remote variant): prints `@@bench {"ready":true}`,
- *       then `@@bench {"stopped":true,…}` after reading `stop` on stdin
+ *       a node serving commands over NATS (the remote variant, and each node of the cluster
+ *       step): prints `@@bench {"ready":true,…}`, then `@@bench {"stopped":true,…}` after reading
+ *       `stop` on stdin or receiving SIGTERM (a graceful stop: the node hands its shards off)
  *   node runtime/bin/run-ts.cjs bench/child.ts '{"mode":"activation","spec":{…ActivationSpec}}'
  *       the activation experiment (bench/activation.ts); prints `@@bench <ActivationResult>`
  *
@@ -33,12 +34,14 @@ async function main(): Promise<void> {
       return;
     case 'serve': {
       const served = await serveNode(child.spec);
-      sendToParent({ ready: true });
+      sendToParent({ ready: true, node: served.node.nodeName, pid: process.pid });
       await new Promise<void>((resolve) => {
         onStdinLine((line) => {
           if (line === 'stop') resolve();
         });
         process.stdin.on('end', () => resolve());
+        // SIGTERM stops the node as `troupe start` does: its shards are handed off before exit.
+        process.once('SIGTERM', () => resolve());
       });
       const { stopMs } = await served.stop();
       sendToParent({ stopped: true, stopMs });

@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { natsServerBin } from './nats.ts';
 import type { ActivationRow } from './activation.ts';
 import type { GoalRow, RatioRow } from './summary.ts';
+import type { ClusterReport, TimelineReport } from './timeline.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -98,6 +99,8 @@ export interface BenchReport {
   /** Sizes and settings of the run. */
   readonly config?: Readonly<Record<string, unknown>>;
   readonly activation?: readonly ActivationRow[];
+  /** The cluster step's settings and timelines (its steady rows are in `rows`). */
+  readonly cluster?: ClusterReport;
   readonly ratios?: readonly RatioRow[];
   readonly goals?: readonly GoalRow[];
   /** Steps that failed or could not be measured, with why. */
@@ -287,8 +290,9 @@ function mdEscape(s: string): string {
 }
 
 /** Which section of the results a row belongs to. */
-export function rowSection(r: BenchRow): 'main' | 'durability' | 'scale' {
+export function rowSection(r: BenchRow): 'main' | 'durability' | 'scale' | 'cluster' {
   if (r.variant.startsWith('scale-')) return 'scale';
+  if (r.variant === 'cluster') return 'cluster';
   if (/(^|-)(r3|sync-always)$/.test(r.variant)) return 'durability';
   return 'main';
 }
@@ -322,7 +326,7 @@ function microGroups(micro: readonly MicroRow[]): Map<string, MicroRow[]> {
  * Markdown for RESULTS.md: date, machine, goals, ratios, the results tables (with the chart),
  * activation, micro-benchmarks, and what failed or was not measured.
  */
-export function formatResultsMd(report: BenchReport, chartFile?: string): string {
+export function formatResultsMd(report: BenchReport, chartFile?: string, timelineFile?: string): string {
   const date = report.date ?? new Date().toISOString();
   const m = report.machine;
   const out: string[] = [];
@@ -397,6 +401,7 @@ export function formatResultsMd(report: BenchReport, chartFile?: string): string
       '',
     );
   }
+  out.push(...clusterSectionMd(report, timelineFile));
   const failed = report.rows.filter((r) => r.verifyOk === false);
   if (failed.length > 0) {
     out.push('**Verification failed** for: ' + failed.map((r) => `${r.variant} C=${fmtInt(r.concurrency)}`).join(', ') + '.', '');
@@ -491,6 +496,12 @@ export function formatTerminal(report: BenchReport): string {
     }
     out.push('');
   }
+  const timelines = report.cluster?.timelines ?? [];
+  if (timelines.length > 0) {
+    out.push('Cluster timelines:');
+    for (const t of timelines) out.push(`  ${timelineLines(t)}`);
+    out.push('');
+  }
   const failures = report.failures ?? [];
   if (failures.length > 0) {
     out.push('Failed or not measured:');
@@ -501,15 +512,82 @@ export function formatTerminal(report: BenchReport): string {
   return out.flatMap((line) => line.split('\n')).flatMap((line) => wrapLine(line)).join('\n');
 }
 
-export async function writeResultsMd(path: string, report: BenchReport, chartFile?: string): Promise<void> {
-  await writeText(path, formatResultsMd(report, chartFile));
+export async function writeResultsMd(path: string, report: BenchReport, chartFile?: string, timelineFile?: string): Promise<void> {
+  await writeText(path, formatResultsMd(report, chartFile, timelineFile));
+}
+
+function secs(ms: number | null | undefined): string {
+  return ms === null || ms === undefined || !Number.isFinite(ms) ? '–' : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function timelineName(t: TimelineReport): string {
+  return t.kind === 'move' ? `planned move: SIGTERM ${t.victim}` : `failover: kill -9 ${t.victim}`;
+}
+
+/** One line per timeline: steady rate, dip, recovery, placement, failures, verdict. */
+export function timelineLines(t: TimelineReport): string {
+  const s = t.summary;
+  return `${timelineName(t)} (${t.victimShards} of ${t.shards} shards): steady ${fmtInt(s.steadyPerSec)} cmds/s, lowest 1 s ${fmtInt(s.minPerSec)} ` +
+    `(−${Math.round(s.dipDepth * 100)}%), below 80% for ${secs(s.dipMs)}, back to ≥ 80% after ${s.recoverMs === null ? 'never' : secs(s.recoverMs)}, ` +
+    `all shards placed after ${secs(t.placedMs)}; then ${fmtInt(s.afterPerSec)} cmds/s; ${fmtInt(t.errors)} failed; verify ${t.verifyOk ? 'ok' : 'FAIL'}`;
+}
+
+/**
+ * The "Many nodes" section of RESULTS.md: the cluster rows (steady throughput) and the
+ * timelines' table, with the timeline chart. Empty when the cluster step did not run.
+ */
+export function clusterSectionMd(report: BenchReport, timelineFile?: string): string[] {
+  const rows = report.rows.filter((r) => rowSection(r) === 'cluster');
+  const c = report.cluster;
+  if (rows.length === 0 && (c === undefined || c.timelines.length === 0)) return [];
+  const set = c?.settings ?? {};
+  const out: string[] = ['## Many nodes', ''];
+  out.push(
+    `${String(set.nodes ?? 3)} Troupe nodes (each a child process with 1 worker) on a ${String(set.natsServers ?? 3)}-server nats-server cluster on loopback, ` +
+      `stream replicas ${String(set.replicas ?? 3)}, ${String(set.shards ?? '–')} shards placed by rendezvous hashing; the clients (one TroupeClient, closed loop at C) ` +
+      'in one more process, each command sent to its shard\'s owner by subject. All of them and the three nats-servers share the machine\'s cores. ' +
+      'Each round starts fresh nodes on a fresh stream; the row is the median round. Verified like the other rows, and besides: every acknowledged commandId ' +
+      'is in the log exactly once and the log holds no command that was not acknowledged.',
+    '',
+  );
+  if (rows.length > 0) out.push(...mdTable(rows), '');
+  if (c !== undefined && c.timelines.length > 0) {
+    out.push('### Throughput over time: a planned move and a failover', '');
+    out.push(
+      `The same setup with the ledger's commands sent over and over for ${String(set.timeline ?? '')}; throughput counted per ${String(set.bucket ?? '250 ms')}. ` +
+        'Planned move: the node holding about a third of the shards gets SIGTERM and hands them off. Failover: that node is killed with SIGKILL, and the others ' +
+        `take its shards once its leases expire. Lease TTL ${String(set.leaseTtl ?? '')}, settle window ${String(set.settle ?? '')}; ` +
+        `the client's timeoutMs ${String(set.clientTimeout ?? '')} (a command in flight on a killed node waits for it) and ${String(set.clientRetry ?? '')}.`,
+      '',
+    );
+    if (timelineFile !== undefined) out.push(`![throughput over time during a planned move and a failover](${timelineFile})`, '');
+    out.push(
+      '| scenario | shards moved | steady cmds/s | lowest 1 s | dip depth | below 80% of steady | back to ≥ 80% after | all shards placed after | cmds/s after | p99 ms | failed | verify |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    );
+    for (const t of c.timelines) {
+      const s = t.summary;
+      out.push(`| ${timelineName(t)} | ${t.victimShards} of ${t.shards} | ${fmtInt(s.steadyPerSec)} | ${fmtInt(s.minPerSec)} | ${Math.round(s.dipDepth * 100)}% | ${secs(s.dipMs)} | ` +
+        `${s.recoverMs === null ? 'not within the run' : secs(s.recoverMs)} | ${secs(t.placedMs)} | ${fmtInt(s.afterPerSec)} | ${fmtMs(t.p99Ms)} | ${fmtInt(t.errors)} | ${t.verifyOk ? 'ok' : `FAIL: ${mdEscape(t.verifyFailures.join('; '))}`} |`);
+    }
+    out.push(
+      '',
+      'steady: the mean of the 5 s before the event. lowest 1 s: the lowest 1 s mean after the event; dip depth: 1 − that/steady. ' +
+        'below 80%: time in 250 ms buckets under 80% of steady during the dip (the stretch around the lowest point). ' +
+        'back to ≥ 80%: from the event until the 1 s mean is at least 80% of steady and stays there for 2 s. all shards placed: from the event until every shard\'s lease ' +
+        'is held by the node placement gives it among the nodes left (seen in NATS KV). cmds/s after: the mean of the last 5 s, once recovered. ' +
+        'In a closed loop every caller soon waits on a command for a shard that is moving, so throughput falls further than the share of shards that move.',
+      '',
+    );
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
 // SVG chart
 // ---------------------------------------------------------------------------------------------
 
-function xmlEscape(s: string): string {
+export function xmlEscape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
@@ -527,14 +605,14 @@ function throughput(r: BenchRow): { value: number; unit: string } | undefined {
 }
 
 /** A round axis maximum ≥ v (quarters of it are round too): {1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8} × 10^k. */
-function niceMax(v: number): number {
+export function niceMax(v: number): number {
   if (!(v > 0)) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
-function compact(n: number): string {
+export function compact(n: number): string {
   if (n === 0) return '0';
   if (n >= 1e6) return `${(n / 1e6).toFixed(n >= 1e7 ? 0 : 1)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(n >= 1e4 ? 0 : 1)}k`;

@@ -9,7 +9,7 @@
  *   npm run bench -- --only in-process,remote
  *                                          a subset: ceiling, plain (or baselines), in-process,
  *                                          remote, workers, scale, activation, sync, r3 (or
- *                                          durability), micro
+ *                                          durability), cluster, micro
  *   npm run bench -- --profile DIR         CPU profiles of the Troupe runs: main thread
  *                                          (--cpu-prof) and workers (TROUPE_PROFILE_DIR), then
  *                                          a summary of the top self-time functions
@@ -26,6 +26,10 @@
  *   --md FILE --svg FILE                   where to write RESULTS.md and the chart (a full run
  *                                          of everything writes bench/RESULTS.md and
  *                                          bench/results.svg unless told otherwise)
+ *   --timeline-seconds N                   how long each cluster timeline runs (default 35)
+ *   --timeline-svg FILE                    where to draw the cluster timelines (default, when
+ *                                          the cluster step ran without --quick:
+ *                                          docs/img/cluster-timeline.svg)
  *
  * In one run, on the same nats-server where it applies:
  *  1. baselines: the per-message ceiling (best of 1 and 2 connections, as many messages as the
@@ -37,12 +41,17 @@
  *  6. activation of actors with 10, 1,000 and 100,000 events, with and without a snapshot;
  *  7. durability: sync_interval always (one server) and a 3-server cluster with replicas 3,
  *     each with its own ceiling;
- *  8. tinybench microbenchmarks.
+ *  8. cluster: 3 Troupe nodes on a 3-server cluster (replicas 3), remote clients in their own
+ *     process, in rounds (bench/cluster.ts); then throughput over time, per 250 ms, while a
+ *     node hands its shards off (SIGTERM) and while one is killed (SIGKILL), drawn with
+ *     markers at those instants (bench/timeline.ts);
+ *  9. tinybench microbenchmarks.
  * Exit code 1 when a verification failed or a step could not run.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { basename, join, relative } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, relative } from 'node:path';
 import { ceilingRow, plainRow, pickBestCeiling, runCeiling, runPlain, type CeilingResult } from './baselines.ts';
 import { activationRows, type ActivationResult, type ActivationRow, type ActivationSpec } from './activation.ts';
 import { runMicro } from './micro.ts';
@@ -64,97 +73,12 @@ import {
   type ProgressHandle,
 } from './report.ts';
 import { BENCH_DIR, REPO_DIR, spawnChild } from './spawn.ts';
+import { clusterRow, runClusterSteady, runClusterTimeline, type ClusterSettings } from './cluster.ts';
+import { analyzeTimeline, formatTimelineSvg, type ClusterReport, type TimelineReport } from './timeline.ts';
 import { computeGoals, computeRatios } from './summary.ts';
 import { CHILD_SCRIPT, freshRun, ledgerRow, remoteRow, runLedger, runRemote, type RunControl, type ServerRef, type TroupeTuning } from './troupe.ts';
 import { expectedOutcome, generateCommands } from './workload.ts';
-
-const STEP_KEYS = ['ceiling', 'plain', 'in-process', 'remote', 'workers', 'scale', 'activation', 'sync', 'r3', 'micro', 'timers'] as const;
-type StepKey = (typeof STEP_KEYS)[number];
-const ALIASES: Record<string, readonly StepKey[]> = {
-  baselines: ['ceiling', 'plain'],
-  durability: ['sync', 'r3'],
-  'sync-always': ['sync'],
-  troupe: ['in-process', 'remote'],
-};
-
-interface Args {
-  quick: boolean;
-  json?: string;
-  only: Set<StepKey> | null;
-  isolate: boolean;
-  profileDir?: string;
-  md?: string;
-  svg?: string;
-  accounts?: number;
-  commands?: number;
-  scale?: number[];
-  repeat?: number;
-  fromJson?: string;
-}
-
-function usage(): string {
-  return [
-    'usage: npm run bench -- [--quick] [--json FILE] [--only STEPS] [--profile DIR]',
-    '                        [--accounts N] [--commands N] [--scale 10k,100k,1m] [--repeat N]',
-    '                        [--same-process] [--from-json FILE] [--md FILE] [--svg FILE]',
-    `steps: ${STEP_KEYS.join(', ')} (or ${Object.keys(ALIASES).join(', ')})`,
-    '--quick: small sizes, a smoke test of the suite; its numbers are not a performance claim.',
-    '',
-  ].join('\n');
-}
-
-function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { quick: false, only: null, isolate: true };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value\n${usage()}`);
-      return v;
-    };
-    const num = (): number => {
-      const v = Number(value().replace(/_/g, ''));
-      if (!Number.isInteger(v) || v <= 0) throw new Error(`${a} needs a positive integer`);
-      return v;
-    };
-    switch (a) {
-      case '--quick': args.quick = true; break;
-      case '--json': args.json = value(); break;
-      case '--profile': args.profileDir = value(); break;
-      case '--md': args.md = value(); break;
-      case '--svg': args.svg = value(); break;
-      case '--accounts': args.accounts = num(); break;
-      case '--commands': args.commands = num(); break;
-      case '--repeat': args.repeat = num(); break;
-      case '--from-json': args.fromJson = value(); break;
-      case '--scale':
-        args.scale = value().split(',').map((x) => {
-          const m = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(x.trim().replace(/_/g, ''));
-          if (m === null) throw new Error(`--scale takes account counts like 10k,100k,1m; got ${x}`);
-          return Math.round(Number(m[1]) * (m[2]?.toLowerCase() === 'm' ? 1e6 : m[2]?.toLowerCase() === 'k' ? 1e3 : 1));
-        });
-        break;
-      case '--same-process': args.isolate = false; break;
-      case '--only': {
-        const set = new Set<StepKey>();
-        for (const k of value().split(',').map((s) => s.trim()).filter(Boolean)) {
-          const keys = ALIASES[k] ?? ((STEP_KEYS as readonly string[]).includes(k) ? [k as StepKey] : null);
-          if (keys === null) throw new Error(`--only: unknown step ${JSON.stringify(k)}; steps: ${STEP_KEYS.join(', ')} (or ${Object.keys(ALIASES).join(', ')})`);
-          for (const key of keys) set.add(key);
-        }
-        args.only = set;
-        break;
-      }
-      case '--help': case '-h':
-        process.stdout.write(usage());
-        process.exit(0);
-        break;
-      default:
-        throw new Error(`unknown argument ${a}\n${usage()}`);
-    }
-  }
-  return args;
-}
+import { parseArgs, STEP_KEYS, usage, type Args, type StepKey } from './args.ts';
 
 interface Sizes {
   accounts: number;
@@ -170,6 +94,7 @@ interface Sizes {
   /** Rounds of ceiling, plain, in-process, remote and workers (each keeps its median run). */
   repeat: number;
   seed: number;
+  cluster: Omit<ClusterSettings, 'server'>;
 }
 
 function sizesFor(args: Args): Sizes {
@@ -197,6 +122,25 @@ function sizesFor(args: Args): Sizes {
     workerCounts: [1, 2],
     repeat: args.repeat ?? (args.quick ? 1 : 3),
     seed: 42,
+    cluster: {
+      nodes: 3,
+      // Rendezvous placement of 16 shards (the default) over node-1..3 is 10/1/5; 64 is 22/19/23.
+      shards: 64,
+      replicas: 3,
+      accounts,
+      commandCount: commands,
+      seed: 42,
+      concurrency: 4096,
+      // Troupe's defaults (10 s lease, 2 s settle window), except in a quick run.
+      ...(args.quick ? { leaseTtlMs: 3_000, settleMs: 1_000 } : {}),
+      timelineMs: (args.timelineSeconds ?? (args.quick ? 12 : 35)) * 1000,
+      eventAtMs: args.quick ? 4_000 : 8_000,
+      bucketMs: 250,
+      // A command in flight on a killed node is retried after this (its reply never comes).
+      clientTimeoutMs: 5_000,
+      // Default backoff (50 ms doubling to 2 s), but tries enough to outlast a failover.
+      clientRetry: { attempts: 1_000, totalMs: 120_000 },
+    },
   };
 }
 
@@ -218,10 +162,31 @@ function medianRow(rs: readonly BenchRow[]): BenchRow {
   };
 }
 
-/** Print the report; write the JSON, RESULTS.md and the chart where they are due. */
+/** The chart of the cluster timelines, with the settings that shape them in a footnote. */
+function timelineChart(cluster: ClusterReport, machine: BenchReport['machine'], mode: string | undefined): string {
+  const set = cluster.settings;
+  const footnote = [
+    `${set.nodes} Troupe nodes (1 worker each), ${set.shards} shards, stream replicas ${set.replicas} on a ${set.natsServers}-server nats-server cluster; ` +
+      `one client process, closed loop at C = ${set.concurrency}; lease TTL ${set.leaseTtl}, settle window ${set.settle}; client timeoutMs ${set.clientTimeout}, ${set.clientRetry}.`,
+    `Throughput per ${set.bucket}. ${machine.cores} shared cores (${machine.cpuModel}), loaded by other work; Node ${machine.node}, nats-server ${machine.natsServer}` +
+      `${mode === 'quick' ? '. Quick mode: not a performance claim.' : '.'}`,
+  ];
+  return formatTimelineSvg(cluster.timelines, 'Ledger workload on 3 nodes: throughput over time during a planned move and a failover', footnote);
+}
+
+/** Print the report; write the JSON, RESULTS.md and the charts where they are due. */
 async function output(report: BenchReport, args: Args, accounts: number, commandCount: number): Promise<void> {
   const rows = report.rows;
   process.stdout.write(`\n${formatTerminal(report)}`);
+
+  // The timelines are drawn whenever they were measured for real (or when asked).
+  const timelineSvg = report.cluster === undefined || report.cluster.timelines.length === 0 ? undefined
+    : args.timelineSvg ?? (report.mode === 'quick' ? undefined : join(REPO_DIR, 'docs', 'img', 'cluster-timeline.svg'));
+  if (timelineSvg !== undefined && report.cluster !== undefined) {
+    await mkdir(dirname(timelineSvg), { recursive: true });
+    await writeFile(timelineSvg, timelineChart(report.cluster, report.machine, report.mode));
+    process.stdout.write(`wrote ${relative(process.cwd(), timelineSvg) || timelineSvg}\n`);
+  }
 
   if (args.json !== undefined) {
     await writeJson(args.json, report);
@@ -237,7 +202,8 @@ async function output(report: BenchReport, args: Args, accounts: number, command
   }
   if (md !== undefined) {
     const chartRef = svg === undefined ? undefined : relative(join(md, '..'), svg) || basename(svg);
-    await writeResultsMd(md, report, chartRef);
+    const timelineRef = timelineSvg === undefined ? undefined : relative(join(md, '..'), timelineSvg);
+    await writeResultsMd(md, report, chartRef, timelineRef);
     process.stdout.write(`wrote ${relative(process.cwd(), md) || md}\n`);
   }
 }
@@ -248,8 +214,17 @@ async function rerender(args: Args): Promise<void> {
   const config = saved.config ?? {};
   const num = (k: string): number | undefined => (typeof config[k] === 'number' ? (config[k] as number) : undefined);
   const maxResidentActors = num('maxResidentActors (largest scale run, per worker)');
+  // The timelines are read again too: the series and markers are the measurement, the summary is not.
+  const cluster: ClusterReport | undefined = saved.cluster === undefined ? undefined : {
+    ...saved.cluster,
+    timelines: saved.cluster.timelines.map((t) => {
+      const event = t.markers.find((m) => m.kind === 'event');
+      return event === undefined ? t : { ...t, summary: analyzeTimeline(t.perSec, t.bucketMs, event.atMs) };
+    }),
+  };
   const report: BenchReport = {
     ...saved,
+    ...(cluster === undefined ? {} : { cluster }),
     rerendered: `${new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')} from ${basename(args.fromJson!)}`,
     ratios: computeRatios(saved.rows),
     goals: computeGoals({ rows: saved.rows, activation: saved.activation ?? [], quick: saved.mode === 'quick', ...(maxResidentActors === undefined ? {} : { maxResidentActors }) }),
@@ -281,6 +256,10 @@ function fmt(n: number): string {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.help) {
+    process.stdout.write(usage());
+    return;
+  }
   if (args.fromJson !== undefined) {
     await rerender(args);
     return;
@@ -302,6 +281,7 @@ async function main(): Promise<void> {
   const rows: BenchRow[] = [];
   const failures: string[] = [];
   let activation: ActivationRow[] = [];
+  let cluster: ClusterReport | undefined;
   let micro: MicroRow[] = [];
   const control = (p: ProgressHandle, label: string, timeoutMs: number): RunControl => ({
     isolate: args.isolate,
@@ -327,6 +307,10 @@ async function main(): Promise<void> {
   if (want('timers')) plan.push('timers');
   if (want('sync')) plan.push('sync ceiling 1', 'sync ceiling 2', 'sync troupe');
   if (want('r3')) plan.push('r3 ceiling 1', 'r3 ceiling 2', 'r3 troupe');
+  if (want('cluster')) {
+    for (let round = 0; round < sizes.repeat; round++) plan.push(`cluster ${round + 1}`);
+    plan.push('cluster timeline move', 'cluster timeline failover');
+  }
   const step = steps(plan.length);
 
   /** Run one step; a failure is recorded and the suite goes on. */
@@ -539,6 +523,66 @@ async function main(): Promise<void> {
     }
   }
 
+  // ── many nodes: a 3-server cluster, 3 Troupe nodes, remote clients ──────────────────────────
+  if (want('cluster')) {
+    let nats: Awaited<ReturnType<typeof startBenchCluster>> | undefined;
+    try {
+      nats = await startBenchCluster({ size: 3 });
+    } catch (e) {
+      failures.push(`cluster: could not start a 3-server cluster: ${errText(e)}`);
+    }
+    if (nats !== undefined) {
+      const settings: ClusterSettings = { ...sizes.cluster, server: { servers: nats.urls.join(','), pids: nats.pids } };
+      const c = settings;
+      try {
+        const steady: BenchRow[] = [];
+        for (let round = 1; round <= sizes.repeat; round++) {
+          const tag = sizes.repeat > 1 ? ` (round ${round}/${sizes.repeat})` : '';
+          const label = `Troupe cluster C=${c.concurrency}${tag}: ${c.nodes} nodes, ${c.shards} shards, R${c.replicas}, ${fmt(c.accounts)} accounts, ${fmt(c.commandCount)} commands`;
+          await attempt(label, async (p) => {
+            const v = await runClusterSteady(settings, control(p, label, childTimeout));
+            const row = clusterRow(v);
+            steady.push(row);
+            if (!v.verifyOk) throw new Error(`verification FAILED: ${row.notes ?? ''}`);
+            return `${fmt(row.cmdsPerSec ?? 0)} cmds/s, p99 ${(row.p99Ms ?? 0).toFixed(1)} ms, verify ok`;
+          });
+        }
+        if (steady.length > 0) rows.push(medianRow(steady));
+        const timelines: TimelineReport[] = [];
+        for (const kind of ['move', 'failover'] as const) {
+          const label = `cluster timeline: ${kind === 'move' ? 'planned move (SIGTERM)' : 'failover (kill -9)'}, ${c.timelineMs / 1000} s at C=${c.concurrency}`;
+          await attempt(label, async (p) => {
+            const { verification: _v, ...t } = await runClusterTimeline(settings, kind, control(p, label, childTimeout));
+            timelines.push(t);
+            const s = t.summary;
+            const text = `steady ${fmt(s.steadyPerSec)} cmds/s, lowest ${fmt(s.minPerSec)}, below 80% for ${(s.dipMs / 1000).toFixed(2)} s, ` +
+              `back after ${s.recoverMs === null ? 'never' : `${(s.recoverMs / 1000).toFixed(2)} s`}, shards placed after ${t.placedMs === null ? '–' : `${(t.placedMs / 1000).toFixed(2)} s`}`;
+            if (!t.verifyOk) throw new Error(`verification FAILED: ${t.verifyFailures.join('; ')} (${text})`);
+            return `${text}, verify ok`;
+          });
+        }
+        cluster = {
+          settings: {
+            nodes: c.nodes,
+            natsServers: nats.urls.length,
+            shards: c.shards,
+            replicas: c.replicas,
+            concurrency: c.concurrency,
+            leaseTtl: c.leaseTtlMs === undefined ? '10 s (default)' : `${c.leaseTtlMs / 1000} s`,
+            settle: c.settleMs === undefined ? '2 s (default)' : `${c.settleMs / 1000} s`,
+            clientTimeout: `${c.clientTimeoutMs / 1000} s`,
+            clientRetry: `retry up to ${fmt(c.clientRetry.attempts ?? 10)} tries within ${(c.clientRetry.totalMs ?? 30_000) / 1000} s (backoff 50 ms doubling to 2 s)`,
+            bucket: `${c.bucketMs} ms`,
+            timeline: `${c.timelineMs / 1000} s, the move or kill at ${c.eventAtMs / 1000} s`,
+          },
+          timelines,
+        };
+      } finally {
+        await nats.stop();
+      }
+    }
+  }
+
   // ── report ────────────────────────────────────────────────────────────────────────────────
   const durationSec = (performance.now() - started) / 1000;
   const argv = process.argv.slice(2).join(' ');
@@ -562,6 +606,7 @@ async function main(): Promise<void> {
       rounds: `${sizes.repeat} (ceiling, plain, in-process, remote, workers: the median round of each is shown)`,
     },
     activation,
+    ...(cluster === undefined ? {} : { cluster }),
     ratios: computeRatios(rows),
     goals: computeGoals({ rows, activation, quick: args.quick, maxResidentActors: sizes.maxResidentActors }),
     failures,

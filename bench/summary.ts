@@ -76,6 +76,16 @@ export function computeRatios(rows: readonly BenchRow[]): RatioRow[] {
     add(`${label}: ceiling / ceiling default`, c, ceiling, rate, 'msgs/s');
     add(`${label}: Troupe / its ceiling`, t, c, rate, 'cmds/s vs msgs/s');
   }
+  // Many nodes: 3 nodes on an R3 cluster against one node on one server (remote both), and
+  // against one node on the same kind of cluster (in-process).
+  const cluster = findRow(rows, 'cluster');
+  if (cluster !== undefined) {
+    const c = cluster.concurrency ?? undefined;
+    const remote = findRow(rows, 'remote', c);
+    const r3 = findRow(rows, 'r3');
+    if (remote !== undefined) add(`cluster (3 nodes, R3) C=${int(c)} / remote (1 node, R1) C=${int(c)}`, cluster, remote, cmds, 'cmds/s');
+    if (r3 !== undefined) add(`cluster (3 nodes, R3) C=${int(c)} / r3 (1 node, in-process)`, cluster, r3, cmds, 'cmds/s');
+  }
   return out;
 }
 

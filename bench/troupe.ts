@@ -51,6 +51,12 @@ export interface TroupeTuning {
   readonly replicas?: number;
   readonly maxResidentActors?: number;
   readonly idleActorMs?: number;
+  /** Many nodes (the cluster step): each node's name, its lease TTL and settle window. */
+  readonly nodeName?: string;
+  readonly leaseTtlMs?: number;
+  readonly settleMs?: number;
+  /** The `source` of every event the node writes (the cluster step: the node's name, to tell who wrote what). */
+  readonly source?: string;
 }
 
 export interface ServerRef {
