@@ -10,7 +10,7 @@
 import { ConsumerStore } from '../consumers/consumer-store.ts';
 import { DeadLetterQueue } from '../consumers/dlq.ts';
 import { consumerOverview, projectionOverview, projectionStoreTag } from '../consumers/overview.ts';
-import { isTroupeError } from '../errors.ts';
+import { fromWire, isTroupeError } from '../errors.ts';
 import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
 import { natsAuthOf, type NatsFlags } from './credentials.ts';
 import { resolveNatsAuth } from '../connection.ts';
@@ -134,6 +134,31 @@ export function actors(type: string, flags: ConsoleFlags): Promise<void> {
       }
     }
     process.stdout.write(`${lines.join('\n')}\n`);
+  });
+}
+
+interface TimersAnswer { type: string; id: string; timers: { key: string; dueAt: string; command: string; payload: unknown; every?: number; scheduledBy: string }[] }
+
+/** `troupe timers <type> <id>`: the actor's pending durable timers, from the node that owns its shard. */
+export function timers(type: string, id: string, flags: ConsoleFlags): Promise<void> {
+  return withNats(flags, async ({ nc, prefix, servers }) => {
+    const answers = await gatherOps<TimersAnswer>(nc, prefix, 'timers', { type, id }, flags.window);
+    answered(answers, servers);
+    const owner = answers.find((a) => a.value !== undefined);
+    if (owner === undefined) {
+      // Every node refused: the owner's reason (an unknown type, a forbidden read) over "not mine".
+      const why = answers.find((a) => a.error !== undefined && a.error.code !== 'SHARD_NOT_OWNED') ?? answers[0]!;
+      throw fromWire(why.error!);
+    }
+    const list = owner.value!.timers;
+    if (flags.json === true) return print({ node: owner.node, ...owner.value });
+    if (list.length === 0) {
+      process.stdout.write(`${type} ${id} has no pending timers (node ${owner.node})\n`);
+      return;
+    }
+    process.stdout.write(table(['KEY', 'DUE', 'EVERY', 'COMMAND', 'PAYLOAD', 'SCHEDULED BY'], list.map((t) => [
+      t.key, t.dueAt, t.every === undefined ? '-' : `${t.every}ms`, t.command, JSON.stringify(t.payload), t.scheduledBy,
+    ])));
   });
 }
 

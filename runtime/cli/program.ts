@@ -13,7 +13,7 @@ import { clusterStatus, type ClusterFlags } from './cluster.ts';
 import { dlqDiscard, dlqList, dlqReplay, dlqShow, dlqStats, type DlqFlags } from './dlq.ts';
 import { tail, type TailFlags } from './tail.ts';
 import { natsCredentialFlags, tokenFlags } from './credentials.ts';
-import { actors, consumers, projections, stats, type ConsoleFlags } from './console.ts';
+import { actors, consumers, projections, stats, timers, type ConsoleFlags } from './console.ts';
 import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
@@ -235,6 +235,9 @@ beside version n, or call projection.rebuild(); watch its progress here. See doc
     .addOption(new Option('--limit <n>', 'at most n per node (default 1000)').argParser(int(1, 100_000)))
     .addOption(new Option('--window <ms>', 'how long to collect the nodes\' answers (default 750)').argParser(int(50, 60_000)))
     .action((type: string, _opts, cmd: Command) => actors(type, cmd.opts<ConsoleFlags>()));
+  consoleFlags(p.command('timers').description('an actor\'s pending durable timers: key, due time, period, command').argument('<type>', 'actor type').argument('<id>', 'actor id'))
+    .addOption(new Option('--window <ms>', 'how long to wait for the owner\'s answer (default 750)').argParser(int(50, 60_000)))
+    .action((type: string, id: string, _opts, cmd: Command) => timers(type, id, cmd.opts<ConsoleFlags>()));
   consoleFlags(p.command('stats').description('every node: throughput, latency percentiles, shards, resident actors, passivations'))
     .addOption(new Option('--window <ms>', 'how long to collect the nodes\' answers (default 750)').argParser(int(50, 60_000)))
     .action((_opts, cmd: Command) => stats(cmd.opts<ConsoleFlags>()));

@@ -77,7 +77,7 @@ export function securePermissions(layout: SecureLayout = {}): Record<Exclude<Sec
         deny: [`${api}.STREAM.DELETE.>`],
       },
       // ...and the operators' scatter-gather (remote/ops-service.ts), which only the admin user sends.
-      subscribe: { allow: ['_INBOX.>', ...requests, `${p}.ops.stats`, `${p}.ops.actors`], deny: [] },
+      subscribe: { allow: ['_INBOX.>', ...requests, `${p}.ops.stats`, `${p}.ops.actors`, `${p}.ops.timers`], deny: [] },
     },
     client: {
       publish: {

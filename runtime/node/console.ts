@@ -15,7 +15,7 @@ import type { ResolvedOptions } from '../options.ts';
 import { DeadLetterQueue, requestReplay } from '../consumers/dlq.ts';
 import { consumerOverview } from '../consumers/overview.ts';
 import type { DashboardSources } from '../ops/dashboard.ts';
-import type { ActorsRequest, OpsNode } from '../remote/ops-service.ts';
+import type { ActorsRequest, OpsNode, TimersRequest } from '../remote/ops-service.ts';
 import { quantileOf, type NodeSeries } from './series.ts';
 import { LATENCY_BOUNDS_S } from '../ops/metrics.ts';
 import type { WorkerPool } from './pool.ts';
@@ -36,6 +36,7 @@ export interface ConsoleNode {
   cluster(): Promise<unknown>;
   query(type: string, id: string): Promise<{ state: unknown; version: number }>;
   history(type: string, id: string): Promise<unknown[]>;
+  timers(type: string, id: string): Promise<unknown[]>;
 }
 
 export class NodeConsole implements DashboardSources, OpsNode {
@@ -123,6 +124,11 @@ export class NodeConsole implements DashboardSources, OpsNode {
       }
     }
     return { type: r.type, resident: r.resident, ids, hosted: true };
+  }
+
+  /** `troupe timers`: an actor's pending timers; only its shard's owner answers (the others refuse with SHARD_NOT_OWNED). */
+  async opsTimers(r: TimersRequest): Promise<unknown> {
+    return { type: r.type, id: r.id, timers: await this.n.timers(r.type, r.id) };
   }
 
   actors(type: string, resident: boolean, limit: number): Promise<unknown> {

@@ -93,7 +93,7 @@ export class Troupe implements ServedNode {
     this.console = new NodeConsole({
       options, nc, pool, store, series: this.series, version: troupeVersion(), startedAt: Date.now(),
       ownedShards: () => this.ownedShards, phase: () => this.phase, actorTypes: () => this.actorTypes(), cluster: () => this.cluster(),
-      query: (type, id) => this.query(type, id), history: (type, id) => this.history(type, id),
+      query: (type, id) => this.query(type, id), history: (type, id) => this.history(type, id), timers: (type, id) => this.timers(type, id),
     });
   }
 

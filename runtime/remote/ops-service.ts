@@ -3,6 +3,8 @@
  *
  *   <prefix>.ops.stats    {}                                   → each node's NodeOpsStats
  *   <prefix>.ops.actors   {type, resident, limit}              → each node's actor ids of that type
+ *   <prefix>.ops.timers   {type, id}                           → the actor's pending timers, from its shard's owner
+ *                                                                (every other node answers SHARD_NOT_OWNED)
  *
  * Every node subscribes without a queue group, so one request reaches all of them; the asker
  * collects the answers for a short window (scatter-gather). NATS rather than each node's HTTP
@@ -26,6 +28,12 @@ export interface OpsNode {
   readonly nodeName: string;
   opsStats(): Promise<unknown>;
   opsActors(request: ActorsRequest): Promise<unknown>;
+  opsTimers(request: TimersRequest): Promise<unknown>;
+}
+
+export interface TimersRequest {
+  type: string;
+  id: string;
 }
 
 export interface NodeAnswer<T> {
@@ -34,7 +42,9 @@ export interface NodeAnswer<T> {
   error?: WireError;
 }
 
-export function opsSubject(prefix: string, what: 'stats' | 'actors'): string {
+export type OpsQuestion = 'stats' | 'actors' | 'timers';
+
+export function opsSubject(prefix: string, what: OpsQuestion): string {
   return `${prefix}.ops.${what}`;
 }
 
@@ -44,7 +54,7 @@ const untext = new TextDecoder();
 /** Answer the ops subjects for `node`; returns the unsubscribe. */
 export function serveOps(nc: NatsConnection, prefix: string, node: OpsNode): () => void {
   const subs: Subscription[] = [];
-  const serve = (what: 'stats' | 'actors', answer: (body: unknown) => Promise<unknown>) => {
+  const serve = (what: OpsQuestion, answer: (body: unknown) => Promise<unknown>) => {
     subs.push(nc.subscribe(opsSubject(prefix, what), {
       callback: (err, msg) => {
         if (err !== null || msg.reply === undefined || msg.reply === '') return;
@@ -72,6 +82,11 @@ export function serveOps(nc: NatsConnection, prefix: string, node: OpsNode): () 
     const limit = typeof b.limit === 'number' && Number.isInteger(b.limit) && b.limit > 0 ? Math.min(b.limit, 100_000) : 1000;
     return node.opsActors({ type: b.type, resident: b.resident === true, limit });
   });
+  serve('timers', (body) => {
+    const b = body as Partial<TimersRequest>;
+    if (typeof b.type !== 'string' || b.type === '' || typeof b.id !== 'string' || b.id === '') throw new TypeError('a timers request is {"type": "<actor type>", "id": "<actor id>"}');
+    return node.opsTimers({ type: b.type, id: b.id });
+  });
   return () => {
     for (const s of subs) s.unsubscribe();
   };
@@ -81,7 +96,7 @@ export function serveOps(nc: NatsConnection, prefix: string, node: OpsNode): () 
  * Ask every node and collect what answers within `windowMs` (sorted by node name). An empty
  * list means no node answered.
  */
-export async function gatherOps<T>(nc: NatsConnection, prefix: string, what: 'stats' | 'actors', body: unknown, windowMs = 750): Promise<NodeAnswer<T>[]> {
+export async function gatherOps<T>(nc: NatsConnection, prefix: string, what: OpsQuestion, body: unknown, windowMs = 750): Promise<NodeAnswer<T>[]> {
   const out: NodeAnswer<T>[] = [];
   try {
     const replies = await nc.requestMany(opsSubject(prefix, what), text.encode(JSON.stringify(body ?? {})), { strategy: 'timer', maxWait: windowMs });

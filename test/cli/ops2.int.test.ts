@@ -1,4 +1,4 @@
-// `troupe consumers`, `troupe projections`, `troupe actors`, `troupe stats` as a user runs them
+// `troupe consumers`, `troupe projections`, `troupe actors`, `troupe stats`, `troupe timers` as a user runs them
 // (spawned like runtime/bin/troupe.mjs spawns the CLI), against a real nats-server, a real
 // node, a real consumer with a dead letter and a real projection.
 import { spawn } from 'node:child_process';
@@ -14,6 +14,7 @@ import { eventually, freshStream, natsConnect } from '../helpers/troupe.ts';
 
 const cli = fileURLToPath(new URL('../../runtime/cli/main.ts', import.meta.url));
 const runTs = fileURLToPath(new URL('../../runtime/bin/run-ts.cjs', import.meta.url));
+const reminderModule = fileURLToPath(new URL('../fixtures/reminder.ts', import.meta.url));
 
 interface Ran { code: number | null; stdout: string; stderr: string }
 
@@ -39,7 +40,7 @@ describe('troupe consumers, projections, actors and stats', () => {
   let dlq: DeadLetterQueue;
 
   beforeAll(async () => {
-    node = await Troupe.start({ actors: [...actorModules], servers: nats.url, dataDir: tempDir(), workers: 1, shards: 16, stream, subjectPrefix });
+    node = await Troupe.start({ actors: [...actorModules, reminderModule], servers: nats.url, dataDir: tempDir(), workers: 1, shards: 16, stream, subjectPrefix });
     for (const id of ['a-1', 'a-2', 'a-3']) {
       await node.send('Account', id, 'OpenAccount', {});
       await node.send('Account', id, 'Deposit', { amount: 5 });
@@ -86,6 +87,24 @@ describe('troupe consumers, projections, actors and stats', () => {
     expect(st).toMatchObject({ node: node.nodeName, shards: { owned: 16, total: 16 }, residentActors: 3, sinceStart: { commands: 6 } });
     expect(st!.sinceStart.p50Ms).toBeGreaterThan(0);
     expect(st!.sinceStart.p99Ms).toBeGreaterThanOrEqual(st!.sinceStart.p50Ms!);
+  }, 60_000);
+
+  it('lists an actor\'s pending timers from the node that owns its shard, and refuses an unknown actor type', async () => {
+    await node.send('Reminder', 'r-1', 'Remind', { key: 'daily', every: 86_400_000, note: 'standup' });
+    await node.send('Reminder', 'r-1', 'Remind', { key: 'once', after: 3_600_000 });
+    const [t, none, bad] = await Promise.all([
+      run(['timers', 'Reminder', 'r-1', ...base(), '--json']), run(['timers', 'Reminder', 'r-2', ...base()]), run(['timers', 'Nope', 'x', ...base()]),
+    ]);
+    expect(t.code, t.stderr).toBe(0);
+    const listed = JSON.parse(t.stdout) as { node: string; timers: { key: string; command: string; every?: number; payload: unknown }[] };
+    expect(listed.node).toBe(node.nodeName);
+    expect(listed.timers.map((x) => x.key).sort()).toEqual(['daily', 'once']);
+    expect(listed.timers.find((x) => x.key === 'daily')).toMatchObject({ command: 'Ring', every: 86_400_000, payload: { note: 'standup' } });
+    expect(listed.timers).toEqual(await node.timers('Reminder', 'r-1'));
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toContain('Reminder r-2 has no pending timers');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/UNKNOWN_ACTOR_TYPE/);
   }, 60_000);
 
   it('says no node answered when none serves the stream', async () => {
