@@ -9,14 +9,14 @@
  */
 import { ConsumerStore } from '../consumers/consumer-store.ts';
 import { DeadLetterQueue } from '../consumers/dlq.ts';
-import { consumerOverview, projectionOverview, projectionStoreTag } from '../consumers/overview.ts';
+import { consumerOverview, projectionOverview, projectionStoreTag, requestRebuild } from '../consumers/overview.ts';
 import { fromWire, isTroupeError } from '../errors.ts';
 import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
 import { natsAuthOf, type NatsFlags } from './credentials.ts';
 import { resolveNatsAuth } from '../connection.ts';
 import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { gatherOps, type NodeAnswer } from '../remote/ops-service.ts';
-import { CliError, EXIT_RETRYABLE } from './exit.ts';
+import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 
 export interface ConsoleFlags extends NatsFlags {
   natsUrl?: string;
@@ -29,6 +29,9 @@ export interface ConsoleFlags extends NatsFlags {
   limit?: number;
   /** actors, stats: how long to collect answers, ms. */
   window?: number;
+  /** rebuild: which version (default: the only one running); wait: false returns once the rebuild started. */
+  version?: number;
+  wait?: boolean;
 }
 
 interface Opened { nc: NatsConnection; stream: string; prefix: string; servers: string }
@@ -103,6 +106,45 @@ export function projections(flags: ConsoleFlags): Promise<void> {
     } finally {
       await store?.close();
     }
+  });
+}
+
+/**
+ * `troupe rebuild <projection>`: the running projection forgets its view and builds it again
+ * from the start of the log (its apply function runs in its own process, which the request
+ * reaches over NATS). Shows progress until it has read the log as it was when asked.
+ */
+export function rebuild(name: string, flags: ConsoleFlags): Promise<void> {
+  return withNats(flags, async ({ nc, stream, prefix }) => {
+    const running = (await projectionOverview(nc, stream)).filter((p) => p.name === name);
+    const versions = [...new Set(running.map((p) => p.version))];
+    let version = flags.version;
+    if (version === undefined) {
+      if (versions.length > 1) throw new CliError(`projection ${name} runs in versions ${versions.map((v) => `v${v}`).join(', ')}: name one with --version`, EXIT_USAGE);
+      if (versions.length === 0) throw new CliError(`no running projection ${name} reads ${stream} (see \`troupe projections\`): a projection is rebuilt by its own process, so start it first`, EXIT_RETRYABLE);
+      version = versions[0]!;
+    }
+    // The rebuild creates the projection's JetStream consumer again: that is how its start is seen.
+    const before = new Set(running.filter((p) => p.version === version).map((p) => p.created));
+    const { from } = await requestRebuild(nc, prefix, name, version);
+    const tty = flags.json !== true && process.stderr.isTTY === true;
+    const started = Date.now();
+    let restarted = from === 0;
+    let last = { position: 0, lag: 0 };
+    while (flags.wait !== false) {
+      const now = (await projectionOverview(nc, stream)).find((p) => p.name === name && p.version === version);
+      if (now !== undefined && !before.has(now.created)) restarted = true;
+      if (now !== undefined) last = { position: now.position, lag: now.lag };
+      if (tty) process.stderr.write(`\r${name} v${version} ${bar(from === 0 ? 1 : Math.min(last.position, from) / from)} ${last.position}/${from}`);
+      if (restarted && now !== undefined && now.position >= from) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    if (tty) process.stderr.write('\n');
+    const done = { projection: name, version, from, position: last.position, waited: flags.wait !== false, ms: Date.now() - started };
+    if (flags.json === true) return print(done);
+    process.stdout.write(flags.wait === false
+      ? `projection ${name} v${version} is rebuilding from the start of the log (up to ${from} then live); watch it with \`troupe projections\`\n`
+      : `projection ${name} v${version} rebuilt: read the log up to ${from} in ${(done.ms / 1000).toFixed(1)} s\n`);
   });
 }
 

@@ -13,7 +13,7 @@ import { clusterStatus, type ClusterFlags } from './cluster.ts';
 import { dlqDiscard, dlqList, dlqReplay, dlqShow, dlqStats, type DlqFlags } from './dlq.ts';
 import { tail, type TailFlags } from './tail.ts';
 import { natsCredentialFlags, tokenFlags } from './credentials.ts';
-import { actors, consumers, projections, stats, timers, type ConsoleFlags } from './console.ts';
+import { actors, consumers, projections, rebuild, stats, timers, type ConsoleFlags } from './console.ts';
 import { keysRetire, keysRotate, keysStatus, type KeysFlags } from './keys.ts';
 import { history, send, state, type ClientFlags, type SendFlags } from './remote.ts';
 import { DEFAULT_CLI_HTTP_PORT, DEFAULT_CLI_LOG_LEVEL, DEFAULT_NATS_PORT, start, type StartFlags } from './start.ts';
@@ -227,9 +227,17 @@ over one second (a log message carries many commits). Example:
   consoleFlags(p.command('projections').description('projection versions: build progress, and which one readers use'))
     .addOption(new Option('--data-dir <dir>', 'data dir of the process that builds the views: tells which version is active').env('TROUPE_DATA_DIR'))
     .addHelpText('after', `
-A projection is rebuilt by its own process (its apply function runs there): deploy version n+1
-beside version n, or call projection.rebuild(); watch its progress here. See docs/cli.md.`)
+troupe rebuild <name> asks a projection's own process to rebuild it (its apply function runs
+there); or deploy version n+1 beside version n. See docs/cli.md.`)
     .action((_opts, cmd: Command) => projections(cmd.opts<ConsoleFlags>()));
+  consoleFlags(p.command('rebuild').description('rebuild a projection from the start of the log, in the process that runs it; shows progress').argument('<projection>', 'projection name'))
+    .addOption(new Option('--version <n>', 'which version (default: the only one running)').argParser(int(1, 1_000_000)))
+    .option('--no-wait', 'return once the rebuild has started')
+    .addHelpText('after', `
+The projection's own process does the work (its apply function runs there): it answers the
+request over NATS, clears its view and reads the log again. Readers of that version see the view
+fill up again; to rebuild without readers seeing it, deploy version n+1 beside n instead.`)
+    .action((name: string, _opts, cmd: Command) => rebuild(name, cmd.opts<ConsoleFlags>()));
   consoleFlags(p.command('actors').description('ids of actors of a type, from every node (resident ones with --resident)').argument('<type>', 'actor type'))
     .option('--resident', 'only actors in memory now')
     .addOption(new Option('--limit <n>', 'at most n per node (default 1000)').argParser(int(1, 100_000)))

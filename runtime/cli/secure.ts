@@ -107,7 +107,8 @@ export function securePermissions(layout: SecureLayout = {}): Record<Exclude<Sec
         ],
         deny: [...never, ...requests],
       },
-      subscribe: { allow: ['_INBOX.>'], deny: [] },
+      // Operators' requests a running consumer answers: replay a dead letter, rebuild a projection (admin sends them).
+      subscribe: { allow: ['_INBOX.>', `${p}.ops.dlq.replay.>`, `${p}.ops.projection.rebuild.>`], deny: [] },
     },
   };
 }

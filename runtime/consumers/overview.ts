@@ -20,6 +20,65 @@ import { jetstreamManager, type ConsumerInfo as JsConsumerInfo } from '@nats-io/
 import type { NatsConnection } from '../journal/journal.ts';
 import { consumerStatus } from './scaled.ts';
 import { subjectToken, type DeadLetterQueue } from './dlq.ts';
+import { JournalUnavailableError, fromWire, toWire, type WireError } from '../errors.ts';
+
+/**
+ * A projection is rebuilt where its apply function runs, so a running projection answers
+ * rebuild requests (`troupe rebuild`, the dashboard) on
+ *
+ *   <prefix>.ops.projection.rebuild.<name>.<version>
+ *
+ * (its instances form a queue group). The answer comes at once, `{ version, from }` with the
+ * log's last position then, and the rebuild runs after it: progress is read from the
+ * projection's JetStream consumer (`projectionOverview`).
+ */
+export function rebuildSubject(prefix: string, name: string, version: number): string {
+  return `${prefix}.ops.projection.rebuild.${subjectToken(name)}.${version}`;
+}
+
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+/** Answer rebuild requests of projection `name` v`version` with `rebuild` (started after the answer); returns the unsubscribe. */
+export function serveRebuilds(nc: NatsConnection, prefix: string, name: string, version: number, lastSeq: () => Promise<number>, rebuild: () => Promise<void>): () => void {
+  const sub = nc.subscribe(rebuildSubject(prefix, name, version), {
+    queue: `troupe-rebuild-${subjectToken(name)}-${version}`,
+    callback: (err, msg) => {
+      if (err !== null) return;
+      void (async () => {
+        let answer: unknown;
+        let go = false;
+        try {
+          answer = { version, from: await lastSeq() };
+          go = true;
+        } catch (e) {
+          answer = { error: toWire(e) };
+        }
+        msg.respond(text.encode(JSON.stringify(answer)));
+        // The answer leaves before the rebuild stops the consumer (and perhaps its connection).
+        await nc.flush().catch(() => {});
+        if (go) await rebuild().catch(() => {});
+      })();
+    },
+  });
+  return () => sub.unsubscribe();
+}
+
+/** Ask the running projection `name` v`version` to rebuild; resolves with the log position it rebuilds up to first. */
+export async function requestRebuild(nc: NatsConnection, prefix: string, name: string, version: number, timeoutMs = 10_000): Promise<{ version: number; from: number }> {
+  let reply: Uint8Array;
+  try {
+    reply = (await nc.request(rebuildSubject(prefix, name, version), new Uint8Array(0), { timeout: timeoutMs })).data;
+  } catch (e) {
+    const none = /no responders|503/i.test(String((e as Error)?.message ?? e));
+    throw new JournalUnavailableError(none
+      ? `no running process builds projection ${name} v${version}: a projection is rebuilt where its apply function runs; start it, then retry`
+      : `projection ${name} v${version} did not answer the rebuild request within ${timeoutMs} ms`, { projection: name, version }, e);
+  }
+  const answer = JSON.parse(untext.decode(reply)) as { version?: number; from?: number; error?: WireError };
+  if (answer.error !== undefined) throw fromWire(answer.error);
+  return { version: answer.version!, from: answer.from! };
+}
 
 export interface ConsumerOverview {
   name: string;
@@ -53,6 +112,8 @@ export interface ProjectionVersionOverview {
   lag: number;
   /** position / lastSeq, 0..1 (1 when nothing is left to apply). */
   progress: number;
+  /** When its JetStream consumer was created (ISO): a rebuild or restart creates it again. */
+  created: string;
 }
 
 const PROJECTION = /^proj_([A-Za-z0-9_-]{1,64})_v(\d+)_([0-9a-f]{10})$/;
@@ -148,7 +209,7 @@ export async function projectionOverview(nc: NatsConnection, stream: string, act
     const active = activeOf?.(name, store);
     out.push({
       name, version: Number(v), store, active: activeOf === undefined || active === undefined ? null : active === Number(v),
-      position, lastSeq, lag: c.num_pending + c.num_ack_pending, progress: lastSeq === 0 || c.num_pending + c.num_ack_pending === 0 ? 1 : Math.min(1, position / lastSeq),
+      position, lastSeq, created: String(c.created), lag: c.num_pending + c.num_ack_pending, progress: lastSeq === 0 || c.num_pending + c.num_ack_pending === 0 ? 1 : Math.min(1, position / lastSeq),
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name) || a.store.localeCompare(b.store) || a.version - b.version);

@@ -27,7 +27,8 @@ import { InvalidOptionError } from '../errors.ts';
 import type { RetryOptions } from './flow.ts';
 import type { ProbeOptions } from './consume-options.ts';
 import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
-import { DEFAULT_STREAM } from '../options.ts';
+import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+import { serveRebuilds } from './overview.ts';
 import type { EventTransform, HandlerContext } from './pipeline.ts';
 
 export interface View {
@@ -126,6 +127,7 @@ export class Projection {
   private builtFrom = 0;
   private readonly listeners: ((events: EventEnvelope[]) => void)[] = [];
   private unlisten: (() => void) | null = null;
+  private unserve: (() => void) | null = null;
   private http: ConsumerOpsServer | null = null;
   private activation: { promise: Promise<void>; resolve: () => void };
 
@@ -193,6 +195,9 @@ export class Projection {
       onStreamReset: () => db.clearAsync(),
     });
     this.unlisten = this.consumer.onCommitted((events) => { for (const l of this.listeners) l(events); });
+    // `troupe rebuild` asks the process that runs the apply function (overview.ts).
+    const consumer = this.consumer;
+    this.unserve = serveRebuilds(consumer.nc, options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX, this.name, this.version, () => consumer.logEnd(), () => this.rebuild());
     this.builtFrom = await this.consumer.logEnd();
     this.timer = setInterval(() => void this.tick().catch((e: unknown) => this.options.onError?.(e)), CHECKPOINT_EVERY_MS);
     this.timer.unref();
@@ -292,6 +297,8 @@ export class Projection {
     this.timer = null;
     this.unlisten?.();
     this.unlisten = null;
+    this.unserve?.();
+    this.unserve = null;
     const c = this.consumer;
     this.consumer = null;
     if (c !== null) {

@@ -89,6 +89,21 @@ describe('troupe consumers, projections, actors and stats', () => {
     expect(st!.sinceStart.p99Ms).toBeGreaterThanOrEqual(st!.sinceStart.p50Ms!);
   }, 60_000);
 
+  it('rebuilds a projection in its own process from the start of the log, and says "retry" for one that does not run', async () => {
+    const before = projection.position;
+    const [r, none] = await Promise.all([run(['rebuild', 'balances', ...base(), '--json']), run(['rebuild', 'nobody', ...base()])]);
+    expect(r.code, r.stderr).toBe(0);
+    const done = JSON.parse(r.stdout) as { projection: string; version: number; from: number; position: number; waited: boolean };
+    expect(done).toMatchObject({ projection: 'balances', version: 1, waited: true });
+    expect(done.from).toBeGreaterThanOrEqual(before);
+    expect(done.position).toBeGreaterThanOrEqual(done.from);
+    // The view was cleared and built again: every account is back, at its last sequence.
+    await projection.caughtUp();
+    expect(['a-1', 'a-2', 'a-3'].map((id) => projection.get<number>(id))).toEqual([2, 2, 2]);
+    expect(none.code).toBe(75);
+    expect(none.stderr).toMatch(/no running projection nobody/);
+  }, 60_000);
+
   it('lists an actor\'s pending timers from the node that owns its shard, and refuses an unknown actor type', async () => {
     await node.send('Reminder', 'r-1', 'Remind', { key: 'daily', every: 86_400_000, note: 'standup' });
     await node.send('Reminder', 'r-1', 'Remind', { key: 'once', after: 3_600_000 });
