@@ -11,8 +11,10 @@ describe('secure configuration', () => {
     const p = securePermissions({ stream: 'S', subjectPrefix: 'app' });
     for (const who of [p.client, p.consumer]) {
       expect(who.publish.deny).toEqual(expect.arrayContaining(['app.log.>', '$JS.API.STREAM.DELETE.>', '$JS.API.STREAM.CREATE.S', '$KV.S_shards.>']));
-      expect(who.subscribe.allow).toEqual(['_INBOX.>']);
     }
+    // Replies only, for a client; a consumer also answers operators' replay and rebuild requests.
+    expect(p.client.subscribe.allow).toEqual(['_INBOX.>']);
+    expect(p.consumer.subscribe.allow).toEqual(['_INBOX.>', 'app.ops.dlq.replay.>', 'app.ops.projection.rebuild.>']);
     expect(p.client.publish.deny).toContain('$JS.API.STREAM.CREATE.>');
     expect(p.consumer.publish.deny).toEqual(expect.arrayContaining(['app.cmd', 'app.cmd.>', 'app.q.>', 'app.h.>']));
     expect(p.node.publish.deny).toEqual(['$JS.API.STREAM.DELETE.>']);
