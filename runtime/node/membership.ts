@@ -3,11 +3,15 @@
  * (key = node name) every ttl/3, and watches the bucket.
  *
  *   joining ──(shards opened)──▶ ready ──(stop, SIGTERM)──▶ draining ──▶ entry deleted
+ *                                      └──(stop({ handOff: false }), SIGUSR2)──▶ restarting ──▶ entry expires
  *
  * An entry not renewed within the TTL is gone: the bucket's max age removes it on the server,
  * and every watcher forgets a node it has not heard from for a TTL (an expiry sends no
  * notification). A node that leaves on purpose says so (draining, then a delete), so the
- * others move its shards at once; one that vanishes is waited for (options.settleMs).
+ * others move its shards at once; one that vanishes is waited for (options.settleMs). A node
+ * that stops to restart says `restarting` and keeps its leases: the others keep it in
+ * placement for options.restartGraceMs after its last heartbeat (then settleMs as for any
+ * vanished node), so a restart within that moves no shard.
  */
 import { readFileSync } from 'node:fs';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -24,7 +28,8 @@ export function troupeVersion(): string {
   }
 }
 
-export type MemberState = 'joining' | 'ready' | 'draining';
+/** `restarting`: stopped to come back under the same name; still live for placement. */
+export type MemberState = 'joining' | 'ready' | 'draining' | 'restarting';
 
 export interface MemberEntry {
   state: MemberState;
@@ -60,13 +65,17 @@ export class Membership {
   private lastLive = '';
   onChange: ((change: MembershipChange) => void) | null = null;
 
-  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }) {
+  /** How long a member that said `restarting` stays live after its last heartbeat (at least the TTL). */
+  private readonly restartGraceMs: number;
+
+  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }, restartGraceMs: number) {
     this.self = { state: 'joining', since: Date.now(), version, shards: [], moves: [] };
+    this.restartGraceMs = Math.max(ttlMs, restartGraceMs);
   }
 
-  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }): Promise<Membership> {
+  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }, restartGraceMs = ttlMs): Promise<Membership> {
     const kv = await new Kvm(nc).create(`${stream}_nodes`, { history: 1, ttl: ttlMs, replicas });
-    const m = new Membership(kv, node, ttlMs, version, report);
+    const m = new Membership(kv, node, ttlMs, version, report, restartGraceMs);
     await m.start();
     return m;
   }
@@ -116,7 +125,9 @@ export class Membership {
     const now = Date.now();
     let gone = false;
     for (const [name, s] of this.seen) {
-      if (name !== this.node && now - s.at > this.ttlMs) {
+      // A node that said it restarts keeps its place (and its leases stay unwanted by the others) longer.
+      const limit = s.entry.state === 'restarting' ? this.restartGraceMs : this.ttlMs;
+      if (name !== this.node && now - s.at > limit) {
         this.seen.delete(name);
         gone = true;
       }
@@ -139,7 +150,10 @@ export class Membership {
     this.onChange?.({ live, leftOnPurpose });
   }
 
-  /** Members that take shards: every member that is not draining (a joining one takes its shards as they come free). */
+  /**
+   * Members that take shards: every member that is not draining (a joining one takes its shards
+   * as they come free; a restarting one keeps its shards while it is away).
+   */
   live(): string[] {
     const out: string[] = [];
     for (const [name, s] of this.seen) if (s.entry.state !== 'draining') out.push(name);
@@ -160,7 +174,7 @@ export class Membership {
     return this.self.state;
   }
 
-  /** Announce a new state at once (ready once the node serves; draining when it stops). */
+  /** Announce a new state at once (ready once the node serves; draining or restarting when it stops). */
   async announce(state: MemberState): Promise<void> {
     this.self = { ...this.self, state };
     const s = this.seen.get(this.node);

@@ -4,7 +4,8 @@
  * A node holds `shard.<n>` in the bucket `<stream>_shards` with its name; it renews each
  * lease every ttl/3 with a compare-and-set on the revision it holds. The bucket's max age
  * expires a lease that is not renewed, so the shards of a node that died come free after the
- * TTL. A restarted node with the same name takes its leases back at once.
+ * TTL. A restarted node with the same name takes its leases back at once: a node that stops to
+ * restart (stop({ handOff: false })) keeps them (stopMoving, then stop) instead of releasing them.
  *
  * Placement (runtime/placement.ts): given the live nodes (node/membership.ts), a node wants
  * exactly shardsOf(self, nodes, S). It takes a wanted shard when its lease is free, and hands
@@ -289,6 +290,17 @@ export class Ownership {
     this.revisions.clear();
   }
 
+  /**
+   * Take and hand off nothing more, but keep renewing the leases held (a node stopping to
+   * restart: its leases stay its own until it stops, then expire unless it is back first).
+   */
+  stopMoving(): void {
+    this.stopped = true;
+    if (this.pending !== null) clearTimeout(this.pending.timer);
+    this.pending = null;
+  }
+
+  /** Stop renewing and watching; the leases held expire after the TTL (a restarted node with the same name takes them back). */
   stop(): void {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
