@@ -155,7 +155,7 @@ describe('planned moves and restarts', () => {
     const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)));
     const p: NodeProc = { name, dataDir, url: `http://127.0.0.1:${port}`, child, exited, output: () => out };
     procs.push(p);
-    const until = Date.now() + 60_000;
+    const until = Date.now() + 90_000;
     for (;;) {
       const ok = await fetch(`${p.url}/ready`).then((r) => r.status === 200, () => false);
       if (ok) return p;
@@ -314,6 +314,7 @@ describe('planned moves and restarts', () => {
     const four = [...three, 'node-4'];
     const joinedAt = Date.now();
     nodes.push(await startNode('node-4', s));
+    expect((await readClusterStatus(nc, s.stream)).leases.filter((l) => l.node !== before.leases.find((b) => b.shard === l.shard)?.node && l.node !== 'node-4')).toEqual([]);
     const after = await waitFor('placement over four nodes', 30_000, async () => {
       const st = await readClusterStatus(nc, s.stream);
       return placed(st, four) ? st : undefined;
@@ -328,7 +329,8 @@ describe('planned moves and restarts', () => {
     // its "handed off a shard" line) to the new owner subscribed to it (servingAt, "serving shards taken over").
     const dropped = new Map<number, number>();
     for (const p of nodes.slice(0, 3)) {
-      for (const l of logLines(p)) if (l.msg === 'handed off a shard') dropped.set(l.shard as number, l.droppedAt as number);
+      // Hand-offs of the move, not those of the first placement (the nodes started together).
+      for (const l of logLines(p)) if (l.msg === 'handed off a shard' && (l.droppedAt as number) >= joinedAt) dropped.set(l.shard as number, l.droppedAt as number);
     }
     const serving = new Map<number, number>();
     for (const l of logLines(nodes[3]!)) {
