@@ -11,7 +11,9 @@
  * others move its shards at once; one that vanishes is waited for (options.settleMs). A node
  * that stops to restart says `restarting` and keeps its leases: the others keep it in
  * placement for options.restartGraceMs after its last heartbeat (then settleMs as for any
- * vanished node), so a restart within that moves no shard.
+ * vanished node), so a restart within that moves no shard. Placement counts a node once it is
+ * ready: nothing is handed to a new node before it serves (one rejoining under its name while
+ * still counted keeps its place as it joins).
  */
 import { readFileSync } from 'node:fs';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -51,7 +53,7 @@ export interface Member extends MemberEntry {
 
 /** What changed in the set of members, as seen by one watcher. */
 export interface MembershipChange {
-  /** Members that are not draining, by name, sorted. */
+  /** Members placement spreads shards over (live()), by name, sorted. */
   live: string[];
   /** True when a member left on purpose (draining, or its entry was deleted). */
   leftOnPurpose: boolean;
@@ -59,6 +61,8 @@ export interface MembershipChange {
 
 export class Membership {
   private readonly seen = new Map<string, { entry: MemberEntry; at: number }>();
+  /** Joining members that were live when they (re)joined: they keep their place while they start. */
+  private readonly returning = new Set<string>();
   private self: MemberEntry;
   private timer: NodeJS.Timeout | null = null;
   private watching: { stop(): void } | null = null;
@@ -98,13 +102,19 @@ export class Membership {
       for await (const e of iter) {
         if (e.operation === 'PUT') {
           try {
-            this.seen.set(e.key, { entry: e.json() as MemberEntry, at: Date.now() });
+            const entry = e.json() as MemberEntry;
+            // A node back under its name while the others still count it (restarted, or crashed within the TTL) keeps its place while it joins.
+            const before = this.seen.get(e.key)?.entry.state;
+            if (entry.state !== 'joining') this.returning.delete(e.key);
+            else if (before !== undefined && before !== 'joining' && before !== 'draining') this.returning.add(e.key);
+            this.seen.set(e.key, { entry, at: Date.now() });
           } catch {
             continue;
           }
           this.changed(false);
         } else {
           this.seen.delete(e.key);
+          this.returning.delete(e.key);
           this.changed(true);
         }
       }
@@ -129,6 +139,7 @@ export class Membership {
       const limit = s.entry.state === 'restarting' ? this.restartGraceMs : this.ttlMs;
       if (name !== this.node && now - s.at > limit) {
         this.seen.delete(name);
+        this.returning.delete(name);
         gone = true;
       }
     }
@@ -151,12 +162,17 @@ export class Membership {
   }
 
   /**
-   * Members that take shards: every member that is not draining (a joining one takes its shards
-   * as they come free; a restarting one keeps its shards while it is away).
+   * Members that take shards: ready and restarting ones (a restarting one keeps its shards
+   * while it is away), and joining ones that were live when they joined (back under their
+   * name). A new node is placed once it is ready, so nothing is handed to it before it can
+   * serve; this node counts itself unless it is draining.
    */
   live(): string[] {
     const out: string[] = [];
-    for (const [name, s] of this.seen) if (s.entry.state !== 'draining') out.push(name);
+    for (const [name, s] of this.seen) {
+      const st = s.entry.state;
+      if (st === 'ready' || st === 'restarting' || (st === 'joining' && this.returning.has(name))) out.push(name);
+    }
     if (this.self.state !== 'draining' && !out.includes(this.node)) out.push(this.node);
     if (this.self.state === 'draining') return out.filter((n) => n !== this.node).sort();
     return out.sort();
