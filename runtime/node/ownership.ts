@@ -152,10 +152,28 @@ export class Ownership {
         if (e.operation === 'PUT') continue;
         const shard = Number(e.key.slice('shard.'.length));
         this.holders.delete(shard);
-        if (this.wants(shard) && !this.revisions.has(shard)) this.rebalance();
+        if (this.wants(shard) && !this.revisions.has(shard)) this.takeReleased(shard);
       }
     })().catch(() => {});
     return gained;
+  }
+
+  /**
+   * A wanted shard's lease was just released (a planned hand-off): take it and report it at
+   * once, without waiting for a whole round of moves (the cut-over of a move); a round takes it
+   * when this node is at maxConcurrentMoves.
+   */
+  private takeReleased(shard: number): void {
+    const taking = [...this.moving.values()].filter((m) => m.kind === 'take').length;
+    if (this.stopped || this.moving.has(shard) || taking >= this.placement.maxConcurrentMoves) {
+      this.rebalance();
+      return;
+    }
+    this.moving.set(shard, { shard, kind: 'take', since: Date.now() });
+    void this.acquire(shard).then((ok) => {
+      this.moving.delete(shard);
+      if (ok && !this.stopped) this.onGained?.([shard]);
+    }, () => { this.moving.delete(shard); });
   }
 
   private wants(shard: number): boolean {
@@ -237,6 +255,7 @@ export class Ownership {
     const todo = this.wantedShards.filter((s) => !this.revisions.has(s) && !this.moving.has(s));
     for (let i = 0; i < todo.length && !this.stopped; i += limit) {
       await Promise.all(todo.slice(i, i + limit).map(async (shard) => {
+        if (this.revisions.has(shard) || this.moving.has(shard)) return; // taken meanwhile (takeReleased)
         this.moving.set(shard, { shard, kind: 'take', since: Date.now() });
         try {
           if (await this.acquire(shard)) gained.push(shard);
