@@ -61,8 +61,8 @@ export class Ownership {
   private stopped = false;
   onLost: ((shard: number, holder: string) => void) | null = null;
   onGained: ((shards: number[]) => void) | null = null;
-  /** Drain a shard this node hands off: stop its commands, finish its appends, snapshot its actors. */
-  handOff: ((shard: number) => Promise<void>) | null = null;
+  /** Drain shards this node hands off (up to maxConcurrentMoves at once): stop their commands, finish their appends, snapshot their actors. */
+  handOff: ((shards: number[]) => Promise<void>) | null = null;
   /** Told after each hand-off: shard, ms it took. */
   onHandedOff: ((shard: number, ms: number) => void) | null = null;
 
@@ -231,22 +231,25 @@ export class Ownership {
     for (;;) {
       const out = [...this.revisions.keys()].filter((s) => !this.wants(s) && !this.moving.has(s)).slice(0, this.placement.maxConcurrentMoves);
       if (out.length === 0 || this.stopped) return;
-      await Promise.all(out.map((s) => this.handOffOne(s)));
+      await this.handOffBatch(out);
     }
   }
 
-  private async handOffOne(shard: number): Promise<void> {
+  /** Hand shards off together (one drain and one checkpoint per worker), then release each lease. */
+  private async handOffBatch(shards: number[]): Promise<void> {
     const since = Date.now();
-    this.moving.set(shard, { shard, kind: 'hand-off', since });
+    for (const shard of shards) this.moving.set(shard, { shard, kind: 'hand-off', since });
     try {
-      await this.handOff?.(shard);
-      const rev = this.revisions.get(shard);
-      this.revisions.delete(shard);
-      this.takenAt.delete(shard);
-      if (rev !== undefined) await this.kv.delete(`shard.${shard}`, { previousSeq: rev }).catch(() => {});
-      this.onHandedOff?.(shard, Date.now() - since);
+      await this.handOff?.(shards);
+      await Promise.all(shards.map(async (shard) => {
+        const rev = this.revisions.get(shard);
+        this.revisions.delete(shard);
+        this.takenAt.delete(shard);
+        if (rev !== undefined) await this.kv.delete(`shard.${shard}`, { previousSeq: rev }).catch(() => {});
+        this.onHandedOff?.(shard, Date.now() - since);
+      }));
     } finally {
-      this.moving.delete(shard);
+      for (const shard of shards) this.moving.delete(shard);
     }
   }
 

@@ -212,7 +212,7 @@ export class Troupe implements ServedNode {
         if (log.info) log.logger.info({ shards, servingAt: Date.now(), ms: Date.now() - leasedAt }, 'serving shards taken over');
       });
     };
-    ownership.handOff = (shard) => this.handOffShard(shard);
+    ownership.handOff = (shards) => this.handOffShards(shards);
     ownership.onHandedOff = (shard, ms) => {
       const droppedAt = this.droppedAt.get(shard);
       this.droppedAt.delete(shard);
@@ -223,16 +223,19 @@ export class Troupe implements ServedNode {
     ownership.setNodes(membership.live(), false);
   }
 
-  /** Drain one shard before its lease is released: unsubscribe its subjects, let queued commands reach the worker, finish its appends, snapshot its actors, share its checkpoint. */
-  private async handOffShard(shard: number): Promise<void> {
-    // Stop taking its requests first (those already received are answered), then drain.
-    await this.service?.drop([shard]);
-    this.droppedAt.set(shard, Date.now());
-    const slot = this.pool.slotOf(shard);
+  /** Drain shards before their leases are released: unsubscribe their subjects, let queued commands reach the worker, finish their appends, snapshot their actors, share their checkpoints. */
+  private async handOffShards(shards: number[]): Promise<void> {
+    // Stop taking their requests first (those already received are answered), then drain.
+    await this.service?.drop(shards);
+    const dropped = Date.now();
+    for (const s of shards) this.droppedAt.set(s, dropped);
+    const slots = [...new Set(shards.map((s) => this.pool.slotOf(s)))];
     const until = Date.now() + this.options.ackTimeoutMs;
-    while ((this.pool.slotDepths()[slot]?.queued ?? 0) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    // The lease is still held: the worker shares the shard's checkpoint for the next owner.
-    await this.releaseShards([shard], true);
+    while (slots.some((slot) => (this.pool.slotDepths()[slot]?.queued ?? 0) > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    // The leases are still held: each worker shares its shards' checkpoints for the next owners, in one pass.
+    const bySlot = new Map<number, number[]>();
+    for (const s of shards) bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
+    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'release', shards: list, checkpoint: true }).catch(() => {})));
   }
 
   /**
