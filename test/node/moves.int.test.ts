@@ -187,7 +187,9 @@ describe('planned moves and restarts', () => {
   }
 
   async function clients(s: Setup): Promise<{ client: TroupeClient; probe: TroupeClient }> {
-    const opts = { servers: s.servers, subjectPrefix: s.subjectPrefix, stream: s.stream, timeoutMs: 10_000 };
+    // A request lost with a killed nats-server (on the way to a node, or its reply) is retried after
+    // the client's timeoutMs (default 30 s): a write-availability target needs a timeout below it.
+    const opts = { servers: s.servers, subjectPrefix: s.subjectPrefix, stream: s.stream, timeoutMs: 3_000 };
     // The retry budget covers a node's restart (its shards are unserved while it is away).
     const client = await TroupeClient.connect({ ...opts, retry: { attempts: 200, maxMs: 500, totalMs: 90_000 } });
     const probe = await TroupeClient.connect({ ...opts, retry: false });
