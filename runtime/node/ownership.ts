@@ -12,8 +12,9 @@
  * off a held shard it no longer wants:
  *
  *   held ──(not wanted)──▶ handing off: owns() is false (new commands fail SHARD_NOT_OWNED,
- *          retryable); the node drains its in-flight appends, snapshots its actors and shares
- *          its checkpoint (handOff, a round of shards at once), then deletes the lease ──▶ the new owner, watching the bucket, takes it the moment
+ *          retryable); the node shares the shard's checkpoint while still serving, then drains
+ *          its in-flight appends and snapshots its actors (handOff, a round of shards at once),
+ *          then deletes the lease ──▶ the new owner, watching the bucket, takes it the moment
  *          the lease is deleted (takeReleased).
  *
  * A change of the live nodes is applied once it has held for options.settleMs (a node that
