@@ -223,19 +223,21 @@ export class Troupe implements ServedNode {
     ownership.setNodes(membership.live(), false);
   }
 
-  /** Drain shards before their leases are released: unsubscribe their subjects, let queued commands reach the worker, finish their appends, snapshot their actors, share their checkpoints. */
+  /** Before their leases are released: share the shards' checkpoints, then unsubscribe their subjects, let queued commands reach the worker, finish their appends, snapshot their actors. */
   private async handOffShards(shards: number[]): Promise<void> {
-    // Stop taking their requests first (those already received are answered), then drain.
+    const bySlot = new Map<number, number[]>();
+    for (const s of shards) bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
+    // Share their checkpoints while still serving (the next owners read the few commits after them
+    // from the log), so the cut-over below is only the drain: no checkpoint is written in it.
+    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'share', shards: list }).catch(() => {})));
+    // Stop taking their requests (those already received are answered), then drain.
     await this.service?.drop(shards);
     const dropped = Date.now();
     for (const s of shards) this.droppedAt.set(s, dropped);
     const slots = [...new Set(shards.map((s) => this.pool.slotOf(s)))];
     const until = Date.now() + this.options.ackTimeoutMs;
     while (slots.some((slot) => (this.pool.slotDepths()[slot]?.queued ?? 0) > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    // The leases are still held: each worker shares its shards' checkpoints for the next owners, in one pass.
-    const bySlot = new Map<number, number[]>();
-    for (const s of shards) bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
-    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'release', shards: list, checkpoint: true }).catch(() => {})));
+    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'release', shards: list }).catch(() => {})));
   }
 
   /**

@@ -36,6 +36,8 @@ export type WorkerTask =
   | { kind: 'open'; shards: number[] }
   /** `checkpoint`: a planned hand-off: share the shards' checkpoints (the lease is still held). */
   | { kind: 'release'; shards: number[]; checkpoint?: boolean }
+  /** Before a planned hand-off, while still serving: snapshot and share the shards' checkpoints, so the release after it shares nothing more. */
+  | { kind: 'share'; shards: number[] }
   | { kind: 'stats' }
   | { kind: 'stop' }
   | { kind: 'crash' };
@@ -397,6 +399,11 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       }
       await w.store.flushed();
       if (task.checkpoint === true) await shareCheckpoints(w, task.shards);
+      return true;
+    case 'share':
+      for (const s of task.shards) w.shards.get(s)?.snapshotAll();
+      await w.store.flushed();
+      await shareCheckpoints(w, task.shards);
       return true;
     case 'stats': {
       let residentActors = 0;
