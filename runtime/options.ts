@@ -51,6 +51,7 @@ export const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60_000;
 export const DEFAULT_LEASE_TTL_MS = 10_000;
 export const DEFAULT_SETTLE_MS = 2_000;
 export const DEFAULT_MAX_CONCURRENT_MOVES = 4;
+export const DEFAULT_RESTART_GRACE_MS = 30_000;
 /** Logs of an embedded node: quiet unless something needs attention (`troupe start` uses info). */
 export const DEFAULT_LOG_LEVEL: LogLevel = 'warn';
 export const DEFAULT_HTTP_HOST = '127.0.0.1';
@@ -106,6 +107,12 @@ export interface TroupeOptions {
   settleMs?: number;
   /** Shards this node hands off or takes over at the same time. Default 4. */
   maxConcurrentMoves?: number;
+  /**
+   * How long the other nodes keep a node that stopped to restart (`stop({ handOff: false })`,
+   * SIGUSR2 on `troupe start`) in placement after its last heartbeat, moving none of its shards;
+   * then settleMs as for any vanished node. At least leaseTtlMs. Default 30 s.
+   */
+  restartGraceMs?: number;
   /** This node's stable name; a restarted node with the same name takes its leases back at once. */
   nodeName?: string;
   /** `source` field of every event. */
@@ -171,6 +178,7 @@ export interface ResolvedOptions {
   readonly leaseTtlMs: number;
   readonly settleMs: number;
   readonly maxConcurrentMoves: number;
+  readonly restartGraceMs: number;
   readonly nodeName: string;
   readonly source: string;
   readonly serve: boolean;
@@ -260,6 +268,7 @@ export function resolveOptions(input: TroupeOptions): ResolvedOptions {
     leaseTtlMs: int(o, 'leaseTtlMs', DEFAULT_LEASE_TTL_MS, 1000),
     settleMs: int(o, 'settleMs', DEFAULT_SETTLE_MS, 0),
     maxConcurrentMoves: int(o, 'maxConcurrentMoves', DEFAULT_MAX_CONCURRENT_MOVES, 1),
+    restartGraceMs: int(o, 'restartGraceMs', DEFAULT_RESTART_GRACE_MS, 0),
     nodeName: str(o, 'nodeName', defaultName, /^[A-Za-z0-9_.-]+$/),
     source: str(o, 'source', 'troupe'),
     serve: (o.serve ?? true) === true,

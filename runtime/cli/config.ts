@@ -17,7 +17,7 @@ export const CONFIG_NAMES = ['troupe.config.json', 'troupe.config.mjs', 'troupe.
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof TroupeOptions>([
   'actors', 'servers', 'stream', 'subjectPrefix', 'shards', 'workers', 'dataDir', 'replicas', 'maxBatchBytes',
   'maxBatchCommits', 'lingerMs', 'maxCommandBytes', 'ackTimeoutMs', 'maxQueuedCommands', 'maxResidentActors',
-  'idleActorMs', 'commandIdTtlMs', 'duplicateWindowMs', 'ownership', 'leaseTtlMs', 'nodeName', 'source', 'serve',
+  'idleActorMs', 'commandIdTtlMs', 'duplicateWindowMs', 'ownership', 'leaseTtlMs', 'settleMs', 'maxConcurrentMoves', 'restartGraceMs', 'nodeName', 'source', 'serve',
   'logLevel', 'httpPort', 'httpHost', 'maxDlqDepth', 'maxConsumerLag',
 ]);
 

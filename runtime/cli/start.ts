@@ -165,15 +165,18 @@ export async function start(flags: StartFlags): Promise<void> {
     traces: traced,
   }));
   let stopping = false;
-  const shutdown = async (signal: string) => {
+  // SIGTERM, SIGINT: hand every shard off to the other nodes, then exit. SIGUSR2: stop to
+  // restart under the same name: keep the leases, so the others move none of the shards while
+  // the node is away (up to restartGraceMs); restarted, it takes them back at once.
+  const shutdown = async (signal: string, handOff: boolean) => {
     if (stopping) {
       process.stdout.write(`${signal}: already stopping (in-flight commits finish first)\n`);
       return;
     }
     stopping = true;
-    process.stdout.write(`\n${signal}: stopping…\n`);
+    process.stdout.write(handOff ? `\n${signal}: stopping, handing the shards off…\n` : `\n${signal}: stopping to restart, keeping the shards…\n`);
     try {
-      await node.stop();
+      await node.stop({ handOff });
       await shutdownTracingSdk();
       await server?.stop();
     } catch (e) {
@@ -183,6 +186,7 @@ export async function start(flags: StartFlags): Promise<void> {
     process.stdout.write('stopped cleanly\n');
     process.exit(0);
   };
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT', true));
+  process.on('SIGTERM', () => void shutdown('SIGTERM', true));
+  process.on('SIGUSR2', () => void shutdown('SIGUSR2', false));
 }

@@ -3,11 +3,17 @@
  * (key = node name) every ttl/3, and watches the bucket.
  *
  *   joining ──(shards opened)──▶ ready ──(stop, SIGTERM)──▶ draining ──▶ entry deleted
+ *                                      └──(stop({ handOff: false }), SIGUSR2)──▶ restarting ──▶ entry expires
  *
  * An entry not renewed within the TTL is gone: the bucket's max age removes it on the server,
  * and every watcher forgets a node it has not heard from for a TTL (an expiry sends no
  * notification). A node that leaves on purpose says so (draining, then a delete), so the
- * others move its shards at once; one that vanishes is waited for (options.settleMs).
+ * others move its shards at once; one that vanishes is waited for (options.settleMs). A node
+ * that stops to restart says `restarting` and keeps its leases: the others keep it in
+ * placement for options.restartGraceMs after its last heartbeat (then settleMs as for any
+ * vanished node), so a restart within that moves no shard. Placement counts a node once it is
+ * ready: nothing is handed to a new node before it serves (one rejoining under its name while
+ * still counted keeps its place as it joins).
  */
 import { readFileSync } from 'node:fs';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -26,7 +32,8 @@ export function troupeVersion(): string {
   }
 }
 
-export type MemberState = 'joining' | 'ready' | 'draining';
+/** `restarting`: stopped to come back under the same name; still live for placement. */
+export type MemberState = 'joining' | 'ready' | 'draining' | 'restarting';
 
 export interface MemberEntry {
   state: MemberState;
@@ -62,7 +69,7 @@ export interface Member extends MemberEntry {
 
 /** What changed in the set of members, as seen by one watcher. */
 export interface MembershipChange {
-  /** Members that are not draining, by name, sorted. */
+  /** Members placement spreads shards over (live()), by name, sorted. */
   live: string[];
   /** True when a member left on purpose (draining, or its entry was deleted). */
   leftOnPurpose: boolean;
@@ -72,6 +79,8 @@ export interface MembershipChange {
 
 export class Membership {
   private readonly seen = new Map<string, { entry: MemberEntry; at: number }>();
+  /** Joining members that were live when they (re)joined: they keep their place while they start. */
+  private readonly returning = new Set<string>();
   private self: MemberEntry;
   private timer: NodeJS.Timeout | null = null;
   private watching: { stop(): void } | null = null;
@@ -79,13 +88,17 @@ export class Membership {
   private lastReads = '';
   onChange: ((change: MembershipChange) => void) | null = null;
 
-  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }, understands?: Understands) {
+  /** How long a member that said `restarting` stays live after its last heartbeat (at least the TTL). */
+  private readonly restartGraceMs: number;
+
+  private constructor(private readonly kv: KV, readonly node: string, private readonly ttlMs: number, version: string, private readonly report: () => { shards: number[]; moves: Move[] }, restartGraceMs: number, understands?: Understands) {
     this.self = { state: 'joining', since: Date.now(), version, shards: [], moves: [], ...understands };
+    this.restartGraceMs = Math.max(ttlMs, restartGraceMs);
   }
 
-  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }, understands?: Understands): Promise<Membership> {
+  static async open(nc: NatsConnection, stream: string, node: string, ttlMs: number, replicas: number, version: string, report: () => { shards: number[]; moves: Move[] }, restartGraceMs = ttlMs, understands?: Understands): Promise<Membership> {
     const kv = await new Kvm(nc).create(`${stream}_nodes`, { history: 1, ttl: ttlMs, replicas });
-    const m = new Membership(kv, node, ttlMs, version, report, understands);
+    const m = new Membership(kv, node, ttlMs, version, report, restartGraceMs, understands);
     await m.start();
     return m;
   }
@@ -108,13 +121,19 @@ export class Membership {
       for await (const e of iter) {
         if (e.operation === 'PUT') {
           try {
-            this.seen.set(e.key, { entry: e.json() as MemberEntry, at: Date.now() });
+            const entry = e.json() as MemberEntry;
+            // A node back under its name while the others still count it (restarted, or crashed within the TTL) keeps its place while it joins.
+            const before = this.seen.get(e.key)?.entry.state;
+            if (entry.state !== 'joining') this.returning.delete(e.key);
+            else if (before !== undefined && before !== 'joining' && before !== 'draining') this.returning.add(e.key);
+            this.seen.set(e.key, { entry, at: Date.now() });
           } catch {
             continue;
           }
           this.changed(false);
         } else {
           this.seen.delete(e.key);
+          this.returning.delete(e.key);
           this.changed(true);
         }
       }
@@ -135,8 +154,11 @@ export class Membership {
     const now = Date.now();
     let gone = false;
     for (const [name, s] of this.seen) {
-      if (name !== this.node && now - s.at > this.ttlMs) {
+      // A node that said it restarts keeps its place (and its leases stay unwanted by the others) longer.
+      const limit = s.entry.state === 'restarting' ? this.restartGraceMs : this.ttlMs;
+      if (name !== this.node && now - s.at > limit) {
         this.seen.delete(name);
+        this.returning.delete(name);
         gone = true;
       }
     }
@@ -162,10 +184,18 @@ export class Membership {
     this.onChange?.({ live, leftOnPurpose, candidates });
   }
 
-  /** Members that take shards: every member that is not draining (a joining one takes its shards as they come free). */
+  /**
+   * Members that take shards: ready and restarting ones (a restarting one keeps its shards
+   * while it is away), and joining ones that were live when they joined (back under their
+   * name). A new node is placed once it is ready, so nothing is handed to it before it can
+   * serve; this node counts itself unless it is draining.
+   */
   live(): string[] {
     const out: string[] = [];
-    for (const [name, s] of this.seen) if (s.entry.state !== 'draining') out.push(name);
+    for (const [name, s] of this.seen) {
+      const st = s.entry.state;
+      if (st === 'ready' || st === 'restarting' || (st === 'joining' && this.returning.has(name))) out.push(name);
+    }
     if (this.self.state !== 'draining' && !out.includes(this.node)) out.push(this.node);
     if (this.self.state === 'draining') return out.filter((n) => n !== this.node).sort();
     return out.sort();
@@ -188,7 +218,7 @@ export class Membership {
     return this.self.state;
   }
 
-  /** Announce a new state at once (ready once the node serves; draining when it stops). */
+  /** Announce a new state at once (ready once the node serves; draining or restarting when it stops). */
   async announce(state: MemberState): Promise<void> {
     this.self = { ...this.self, state };
     const s = this.seen.get(this.node);

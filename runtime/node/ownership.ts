@@ -4,15 +4,18 @@
  * A node holds `shard.<n>` in the bucket `<stream>_shards` with its name; it renews each
  * lease every ttl/3 with a compare-and-set on the revision it holds. The bucket's max age
  * expires a lease that is not renewed, so the shards of a node that died come free after the
- * TTL. A restarted node with the same name takes its leases back at once.
+ * TTL. A restarted node with the same name takes its leases back at once: a node that stops to
+ * restart (stop({ handOff: false })) keeps them (stopMoving, then stop) instead of releasing them.
  *
  * Placement (runtime/placement.ts): given the live nodes (node/membership.ts), a node wants
  * exactly shardsOf(self, nodes, S). It takes a wanted shard when its lease is free, and hands
  * off a held shard it no longer wants:
  *
  *   held ──(not wanted)──▶ handing off: owns() is false (new commands fail SHARD_NOT_OWNED,
- *          retryable); the node drains the shard's in-flight appends and snapshots its actors
- *          (handOff), then deletes the lease ──▶ the new owner, watching the bucket, takes it.
+ *          retryable); the node shares the shard's checkpoint while still serving, then drains
+ *          its in-flight appends and snapshots its actors (handOff, a round of shards at once),
+ *          then deletes the lease ──▶ the new owner, watching the bucket, takes it the moment
+ *          the lease is deleted (takeReleased).
  *
  * A change of the live nodes is applied once it has held for options.settleMs (a node that
  * restarts within it moves nothing), at once when a node left on purpose; at most
@@ -67,8 +70,8 @@ export class Ownership {
   onGained: ((shards: number[]) => void) | null = null;
   /** The set of shards that no live node can read changed (placement with versions). */
   onBlocked: ((blocked: BlockedShard[]) => void) | null = null;
-  /** Drain a shard this node hands off: stop its commands, finish its appends, snapshot its actors. */
-  handOff: ((shard: number) => Promise<void>) | null = null;
+  /** Drain shards this node hands off (up to maxConcurrentMoves at once): stop their commands, finish their appends, snapshot their actors. */
+  handOff: ((shards: number[]) => Promise<void>) | null = null;
   /** Told after each hand-off: shard, ms it took. */
   onHandedOff: ((shard: number, ms: number) => void) | null = null;
 
@@ -158,10 +161,28 @@ export class Ownership {
         if (e.operation === 'PUT') continue;
         const shard = Number(e.key.slice('shard.'.length));
         this.holders.delete(shard);
-        if (this.wants(shard) && !this.revisions.has(shard)) this.rebalance();
+        if (this.wants(shard) && !this.revisions.has(shard)) this.takeReleased(shard);
       }
     })().catch(() => {});
     return gained;
+  }
+
+  /**
+   * A wanted shard's lease was just released (a planned hand-off): take it and report it at
+   * once, without waiting for a whole round of moves (the cut-over of a move); a round takes it
+   * when this node is at maxConcurrentMoves.
+   */
+  private takeReleased(shard: number): void {
+    const taking = [...this.moving.values()].filter((m) => m.kind === 'take').length;
+    if (this.stopped || this.moving.has(shard) || taking >= this.placement.maxConcurrentMoves) {
+      this.rebalance();
+      return;
+    }
+    this.moving.set(shard, { shard, kind: 'take', since: Date.now() });
+    void this.acquire(shard).then((ok) => {
+      this.moving.delete(shard);
+      if (ok && !this.stopped) this.onGained?.([shard]);
+    }, () => { this.moving.delete(shard); });
   }
 
   private wants(shard: number): boolean {
@@ -246,22 +267,25 @@ export class Ownership {
     for (;;) {
       const out = [...this.revisions.keys()].filter((s) => !this.wants(s) && !this.moving.has(s)).slice(0, this.placement.maxConcurrentMoves);
       if (out.length === 0 || this.stopped) return;
-      await Promise.all(out.map((s) => this.handOffOne(s)));
+      await this.handOffBatch(out);
     }
   }
 
-  private async handOffOne(shard: number): Promise<void> {
+  /** Hand shards off together (one drain and one checkpoint per worker), then release each lease. */
+  private async handOffBatch(shards: number[]): Promise<void> {
     const since = Date.now();
-    this.moving.set(shard, { shard, kind: 'hand-off', since });
+    for (const shard of shards) this.moving.set(shard, { shard, kind: 'hand-off', since });
     try {
-      await this.handOff?.(shard);
-      const rev = this.revisions.get(shard);
-      this.revisions.delete(shard);
-      this.takenAt.delete(shard);
-      if (rev !== undefined) await this.kv.delete(`shard.${shard}`, { previousSeq: rev }).catch(() => {});
-      this.onHandedOff?.(shard, Date.now() - since);
+      await this.handOff?.(shards);
+      await Promise.all(shards.map(async (shard) => {
+        const rev = this.revisions.get(shard);
+        this.revisions.delete(shard);
+        this.takenAt.delete(shard);
+        if (rev !== undefined) await this.kv.delete(`shard.${shard}`, { previousSeq: rev }).catch(() => {});
+        this.onHandedOff?.(shard, Date.now() - since);
+      }));
     } finally {
-      this.moving.delete(shard);
+      for (const shard of shards) this.moving.delete(shard);
     }
   }
 
@@ -270,6 +294,7 @@ export class Ownership {
     const todo = this.wantedShards.filter((s) => !this.revisions.has(s) && !this.moving.has(s));
     for (let i = 0; i < todo.length && !this.stopped; i += limit) {
       await Promise.all(todo.slice(i, i + limit).map(async (shard) => {
+        if (this.revisions.has(shard) || this.moving.has(shard)) return; // taken meanwhile (takeReleased)
         this.moving.set(shard, { shard, kind: 'take', since: Date.now() });
         try {
           if (await this.acquire(shard)) gained.push(shard);
@@ -323,6 +348,17 @@ export class Ownership {
     this.revisions.clear();
   }
 
+  /**
+   * Take and hand off nothing more, but keep renewing the leases held (a node stopping to
+   * restart: its leases stay its own until it stops, then expire unless it is back first).
+   */
+  stopMoving(): void {
+    this.stopped = true;
+    if (this.pending !== null) clearTimeout(this.pending.timer);
+    this.pending = null;
+  }
+
+  /** Stop renewing and watching; the leases held expire after the TTL (a restarted node with the same name takes them back). */
   stop(): void {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);

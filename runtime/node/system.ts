@@ -41,6 +41,17 @@ export interface ReadOptions {
   principal?: Principal | null;
 }
 
+/** Options of `stop()`. */
+export interface StopOptions {
+  /** How long in-flight commands may take to finish. Default 10 s. */
+  timeoutMs?: number;
+  /**
+   * true (default): hand every shard off to the other nodes (SIGTERM). false: stop to restart
+   * under the same nodeName (SIGUSR2): keep the leases, move no shard.
+   */
+  handOff?: boolean;
+}
+
 export interface NodeStats {
   nodeName: string;
   ownedShards: number;
@@ -52,6 +63,8 @@ const ID = /^[\x21-\x7e]{1,256}$/;
 
 export class Troupe implements ServedNode {
   private stopping: Promise<void> | null = null;
+  /** When each shard being handed off stopped taking requests (logged with the hand-off). */
+  private readonly droppedAt = new Map<number, number>();
   private readonly ids = new IdGenerator();
   private readonly expiry: NodeJS.Timeout;
   private phase: 'starting' | 'running' | 'stopping' | 'stopped' = 'starting';
@@ -143,7 +156,7 @@ export class Troupe implements ServedNode {
         const n = needs = await ShardNeeds.open(nc, options.stream, options.replicas);
         await n.watch();
         o.useNeeds((shard) => n.needsOf(shard));
-        const m = membership = await Membership.open(nc, options.stream, options.nodeName, options.leaseTtlMs, options.replicas, troupeVersion(), () => ({ shards: o.owned, moves: o.moves }),
+        const m = membership = await Membership.open(nc, options.stream, options.nodeName, options.leaseTtlMs, options.replicas, troupeVersion(), () => ({ shards: o.owned, moves: o.moves }), options.restartGraceMs,
           { reads: registry.reads(), actors: registry.actorVersions() });
         cleanup.unshift(() => m.leave());
         await ownership.start(membership.candidates());
@@ -271,24 +284,38 @@ export class Troupe implements ServedNode {
     };
     ownership.onGained = (shards) => {
       if (log.info) log.logger.info({ shards }, 'took over shards');
-      void this.gainShards(shards);
+      const leasedAt = Date.now();
+      void this.gainShards(shards).then(() => {
+        // servingAt: subscribed to the shards' subjects. A move's cut-over is servingAt here minus droppedAt on the old owner.
+        if (log.info) log.logger.info({ shards, servingAt: Date.now(), ms: Date.now() - leasedAt }, 'serving shards taken over');
+      });
     };
-    ownership.handOff = (shard) => this.handOffShard(shard);
-    ownership.onHandedOff = (shard, ms) => { if (log.info) log.logger.info({ shard, ms }, 'handed off a shard'); };
+    ownership.handOff = (shards) => this.handOffShards(shards);
+    ownership.onHandedOff = (shard, ms) => {
+      const droppedAt = this.droppedAt.get(shard);
+      this.droppedAt.delete(shard);
+      if (log.info) log.logger.info({ shard, ms, droppedAt, releasedAt: Date.now() }, 'handed off a shard');
+    };
     this.pool.onFenced = (shard) => ownership.verify(shard);
     membership.onChange = (c) => ownership.setNodes(c.candidates, c.leftOnPurpose);
     ownership.setNodes(membership.candidates(), false);
   }
 
-  /** Drain one shard before its lease is released: unsubscribe its subjects, let queued commands reach the worker, finish its appends, snapshot its actors, share its checkpoint. */
-  private async handOffShard(shard: number): Promise<void> {
-    // Stop taking its requests first (those already received are answered), then drain.
-    await this.service?.drop([shard]);
-    const slot = this.pool.slotOf(shard);
+  /** Before their leases are released: share the shards' checkpoints, then unsubscribe their subjects, let queued commands reach the worker, finish their appends, snapshot their actors. */
+  private async handOffShards(shards: number[]): Promise<void> {
+    const bySlot = new Map<number, number[]>();
+    for (const s of shards) bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
+    // Share their checkpoints while still serving (the next owners read the few commits after them
+    // from the log), so the cut-over below is only the drain: no checkpoint is written in it.
+    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'share', shards: list }).catch(() => {})));
+    // Stop taking their requests (those already received are answered), then drain.
+    await this.service?.drop(shards);
+    const dropped = Date.now();
+    for (const s of shards) this.droppedAt.set(s, dropped);
+    const slots = [...new Set(shards.map((s) => this.pool.slotOf(s)))];
     const until = Date.now() + this.options.ackTimeoutMs;
-    while ((this.pool.slotDepths()[slot]?.queued ?? 0) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    // The lease is still held: the worker shares the shard's checkpoint for the next owner.
-    await this.releaseShards([shard], true);
+    while (slots.some((slot) => (this.pool.slotDepths()[slot]?.queued ?? 0) > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'release', shards: list }).catch(() => {})));
   }
 
   /**
@@ -535,8 +562,16 @@ export class Troupe implements ServedNode {
    *   4. drain NATS (workers', leases, then the main connection);
    *   5. close LMDB.
    * `troupe start` then exits 0.
+   *
+   * `handOff` (default true): the node announces `draining` first and releases every lease at
+   * step 4, so the other nodes take its shards at once (SIGTERM). With `handOff: false` it stops
+   * to restart (SIGUSR2): it announces `restarting`, keeps its leases and its membership entry
+   * (it stops renewing them), and the others move none of its shards for
+   * options.restartGraceMs; restarted with the same nodeName and data dir, it takes its leases
+   * back at once and reads only the log written since, from its LMDB checkpoints.
    */
-  stop(timeoutMs = 10_000): Promise<void> {
+  stop(opts: number | StopOptions = {}): Promise<void> {
+    const { timeoutMs = 10_000, handOff = true } = typeof opts === 'number' ? { timeoutMs: opts } : opts;
     this.stopping ??= (async () => {
       const log = this.log;
       const step = (n: number, what: string, fields: Record<string, unknown> = {}) => {
@@ -548,11 +583,14 @@ export class Troupe implements ServedNode {
       this.series.stop();
       // Draining: the other nodes place this node's shards over themselves now, and take each
       // as its lease is released below (after its appends finished and its snapshots were written).
+      // Restarting: they keep this node in placement while it is away, so nothing moves.
       if (this.membership !== null) {
         this.membership.onChange = null;
-        await this.membership.announce('draining');
+        await this.membership.announce(handOff ? 'draining' : 'restarting');
       }
-      step(1, 'stopping: no new commands', { inProgress: this.pool.queuedCommands });
+      // It keeps renewing its leases until it is stopped, but takes and hands off nothing more.
+      if (!handOff) this.ownership?.stopMoving();
+      step(1, handOff ? 'stopping: no new commands' : 'stopping to restart: no new commands, leases kept', { inProgress: this.pool.queuedCommands });
       await this.service?.stop().catch(() => {});
       await this.pool.idle(timeoutMs);
       const unfinished = this.pool.queuedCommands;
@@ -563,8 +601,14 @@ export class Troupe implements ServedNode {
       await this.pool.runOnAll({ kind: 'stop' }).catch((e: unknown) => { if (log.warn) log.logger.warn(errorFields(e), 'stopping: a worker did not stop cleanly'); });
       await this.pool.destroy().catch(() => {});
       step(3, 'stopping: snapshots and telemetry flushed');
-      await this.ownership?.release().catch(() => {});
-      await this.membership?.leave().catch(() => {});
+      if (handOff) {
+        await this.ownership?.release().catch(() => {});
+        await this.membership?.leave().catch(() => {});
+      } else {
+        // Not renewed from now on: the leases and the entry expire unless the node is back first.
+        this.ownership?.stop();
+        this.membership?.close();
+      }
       await this.nc.drain().catch(() => {});
       step(4, 'stopping: NATS drained');
       await this.store.close().catch(() => {});

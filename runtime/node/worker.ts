@@ -43,6 +43,8 @@ export type WorkerTask =
   /** Subscribe to (or drop) the command subjects of shards this worker hosts (serving.ts). */
   | { kind: 'serve'; shards: number[] }
   | { kind: 'unserve'; shards: number[] }
+  /** Before a planned hand-off, while still serving: snapshot and share the shards' checkpoints, so the release after it shares nothing more. */
+  | { kind: 'share'; shards: number[] }
   | { kind: 'stats' }
   /** The ids of resident actors of a type (`troupe actors --resident`, the dashboard), at most `limit`. */
   | { kind: 'resident'; aggregateType: string; limit: number }
@@ -465,6 +467,11 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return true;
     case 'unserve':
       await w.subjects.unserve(task.shards);
+      return true;
+    case 'share':
+      for (const s of task.shards) w.shards.get(s)?.snapshotAll();
+      await w.store.flushed();
+      await shareCheckpoints(w, task.shards);
       return true;
     case 'stats': {
       served.post();

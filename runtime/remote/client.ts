@@ -159,6 +159,7 @@ export class TroupeClient {
     }
     refreshTracing();
     const client = new TroupeClient(nc, options, options.shards ?? null, retry);
+    void client.failOnDisconnect();
     // A stream no node has created yet is looked up again at first use.
     if (options.shards === undefined) await client.shards().catch(() => {});
     return client;
@@ -365,6 +366,22 @@ export class TroupeClient {
         this.added(batch);
       }
     }, Math.max(this.backoff(tries), w.retryAfterMs ?? 0));
+  }
+
+  /**
+   * A reply sent while this connection is down never comes (e.g. its nats-server died): fail the
+   * commands waiting for one at once, with a retryable error, so they are retried (same
+   * commandId, answered once) as soon as the connection is back instead of after `timeoutMs`.
+   */
+  private async failOnDisconnect(): Promise<void> {
+    try {
+      for await (const s of this.nc.status()) {
+        if (s.type !== 'disconnect') continue;
+        for (const id of [...this.waiting.keys()]) {
+          this.fail(id, (commandId) => new JournalUnavailableError('the connection to NATS was lost before the reply came; the command may or may not be stored: retry with the same commandId, it is answered once', { commandId }));
+        }
+      }
+    } catch { /* the connection closed */ }
   }
 
   private fail(id: number, error: (commandId: string) => unknown): void {
