@@ -255,7 +255,7 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       this.open().catch(() => { /* stashed commands were failed by catchUp */ });
       return;
     }
-    if (cmd.idUse === IdUse.GIVEN && this.commandIds.answerDuplicate(cmd)) return;
+    if (cmd.idUse !== IdUse.GENERATED && this.commandIds.answerDuplicate(cmd)) return;
     const reg = this.ctx.registry.get(cmd.aggregateType);
     if (reg === undefined || !reg.def.commands.has(cmd.type)) {
       // The door checks this; a node whose actor modules differ from the sender's still answers clearly.
@@ -281,7 +281,12 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
   decideStash(cell: ActorCell): void {
     const stash = cell.stash ?? [];
     cell.stash = null;
-    for (const c of stash) if (c.spans) this.tracedDecide(cell, c); else this.decide(cell, c);
+    for (const c of stash) {
+      // Asked again: an earlier attempt of the same commandId may have been stashed with it
+      // (a retry while the actor replayed); it is decided now, so this one follows it.
+      if (c.idUse !== IdUse.GENERATED && this.commandIds.answerDuplicate(c)) continue;
+      if (c.spans) this.tracedDecide(cell, c); else this.decide(cell, c);
+    }
   }
 
   private decide(cell: ActorCell, cmd: InboundCommand): void {
