@@ -55,7 +55,7 @@ describe('failover duplicates', () => {
     return new Map(st.leases.map((l) => [l.shard, l.node]));
   }
 
-  it('answers a commandId sent twice while its actor replays its log once, with one commit', async () => {
+  it('decides a commandId sent three times while its actor replays its log once: one commit, one version in every answer', async () => {
     const { stream, subjectPrefix } = freshStream('DUPA');
     const first = await startNode(nats.url, { stream, subjectPrefix, shards: 4, ownership: 'none' });
     const accounts = range1(6).map((i) => `replayed-${i}`);
