@@ -42,7 +42,8 @@ export interface EnvelopeTrace {
  * - GIVEN: the caller chose it (an idempotency key, or a retry): looked up first, so a re-send
  *   is answered with the first result, and recorded.
  * - FRESH: TroupeClient made it and sends it for the first time: recorded, so that a retry with
- *   it is answered once, but not looked up (two LMDB reads per command that could only miss).
+ *   it is answered once, and looked up in the shard's memory alone (its retry may overtake it),
+ *   never in LMDB (two reads per command that could only miss).
  */
 export const IdUse = { GENERATED: 0, GIVEN: 1, FRESH: 2 } as const;
 export type IdUse = (typeof IdUse)[keyof typeof IdUse];

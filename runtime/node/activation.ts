@@ -14,6 +14,7 @@ import { foldCommit, readSnapshot } from '../contracts/contract.ts';
 import { COMMIT, lastSeqOf } from '../wire.ts';
 import type { ActorCell, InboundCommand } from './cell.ts';
 import type { ShardHost } from './shard.ts';
+import type { RecentLog } from './log-cache.ts';
 
 /** Activate `cell` on `host`: at once from its snapshot, or asynchronously when commits follow it (`cell.activated`). */
 export function activate(host: ShardHost, cell: ActorCell): void {
@@ -46,7 +47,7 @@ async function replay(host: ShardHost, cell: ActorCell, state: unknown, snapshot
   const def = cell.reg.def;
   let version = snapshotVersion;
   try {
-    for await (const { data } of messagesAt(host.ctx.journal, host.subject, host.shard, entries)) {
+    for await (const { data } of messagesAt(host.ctx.journal, host.subject, host.shard, entries, host.recentLog)) {
       for (const c of decodeCommits(data)) {
         if (c[COMMIT.type] !== def.type || c[COMMIT.id] !== cell.id) continue;
         const first = c[COMMIT.firstSeq];
@@ -76,23 +77,38 @@ async function replay(host: ShardHost, cell: ActorCell, state: unknown, snapshot
 }
 
 /**
- * The log messages at these positions, in order. A few are fetched one by one; many are
+ * The log messages at these positions, in order. Those the shard's last catch-up read are
+ * taken from `recent` (log-cache.ts); of the others, a few are fetched one by one and many are
  * streamed from the shard's subject with an ordered consumer, which reads thousands of
  * messages in the time of a few dozen single gets.
  */
-export async function* messagesAt(journal: Journal, subject: string, shard: number, entries: readonly { position: number }[]): AsyncGenerator<{ position: number; data: Uint8Array }> {
+export async function* messagesAt(
+  journal: Journal, subject: string, shard: number, entries: readonly { position: number }[], recent: RecentLog | null = null,
+): AsyncGenerator<{ position: number; data: Uint8Array }> {
   const positions = [...new Set(entries.map((e) => e.position))].sort((a, b) => a - b);
-  if (positions.length <= 16) {
-    for (const position of positions) yield { position, data: (await readMessage(journal, position)).data };
+  // Taken now: the recent messages may be forgotten while this generator waits.
+  const have = new Map<number, Uint8Array>();
+  if (recent !== null && recent.size > 0) {
+    for (const p of positions) {
+      const data = recent.get(p);
+      if (data !== undefined) have.set(p, data);
+    }
+  }
+  const missing = have.size === 0 ? positions : positions.filter((p) => !have.has(p));
+  if (missing.length <= 16) {
+    for (const position of positions) yield { position, data: have.get(position) ?? (await readMessage(journal, position)).data };
     return;
   }
-  const wanted = new Set(positions);
-  const found: { position: number; data: Uint8Array }[] = [];
-  await readSubject(journal, subject, positions[0]!, positions[positions.length - 1]!, (data, seq) => {
-    if (wanted.has(seq)) found.push({ position: seq, data });
+  const wanted = new Set(missing);
+  let found = 0;
+  await readSubject(journal, subject, missing[0]!, missing[missing.length - 1]!, (data, seq) => {
+    if (wanted.has(seq)) {
+      have.set(seq, data);
+      found++;
+    }
   });
-  if (found.length !== positions.length) {
-    throw new JournalUnavailableError(`shard ${shard}: ${positions.length - found.length} log messages indexed in LMDB are missing from the stream`, { shard });
+  if (found !== missing.length) {
+    throw new JournalUnavailableError(`shard ${shard}: ${missing.length - found} log messages indexed in LMDB are missing from the stream`, { shard });
   }
-  yield* found;
+  for (const position of positions) yield { position, data: have.get(position)! };
 }

@@ -89,9 +89,14 @@ export class CommandIds {
 
   /**
    * When `cmd` was already processed (or is in flight) for its actor, arrange for it to get
-   * the first result and return true; nothing is decided or appended for it.
+   * the first result and return true; nothing is decided or appended for it. The shard asks
+   * right before it decides a command, also for one that waited (the shard opening, its actor
+   * replaying, keys being made): two attempts of one commandId queued together are decided
+   * once, the second follows the first.
    */
   answerDuplicate(cmd: InboundCommand): boolean {
+    const idUse = cmd.idUse;
+    if (idUse === IdUse.GENERATED) return false;
     const type = cmd.aggregateType;
     const id = cmd.aggregateId;
     const pending = this.inFlight.get(type, id, cmd.commandId);
@@ -100,7 +105,9 @@ export class CommandIds {
       (pending.failFollowers ??= []).push((e) => cmd.reply(e, null));
       return true;
     }
-    const rec = this.recent.get(type, id, cmd.commandId) ?? this.store.getCommand(type, id, cmd.commandId);
+    // FRESH: its retry may have overtaken it (another queue, another path): the shard's memory
+    // answers that at the cost of a Map lookup; LMDB is read for GIVEN ids only.
+    const rec = this.recent.get(type, id, cmd.commandId) ?? (idUse === IdUse.GIVEN ? this.store.getCommand(type, id, cmd.commandId) : undefined);
     if (rec === undefined) return false;
     this.storedResult(cmd.commandId, rec).then((r) => cmd.reply(null, r), (e) => cmd.reply(toWire(e), null));
     return true;

@@ -52,7 +52,7 @@ export async function actorHistory(host: ShardHost, type: string, id: string, pr
   host.ctx.store.refresh();
   const out: EventEnvelope[] = [];
   const reg = host.ctx.registry.get(type);
-  for await (const { position, data } of messagesAt(host.ctx.journal, host.subject, host.shard, host.ctx.store.historyAfter(type, id, 0))) {
+  for await (const { position, data } of messagesAt(host.ctx.journal, host.subject, host.shard, host.ctx.store.historyAfter(type, id, 0), host.recentLog)) {
     for (const c of decodeCommits(data)) {
       // Decrypted (or redacted) and upcast to the current versions.
       if (c[COMMIT.type] === type && c[COMMIT.id] === id) for (const e of await readCommit(reg, c, position, host.ctx.registry.keys, 'throw')) out.push(e);

@@ -6,7 +6,10 @@
  *      └──────────────────────────────────────────────────────────────────────────────────┘
  *
  * - opening: reads the shard's log from its LMDB checkpoint to the end, indexing every commit
- *   (history positions, processed commandIds). Commands that arrive meanwhile are stashed.
+ *   (history positions, processed commandIds), before any command is decided: a retry of a
+ *   command the previous owner stored is answered from it. Commands that arrive meanwhile are
+ *   stashed. The messages read are kept a while (log-cache.ts): the actors that activate next
+ *   replay from them, not from JetStream.
  *   When the shard checkpoint another node shared on hand-off (journal/shared-checkpoints.ts)
  *   is ahead of the local one, it is restored into LMDB first and only the log after it is read.
  * - ready: commands are decided at once against each actor's pending state; commits wait in
@@ -51,6 +54,7 @@ import { Appender } from './appender.ts';
 import { CommandIds } from './idempotency.ts';
 import { passivate, snapshotAll } from './passivation.ts';
 import { LogNeeds, type NeedsContext } from './log-needs.ts';
+import { RecentLog } from './log-cache.ts';
 
 export { ActorCell, CellMap, commitResult, eventsOf, type InboundCommand, type PendingCommit } from './cell.ts';
 
@@ -118,6 +122,8 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
   readonly commandIds: CommandIds;
   /** The record of the event versions this shard's log holds (node/log-needs.ts). */
   readonly needs: LogNeeds;
+  /** The messages the last catch-up read, for the activations that follow it (log-cache.ts). */
+  readonly recentLog = new RecentLog();
   private readonly appender: Appender;
   private stash: InboundCommand[] = [];
   private opening: Promise<void> | null = null;
@@ -165,6 +171,7 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
     this.generation++;
     this.cells.clear();
     this.timers.clear();
+    this.recentLog.clear();
     const { store, journal } = this.ctx;
     try {
       const last = await lastSequenceOf(journal, this.subject);
@@ -176,9 +183,11 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       const cutoff = Date.now() - this.ctx.options.commandIdTtlMs;
       let messages = 0;
       const needs = this.needs;
+      const recent = this.recentLog;
       needs.catchingUp();
       await readSubject(journal, this.subject, from, last, (data, seq) => {
         messages++;
+        recent.add(seq, data);
         for (const c of decodeCommits(data)) {
           this.index(c, seq, cutoff);
           needs.saw(c);
@@ -192,11 +201,13 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       store.refresh();
       this.appender.expectedSeq = last;
       this.commandIds.clearRecent();
+      recent.hold();
       this.state = 'ready';
       this.timers.load();
       this.ctx.clock?.arm();
     } catch (e) {
       this.state = 'broken';
+      this.recentLog.clear();
       const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`shard ${this.shard} cannot catch up with the log: ${(e as Error).message}`, { shard: this.shard }, e));
       const stash = this.stash;
       this.stash = [];
@@ -255,7 +266,7 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       this.open().catch(() => { /* stashed commands were failed by catchUp */ });
       return;
     }
-    if (cmd.idUse === IdUse.GIVEN && this.commandIds.answerDuplicate(cmd)) return;
+    if (cmd.idUse !== IdUse.GENERATED && this.commandIds.answerDuplicate(cmd)) return;
     const reg = this.ctx.registry.get(cmd.aggregateType);
     if (reg === undefined || !reg.def.commands.has(cmd.type)) {
       // The door checks this; a node whose actor modules differ from the sender's still answers clearly.
@@ -281,7 +292,12 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
   decideStash(cell: ActorCell): void {
     const stash = cell.stash ?? [];
     cell.stash = null;
-    for (const c of stash) if (c.spans) this.tracedDecide(cell, c); else this.decide(cell, c);
+    for (const c of stash) {
+      // Asked again: an earlier attempt of the same commandId may have been stashed with it
+      // (a retry while the actor replayed); it is decided now, so this one follows it.
+      if (c.idUse !== IdUse.GENERATED && this.commandIds.answerDuplicate(c)) continue;
+      if (c.spans) this.tracedDecide(cell, c); else this.decide(cell, c);
+    }
   }
 
   private decide(cell: ActorCell, cmd: InboundCommand): void {
@@ -538,6 +554,7 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
     this.state = 'closed';
     this.generation++;
     this.timers.clear();
+    this.recentLog.clear();
     for (const c of this.stash) c.reply(err, null);
     this.stash = [];
     for (const pc of this.appender.takeAll()) {
