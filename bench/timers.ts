@@ -12,7 +12,7 @@
 //
 // Without --servers it starts its own nats-server (bench/nats.ts). Prints one JSON line.
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Troupe } from '../runtime/node/system.ts';
@@ -93,9 +93,21 @@ export interface PendingBenchResult {
   pending: number;
   /** RSS once every actor was sent its command and the process settled (3 s later). */
   rssMb: number;
+  /** Of rssMb: anonymous memory (heaps, buffers) and file-backed pages (LMDB's memory map), from /proc (Linux; else -1). */
+  rssAnonMb: number;
+  rssFileMb: number;
   heapUsedMb: number;
   peakRssMb: number;
   sendSec: number;
+}
+
+function procStatusMb(field: string): number {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
+    return m === null ? -1 : Math.round(Number(m[1]) * 1024 / 1e6);
+  } catch {
+    return -1;
+  }
 }
 
 /**
@@ -122,7 +134,7 @@ export async function runPending(servers: string, actors: number, withTimers: bo
     await new Promise((r) => setTimeout(r, 3000));
     const text = await node.metrics();
     const mem = process.memoryUsage();
-    return { actors, withTimers, pending: counter(text, 'troupe_timers_pending'), rssMb: Math.round(mem.rss / 1e6), heapUsedMb: Math.round(mem.heapUsed / 1e6), peakRssMb: Math.round(Math.max(peak, mem.rss) / 1e6), sendSec };
+    return { actors, withTimers, pending: counter(text, 'troupe_timers_pending'), rssMb: Math.round(mem.rss / 1e6), rssAnonMb: procStatusMb('RssAnon'), rssFileMb: procStatusMb('RssFile') + procStatusMb('RssShmem'), heapUsedMb: Math.round(mem.heapUsed / 1e6), peakRssMb: Math.round(Math.max(peak, mem.rss) / 1e6), sendSec };
   } finally {
     clearInterval(sampler);
     await node.stop();
