@@ -8,6 +8,11 @@ export const sleeper = defineActor<{ woke: number }>({
   commands: {
     Arm: (_s, c: { at: number }, ctx) => { ctx.schedule({ key: 'wake', at: c.at, command: 'Wake' }); },
     Wake: () => ({ type: 'AlarmRaised', payload: {} }),
+    // The pending-timer memory run (bench/timers.ts --pending): one event, with or without a timer far ahead.
+    Poke: (_s, c: { at?: number }, ctx) => {
+      if (c.at !== undefined) ctx.schedule({ key: 'wake', at: c.at, command: 'Wake' });
+      return { type: 'Poked', payload: {} };
+    },
   },
-  events: { AlarmRaised: (s) => ({ woke: s.woke + 1 }) },
+  events: { AlarmRaised: (s) => ({ woke: s.woke + 1 }), Poked: (s) => s },
 });

@@ -5,10 +5,14 @@
 // process's peak RSS (the node's workers are threads of this process).
 //
 //   node --import tsx bench/timers.ts [--actors 100000] [--spread-ms 0] [--servers nats://...]
+//   node --import tsx bench/timers.ts --pending with|without [--actors 1000000]
+//
+// --pending measures what pending timers cost in memory instead (runPending): every actor gets
+// one command, with a timer due in a day or without, and the process's RSS is read after.
 //
 // Without --servers it starts its own nats-server (bench/nats.ts). Prints one JSON line.
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Troupe } from '../runtime/node/system.ts';
@@ -83,11 +87,70 @@ export async function runTimers(servers: string, actors: number, spreadMs: numbe
   }
 }
 
+export interface PendingBenchResult {
+  actors: number;
+  withTimers: boolean;
+  pending: number;
+  /** RSS once every actor was sent its command and the process settled (3 s later). */
+  rssMb: number;
+  /** Of rssMb: anonymous memory (heaps, buffers) and file-backed pages (LMDB's memory map), from /proc (Linux; else -1). */
+  rssAnonMb: number;
+  rssFileMb: number;
+  heapUsedMb: number;
+  peakRssMb: number;
+  sendSec: number;
+}
+
+function procStatusMb(field: string): number {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
+    return m === null ? -1 : Math.round(Number(m[1]) * 1024 / 1e6);
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * What pending timers cost in memory: `actors` actors each get one command (one event), with a
+ * timer due in a day or without; idle actors passivate (maxResidentActors per worker, as in the
+ * scale run), so the difference between the two runs is what the timers hold.
+ */
+export async function runPending(servers: string, actors: number, withTimers: boolean, maxResidentActors = 100_000): Promise<PendingBenchResult> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'troupe-bench-pending-'));
+  let peak = process.memoryUsage().rss;
+  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 100);
+  const tag = `${Date.now().toString(36)}`;
+  const node = await Troupe.start({
+    actors: [fileURLToPath(new URL('./timer-actor.ts', import.meta.url))], servers, dataDir, maxResidentActors,
+    stream: `TROUPE_BENCH_PENDING_${tag}`, subjectPrefix: `troupe_bench_pending_${tag}`, workers: 2, shards: 16, serve: false,
+  });
+  try {
+    const at = Date.now() + 86_400_000;
+    const t0 = Date.now();
+    for (let from = 0; from < actors; from += 2000) {
+      await Promise.all(Array.from({ length: Math.min(2000, actors - from) }, (_, k) => node.send('Sleeper', `p-${from + k}`, 'Poke', withTimers ? { at } : {})));
+    }
+    const sendSec = (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 3000));
+    const text = await node.metrics();
+    const mem = process.memoryUsage();
+    return { actors, withTimers, pending: counter(text, 'troupe_timers_pending'), rssMb: Math.round(mem.rss / 1e6), rssAnonMb: procStatusMb('RssAnon'), rssFileMb: procStatusMb('RssFile') + procStatusMb('RssShmem'), heapUsedMb: Math.round(mem.heapUsed / 1e6), peakRssMb: Math.round(Math.max(peak, mem.rss) / 1e6), sendSec };
+  } finally {
+    clearInterval(sampler);
+    await node.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const i = process.argv.indexOf('--servers');
+  const p = process.argv.indexOf('--pending');
   const nats = i >= 0 ? null : await startBenchNats();
   try {
-    const r = await runTimers(i >= 0 ? process.argv[i + 1]! : nats!.url, arg('--actors', 100_000), arg('--spread-ms', 0));
+    const servers = i >= 0 ? process.argv[i + 1]! : nats!.url;
+    const r = p >= 0
+      ? await runPending(servers, arg('--actors', 1_000_000), process.argv[p + 1] !== 'without')
+      : await runTimers(servers, arg('--actors', 100_000), arg('--spread-ms', 0));
     console.log(JSON.stringify(r));
   } finally {
     await nats?.stop();
