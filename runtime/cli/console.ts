@@ -9,7 +9,7 @@
  */
 import { ConsumerStore } from '../consumers/consumer-store.ts';
 import { DeadLetterQueue } from '../consumers/dlq.ts';
-import { consumerOverview, projectionOverview, projectionStoreTag, requestRebuild } from '../consumers/overview.ts';
+import { consumerOverview, gatherConsumerStatus, projectionOverview, projectionStoreTag, requestRebuild, type ConsumerInstanceStatus } from '../consumers/overview.ts';
 import { fromWire, isTroupeError } from '../errors.ts';
 import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
 import { natsAuthOf, type NatsFlags } from './credentials.ts';
@@ -74,14 +74,24 @@ export function table(head: string[], rows: (string | number)[][]): string {
 export function consumers(flags: ConsoleFlags): Promise<void> {
   return withNats(flags, async ({ nc, stream, prefix }) => {
     const dlq = await DeadLetterQueue.open({ nc, stream, subjectPrefix: prefix }).catch(() => null);
-    const list = await consumerOverview(nc, stream, { sampleMs: 1000, dlq });
+    // What the running processes say (counters, failing aggregates), sampled around the overview's second.
+    const first = await gatherConsumerStatus(nc, prefix, flags.window ?? 500);
+    const t0 = Date.now();
+    const overview = await consumerOverview(nc, stream, { sampleMs: 1000, dlq });
+    const second = await gatherConsumerStatus(nc, prefix, flags.window ?? 500);
+    const seconds = (Date.now() - t0) / 1000;
     await dlq?.close();
+    const list = overview.map((c) => ({ ...c, ...runningStatus(c.name, first, second, seconds) }));
     if (flags.json === true) return print(list);
     if (list.length === 0) return void process.stdout.write(`no durable consumer reads ${stream}\n`);
-    process.stdout.write(table(['NAME', 'KIND', 'INSTANCES', 'LAG', 'MSGS/S', 'DEAD LETTERS'], list.map((c) => [
+    process.stdout.write(table(['NAME', 'KIND', 'INSTANCES', 'LAG', 'MSGS/S', 'HANDLED/S', 'HANDLED', 'FAILED', 'FAILING', 'DEAD LETTERS'], list.map((c) => [
       c.name, c.durables > 1 ? `${c.kind} (${c.durables})` : c.kind, c.instances === null ? '-' : c.instances.length === 0 ? 'none' : c.instances.join(','),
-      c.lag, c.messagesPerSecond ?? '-', c.dlqDepth ?? '-',
+      c.lag, c.messagesPerSecond ?? '-', c.handledPerSecond ?? '-', c.handled ?? '-', c.failed ?? '-', c.failingAggregates === null ? '-' : c.failingAggregates.length, c.dlqDepth ?? '-',
     ])));
+    for (const c of list) {
+      for (const f of c.failingAggregates ?? []) process.stdout.write(`  ${c.name}: ${f.aggregateType}/${f.aggregateId} failing (${f.reason}, ${f.attempts} attempts, next ${f.nextAttemptAt}) on ${f.instance}\n`);
+    }
+    if (list.some((c) => c.handled === null)) process.stdout.write('HANDLED, FAILED, FAILING: - when no running instance answered (they come from the consumer processes)\n');
   });
 }
 
@@ -146,6 +156,41 @@ export function rebuild(name: string, flags: ConsoleFlags): Promise<void> {
       ? `projection ${name} v${version} is rebuilding from the start of the log (up to ${from} then live); watch it with \`troupe projections\`\n`
       : `projection ${name} v${version} rebuilt: read the log up to ${from} in ${(done.ms / 1000).toFixed(1)} s\n`);
   });
+}
+
+type Failing = ConsumerInstanceStatus['failing'][number] & { instance: string };
+
+/**
+ * A consumer's counters from its running processes: each process counts once per name (its
+ * shards share the counters), summed over processes; handled/s from two answers `seconds` apart.
+ * null when no instance answered.
+ */
+export function runningStatus(name: string, first: readonly ConsumerInstanceStatus[], second: readonly ConsumerInstanceStatus[], seconds: number):
+  { handled: number | null; failed: number | null; handledPerSecond: number | null; failingAggregates: Failing[] | null } {
+  const byInstance = (list: readonly ConsumerInstanceStatus[]) => {
+    const m = new Map<string, ConsumerInstanceStatus[]>();
+    for (const s of list) if (s.consumer === name) m.set(s.instance, [...(m.get(s.instance) ?? []), s]);
+    return m;
+  };
+  const now = byInstance(second);
+  if (now.size === 0) return { handled: null, failed: null, handledPerSecond: null, failingAggregates: null };
+  const before = byInstance(first);
+  let handled = 0;
+  let failed = 0;
+  let delta = 0;
+  const failing: Failing[] = [];
+  for (const [instance, answers] of now) {
+    // Versions of a projection count apart; the shards of one process share one counter.
+    const one = new Map(answers.map((a) => [a.version ?? 0, a]));
+    for (const [v, a] of one) {
+      handled += a.handled;
+      failed += a.failed;
+      const b = before.get(instance)?.find((x) => (x.version ?? 0) === v);
+      if (b !== undefined) delta += a.handled - b.handled;
+    }
+    for (const a of answers) for (const f of a.failing) failing.push({ ...f, instance });
+  }
+  return { handled, failed, handledPerSecond: seconds > 0 ? Math.round((delta / seconds) * 10) / 10 : null, failingAggregates: failing };
 }
 
 /** A 20-character progress bar with the percentage. */

@@ -108,7 +108,7 @@ export function securePermissions(layout: SecureLayout = {}): Record<Exclude<Sec
         deny: [...never, ...requests],
       },
       // Operators' requests a running consumer answers: replay a dead letter, rebuild a projection (admin sends them).
-      subscribe: { allow: ['_INBOX.>', `${p}.ops.dlq.replay.>`, `${p}.ops.projection.rebuild.>`], deny: [] },
+      subscribe: { allow: ['_INBOX.>', `${p}.ops.dlq.replay.>`, `${p}.ops.projection.rebuild.>`, `${p}.ops.consumer.status`], deny: [] },
     },
   };
 }

@@ -39,6 +39,7 @@ import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consu
 import { DeadLetterQueue, ThresholdAlarm, headersToRecord, serveReplays, type DeadLetterRecord } from './dlq.ts';
 import { ConcurrencyError, NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
 import { ExclusiveLease } from '../journal/leases.ts';
+import { serveConsumerStatus } from './overview.ts';
 import { hostname } from 'node:os';
 import { defaultIsRetryable, type DeliveryHandle } from './handler.ts';
 import { assertServerVersion, connectNats, SHARDS_METADATA } from '../journal/journal.ts';
@@ -270,6 +271,7 @@ export class Consumer {
   private loopDone: Promise<void> = Promise.resolve();
   private unprobe: (() => void) | null = null;
   private unserveReplays: (() => void) | null = null;
+  private unserveStatus: (() => void) | null = null;
   private averageBytes = 4096;
   private readonly alarm: ThresholdAlarm | null;
   private readonly metrics: ConsumerMetrics;
@@ -383,6 +385,13 @@ export class Consumer {
     }
     // `troupe dlq replay` and the dashboard ask a running instance to replay (dlq.ts).
     this.unserveReplays = serveReplays(this.nc, this.o.subjectPrefix, this.name, this.options.shard, (seq) => this.replayDeadLetter(seq));
+    // `troupe consumers`: counters and failing aggregates, which only this process knows (overview.ts).
+    this.unserveStatus = serveConsumerStatus(this.nc, this.o.subjectPrefix, () => ({
+      consumer: this.options.metricsAs?.name ?? this.name, ...(this.options.metricsAs?.version === undefined ? {} : { version: this.options.metricsAs.version }),
+      instance: `${hostname()}:${process.pid}`, durable: this.durable,
+      handled: this.metrics.handled, failed: this.metrics.failed, retried: this.metrics.retried, deadLettered: this.metrics.deadLettered,
+      failing: this.state.failing(),
+    }));
     void this.state.expire().catch(this.onError);
     this.loopDone = this.loop();
   }
@@ -638,6 +647,7 @@ export class Consumer {
       for (const t of this.timers) clearInterval(t);
       this.unprobe?.();
       this.unserveReplays?.();
+      this.unserveStatus?.();
       await this.http?.close();
       this.messages?.stop();
       this.wake?.();

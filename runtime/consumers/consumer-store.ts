@@ -268,6 +268,15 @@ export class ConsumerState {
     return this.failures.get([aggregateType, aggregateId]);
   }
 
+  /** Aggregates whose events are failing now (retried with back-off; later events of each wait), up to `limit`. */
+  failing(limit = 100): { aggregateType: string; aggregateId: string; eventId: string; attempts: number; reason: string; nextAttemptAt: string }[] {
+    const out: { aggregateType: string; aggregateId: string; eventId: string; attempts: number; reason: string; nextAttemptAt: string }[] = [];
+    for (const { key, value: f } of this.failures.getRange({ limit })) {
+      out.push({ aggregateType: key[0], aggregateId: key[1], eventId: f.eventId, attempts: f.attempts, reason: f.reason, nextAttemptAt: new Date(f.nextAttemptAt).toISOString() });
+    }
+    return out;
+  }
+
   version(aggregateType: string, aggregateId: string): number {
     return this.versions.get([aggregateType, aggregateId]) ?? 0;
   }

@@ -64,6 +64,62 @@ export function serveRebuilds(nc: NatsConnection, prefix: string, name: string, 
   return () => sub.unsubscribe();
 }
 
+/**
+ * Every running consumer answers `<prefix>.ops.consumer.status` (no queue group: all of them,
+ * scatter-gather) with what only the process knows: its counters and the aggregates failing now.
+ */
+export function statusSubject(prefix: string): string {
+  return `${prefix}.ops.consumer.status`;
+}
+
+export interface ConsumerInstanceStatus {
+  consumer: string;
+  /** A projection's version. */
+  version?: number;
+  /** host:pid of the process. */
+  instance: string;
+  /** Its JetStream consumer (a scaled-out consumer answers once per shard it holds). */
+  durable: string;
+  handled: number;
+  failed: number;
+  retried: number;
+  deadLettered: number;
+  failing: { aggregateType: string; aggregateId: string; eventId: string; attempts: number; reason: string; nextAttemptAt: string }[];
+}
+
+/** Answer status requests with `status()`; returns the unsubscribe. */
+export function serveConsumerStatus(nc: NatsConnection, prefix: string, status: () => ConsumerInstanceStatus): () => void {
+  const sub = nc.subscribe(statusSubject(prefix), {
+    callback: (err, msg) => {
+      if (err !== null || msg.reply === undefined || msg.reply === '') return;
+      try {
+        msg.respond(text.encode(JSON.stringify(status())));
+      } catch {
+        // the connection is closing
+      }
+    },
+  });
+  return () => sub.unsubscribe();
+}
+
+/** What every running consumer answers within `windowMs`; empty when none runs. */
+export async function gatherConsumerStatus(nc: NatsConnection, prefix: string, windowMs = 750): Promise<ConsumerInstanceStatus[]> {
+  const out: ConsumerInstanceStatus[] = [];
+  try {
+    const replies = await nc.requestMany(statusSubject(prefix), new Uint8Array(0), { strategy: 'timer', maxWait: windowMs });
+    for await (const m of replies) {
+      try {
+        out.push(JSON.parse(untext.decode(m.data)) as ConsumerInstanceStatus);
+      } catch {
+        // not an answer of ours
+      }
+    }
+  } catch (e) {
+    if (!/no responders|503/i.test(String((e as Error)?.message ?? e))) throw e;
+  }
+  return out;
+}
+
 /** Ask the running projection `name` v`version` to rebuild; resolves with the log position it rebuilds up to first. */
 export async function requestRebuild(nc: NatsConnection, prefix: string, name: string, version: number, timeoutMs = 10_000): Promise<{ version: number; from: number }> {
   let reply: Uint8Array;

@@ -36,6 +36,7 @@ describe('troupe consumers, projections, actors and stats', () => {
   const projectionDir = tempDir();
   let node: Troupe;
   let consumer: Consumer;
+  let flaky: Consumer;
   let projection: Projection;
   let dlq: DeadLetterQueue;
 
@@ -51,12 +52,18 @@ describe('troupe consumers, projections, actors and stats', () => {
       nc, stream, subjectPrefix, dataDir: tempDir(), name: 'auditor', eventTypes: ['Deposited'], retry: { maxRetries: 0 },
       handler: (e) => { if ((e.payload as { amount: number }).amount === 5 && e.aggregateId === 'a-2') throw new Error('cannot audit a-2'); },
     });
+    // Fails on a-3 and retries it later: a failing aggregate, not a dead letter.
+    flaky = await consume({
+      nc, stream, subjectPrefix, dataDir: tempDir(), name: 'flaky', eventTypes: ['Deposited'], retry: { maxRetries: 100, initialDelayMs: 120_000, jitter: 0 },
+      handler: (e) => { if (e.aggregateId === 'a-3') throw new Error('a-3 is not ready'); },
+    });
     projection = await project({ name: 'balances', nc, stream, subjectPrefix, dataDir: projectionDir, apply: (e, view) => { view.put(e.aggregateId, e.sequence); } });
     await projection.caughtUp();
     await eventually(async () => { if ((await dlq.stats()).count !== 1) throw new Error('not yet'); }, 15_000);
   }, 60_000);
   afterAll(async () => {
     await projection?.stop();
+    await flaky?.stop();
     await consumer?.stop();
     await dlq?.close();
     await node?.stop();
@@ -70,6 +77,11 @@ describe('troupe consumers, projections, actors and stats', () => {
     expect(auditor).toMatchObject({ kind: 'consumer', lag: 0, dlqDepth: 1 });
     expect(auditor!.instances).toHaveLength(1);
     expect(auditor!.messagesPerSecond).toBe(0);
+    // What only the running process knows: its counters and the aggregates failing now.
+    expect(auditor).toMatchObject({ handled: 2, failed: 1, handledPerSecond: 0, failingAggregates: [] });
+    const f = list.find((x) => x.name === 'flaky') as unknown as { handled: number; failingAggregates: { aggregateType: string; aggregateId: string; reason: string; attempts: number }[] };
+    expect(f.handled).toBe(2);
+    expect(f.failingAggregates).toMatchObject([{ aggregateType: 'Account', aggregateId: 'a-3', attempts: 1 }]);
     expect(list.find((x) => x.name === 'balances')).toMatchObject({ kind: 'projection', lag: 0, dlqDepth: 0 });
 
     expect(p.code, p.stderr).toBe(0);

@@ -14,7 +14,7 @@ describe('secure configuration', () => {
     }
     // Replies only, for a client; a consumer also answers operators' replay and rebuild requests.
     expect(p.client.subscribe.allow).toEqual(['_INBOX.>']);
-    expect(p.consumer.subscribe.allow).toEqual(['_INBOX.>', 'app.ops.dlq.replay.>', 'app.ops.projection.rebuild.>']);
+    expect(p.consumer.subscribe.allow).toEqual(['_INBOX.>', 'app.ops.dlq.replay.>', 'app.ops.projection.rebuild.>', 'app.ops.consumer.status']);
     expect(p.client.publish.deny).toContain('$JS.API.STREAM.CREATE.>');
     expect(p.consumer.publish.deny).toEqual(expect.arrayContaining(['app.cmd', 'app.cmd.>', 'app.q.>', 'app.h.>']));
     expect(p.node.publish.deny).toEqual(['$JS.API.STREAM.DELETE.>']);
