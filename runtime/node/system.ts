@@ -468,7 +468,7 @@ export class Troupe implements ServedNode {
     if (this.limiter !== null) this.limiter.admit(principal, { aggregateType, aggregateId, commandId, commandType: type });
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
     if (this.ownership !== null && !this.ownership.owns(shard)) {
-      throw new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${this.ownership.holderOf(shard) ?? 'unknown'}, not ${this.options.nodeName}; send it there`, { aggregateType, aggregateId, commandId, shard, owner: this.ownership.holderOf(shard) });
+      throw this.notOwned(shard, aggregateType, aggregateId, 'send it there', { commandId });
     }
     return {
       commandId, type, aggregateType, aggregateId, payload,
@@ -525,6 +525,23 @@ export class Troupe implements ServedNode {
     return unwrap(await this.pool.runOn(this.pool.slotOf(shard), { kind: 'timers', shard, aggregateType, aggregateId, principal })) as PendingTimer[];
   }
 
+  /**
+   * SHARD_NOT_OWNED (retryable), saying why: another node owns the shard, or no live node may
+   * own it because its log holds an event version none of them reads (placement with versions).
+   */
+  private notOwned(shard: number, aggregateType: string, aggregateId: string, hint: string, data: Record<string, unknown> = {}): ConcurrencyError {
+    const owner = this.ownership?.holderOf(shard);
+    const blocked = this.ownership?.blocked.find((b) => b.shard === shard);
+    if (owner === undefined && blocked !== undefined) {
+      const needs = Object.entries(blocked.needs).map(([t, v]) => `${t} v${v}`).join(', ');
+      return new ConcurrencyError('SHARD_NOT_OWNED',
+        `shard ${shard} of ${aggregateType} ${aggregateId} is placed on no node: its log holds ${needs}, which no live node reads (${blocked.reason}); deploy the definition that wrote it`,
+        { aggregateType, aggregateId, ...data, shard, owner: null, needs: blocked.needs });
+    }
+    return new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${owner ?? 'unknown'}, not ${this.options.nodeName}; ${hint}`,
+      { aggregateType, aggregateId, ...data, shard, owner });
+  }
+
   private checkRead(aggregateType: string, aggregateId: string): void {
     if (this.stopping !== null) throw new StoppedError();
     if (this.registry.get(aggregateType) === undefined) {
@@ -534,7 +551,7 @@ export class Troupe implements ServedNode {
     // Only the shard's owner answers: another node's copy could be older than the last acknowledged write.
     const shard = shardOf(aggregateType, aggregateId, this.options.shards);
     if (this.ownership !== null && !this.ownership.owns(shard)) {
-      throw new ConcurrencyError('SHARD_NOT_OWNED', `shard ${shard} of ${aggregateType} ${aggregateId} is owned by node ${this.ownership.holderOf(shard) ?? 'unknown'}, not ${this.options.nodeName}; read it there`, { aggregateType, aggregateId, shard, owner: this.ownership.holderOf(shard) });
+      throw this.notOwned(shard, aggregateType, aggregateId, 'read it there');
     }
   }
 
