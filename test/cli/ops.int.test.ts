@@ -11,24 +11,12 @@ import { DeadLetterQueue } from '../../runtime/consumers/dlq.ts';
 import type { EventEnvelope } from '../../runtime/journal/codec.ts';
 import { Troupe } from '../../runtime/node/system.ts';
 import { findNatsServer, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { CLI_MAIN as cli, RUN_TS as runTs, runCli } from '../helpers/cli.ts';
 import { eventually, freshStream, natsConnect } from '../helpers/troupe.ts';
 
-const cli = fileURLToPath(new URL('../../runtime/cli/main.ts', import.meta.url));
-const runTs = fileURLToPath(new URL('../../runtime/bin/run-ts.cjs', import.meta.url));
 const actorsModule = fileURLToPath(new URL('../../actors/index.ts', import.meta.url));
 
-interface Ran { code: number | null; stdout: string; stderr: string }
-
-function run(args: string[], extraEnv: Record<string, string> = {}): Promise<Ran> {
-  const env: NodeJS.ProcessEnv = { ...process.env, TROUPE_NATS_SERVER: findNatsServer().path, OTEL_TRACES_EXPORTER: 'none', ...extraEnv };
-  for (const k of ['NATS_URL', 'TROUPE_DATA_DIR', 'TROUPE_ACTORS', 'TROUPE_MASTER_KEY', 'TROUPE_MASTER_KEYS', 'TROUPE_MASTER_KEY_FILE']) if (!(k in extraEnv)) delete env[k];
-  const child = spawn(process.execPath, [runTs, cli, ...args], { cwd: tempDir(), env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
-}
+const run = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
 
 /** The envelope fields the log and history agree on. */
 function core(e: EventEnvelope): Record<string, unknown> {

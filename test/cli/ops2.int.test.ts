@@ -1,7 +1,6 @@
 // `troupe consumers`, `troupe projections`, `troupe actors`, `troupe stats`, `troupe timers` as a user runs them
 // (spawned like runtime/bin/troupe.mjs spawns the CLI), against a real nats-server, a real
 // node, a real consumer with a dead letter and a real projection.
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../../actors/index.ts';
@@ -9,25 +8,13 @@ import { consume, type Consumer } from '../../runtime/consumers/consume.ts';
 import { project, type Projection } from '../../runtime/consumers/projection.ts';
 import { DeadLetterQueue } from '../../runtime/consumers/dlq.ts';
 import { Troupe } from '../../runtime/node/system.ts';
-import { findNatsServer, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { tempDir, useNatsServer } from '../helpers/nats.ts';
+import { runCli } from '../helpers/cli.ts';
 import { eventually, freshStream, natsConnect } from '../helpers/troupe.ts';
 
-const cli = fileURLToPath(new URL('../../runtime/cli/main.ts', import.meta.url));
-const runTs = fileURLToPath(new URL('../../runtime/bin/run-ts.cjs', import.meta.url));
 const reminderModule = fileURLToPath(new URL('../fixtures/reminder.ts', import.meta.url));
 
-interface Ran { code: number | null; stdout: string; stderr: string }
-
-function run(args: string[]): Promise<Ran> {
-  const env: NodeJS.ProcessEnv = { ...process.env, TROUPE_NATS_SERVER: findNatsServer().path, OTEL_TRACES_EXPORTER: 'none' };
-  for (const k of ['NATS_URL', 'TROUPE_DATA_DIR', 'TROUPE_ACTORS', 'TROUPE_STREAM']) delete env[k];
-  const child = spawn(process.execPath, [runTs, cli, ...args], { cwd: tempDir(), env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
-}
+const run = (args: string[]) => runCli(args);
 
 describe('troupe consumers, projections, actors and stats', () => {
   const nats = useNatsServer();
