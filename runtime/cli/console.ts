@@ -11,10 +11,9 @@ import { ConsumerStore } from '../consumers/consumer-store.ts';
 import { DeadLetterQueue } from '../consumers/dlq.ts';
 import { consumerOverview, gatherConsumerStatus, projectionOverview, projectionStoreTag, requestRebuild, type ConsumerInstanceStatus } from '../consumers/overview.ts';
 import { fromWire, isTroupeError } from '../errors.ts';
-import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
-import { natsAuthOf, type NatsFlags } from './credentials.ts';
-import { resolveNatsAuth } from '../connection.ts';
-import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+import { describeStream, type NatsConnection } from '../journal/journal.ts';
+import { connectCli, type NatsFlags } from './credentials.ts';
+import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { gatherOps, type NodeAnswer } from '../remote/ops-service.ts';
 import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 
@@ -37,16 +36,9 @@ export interface ConsoleFlags extends NatsFlags {
 interface Opened { nc: NatsConnection; stream: string; prefix: string; servers: string }
 
 async function withNats<T>(flags: ConsoleFlags, run: (o: Opened) => Promise<T>): Promise<T> {
-  const servers = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : DEFAULT_NATS_URL;
   const stream = flags.stream ?? DEFAULT_STREAM;
-  let nc: NatsConnection;
+  const { nc, servers } = await connectCli(flags, 'troupe-ops');
   let prefix: string;
-  try {
-    nc = await connectNats(servers, 'troupe-ops', resolveNatsAuth(natsAuthOf(flags)));
-  } catch (e) {
-    if (isTroupeError(e) && !e.retryable) throw e; // a refused login (NATS_AUTH): retrying will not help
-    throw new CliError(`cannot reach NATS on ${servers} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
-  }
   try {
     try {
       prefix = (await describeStream(nc, stream)).subjectPrefix ?? DEFAULT_SUBJECT_PREFIX;

@@ -11,8 +11,11 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import type { CredentialField, NatsAuthOptions } from '../connection.ts';
-import { CliError, EXIT_USAGE } from './exit.ts';
+import { resolveNatsAuth, type CredentialField, type NatsAuthOptions } from '../connection.ts';
+import { isTroupeError } from '../errors.ts';
+import { connectNats, type NatsConnection } from '../journal/journal.ts';
+import { DEFAULT_NATS_URL } from '../options.ts';
+import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
 
 /** The NATS credential flags, as commander hands them over. */
 export interface NatsFlags {
@@ -108,4 +111,19 @@ function readToken(file: string, what: string): string {
   }
   if (text === '') throw new CliError(`the token file ${file} (${what}) is empty`, EXIT_USAGE);
   return text;
+}
+
+/**
+ * Connect an operator's command (tail, dlq, consumers, stats, ...) to the deployment's NATS with
+ * these flags. A refused login stays a refusal (NATS_AUTH: exit 1); anything else is "retry"
+ * (exit 75), saying where the servers were looked for.
+ */
+export async function connectCli(flags: NatsFlags & { natsUrl?: string }, name: string): Promise<{ nc: NatsConnection; servers: string }> {
+  const servers = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : DEFAULT_NATS_URL;
+  try {
+    return { nc: await connectNats(servers, name, resolveNatsAuth(natsAuthOf(flags))), servers };
+  } catch (e) {
+    if (isTroupeError(e) && !e.retryable) throw e;
+    throw new CliError(`cannot reach NATS on ${servers} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
+  }
 }

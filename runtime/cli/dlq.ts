@@ -5,12 +5,11 @@
  * consumer over NATS (it answers on `<prefix>.ops.dlq.replay.<consumer>.<shard>`).
  */
 import { DeadLetterQueue, requestReplay, type DeadLetter } from '../consumers/dlq.ts';
-import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { isTroupeError } from '../errors.ts';
-import { connectNats, describeStream, type NatsConnection } from '../journal/journal.ts';
+import { describeStream } from '../journal/journal.ts';
 import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
-import { natsAuthOf, type NatsFlags } from './credentials.ts';
-import { resolveNatsAuth } from '../connection.ts';
+import { connectCli, type NatsFlags } from './credentials.ts';
 
 export interface DlqFlags extends NatsFlags {
   natsUrl?: string;
@@ -40,17 +39,15 @@ export function renderDeadLetter(dl: DeadLetter): string {
 }
 
 async function withQueue<T>(flags: DlqFlags, run: (q: DeadLetterQueue) => Promise<T>): Promise<T> {
-  const servers = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : DEFAULT_NATS_URL;
   const stream = flags.stream ?? DEFAULT_STREAM;
+  const { nc, servers } = await connectCli(flags, 'troupe-dlq');
   let q: DeadLetterQueue;
-  let owned: NatsConnection;
   try {
-    const nc = await connectNats(servers, 'troupe-dlq', resolveNatsAuth(natsAuthOf(flags)));
     // The log stream records its subjects: the prefix (of the DLQ's subjects too) is read from there unless given.
     const prefix = flags.subjectPrefix ?? (await describeStream(nc, stream).catch(() => null))?.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX;
     q = await DeadLetterQueue.open({ nc, stream, subjectPrefix: prefix });
-    owned = nc;
   } catch (e) {
+    await nc.close().catch(() => {});
     if (isTroupeError(e) && !e.retryable) throw e;
     throw new CliError(`cannot open the dead-letter queue on ${servers} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
   }
@@ -58,7 +55,7 @@ async function withQueue<T>(flags: DlqFlags, run: (q: DeadLetterQueue) => Promis
     return await run(q);
   } finally {
     await q.close();
-    await owned.close().catch(() => {});
+    await nc.close().catch(() => {});
   }
 }
 

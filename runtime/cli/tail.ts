@@ -10,7 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { connectNats, describeStream, readStream, shardSubject, type NatsConnection } from '../journal/journal.ts';
+import { describeStream, readStream, shardSubject } from '../journal/journal.ts';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { shardOf } from '../envelope.ts';
 import { openKeyRing } from '../contracts/keystore.ts';
@@ -18,11 +18,9 @@ import type { KeyRing } from '../contracts/crypto.ts';
 import { MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MASTER_KEYS_ENV } from '../contracts/crypto.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { readLogMessage } from '../consumers/reader.ts';
-import { DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
+import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { CliError, EXIT_RETRYABLE, EXIT_USAGE } from './exit.ts';
-import { natsAuthOf, type NatsFlags } from './credentials.ts';
-import { resolveNatsAuth } from '../connection.ts';
-import { isTroupeError } from '../errors.ts';
+import { connectCli, type NatsFlags } from './credentials.ts';
 import { dataPaths } from './paths.ts';
 
 export interface TailFlags extends NatsFlags {
@@ -82,14 +80,10 @@ function masterKeyFile(flags: TailFlags): { masterKeyFile?: string } | null {
 export async function tail(flags: TailFlags, out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<void> {
   if (flags.id !== undefined && flags.type === undefined) throw new CliError('--id needs --type (an actor is named by its type and id)', EXIT_USAGE);
   const start = parseTailStart(flags.from);
-  const url = flags.natsUrl !== undefined && flags.natsUrl !== '' ? flags.natsUrl : DEFAULT_NATS_URL;
   const stream = flags.stream ?? DEFAULT_STREAM;
   let registry: Registry | undefined;
   if (flags.actors !== undefined && flags.actors !== '') registry = await loadRegistry(flags.actors.split(',').map((a) => resolve(a.trim())));
-  const nc: NatsConnection = await connectNats(url, 'troupe-tail', resolveNatsAuth(natsAuthOf(flags))).catch((e: unknown) => {
-    if (isTroupeError(e) && !e.retryable) throw e; // a refused login (NATS_AUTH): retrying will not help
-    throw new CliError(`cannot reach NATS at ${url} (${(e as Error).message}); set NATS_URL (--nats-url) to where the deployment's NATS runs`, EXIT_RETRYABLE, { cause: e });
-  });
+  const { nc, servers: url } = await connectCli(flags, 'troupe-tail');
   let keys: KeyRing | null = null;
   const stop = new AbortController();
   const onSignal = () => stop.abort();
