@@ -22,19 +22,20 @@
  *
  * This is one of the few files that import `@nats-io/*`.
  *
- * Why one file of ~580 lines: it has one job, the NATS side of a consumer (create or check the
+ * Why one file of ~600 lines: it has one job, the NATS side of a consumer (create or check the
  * durable consumer, its one-instance lease, recover, the fetch loop with its backpressure, acks and naks, dead letters
  * and replay, stop), and its methods share the fetch loop's state. What could stand alone
- * already does: options (consume-options.ts), the engine (pipeline.ts), the DLQ (dlq.ts).
+ * already does: options (consume-options.ts), the engine (pipeline.ts), the DLQ (dlq.ts), and
+ * what operators read of it in JetStream: lag, durable names, the health probe (durables.ts).
  */
 import { resolveNatsAuth } from '../connection.ts';
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import {
   AckPolicy, DeliverPolicy, JetStreamApiError, jetstream, jetstreamManager,
-  type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type MsgRequest,
+  type ConsumerConfig, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg,
 } from '@nats-io/jetstream';
 import { decodeCommitBatch, type EventEnvelope } from '../journal/codec.ts';
-import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ProbeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
+import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ResolvedConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS, type ConsumerState } from './consumer-store.ts';
 import { DeadLetterQueue, ThresholdAlarm, headersToRecord, serveReplays, type DeadLetterRecord } from './dlq.ts';
 import { ConcurrencyError, NotFoundError, TimeoutError, ValidationError } from '../errors.ts';
@@ -44,35 +45,22 @@ import { hostname } from 'node:os';
 import { defaultIsRetryable, type DeliveryHandle } from './handler.ts';
 import { assertServerVersion, connectNats, SHARDS_METADATA } from '../journal/journal.ts';
 import { ScaledConsumer } from './scaled.ts';
-import { consumerMetrics, registerConsumerProbe, type ConsumerGauges, type ConsumerMetrics, type HealthCheckResult } from '../ops/metrics.ts';
+import { consumerMetrics, type ConsumerGauges, type ConsumerMetrics, type HealthCheckResult } from '../ops/metrics.ts';
 import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
-import { CircuitState } from './flow.ts';
 import { Pipeline, type PipelineStats } from './pipeline.ts';
+import { breakerState, consumerLeaseBucket, oldestAfter, registerProbe, shardDurable, type ConsumerInfo, type ConsumerLag } from './durables.ts';
 
 export { DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_ACK_WAIT_MS, DEFAULT_BATCH_SIZE } from './consume-options.ts';
 export type { ConsumeOptions, SingleConsumeOptions, BatchConsumeOptions, ScaleOutOptions, ProbeOptions } from './consume-options.ts';
 export { ScaledConsumer, consumerStatus } from './scaled.ts';
+export type { ConsumerInfo, ConsumerLag } from './durables.ts';
 
 const FETCH_EXPIRES_MS = 5_000;
 const FETCH_BATCH = 256;
 const MAX_RECOVERY_SCAN = 1_000_000;
 
-export interface ConsumerInfo {
-  /** Messages not yet delivered to this consumer. */
-  numPending: number;
-  /** Messages delivered and not acked (held, or waiting for a retry). */
-  numAckPending: number;
-  /** Every message up to this stream position is acked. */
-  ackFloor: number;
-}
-
 export interface ConsumerStats extends PipelineStats {
   name: string;
-}
-
-/** The JetStream consumer of one shard of a scaled-out consumer. */
-export function shardDurable(name: string, shard: number): string {
-  return `${name}_s${shard}`;
 }
 
 /** How many shards route into the stream (its metadata, written by the first node). */
@@ -94,11 +82,6 @@ export async function streamShardCount(nc: NatsConnection, stream: string): Prom
   return n;
 }
 
-/** The KV bucket of a consumer name's leases (the instances of a scaled-out consumer, or its one instance). */
-export function consumerLeaseBucket(stream: string, name: string): string {
-  return `${stream}_consumer_${name}`;
-}
-
 /**
  * The instance name of a consumer that is not scaled out: its host and data dir, so that the
  * same process restarted (after a crash, too) takes its lease back at once.
@@ -107,52 +90,6 @@ function instanceOfStore(store: ConsumerStore): string {
   let h = 0x811c9dc5;
   for (let i = 0; i < store.path.length; i++) h = Math.imul(h ^ store.path.charCodeAt(i), 0x01000193);
   return `${hostname()}-${(h >>> 0).toString(36)}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
-}
-
-/** What a consumer has left to handle: messages, and the age of the oldest one. */
-export interface ConsumerLag {
-  /** Log messages not delivered yet plus delivered and not acked. */
-  messages: number;
-  /** Age of the oldest log message not handled yet, in ms (0 when there is none). */
-  oldestAgeMs: number;
-}
-
-/**
- * Age of the oldest message on `filter` after `ackFloor`: every message up to the ack floor is
- * acked, so the first one after it that the consumer reads is the oldest unhandled one.
- */
-async function oldestAfter(jsm: JetStreamManager, stream: string, filter: string, ackFloor: number): Promise<number> {
-  const m = await jsm.streams.getMessage(stream, { seq: ackFloor + 1, next_by_subj: filter } as unknown as MsgRequest);
-  return m === null ? 0 : Math.max(0, Date.now() - m.time.getTime());
-}
-
-/** The lag of each shard's JetStream consumer of a scaled-out name, summed; the oldest age is the largest. */
-export async function scaledLag(nc: NatsConnection, stream: string, subjectPrefix: string, name: string, shardCount: number): Promise<ConsumerLag> {
-  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
-  const lags = await Promise.all(Array.from({ length: shardCount }, async (_, shard): Promise<ConsumerLag> => {
-    let i;
-    try {
-      i = await jsm.consumers.info(stream, shardDurable(name, shard));
-    } catch (e) {
-      if (e instanceof JetStreamApiError && e.code === 10014) return { messages: 0, oldestAgeMs: 0 };
-      throw e;
-    }
-    const messages = i.num_pending + i.num_ack_pending;
-    return { messages, oldestAgeMs: messages === 0 ? 0 : await oldestAfter(jsm, stream, `${subjectPrefix}.log.${shard}`, i.ack_floor.stream_seq) };
-  }));
-  return { messages: lags.reduce((a, l) => a + l.messages, 0), oldestAgeMs: lags.reduce((a, l) => Math.max(a, l.oldestAgeMs), 0) };
-}
-
-/** The JetStream view of a durable consumer, or null when it does not exist. */
-export async function durableInfo(nc: NatsConnection, stream: string, durable: string): Promise<ConsumerInfo | null> {
-  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
-  try {
-    const i = await jsm.consumers.info(stream, durable);
-    return { numPending: i.num_pending, numAckPending: i.num_ack_pending, ackFloor: i.ack_floor.stream_seq };
-  } catch (e) {
-    if (e instanceof JetStreamApiError && e.code === 10014) return null;
-    throw e;
-  }
 }
 
 /**
@@ -666,55 +603,5 @@ export function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): P
   return new Promise<T>((resolve, reject) => {
     const t = setTimeout(() => reject(error()), ms);
     p.then((v) => { clearTimeout(t); resolve(v); }, (e: unknown) => { clearTimeout(t); reject(e); });
-  });
-}
-
-/** cockatiel's CircuitState as a number for the breaker gauge: 0 closed, 1 open, 2 half-open, 3 isolated. */
-export function breakerState(state: CircuitState): number {
-  switch (state) {
-    case CircuitState.Closed: return 0;
-    case CircuitState.Open: return 1;
-    case CircuitState.HalfOpen: return 2;
-    default: return 3;
-  }
-}
-
-/** What registerProbe reads of a consumer, plain or scaled out. */
-export interface ProbedConsumer {
-  readonly name: string;
-  lag(): Promise<ConsumerLag>;
-  gauges(): ConsumerGauges;
-  status(): HealthCheckResult;
-  readonly deadLetters: { stats(): Promise<{ byConsumer: Record<string, number> }> };
-}
-
-/**
- * Register the /health and /metrics probe of a consumer, plain or scaled out: its lag (pending
- * plus un-acked messages, and the oldest one's age; one JetStream request serves both within a
- * scrape), its dead-letter depth, its held messages and breaker, against the probe's thresholds.
- * A projection is labelled with its own name and version.
- */
-export function registerProbe(c: ProbedConsumer, probe: ProbeOptions | undefined, as?: { name: string; version: number }): () => void {
-  let cached: { at: number; lag: Promise<ConsumerLag> } | null = null;
-  const lag = () => {
-    const now = Date.now();
-    if (cached === null || now - cached.at > 250) {
-      const p = c.lag();
-      cached = { at: now, lag: p };
-      p.catch(() => { if (cached?.lag === p) cached = null; });
-    }
-    return cached.lag;
-  };
-  return registerConsumerProbe({
-    name: as?.name ?? c.name,
-    ...(as === undefined ? {} : { version: as.version }),
-    lag: async () => (await lag()).messages,
-    lagAgeMs: async () => (await lag()).oldestAgeMs,
-    dlqDepth: async () => (await c.deadLetters.stats()).byConsumer[c.name] ?? 0,
-    gauges: () => c.gauges(),
-    status: () => c.status(),
-    ...(probe?.maxLag === undefined ? {} : { maxLag: probe.maxLag }),
-    ...(probe?.maxLagAgeMs === undefined ? {} : { maxLagAgeMs: probe.maxLagAgeMs }),
-    ...(probe?.maxDlqDepth === undefined ? {} : { maxDlqDepth: probe.maxDlqDepth }),
   });
 }

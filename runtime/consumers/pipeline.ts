@@ -1,7 +1,7 @@
 /**
  * The consumer's engine, without NATS: deliveries in, handler calls, commits, acks and naks out.
  *
- * Why one file of ~620 lines: it is one state machine. Intake, scheduling, the failure path and
+ * Why one file of ~650 lines: it is one state machine. Intake, scheduling, the failure path and
  * settling a message all read and change the same lanes, in-flight counts and failure records,
  * and the ordering rules below hold only if they change together. The parts that stand alone
  * already have their files: lanes and the restart gate (lanes.ts), the handler's context and

@@ -4,6 +4,14 @@
  * start: load actor modules → connect NATS (2.10+, JetStream on) → ensure the stream → check
  * the LMDB cache describes this stream → take shard leases → start the worker pool → open the
  * owned shards (catch-up from checkpoint) → serve commands over NATS.
+ *
+ * Why one file of ~650 lines: it is the node's one public class, and its methods are the
+ * sequences that tie the parts together in order (start, stop, gaining and handing off a shard,
+ * the door every command and read passes: validate, authenticate, rate-limit, authorize,
+ * SHARD_NOT_OWNED). The parts themselves have their files: ownership and placement
+ * (ownership.ts, membership.ts), the workers (pool.ts, worker.ts), the request service
+ * (remote/service.ts), health and metrics (health.ts), the operator console (console.ts,
+ * series.ts), timers (timers.ts).
  */
 import { estimateSize, type EventEnvelope } from '../journal/codec.ts';
 import type { Command, CommandEnvelope, CommandMetadata, CommandResult, OutcomeSink } from '../envelope.ts';

@@ -27,9 +27,10 @@
  * What the kit does not do: encrypt sensitive fields (it holds no keys), or check command
  * schemas (the runtime does at the door; test them with validateCommandSchema).
  *
- * Why one file of ~490 lines: given/when/then and testActor are two faces of one engine (the
- * resolved options, the codec round trip, the freezing, the contract cache), and most of the
- * lines are the assertion messages a user reads when a test fails.
+ * Why one file of ~620 lines: given/when/then and testActor are two faces of one engine (the
+ * resolved options, the codec round trip, the freezing, the contract cache, the pending timers
+ * and their firing), and most of the lines are the assertion messages a user reads when a test
+ * fails.
  */
 import { AssertionError, deepStrictEqual } from 'node:assert';
 import { Packr, Unpackr } from 'msgpackr';

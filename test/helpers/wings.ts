@@ -84,6 +84,7 @@ export const WING_RULES: WingRules = {
     'consumers/overview.ts',
     'contracts/keystore.ts',
     'consumers/consume.ts',
+    'consumers/durables.ts',
     'consumers/dlq.ts',
   ],
   telemetryWings: ['ops'],
