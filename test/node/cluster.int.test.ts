@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterStatus } from '../../runtime/node/membership.ts';
 import { shardsOf } from '../../runtime/placement.ts';
 import { startNatsCluster, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { placed, waitFor } from '../helpers/cluster.ts';
 import { freshStream, readEvents, startNode as startInProcess } from '../helpers/troupe.ts';
 import { shardOf } from '../../runtime/envelope.ts';
 import type { Troupe } from '../../runtime/node/system.ts';
@@ -93,30 +94,7 @@ describe('cluster', () => {
     return out;
   }
 
-  /** Leases exactly as placement over `nodes` says, every shard held, nothing moving. */
-  function placed(st: ClusterStatus, nodes: string[]): boolean {
-    if (st.unowned.length > 0 || st.moves.length > 0 || st.leases.length !== st.shards) return false;
-    return nodes.every((n) => {
-      const want = shardsOf(n, nodes, st.shards);
-      const held = st.leases.filter((l) => l.node === n).map((l) => l.shard);
-      return JSON.stringify(want) === JSON.stringify(held);
-    });
-  }
 
-  async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-    const until = Date.now() + timeoutMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await probe();
-        if (v !== undefined) return v;
-      } catch (e) {
-        last = e;
-      }
-      if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last !== undefined ? ` (${String(last)})` : ''}`);
-      await sleep(100);
-    }
-  }
 
   function acks(p: NodeProc): Ack[] {
     if (!existsSync(p.ackFile)) return [];

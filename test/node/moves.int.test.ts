@@ -4,21 +4,17 @@
 // - a planned move (scale 3 → 4) cuts over fast, loses nothing and answers nothing twice;
 // - killing the nats-server that leads the stream (R3) loses no acknowledged commit.
 // The leases are read from NATS KV by the test itself (readClusterStatus), the log through JetStream.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readClusterStatus, type ClusterStatus } from '../../runtime/node/membership.ts';
+import { readClusterStatus } from '../../runtime/node/membership.ts';
 import { shardsOf } from '../../runtime/placement.ts';
 import { shardOf } from '../../runtime/envelope.ts';
 import { TroupeClient } from '../../runtime/remote/client.ts';
-import { freePorts, startNatsCluster, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { startNatsCluster, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { killAll, placed, startNodeProcess, waitFor, type NodeProc } from '../helpers/cluster.ts';
 import { freshStream, natsConnect, readEvents } from '../helpers/troupe.ts';
 
-const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MASTER_KEY = randomBytes(32).toString('base64');
 
@@ -31,15 +27,6 @@ interface Setup {
   settleMs: number;
   replicas: number;
   restartGraceMs?: number;
-}
-
-interface NodeProc {
-  name: string;
-  dataDir: string;
-  url: string;
-  child: ChildProcessWithoutNullStreams;
-  exited: Promise<NodeJS.Signals | number | null>;
-  output(): string;
 }
 
 /** One JSON log line of a node (pino). */
@@ -129,62 +116,22 @@ describe('planned moves and restarts', () => {
   const procs: NodeProc[] = [];
   const closers: (() => Promise<unknown>)[] = [];
   afterEach(async () => {
-    for (const p of procs.splice(0)) {
-      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-      await p.exited;
-    }
+    await killAll(procs);
     for (const c of closers.splice(0)) await c().catch(() => {});
   });
 
   /** `troupe start` with a config file for the cluster options; resolves once /ready answers 200. */
-  async function startNode(name: string, s: Setup, dataDir = tempDir()): Promise<NodeProc> {
-    const [port] = await freePorts(1);
-    const config = join(tempDir(), 'troupe.config.json');
-    writeFileSync(config, JSON.stringify({
-      stream: s.stream, subjectPrefix: s.subjectPrefix, nodeName: name, shards: s.shards, workers: 1, replicas: s.replicas,
-      leaseTtlMs: s.leaseTtlMs, settleMs: s.settleMs, ...(s.restartGraceMs !== undefined ? { restartGraceMs: s.restartGraceMs } : {}),
-    }));
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'runtime', 'bin', 'run-ts.cjs'), join(REPO_ROOT, 'runtime', 'cli', 'main.ts'),
-      'start', '--config', config, '--nats-url', s.servers, '--data-dir', dataDir, '--http-port', String(port), '--log-level', 'info'], {
+  function startNode(name: string, s: Setup, dataDir = tempDir()): Promise<NodeProc> {
+    return startNodeProcess(name, {
+      config: {
+        stream: s.stream, subjectPrefix: s.subjectPrefix, shards: s.shards, workers: 1, replicas: s.replicas,
+        leaseTtlMs: s.leaseTtlMs, settleMs: s.settleMs, ...(s.restartGraceMs !== undefined ? { restartGraceMs: s.restartGraceMs } : {}),
+      },
       // One master key for the deployment, so a shard's sealed snapshots read on every node.
-      cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TROUPE_MASTER_KEY: MASTER_KEY },
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)));
-    const p: NodeProc = { name, dataDir, url: `http://127.0.0.1:${port}`, child, exited, output: () => out };
-    procs.push(p);
-    const until = Date.now() + 90_000;
-    for (;;) {
-      const ok = await fetch(`${p.url}/ready`).then((r) => r.status === 200, () => false);
-      if (ok) return p;
-      if (Date.now() > until || child.exitCode !== null) throw new Error(`node ${name} did not start:\n${out}`);
-      await sleep(50);
-    }
+      servers: s.servers, dataDir, logLevel: 'info', env: { TROUPE_MASTER_KEY: MASTER_KEY },
+    }, procs);
   }
 
-  async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-    const until = Date.now() + timeoutMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await probe();
-        if (v !== undefined) return v;
-      } catch (e) {
-        last = e;
-      }
-      if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last !== undefined ? ` (${String(last)})` : ''}`);
-      await sleep(100);
-    }
-  }
-
-  /** Leases exactly as placement over `nodes` says, every shard held, nothing moving, every node ready. */
-  function placed(st: ClusterStatus, nodes: string[]): boolean {
-    if (st.unowned.length > 0 || st.moves.length > 0 || st.leases.length !== st.shards) return false;
-    if (!nodes.every((n) => st.nodes.some((m) => m.node === n && m.state === 'ready'))) return false;
-    return nodes.every((n) => JSON.stringify(shardsOf(n, nodes, st.shards)) === JSON.stringify(st.leases.filter((l) => l.node === n).map((l) => l.shard)));
-  }
 
   async function clients(s: Setup): Promise<{ client: TroupeClient; probe: TroupeClient }> {
     // A request lost with a killed nats-server (on the way to a node, or its reply) is retried after
@@ -229,7 +176,7 @@ describe('planned moves and restarts', () => {
     closers.push(() => nc.close());
     const before = await waitFor('placement over three nodes', 30_000, async () => {
       const st = await readClusterStatus(nc, s.stream);
-      return placed(st, names) ? st : undefined;
+      return placed(st, names, { ready: true }) ? st : undefined;
     });
     const holder = new Map(before.leases.map((l) => [l.shard, l.node]));
 
@@ -272,7 +219,7 @@ describe('planned moves and restarts', () => {
       await waitFor(`${name} to serve its shards again`, 20_000, async () => {
         const st = await readClusterStatus(nc, s.stream);
         const served = new Set(load.acked.slice(acksBefore).map((a) => shardOf('Account', a.account, s.shards)));
-        return placed(st, names) && shards.filter((sh) => accounts.some((a) => shardOf('Account', a, s.shards) === sh)).every((sh) => served.has(sh)) ? true : undefined;
+        return placed(st, names, { ready: true }) && shards.filter((sh) => accounts.some((a) => shardOf('Account', a, s.shards) === sh)).every((sh) => served.has(sh)) ? true : undefined;
       });
       // It opened its shards from its own LMDB checkpoints: no shared checkpoint restored, the log read from past its start.
       const opened = logLines(again).filter((l) => l.msg === 'shards opened: caught up with the log');
@@ -305,7 +252,7 @@ describe('planned moves and restarts', () => {
     closers.push(() => nc.close());
     const before = await waitFor('placement over three nodes', 30_000, async () => {
       const st = await readClusterStatus(nc, s.stream);
-      return placed(st, three) ? st : undefined;
+      return placed(st, three, { ready: true }) ? st : undefined;
     });
     const { client, probe } = await clients(s);
     const load = new Load(client, probe, accounts);
@@ -319,7 +266,7 @@ describe('planned moves and restarts', () => {
     expect((await readClusterStatus(nc, s.stream)).leases.filter((l) => l.node !== before.leases.find((b) => b.shard === l.shard)?.node && l.node !== 'node-4')).toEqual([]);
     const after = await waitFor('placement over four nodes', 30_000, async () => {
       const st = await readClusterStatus(nc, s.stream);
-      return placed(st, four) ? st : undefined;
+      return placed(st, four, { ready: true }) ? st : undefined;
     });
     await sleep(1_000);
     await load.stop();
@@ -374,7 +321,7 @@ describe('planned moves and restarts', () => {
     const nodes = await Promise.all(names.map((n) => startNode(n, s)));
     const nc = await natsConnect(s.servers);
     closers.push(() => nc.close());
-    await waitFor('placement over three nodes', 30_000, async () => (placed(await readClusterStatus(nc, s.stream), names) ? true : undefined));
+    await waitFor('placement over three nodes', 30_000, async () => (placed(await readClusterStatus(nc, s.stream), names, { ready: true }) ? true : undefined));
     const { client, probe } = await clients(s);
     const load = new Load(client, probe, accounts);
     await load.open();

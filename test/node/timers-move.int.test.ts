@@ -3,21 +3,18 @@
 // their shards move — a node joins (planned hand-off), a node stops with SIGTERM (hand-off), a
 // node is killed with kill -9 (its leases expire) — and each still fires exactly once.
 // The leases are read from NATS KV (readClusterStatus), the firings from the log.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeCommits } from '../../runtime/journal/codec.ts';
-import { readClusterStatus, type ClusterStatus } from '../../runtime/node/membership.ts';
+import { readClusterStatus } from '../../runtime/node/membership.ts';
 import { shardOf } from '../../runtime/envelope.ts';
 import { shardsOf } from '../../runtime/placement.ts';
 import { TroupeClient } from '../../runtime/remote/client.ts';
-import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { COMMIT, TIMER_OP, type WireTimerOp } from '../../runtime/wire.ts';
 import type { Fired } from '../fixtures/reminder.ts';
-import { freePorts, tempDir, useNatsServer } from '../helpers/nats.ts';
+import { useNatsServer } from '../helpers/nats.ts';
+import { killAll, placed, startNodeProcess, type NodeProc } from '../helpers/cluster.ts';
 import { freshStream, natsConnect, rawLog, readEvents, sleep } from '../helpers/troupe.ts';
 
 const reminderModule = fileURLToPath(new URL('../fixtures/reminder.ts', import.meta.url));
@@ -25,57 +22,23 @@ const MASTER_KEY = randomBytes(32).toString('base64');
 
 interface Setup { stream: string; subjectPrefix: string; servers: string; shards: number; leaseTtlMs: number; settleMs: number }
 
-interface NodeProc {
-  name: string;
-  child: ChildProcessWithoutNullStreams;
-  exited: Promise<NodeJS.Signals | number | null>;
-  output(): string;
-}
-
 describe('durable timers on several nodes', () => {
   const nats = useNatsServer();
   const procs: NodeProc[] = [];
   const closers: (() => Promise<unknown>)[] = [];
   afterEach(async () => {
-    for (const p of procs.splice(0)) {
-      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-      await p.exited;
-    }
+    await killAll(procs);
     for (const c of closers.splice(0)) await c().catch(() => {});
   });
 
   /** `troupe start` with the Reminder actor; resolves once /ready answers 200. */
-  async function startNode(name: string, s: Setup): Promise<NodeProc> {
-    const [port] = await freePorts(1);
-    const config = join(tempDir(), 'troupe.config.json');
-    writeFileSync(config, JSON.stringify({
-      actors: [reminderModule], stream: s.stream, subjectPrefix: s.subjectPrefix, nodeName: name, shards: s.shards, workers: 1,
-      leaseTtlMs: s.leaseTtlMs, settleMs: s.settleMs,
-    }));
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'runtime', 'bin', 'run-ts.cjs'), join(REPO_ROOT, 'runtime', 'cli', 'main.ts'),
-      'start', '--config', config, '--nats-url', s.servers, '--data-dir', tempDir(), '--http-port', String(port), '--log-level', 'warn'], {
-      cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TROUPE_MASTER_KEY: MASTER_KEY },
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-    const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)));
-    const p: NodeProc = { name, child, exited, output: () => out };
-    procs.push(p);
-    const until = Date.now() + 60_000;
-    for (;;) {
-      const ok = await fetch(`http://127.0.0.1:${port}/ready`).then((r) => r.status === 200, () => false);
-      if (ok) return p;
-      if (Date.now() > until || child.exitCode !== null) throw new Error(`node ${name} did not start:\n${out}`);
-      await sleep(50);
-    }
+  function startNode(name: string, s: Setup): Promise<NodeProc> {
+    return startNodeProcess(name, {
+      config: { actors: [reminderModule], stream: s.stream, subjectPrefix: s.subjectPrefix, shards: s.shards, workers: 1, leaseTtlMs: s.leaseTtlMs, settleMs: s.settleMs },
+      servers: s.servers, env: { TROUPE_MASTER_KEY: MASTER_KEY }, readyTimeoutMs: 60_000,
+    }, procs);
   }
 
-  /** Leases exactly as placement over `nodes` says, every shard held, nothing moving. */
-  function placed(st: ClusterStatus, nodes: string[]): boolean {
-    if (st.unowned.length > 0 || st.moves.length > 0 || st.leases.length !== st.shards) return false;
-    return nodes.every((n) => JSON.stringify(shardsOf(n, nodes, st.shards)) === JSON.stringify(st.leases.filter((l) => l.node === n).map((l) => l.shard)));
-  }
 
   it('fires each timer exactly once while its shard moves: a node joining, a node stopped with SIGTERM, a node killed with kill -9', async () => {
     const s: Setup = { ...freshStream('TIMMV'), servers: nats.url, shards: 16, leaseTtlMs: 1_500, settleMs: 300 };
