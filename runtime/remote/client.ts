@@ -28,7 +28,7 @@ import { refreshTracing, SendTrace, TRACEPARENT, tracing } from '../ops/tracing.
 import { AUTH_HEADER } from '../principal.ts';
 
 export interface RetryOptions {
-  /** Tries per command or read, the first included. Default 10. */
+  /** Tries per command or read, the first included. Default 30 (so that `totalMs` is what bounds the default). */
   attempts?: number;
   /** The first backoff; each next one doubles, with jitter (half fixed, half random). Default 50 ms. */
   baseMs?: number;
@@ -47,7 +47,10 @@ export interface ClientOptions {
   stream?: string;
   /** The deployment's shard count. Default: read from the stream's metadata. */
   shards?: number;
-  /** How long one try of a command or read may wait for its reply. Default 30 s. */
+  /**
+   * How long one try of a command or read may wait for its reply. Default 10 s: a request lost
+   * with a nats-server that died is tried again after it, within the retry budget.
+   */
   timeoutMs?: number;
   /** Commands per request message. Default 1024. */
   maxBatch?: number;
@@ -66,7 +69,7 @@ export interface ReadRequestOptions {
   token?: string;
 }
 
-interface Retry {
+export interface Retry {
   attempts: number;
   baseMs: number;
   maxMs: number;
@@ -101,7 +104,16 @@ function retryAfter(e: unknown): number {
   return typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
 
-function resolveRetry(r: RetryOptions | false | undefined): Retry | null {
+/** One try's wait for its reply when `timeoutMs` is not set. */
+export const DEFAULT_CLIENT_TIMEOUT_MS = 10_000;
+
+/**
+ * The retry in force. The defaults outlast a failover with the node's defaults (lease TTL 10 s +
+ * settle 2 s, then the new owner's catch-up): a command refused while its shard has no owner is
+ * retried for at least `minRetryWindowMs(resolveRetry(undefined))` (about 24 s), within
+ * `totalMs` (30 s).
+ */
+export function resolveRetry(r: RetryOptions | false | undefined): Retry | null {
   if (r === false) return null;
   const o = r ?? {};
   const num = (field: keyof RetryOptions, fallback: number, min: number): number => {
@@ -109,7 +121,14 @@ function resolveRetry(r: RetryOptions | false | undefined): Retry | null {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new InvalidOptionError(`retry.${field} must be a number >= ${min}, got ${JSON.stringify(v)}`, { field: `retry.${field}` });
     return v;
   };
-  return { attempts: Math.floor(num('attempts', 10, 1)), baseMs: num('baseMs', 50, 0), maxMs: num('maxMs', 2_000, 0), totalMs: num('totalMs', 30_000, 0) };
+  return { attempts: Math.floor(num('attempts', 30, 1)), baseMs: num('baseMs', 50, 0), maxMs: num('maxMs', 2_000, 0), totalMs: num('totalMs', 30_000, 0) };
+}
+
+/** The shortest time over which `retry` keeps trying (every backoff at its jitter's low end), capped by its totalMs. */
+export function minRetryWindowMs(r: Retry): number {
+  let sum = 0;
+  for (let tries = 1; tries < r.attempts; tries++) sum += Math.min(r.maxMs, r.baseMs * 2 ** Math.min(tries - 1, 30)) / 2;
+  return Math.min(sum, r.totalMs);
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -135,7 +154,7 @@ export class TroupeClient {
 
   private constructor(readonly nc: NatsConnection, private readonly options: ClientOptions, shards: number | null, retry: Retry | null) {
     this.prefix = options.subjectPrefix ?? 'troupe';
-    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS;
     this.maxBatch = options.maxBatch ?? 1024;
     this.retry = retry;
     this.shardCount = shards;
