@@ -76,8 +76,11 @@ export function securePermissions(layout: SecureLayout = {}): Record<Exclude<Sec
         allow: [`${api}.>`, '$JS.ACK.>', '$JS.FC.>', `${p}.>`, ...nodeBuckets.map((b) => `$KV.${b}.>`), '_INBOX.>'],
         deny: [`${api}.STREAM.DELETE.>`],
       },
-      // ...and the operators' scatter-gather (remote/ops-service.ts), which only the admin user sends.
-      subscribe: { allow: ['_INBOX.>', ...requests, `${p}.ops.stats`, `${p}.ops.actors`, `${p}.ops.timers`], deny: [] },
+      // ...the operators' scatter-gather (remote/ops-service.ts), which only the admin user sends,
+      // the checkpoint offers of planned hand-offs between nodes (node/handoff.ts), and the stream's leader elections.
+      subscribe: { allow: ['_INBOX.>', ...requests, `${p}.ops.stats`, `${p}.ops.actors`, `${p}.ops.timers`, `${p}.handoff.>`,
+        // A new leader of the stream: appends in flight fail at once (node/worker.ts).
+        `$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.${s}`], deny: [] },
     },
     client: {
       publish: {

@@ -19,7 +19,7 @@ import { SHARDS_METADATA } from '../envelope.ts';
 import { connectFailure, loginRefusal, natsConnectOptions, resolveNatsAuth, type NatsAuth } from '../connection.ts';
 import { ConcurrencyError, InvalidOptionError, JournalUnavailableError, NatsServerUnsupportedError, TroupeError } from '../errors.ts';
 
-export type { NatsConnection, MsgHdrs, StoredMsg };
+export type { NatsConnection, MsgHdrs, StoredMsg, Subscription };
 export { headers, nuid };
 
 /** JetStream API code for a failed expected-last-(subject-)sequence check. */
@@ -91,6 +91,41 @@ export interface Journal {
   js: JetStreamClient;
   jsm: JetStreamManager;
   config: JournalConfig;
+  /**
+   * Resolves when the stream next elects a leader (set by a node's worker, which watches the
+   * advisories). A JetStream API request sent while the stream had no leader is not answered
+   * until its timeout (10 s), long after the new leader could answer: reads ask again then.
+   */
+  leaderElected?: () => Promise<void>;
+  /** When a reader (an ordered consumer) last stalled, or the stream last elected a leader: see readerStalled. */
+  readerStalledAt?: number;
+  electedAt?: number;
+}
+
+/** How long after a reader stalled reads use direct gets instead of ordered consumers. */
+const STALL_MEMORY_MS = 30_000;
+
+/**
+ * Whether an ordered consumer stalled recently, or the stream elected a new leader: consumers
+ * created right after an election may deliver nothing for seconds, while gets are answered.
+ * Catch-ups then read with gets once a reader did stall; activations (whose positions are
+ * known) read with gets after an election at once.
+ */
+export function readerStalled(journal: Journal, since: 'stalled' | 'elected'): boolean {
+  const at = since === 'stalled' ? journal.readerStalledAt : Math.max(journal.readerStalledAt ?? 0, journal.electedAt ?? 0);
+  return at !== undefined && at > 0 && Date.now() - at < STALL_MEMORY_MS;
+}
+
+/** `ask` the JetStream API; ask again whenever the stream elects a leader before the answer comes. */
+async function untilElected<T>(journal: Journal, ask: () => Promise<T>): Promise<T> {
+  const elected = journal.leaderElected;
+  if (elected === undefined) return ask();
+  for (;;) {
+    const answer = ask();
+    const won = await Promise.race([answer.then((value) => ({ value })), elected().then(() => null)]);
+    if (won !== null) return won.value;
+    answer.catch(() => {}); // superseded by the next try
+  }
 }
 
 export async function openJournal(nc: NatsConnection, config: JournalConfig): Promise<Journal> {
@@ -183,7 +218,7 @@ function unavailable(what: string, e: unknown): JournalUnavailableError {
 /** The sequence of the last message on a subject, or 0 when it has none. */
 export async function lastSequenceOf(journal: Journal, subject: string): Promise<number> {
   try {
-    const m = await journal.jsm.streams.getMessage(journal.config.stream, { last_by_subj: subject });
+    const m = await untilElected(journal, () => journal.jsm.streams.getMessage(journal.config.stream, { last_by_subj: subject }));
     return m?.seq ?? 0;
   } catch (e) {
     if (e instanceof JetStreamApiError && (e.code === 10037 || e.status === 404)) return 0;
@@ -194,7 +229,7 @@ export async function lastSequenceOf(journal: Journal, subject: string): Promise
 export async function readMessage(journal: Journal, seq: number): Promise<StoredMsg> {
   let m: StoredMsg | null;
   try {
-    m = await journal.jsm.streams.getMessage(journal.config.stream, { seq });
+    m = await untilElected(journal, () => journal.jsm.streams.getMessage(journal.config.stream, { seq }));
   } catch (e) {
     throw unavailable(`read message ${seq}`, e);
   }
@@ -208,23 +243,76 @@ export async function readMessage(journal: Journal, seq: number): Promise<Stored
  */
 export async function readSubject(journal: Journal, subject: string, from: number, to: number, each: (data: Uint8Array, seq: number) => void): Promise<void> {
   if (to < from) return;
+  if (readerStalled(journal, 'stalled')) return readSubjectByGets(journal, subject, from, to, each);
+  let seq = from - 1;
   try {
-    const consumer = await journal.js.consumers.get(journal.config.stream, {
-      filter_subjects: [subject],
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: from,
+    // Creating the ordered consumer can hang too (seen right after the stream elected a new
+    // leader, until the client's 10 s timeout): it gets READ_IDLE_MS, as each message does.
+    const setup = untilElected(journal, async () => {
+      const consumer = await journal.js.consumers.get(journal.config.stream, {
+        filter_subjects: [subject],
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: from,
+      });
+      return consumer.consume({ max_messages: 512 });
     });
-    const messages = await consumer.consume({ max_messages: 512 });
-    for await (const m of messages) {
-      if (m.seq > to) break;
-      each(m.data, m.seq);
-      if (m.seq >= to) break;
+    let late: ReturnType<typeof setTimeout> | undefined;
+    const messages = await Promise.race([setup, new Promise<never>((_, reject) => {
+      late = setTimeout(() => {
+        setup.then((m) => m.stop(), () => {});
+        journal.readerStalledAt = Date.now();
+        reject(new Error(`no reader within ${READ_IDLE_MS} ms`));
+      }, READ_IDLE_MS);
+    })]).finally(() => clearTimeout(late));
+    // A reader that stops receiving would wait for the ordered consumer's own reset (~10 s):
+    // give up after READ_IDLE_MS without a message instead; the caller tries again (a shard
+    // re-opens, an actor activates, on its next command).
+    let idle = false;
+    let last = Date.now();
+    const watchdog = setInterval(() => {
+      if (Date.now() - last < READ_IDLE_MS) return;
+      idle = true;
+      journal.readerStalledAt = Date.now();
+      messages.stop();
+    }, READ_IDLE_MS / 4);
+    try {
+      for await (const m of messages) {
+        last = Date.now();
+        if (m.seq > to) break;
+        each(m.data, m.seq);
+        seq = m.seq;
+        if (m.seq >= to) break;
+      }
+    } finally {
+      clearInterval(watchdog);
+      messages.stop();
     }
-    messages.stop();
+    if (seq < to) throw new Error(idle ? `no message for ${READ_IDLE_MS} ms after ${seq}` : `the reader stopped after ${seq}`);
   } catch (e) {
     throw unavailable(`read ${subject} from ${from} to ${to}`, e);
   }
 }
+
+/** readSubject one direct get at a time (`next_by_subj`), while ordered consumers stall. */
+async function readSubjectByGets(journal: Journal, subject: string, from: number, to: number, each: (data: Uint8Array, seq: number) => void): Promise<void> {
+  let seq = from;
+  try {
+    while (seq <= to) {
+      const m = await untilElected(journal, () => journal.jsm.streams.getMessage(journal.config.stream,
+        // STREAM.MSG.GET answers next_by_subj (nats-server 2.10+); the client's type names only the direct-get form.
+        { seq, next_by_subj: subject } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1]));
+      if (m === null || m.seq > to) break;
+      each(m.data, m.seq);
+      seq = m.seq + 1;
+    }
+  } catch (e) {
+    throw unavailable(`read ${subject} from ${from} to ${to}`, e);
+  }
+  if (seq <= to) throw unavailable(`read ${subject} from ${from} to ${to} (it ends at ${seq - 1})`, null);
+}
+
+/** How long a catch-up read waits for its next message before it gives up (and is tried again). */
+const READ_IDLE_MS = 3_000;
 
 /** A stream as a reader needs it: its last position, message count, shard count (metadata) and subject prefix. */
 export async function describeStream(nc: NatsConnection, stream: string): Promise<{ lastSeq: number; messages: number; shards: number; subjectPrefix: string | null }> {

@@ -9,7 +9,7 @@
  */
 import { decodeCommits } from '../journal/codec.ts';
 import { InternalError, JournalUnavailableError, TroupeError, toWire } from '../errors.ts';
-import { readMessage, readSubject, type Journal } from '../journal/journal.ts';
+import { readMessage, readSubject, readerStalled, type Journal } from '../journal/journal.ts';
 import { foldCommit, readSnapshot } from '../contracts/contract.ts';
 import { COMMIT, lastSeqOf } from '../wire.ts';
 import type { ActorCell, InboundCommand } from './cell.ts';
@@ -97,6 +97,15 @@ export async function* messagesAt(
   const missing = have.size === 0 ? positions : positions.filter((p) => !have.has(p));
   if (missing.length <= 16) {
     for (const position of positions) yield { position, data: have.get(position) ?? (await readMessage(journal, position)).data };
+    return;
+  }
+  if (readerStalled(journal, 'elected')) {
+    // Ordered consumers stall for a while after the stream elects a new leader: get each message, 32 at a time.
+    for (let i = 0; i < missing.length; i += 32) {
+      const got = await Promise.all(missing.slice(i, i + 32).map((p) => readMessage(journal, p)));
+      for (const m of got) have.set(m.seq, m.data);
+    }
+    for (const position of positions) yield { position, data: have.get(position)! };
     return;
   }
   const wanted = new Set(missing);

@@ -61,6 +61,8 @@ export class Ownership {
   /** What each shard's log needs a reader to know (journal/shard-needs.ts); null: nothing tracked. */
   private needsOf: ((shard: number) => Reads | undefined) | null = null;
   private wanted: Set<number> | null = null;
+  /** Where placement puts each shard now (the node a hand-off goes to). */
+  private placedOn = new Map<number, string>();
   private blockedShards: BlockedShard[] = [];
   private pending: { key: string; timer: NodeJS.Timeout } | null = null;
   private balancing: Promise<void> | null = null;
@@ -185,6 +187,16 @@ export class Ownership {
     }, () => { this.moving.delete(shard); });
   }
 
+  /** The node placement gives `shard` to now, if any (where this node hands it off). */
+  nextOwner(shard: number): string | undefined {
+    return this.placedOn.get(shard);
+  }
+
+  /** Whether placement gives `shard` to this node and it does not hold its lease yet (a hand-off to it may come). */
+  awaits(shard: number): boolean {
+    return this.wants(shard) && !this.revisions.has(shard);
+  }
+
   private wants(shard: number): boolean {
     return this.wanted === null || this.wanted.has(shard);
   }
@@ -221,6 +233,7 @@ export class Ownership {
     const needsOf = this.needsOf ?? (() => undefined);
     const { byNode, blocked } = placeShardsReading(this.candidates, this.shards, needsOf);
     this.wanted = new Set(byNode.get(this.node) ?? []);
+    this.placedOn = new Map([...byNode].flatMap(([node, shards]) => shards.map((s) => [s, node] as const)));
     const was = this.blockedShards.map((b) => b.shard).join(',');
     this.blockedShards = blocked;
     if (blocked.map((b) => b.shard).join(',') !== was) this.onBlocked?.(blocked);

@@ -55,6 +55,7 @@ import { CommandIds } from './idempotency.ts';
 import { passivate, snapshotAll } from './passivation.ts';
 import { LogNeeds, type NeedsContext } from './log-needs.ts';
 import { RecentLog } from './log-cache.ts';
+import { restoreSharedCheckpoint } from './handoff.ts';
 
 export { ActorCell, CellMap, commitResult, eventsOf, type InboundCommand, type PendingCommit } from './cell.ts';
 
@@ -178,7 +179,7 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       await store.flushIndex(); // so the checkpoint read next is the newest one written
       let from = store.getCheckpoint(this.shard) + 1;
       if (from > last + 1) from = 1; // the cache is ahead of the log: it describes something else
-      const restored = from <= last ? await this.restoreShared(from - 1, last) : 0;
+      const restored = from <= last ? await restoreSharedCheckpoint(store, this.ctx.shared, this.shard, this.ctx.options.shards, from - 1, last) : 0;
       if (restored > 0) from = restored + 1;
       const cutoff = Date.now() - this.ctx.options.commandIdTtlMs;
       let messages = 0;
@@ -197,7 +198,10 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       await needs.caughtUp();
       this.lastCatchUp = { restored, from, to: last, messages };
       store.advanceCheckpoint(this.shard, last);
-      await store.flushed(); // the timer index's writes too: the window is read next
+      // The timer index's writes too: the window is read next. A catch-up that read nothing wrote
+      // nothing (a restored checkpoint is committed already): it does not wait for other shards'
+      // writes to reach the disk, which under load was most of a planned move's cut-over.
+      if (messages > 0) await store.flushed();
       store.refresh();
       this.appender.expectedSeq = last;
       this.commandIds.clearRecent();
@@ -217,28 +221,6 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
     const stash = this.stash;
     this.stash = [];
     for (const c of stash) this.submit(c);
-  }
-
-  /**
-   * Restore the shard checkpoint another node shared, when it covers more of the log than the
-   * local cache (`local`) and no more than the log holds (`last`). Returns its position, or 0
-   * when none was restored: then the log is read from the local checkpoint, as without one.
-   */
-  private async restoreShared(local: number, last: number): Promise<number> {
-    const shared = this.ctx.shared;
-    if (shared == null) return 0;
-    const { store } = this.ctx;
-    try {
-      const m = await shared.manifest(this.shard);
-      store.refresh();
-      if (m === null || m.position <= local || m.position > last || m.identity !== store.getStreamIdentity()) return 0;
-      const bytes = await shared.read(this.shard, m);
-      if (bytes === null) return 0;
-      await store.importShard(this.shard, this.ctx.options.shards, m.position, bytes);
-      return m.position;
-    } catch {
-      return 0; // the log alone serves: the checkpoint only saves reading
-    }
   }
 
   /** Record where a commit lives and that its command was processed. */

@@ -23,6 +23,7 @@ import { RateLimiter } from '../rate-limit.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
+import { offerCheckpoints, serveHandOffs } from './handoff.ts';
 import { ShardNeeds } from '../journal/shard-needs.ts';
 import { Membership, readClusterStatus, troupeVersion, type ClusterStatus } from './membership.ts';
 import { WorkerPool } from './pool.ts';
@@ -177,7 +178,11 @@ export class Troupe implements ServedNode {
       node.verifier = verifier;
       node.nodeRule = input.authorize ?? null;
       node.limiter = limiter;
-      if (ownership !== null && membership !== null) node.place(ownership, membership, needs);
+      if (ownership !== null && membership !== null) {
+        node.place(ownership, membership, needs);
+        const stopHandOffs = serveHandOffs(nc, options.subjectPrefix, options.nodeName, (offer) => node.restoreOffered(offer.shards));
+        cleanup.unshift(async () => stopHandOffs());
+      }
       else if (ownership !== null) {
         ownership.onLost = (shard) => void node.loseShards([shard]);
         ownership.onGained = (shards) => void node.gainShards(shards);
@@ -295,13 +300,16 @@ export class Troupe implements ServedNode {
       const leasedAt = Date.now();
       void this.gainShards(shards).then(() => {
         // servingAt: subscribed to the shards' subjects. A move's cut-over is servingAt here minus droppedAt on the old owner.
-        if (log.info) log.logger.info({ shards, servingAt: Date.now(), ms: Date.now() - leasedAt }, 'serving shards taken over');
+        const ms = Date.now() - leasedAt;
+        for (let i = 0; i < shards.length; i++) this.pool.metrics.takeOverSeconds.observe(ms / 1000);
+        if (log.info) log.logger.info({ shards, servingAt: Date.now(), ms }, 'serving shards taken over');
       });
     };
     ownership.handOff = (shards) => this.handOffShards(shards);
     ownership.onHandedOff = (shard, ms) => {
       const droppedAt = this.droppedAt.get(shard);
       this.droppedAt.delete(shard);
+      this.pool.metrics.handOffSeconds.observe(ms / 1000);
       if (log.info) log.logger.info({ shard, ms, droppedAt, releasedAt: Date.now() }, 'handed off a shard');
     };
     this.pool.onFenced = (shard) => ownership.verify(shard);
@@ -316,6 +324,7 @@ export class Troupe implements ServedNode {
     // Share their checkpoints while still serving (the next owners read the few commits after them
     // from the log), so the cut-over below is only the drain: no checkpoint is written in it.
     await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'share', shards: list }).catch(() => {})));
+    await this.offerCheckpoints(shards);
     // Stop taking their requests (those already received are answered), then drain.
     await this.service?.drop(shards);
     const dropped = Date.now();
@@ -324,6 +333,30 @@ export class Troupe implements ServedNode {
     const until = Date.now() + this.options.ackTimeoutMs;
     while (slots.some((slot) => (this.pool.slotDepths()[slot]?.queued ?? 0) > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'release', shards: list }).catch(() => {})));
+  }
+
+  /** Let the next owners restore the shared checkpoints now, while this node still serves (handoff.ts). */
+  private async offerCheckpoints(shards: number[]): Promise<void> {
+    const byNode = new Map<string, number[]>();
+    for (const s of shards) {
+      const next = this.ownership?.nextOwner(s);
+      if (next !== undefined && next !== this.options.nodeName) byNode.set(next, [...(byNode.get(next) ?? []), s]);
+    }
+    if (byNode.size === 0) return;
+    const started = Date.now();
+    const restored = await offerCheckpoints(this.nc, this.options.subjectPrefix, this.options.nodeName, byNode);
+    if (this.log.info) this.log.logger.info({ shards, restored, ms: Date.now() - started }, 'offered shard checkpoints to their next owners');
+  }
+
+  /** Checkpoints offered to this node (handoff.ts): restore those of shards it awaits. */
+  private async restoreOffered(shards: number[]): Promise<number[]> {
+    const bySlot = new Map<number, number[]>();
+    for (const s of shards) {
+      if (s >= this.options.shards || this.ownership?.awaits(s) !== true) continue;
+      bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
+    }
+    const restored = await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'prefetch', shards: list }).catch(() => [])));
+    return (restored as number[][]).flat();
   }
 
   /**

@@ -17,7 +17,8 @@ import { OutcomeStream } from './outcomes.ts';
 import { WorkerSubjects, type OutcomeTarget } from './serving.ts';
 import { sweep } from './passivation.ts';
 import { ConcurrencyError, toWire, type WireError } from '../errors.ts';
-import { connectNats, openJournal, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
+import { connectNats, openJournal, lastSequenceOf, shardSubject, LeanPublisher, nuid, type Journal, type NatsConnection } from '../journal/journal.ts';
+import { restoreSharedCheckpoint } from './handoff.ts';
 import type { ResolvedOptions } from '../options.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
 import { stateUsesKeys } from '../contracts/sensitive.ts';
@@ -45,6 +46,8 @@ export type WorkerTask =
   | { kind: 'unserve'; shards: number[] }
   /** Before a planned hand-off, while still serving: snapshot and share the shards' checkpoints, so the release after it shares nothing more. */
   | { kind: 'share'; shards: number[] }
+  /** A planned hand-off to this node (handoff.ts): restore the shards' shared checkpoints before their leases come. Answers those restored. */
+  | { kind: 'prefetch'; shards: number[] }
   | { kind: 'stats' }
   /** The ids of resident actors of a type (`troupe actors --resident`, the dashboard), at most `limit`. */
   | { kind: 'resident'; aggregateType: string; limit: number }
@@ -82,6 +85,8 @@ interface WorkerState {
   clock: TimerClock;
   /** The command subjects this worker subscribes to itself (serving.ts). */
   subjects: WorkerSubjects;
+  /** Shared checkpoints being restored ahead of a hand-off: an 'open' of the shard waits for them. */
+  prefetching: Map<number, Promise<number>>;
   /** Send one message for every shard with buffered commits and none in flight. */
   flushAll(): void;
 }
@@ -205,6 +210,26 @@ async function init(): Promise<WorkerState> {
       else setImmediate(flushAll);
     },
   };
+  // A new leader of the stream (its last one died, or stepped down): appends sent before it may
+  // never be acknowledged (their outcome is unknown: fail them now, retryable, rather than after
+  // ackTimeoutMs), and reads waiting on the JetStream API ask again (journal.ts).
+  const signal = () => {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => { resolve = r; });
+    return { promise, resolve };
+  };
+  let elected = signal();
+  nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.${options.stream}`, {
+    callback: () => {
+      const was = elected;
+      elected = signal();
+      was.resolve();
+      journal.electedAt = Date.now();
+      publisher.failAll('the stream elected a new leader before JetStream acknowledged; the outcome is unknown, retry with the same commandId');
+      if (log.info) log.logger.info({ stream: options.stream }, 'the stream elected a new leader: appends in flight failed (retryable), reads ask again');
+    },
+  });
+  journal.leaderElected = () => elected.promise;
   // A dropped connection leaves every in-flight append's outcome unknown: say so at once.
   void (async () => {
     for await (const s of nc.status()) {
@@ -219,7 +244,7 @@ async function init(): Promise<WorkerState> {
   registry.keys?.onDestroyed((kids) => {
     for (const s of shards.values()) for (const c of s.cells.values()) if (stateUsesKeys(c.state, kids) || stateUsesKeys(c.pending, kids)) s.passivate(c);
   });
-  const w: WorkerState = { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll, clock, subjects: null! };
+  const w: WorkerState = { nc, journal, store, registry, publisher, shards, released: new Set(), ctx, shared, sweeper, flushAll, clock, subjects: null!, prefetching: new Map() };
   w.subjects = new WorkerSubjects(nc, options, registry, ids, {
     take: (flat, target) => take(w, flat, target, null),
     inProgress: () => metrics.mailboxDepth,
@@ -258,6 +283,27 @@ async function shareCheckpoints(w: WorkerState, shards: readonly number[]): Prom
   } catch (e) {
     if (log.warn) log.logger.warn(errorFields(e), 'sharing shard checkpoints failed: the next owner reads the log from its own checkpoint');
   }
+}
+
+/**
+ * Restore the shared checkpoint of a shard this worker does not host yet, ahead of its lease (a
+ * planned hand-off to this node, handoff.ts). Returns the position restored, or 0.
+ */
+function prefetch(w: WorkerState, shard: number): Promise<number> {
+  if (w.shards.has(shard) || w.shared === null) return Promise.resolve(0);
+  const running = w.prefetching.get(shard);
+  if (running !== undefined) return running;
+  const p = (async () => {
+    const started = Date.now();
+    const last = await lastSequenceOf(w.journal, shardSubject(options.subjectPrefix, shard));
+    await w.store.flushIndex();
+    const position = await restoreSharedCheckpoint(w.store, w.shared, shard, options.shards, w.store.getCheckpoint(shard), last);
+    if (position > 0) catchUps.restored++;
+    if (position > 0 && log.info) log.logger.info({ shard, position, ms: Date.now() - started }, 'restored a shard checkpoint ahead of its hand-off');
+    return position;
+  })().catch(() => 0).finally(() => w.prefetching.delete(shard));
+  w.prefetching.set(shard, p);
+  return p;
 }
 
 /** Metrics, logs and trace headers of this worker's shards: once per JetStream message. */
@@ -437,7 +483,10 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
       return shardFor(w, task.shard).pendingTimers(task.aggregateType, task.aggregateId, task.principal ?? null).then((value) => ({ value }), (e: unknown) => ({ error: toWire(e) }));
     case 'open':
       for (const s of task.shards) w.released.delete(s);
-      await Promise.all(task.shards.map((s) => shardFor(w, s).open()));
+      await Promise.all(task.shards.map(async (s) => {
+        await w.prefetching.get(s);
+        return shardFor(w, s).open();
+      }));
       for (const s of task.shards) {
         const c = w.shards.get(s)?.lastCatchUp;
         if (c == null) continue;
@@ -468,6 +517,10 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
     case 'unserve':
       await w.subjects.unserve(task.shards);
       return true;
+    case 'prefetch': {
+      const positions = await Promise.all(task.shards.map((s) => prefetch(w, s)));
+      return task.shards.filter((_, i) => positions[i]! > 0);
+    }
     case 'share':
       for (const s of task.shards) w.shards.get(s)?.snapshotAll();
       await w.store.flushed();

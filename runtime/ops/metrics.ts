@@ -168,6 +168,10 @@ export class NodeMetrics {
   /** Failed commands by error code (rejections included: DOMAIN_REJECTION). */
   readonly failures: Record<string, number> = {};
   readonly commandSeconds = new PlainHistogram(LATENCY_BOUNDS_S);
+  /** Planned hand-offs of shards by this node: from the round's start to the shard's lease released. */
+  readonly handOffSeconds = new PlainHistogram(LATENCY_BOUNDS_S);
+  /** Shards this node took over: from the lease taken to serving the shard's subjects. */
+  readonly takeOverSeconds = new PlainHistogram(LATENCY_BOUNDS_S);
   workerRestarts = 0;
   /** Counters of workers that died, so that sums never go down. */
   readonly retired = emptyWorkerCounters();

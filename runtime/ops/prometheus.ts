@@ -165,6 +165,8 @@ export async function renderNodeMetrics(v: NodeView): Promise<string> {
   // Added after the exporter's set: at the end, so that the metrics before keep their order.
   p.counter('troupe_requests_forbidden', 'Commands and reads an authorize rule refused (FORBIDDEN), by kind: command, query, history', Object.entries(m.forbidden).map(([kind, n]) => [{ kind }, n]));
   writeConsumerSeries(p, probes);
+  p.histogram('troupe_shard_handoff_duration_seconds', 'Planned hand-offs of shards by this node: from the start of the hand-off round to the shard\'s lease released (the cut-over is the end of it plus the next owner\'s take-over)', m.handOffSeconds.snapshot(), 's');
+  p.histogram('troupe_shard_takeover_duration_seconds', 'Shards this node took over: from the lease taken to serving the shard\'s subjects (catch-up with the log included)', m.takeOverSeconds.snapshot(), 's');
   return p.text();
 }
 

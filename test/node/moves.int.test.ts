@@ -121,6 +121,12 @@ describe('planned moves and restarts', () => {
   });
 
   /** `troupe start` with a config file for the cluster options; resolves once /ready answers 200. */
+  /** The `_count` of a histogram on a node's /metrics. */
+  async function metricCount(p: NodeProc, name: string): Promise<number> {
+    const text = await (await fetch(`${p.url}/metrics`)).text();
+    return Number(new RegExp(`^${name}_count (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+  }
+
   function startNode(name: string, s: Setup, dataDir = tempDir()): Promise<NodeProc> {
     return startNodeProcess(name, {
       config: {
@@ -260,6 +266,12 @@ describe('planned moves and restarts', () => {
     load.start(8);
     await sleep(1_500);
 
+    const handOffsOf = async (ps: NodeProc[]) => {
+      let n = 0;
+      for (const p of ps) n += await metricCount(p, 'troupe_shard_handoff_duration_seconds');
+      return n;
+    };
+    const handOffsBefore = await handOffsOf(nodes);
     const four = [...three, 'node-4'];
     const joinedAt = Date.now();
     nodes.push(await startNode('node-4', s));
@@ -300,6 +312,17 @@ describe('planned moves and restarts', () => {
     // Where the time goes: the old owner's hand-off (unsubscribed → lease deleted), the lease free → taken, then opened and subscribed.
     const parts = movedShards.map((sh) => [released.get(sh)! - dropped.get(sh)!, leased.get(sh)! - released.get(sh)!, serving.get(sh)! - leased.get(sh)!]);
     console.log(JSON.stringify({ cutoverMs: { median, max: cutovers.at(-1), all: cutovers }, handOffLeaseServe: parts, longestAckGapMs: load.longestGap(joinedAt, settledAt), acked: load.acked.length, probeErrors: load.probeErrors.length }));
+    // No cold start: node-4 restored each moved shard's checkpoint while the old owner still
+    // served it (node/handoff.ts), so its catch-up after the lease read only the log's tail.
+    const aheadOf = new Set(logLines(nodes[3]!).filter((l) => l.msg === 'restored a shard checkpoint ahead of its hand-off').map((l) => l.shard as number));
+    const caughtUp = logLines(nodes[3]!).filter((l) => l.msg === 'shards opened: caught up with the log')
+      .flatMap((l) => (l.shards as number[]).map((sh, i) => ({ sh, c: (l.catchUps as ({ to: number } | null)[])[i] })));
+    const withLog = caughtUp.filter((x) => movedShards.includes(x.sh) && (x.c?.to ?? 0) > 0).map((x) => x.sh);
+    expect(withLog.length).toBeGreaterThan(0);
+    expect(withLog.filter((sh) => !aheadOf.has(sh))).toEqual([]);
+    // The same moves on /metrics: node-4's take-overs, and the old owners' hand-offs.
+    expect(await metricCount(nodes[3]!, 'troupe_shard_takeover_duration_seconds')).toBe(movedShards.length);
+    expect(await handOffsOf(nodes.slice(0, 3)) - handOffsBefore).toBe(movedShards.length);
     // The goal is a median under 100 ms: measured here and printed above (90 ms on a quiet 2-core
     // machine, 140–300 ms while other work loads it), and reported in docs/performance.md. Speed
     // is not asserted at that precision in a test on a shared machine; this bound catches the
@@ -333,17 +356,34 @@ describe('planned moves and restarts', () => {
     const leader = cluster.servers.find((x) => x.name === leaderName);
     expect(leader, `the stream leader ${leaderName ?? '(none)'} is one of the cluster's servers`).toBeDefined();
     const ackedBeforeKill = load.acked.length;
+    // When the stream's Raft group elects the next leader (nats-server waits 4–9 s for it).
+    let electedAt = 0;
+    const elections = nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.${s.stream}`, { callback: () => { electedAt ||= Date.now(); } });
+    closers.push(async () => elections.unsubscribe());
     const killedAt = Date.now();
     await leader!.kill();
-    const lastBefore = Math.max(...load.acked.filter((a) => a.at <= killedAt).map((a) => a.at));
-    const firstAfter = await waitFor('a write acknowledged after the kill', 20_000, async () => load.acked.find((a) => a.at > killedAt)?.at);
-    const gap = firstAfter - lastBefore;
+    // Writes are back when a 250 ms window after the kill holds at least a quarter of the
+    // acknowledgements of an average window in the second before it (not one straggler
+    // acknowledged on its way out: windows start 500 ms after the kill).
+    const WINDOW = 250;
+    const perWindow = load.acked.filter((a) => a.at > killedAt - 1_000 && a.at <= killedAt).length / (1_000 / WINDOW);
+    expect(perWindow).toBeGreaterThan(4);
+    const backAt = await waitFor('writes back at a quarter of their rate before the kill', 20_000, async () => {
+      for (let t = killedAt + 500; t + WINDOW <= Date.now(); t += WINDOW) {
+        if (load.acked.filter((a) => a.at > t && a.at <= t + WINDOW).length >= perWindow / 4) return t + WINDOW;
+      }
+      return undefined;
+    });
     await sleep(2_000);
     await load.stop();
     const newLeader = (await jsm.streams.info(s.stream)).cluster?.leader;
-    console.log(JSON.stringify({ leaderKilled: leaderName, newLeader, writeGapMs: gap, ackedBeforeKill, acked: load.acked.length, probeErrors: [...new Set(load.probeErrors.map((e) => e.code))] }));
+    console.log(JSON.stringify({ leaderKilled: leaderName, newLeader, electedAfterMs: electedAt - killedAt, writesBackAfterMs: backAt - killedAt, ackedBeforeKill, acked: load.acked.length, probeErrors: [...new Set(load.probeErrors.map((e) => e.code))] }));
     expect(newLeader).not.toBe(leaderName);
-    expect(gap).toBeLessThan(10_000);
+    expect(electedAt).toBeGreaterThan(killedAt);
+    // Troupe's part: writes resume within 1.5 s of the new leader (appends in flight fail at once,
+    // reads ask again; before, a stalled read or an append waited out its 5–10 s timeout).
+    expect(backAt - electedAt).toBeLessThan(1_500);
+    expect(backAt - killedAt).toBeLessThan(10_000);
     expect(load.acked.length).toBeGreaterThan(ackedBeforeKill);
 
     for (const p of nodes) p.child.kill('SIGTERM');
