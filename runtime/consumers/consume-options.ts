@@ -201,7 +201,7 @@ export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsume
     }
   }
   if (options.scaleOut !== undefined && options.startAfter !== undefined) {
-    throw new InvalidOptionError(`consumer ${options.name}: scaleOut does not apply to a projection (every instance of a projection builds its whole read model)`, { field: 'scaleOut' });
+    throw new InvalidOptionError(`consumer ${options.name}: scaleOut and startAfter do not go together (a scaled-out projection is project({ scaleOut }))`, { field: 'scaleOut' });
   }
   return {
     stream: options.stream ?? DEFAULT_STREAM,
