@@ -26,7 +26,7 @@
 import type { Database } from 'lmdb';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { connectNats, type NatsConnection } from '../journal/journal.ts';
-import { InvalidOptionError, TimeoutError, toWire } from '../errors.ts';
+import { TimeoutError, toWire } from '../errors.ts';
 import { resolveNatsAuth } from '../connection.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import type { ConsumerGauges, HealthCheckResult } from '../ops/metrics.ts';
@@ -37,7 +37,7 @@ import { registerProbe, subjectCursor, type ConsumerLag, type SubjectCursor } fr
 import type { PipelineStats } from './pipeline.ts';
 import { TaskView, projectionConsumerName, type ProjectionOptions } from './projection.ts';
 import { defaultInstance, scaleOutOf, ShardGroup } from './shard-group.ts';
-import { viewSubject, type ViewAnswer, type ViewRequest } from './view-reader.ts';
+import { ProjectionReader, viewSubject, type ViewAnswer, type ViewRequest } from './view-reader.ts';
 
 /** What one owned partition reports. */
 export interface PartitionStats {
@@ -105,9 +105,6 @@ export class ScaledProjection {
 
   /** @internal use project({ scaleOut }) */
   static async start(options: ProjectionOptions, version: number, store: ConsumerStore, cleanup: (() => Promise<unknown>)[]): Promise<ScaledProjection> {
-    if (options.takeOver === true) {
-      throw new InvalidOptionError(`projection ${options.name}: takeOver does not apply with scaleOut (a scaled projection has no active version to switch; readers name the version they read: build v2 beside v1, move the readers, then stop v1)`, { field: 'takeOver' });
-    }
     let nc = options.nc;
     if (nc === undefined) {
       nc = await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-projection-${options.name}`, resolveNatsAuth(undefined));
@@ -319,6 +316,14 @@ export class ScaledProjection {
   /** The value of `key` in the local partition of `shard`; undefined when this instance does not own the shard. */
   get<V = unknown>(shard: number, key: Key): V | undefined {
     return this.partitions.get(shard)?.db.get(key) as V | undefined;
+  }
+
+  /**
+   * A reader of this projection version over every instance (the owner of each shard answers),
+   * on this instance's NATS connection.
+   */
+  reader(options: { timeoutMs?: number } = {}): ProjectionReader {
+    return new ProjectionReader({ name: this.name, version: this.version, nc: this.nc, stream: this.stream, subjectPrefix: this.prefix, ...options }, this.version, this.shardCount);
   }
 
   /** `http://host:port` of the endpoints this projection serves (options.http), or null. */

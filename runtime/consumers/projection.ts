@@ -25,7 +25,7 @@ import { consume, type Consumer } from './consume.ts';
 import { ConsumerStore, type Key } from './consumer-store.ts';
 import { InvalidOptionError } from '../errors.ts';
 import type { RetryOptions } from './flow.ts';
-import type { ProbeOptions, ScaleOutOptions } from './consume-options.ts';
+import { validateScaleOut, type ProbeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { serveRebuilds } from './overview.ts';
@@ -110,6 +110,10 @@ export async function project(options: ProjectionOptions): Promise<Projection | 
   const version = options.version ?? 1;
   if (!Number.isInteger(version) || version < 1) throw new InvalidOptionError(`options.version must be an integer >= 1, got ${JSON.stringify(version)}`, { field: 'version' });
   if (typeof options.apply !== 'function') throw new InvalidOptionError(`options.apply of projection ${options.name} must be a function`, { field: 'apply' });
+  validateScaleOut(`projection ${options.name}`, options.scaleOut);
+  if (options.scaleOut !== undefined && options.takeOver === true) {
+    throw new InvalidOptionError(`projection ${options.name}: takeOver does not apply with scaleOut (a scaled projection has no active version to switch; readers name the version they read: build v2 beside v1, move the readers, then stop v1)`, { field: 'takeOver' });
+  }
   let store = options.store;
   let ownsStore = false;
   if (store === undefined) {
@@ -120,7 +124,6 @@ export async function project(options: ProjectionOptions): Promise<Projection | 
     ownsStore = true;
   }
   if (options.scaleOut !== undefined) {
-    validateScaleOut(options);
     const own = store;
     return ScaledProjection.start(options, version, store, ownsStore ? [() => own.close()] : []).catch(async (e: unknown) => {
       if (ownsStore) await own.close();
@@ -136,18 +139,6 @@ export async function project(options: ProjectionOptions): Promise<Projection | 
     throw e;
   }
   return p;
-}
-
-function validateScaleOut(options: ProjectionOptions): void {
-  const so = options.scaleOut;
-  if (so === true) return;
-  if (typeof so !== 'object' || so === null) throw new InvalidOptionError(`options.scaleOut of projection ${options.name} must be true or an object, got ${JSON.stringify(so)}`, { field: 'scaleOut' });
-  if (so.instance !== undefined && (typeof so.instance !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(so.instance))) {
-    throw new InvalidOptionError(`options.scaleOut.instance must be 1-128 letters, digits, _ or -, got ${JSON.stringify(so.instance)}`, { field: 'scaleOut.instance' });
-  }
-  if (so.leaseTtlMs !== undefined && (typeof so.leaseTtlMs !== 'number' || !Number.isInteger(so.leaseTtlMs) || so.leaseTtlMs < 300)) {
-    throw new InvalidOptionError(`options.scaleOut.leaseTtlMs must be an integer >= 300, got ${JSON.stringify(so.leaseTtlMs)}`, { field: 'scaleOut.leaseTtlMs' });
-  }
 }
 
 export class Projection {

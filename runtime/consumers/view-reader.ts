@@ -6,7 +6,8 @@
  *
  * and only that instance subscribes, so NATS routes a read to the owner. While a shard moves
  * nobody subscribes for a moment: the request gets "no responders", and the reader asks again
- * until its timeout, then fails with a retryable ConcurrencyError (SHARD_NOT_OWNED).
+ * until its timeout, then fails with a retryable ConcurrencyError (SHARD_NOT_OWNED). A partition
+ * that cannot reach `after` in time answers with a TimeoutError (retryable too).
  *
  *   const reader = await projectionReader({ name: 'balances', nc });
  *   await reader.get({ aggregateType: 'Account', aggregateId: 'a-1' }, 'a-1', { after: result.position });
@@ -15,7 +16,7 @@
  * Requests and answers are JSON: keys and values of a scaled projection's view must be JSON.
  */
 import type { NatsConnection } from '../journal/journal.ts';
-import { ConcurrencyError, InvalidOptionError, TimeoutError, fromWire, type WireError } from '../errors.ts';
+import { ConcurrencyError, InvalidOptionError, fromWire, type WireError } from '../errors.ts';
 import { shardOf } from '../envelope.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { subjectToken } from './dlq.ts';
@@ -118,7 +119,7 @@ export class ProjectionReader {
     for (let attempt = 0; ; attempt++) {
       const left = until - Date.now();
       if (left <= 0) {
-        throw new ConcurrencyError('SHARD_NOT_OWNED', `no instance of projection ${this.o.name} v${this.version} serves shard ${shard} (${subject}); start one, or retry once the shard has moved`, { shard, projection: this.o.name });
+        throw new ConcurrencyError('SHARD_NOT_OWNED', `no instance of projection ${this.o.name} v${this.version} answered for shard ${shard} (${subject}) in time; start one, or retry once the shard has moved`, { shard, projection: this.o.name });
       }
       let answer: ViewAnswer;
       try {
@@ -126,12 +127,11 @@ export class ProjectionReader {
         const m = await this.o.nc.request(subject, text.encode(JSON.stringify({ ...req, waitMs: Math.max(0, left - 100) })), { timeout: left });
         answer = JSON.parse(untext.decode(m.data)) as ViewAnswer;
       } catch (e) {
-        if (noResponders(e)) {
+        // Nobody subscribes (the shard moves, or has no instance), or the one that did died
+        // without answering (its subscription outlives it for a moment): ask again until the deadline.
+        if (noResponders(e) || /timeout/i.test(String((e as Error)?.message ?? e))) {
           await new Promise((r) => setTimeout(r, Math.min(250, 20 * 2 ** Math.min(attempt, 4), Math.max(1, until - Date.now()))));
           continue;
-        }
-        if (/timeout/i.test(String((e as Error)?.message ?? e))) {
-          throw new TimeoutError(`shard ${shard} of projection ${this.o.name} v${this.version} did not answer in time`, { shard });
         }
         throw e;
       }

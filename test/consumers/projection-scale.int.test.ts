@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../../actors/index.ts';
-import { consumerStatus } from '../../runtime/consumers/consume.ts';
+import { consumerOverview, projectionOverview } from '../../runtime/consumers/overview.ts';
 import { project } from '../../runtime/consumers/projection.ts';
 import { projectionReader, viewSubject, type ProjectionReader, type ViewAnswer } from '../../runtime/consumers/view-reader.ts';
 import { shardOf } from '../../runtime/envelope.ts';
@@ -135,8 +135,8 @@ describe('project with scaleOut', () => {
       await until('the shards to be split by placement', () =>
         JSON.stringify(a.shards()) === JSON.stringify(placed.get(A)) && JSON.stringify(b.shards()) === JSON.stringify(placed.get(B)), 30_000);
 
-      // `troupe cluster status` reads the same lease buckets: the projection's instances and shards.
-      const status = (await consumerStatus(nc, env.stream)).find((g) => g.projection?.name === NAME)!;
+      // `troupe cluster status` and /cluster: the projection's instances and the shards each owns.
+      const status = (await node.cluster()).consumers!.find((g) => g.projection?.name === NAME)!;
       expect(status.projection).toEqual({ name: NAME, version: 1 });
       expect(status.members.map((m) => m.member)).toEqual([A, B]);
       expect(status.shards.map((s) => `${s.shard}:${s.member}`)).toEqual(range1(SHARDS).map((i) => `${i - 1}:${placed.get(A)!.includes(i - 1) ? A : B}`));
@@ -160,6 +160,12 @@ describe('project with scaleOut', () => {
       expect(rows.map((r) => r.key).sort()).toEqual([...ids].sort());
       for (const r of rows) expect(r.shard).toBe(shardOf('Account', String(r.key), SHARDS));
       expect(new Set(rows.map((r) => r.value.by))).toEqual(new Set([A, B]));
+      // `troupe consumers` and `troupe projections`: one projection, its instances, a row per store with its partitions.
+      const overview = (await consumerOverview(nc, env.stream)).filter((o) => o.name === NAME);
+      expect(overview.map((o) => [o.kind, o.instances, o.durables])).toEqual([['projection', [A, B], SHARDS]]);
+      const versions = (await projectionOverview(nc, env.stream)).filter((o) => o.name === NAME);
+      expect(versions.map((v) => v.shards).sort((x, y) => x![0]! - y![0]!)).toEqual([placed.get(A), placed.get(B)].sort((x, y) => x![0]! - y![0]!));
+      expect(versions.every((v) => v.lag === 0 && v.progress === 1)).toBe(true);
       // Each shard is answered by its owner alone.
       for (let s = 0; s < SHARDS; s++) expect(await responders(env.subjectPrefix, s)).toEqual([placed.get(A)!.includes(s) ? A : B]);
     } finally {
@@ -251,10 +257,50 @@ describe('project with scaleOut', () => {
     }
   }, 60_000);
 
-  it('refuses takeOver with scaleOut', async () => {
+  it('runs in this process too: one instance owns every shard; its reader, stats and health name each partition with its checkpoint', async () => {
+    const { node, stream, subjectPrefix } = await setup('PSCALEI');
+    const applied: string[] = [];
+    const p = await project({
+      name: NAME, nc, stream, subjectPrefix, dataDir: tempDir(), scaleOut: { instance: 'solo', leaseTtlMs: LEASE_TTL_MS }, aggregateTypes: ['Account'],
+      apply: (e, view) => view.update<number>(e.aggregateId, (n = 0) => n + 1),
+    });
+    try {
+      p.onApplied((events) => { for (const e of events) applied.push(e.eventId); });
+      await until('the instance to own every shard', () => p.shards.length === SHARDS, 10_000);
+      expect(p.instances).toEqual(['solo']);
+      const ids = range1(8).map((i) => `acct-i-${i}`);
+      const position = await send(node, ids, 1);
+      await p.waitFor(position);
+      const reader = p.reader();
+      for (const id of ids) {
+        expect(await reader.get({ aggregateType: 'Account', aggregateId: id }, id)).toBe(2);
+        expect(p.get(reader.shardOf('Account', id), id)).toBe(2);
+      }
+      expect(applied).toHaveLength(ids.length * 2);
+      const stats = p.stats();
+      expect(stats.shards).toEqual(range1(SHARDS).map((i) => i - 1));
+      expect(stats.handled).toBe(ids.length * 2);
+      expect(stats.partitions.reduce((n, x) => n + x.handled, 0)).toBe(ids.length * 2);
+      // A partition's checkpoint: its shard's log up to there is applied.
+      for (const id of ids) expect(stats.partitions[reader.shardOf('Account', id)]!.checkpoint).toBeGreaterThan(0);
+      const health = p.status();
+      expect(health.ok).toBe(true);
+      expect(Object.keys(health.checkpoints as object)).toHaveLength(SHARDS);
+    } finally {
+      await p.stop();
+      await node.stop();
+    }
+    expect(p.status().ok).toBe(false);
+  }, 30_000);
+
+  it('refuses takeOver with scaleOut, and a malformed scaleOut', async () => {
     const { stream, subjectPrefix } = freshStream('PSCALET');
-    const e = await project({ name: NAME, nc, stream, subjectPrefix, dataDir: tempDir(), scaleOut: true, takeOver: true, apply: () => {} }).then(() => null, (err: unknown) => err);
+    const base = { name: NAME, nc, stream, subjectPrefix, dataDir: tempDir(), apply: () => {} };
+    const e = await project({ ...base, scaleOut: true, takeOver: true }).then(() => null, (err: unknown) => err);
     expect(isTroupeError(e, 'INVALID_OPTION')).toBe(true);
     expect((e as Error).message).toMatch(/takeOver/);
+    const bad = await project({ ...base, scaleOut: { leaseTtlMs: 10 } }).then(() => null, (err: unknown) => err);
+    expect(isTroupeError(bad, 'INVALID_OPTION')).toBe(true);
+    expect((bad as { data: { field: string } }).data.field).toBe('scaleOut.leaseTtlMs');
   });
 });
