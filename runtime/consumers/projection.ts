@@ -16,6 +16,9 @@
  * Versions: v2 starts beside v1 (its own view and consumer), builds from the start of the
  * log, and becomes the active version once its checkpoint has passed both v1's and the end
  * of the log as it was when v2 started. `ReadModel` always reads the active version.
+ *
+ * With `scaleOut`, the instances of a version share the log's shards instead, each owned shard a
+ * partition of the view served over NATS (partitions.ts, view-reader.ts).
  */
 import { createHash } from 'node:crypto';
 import type { Database } from 'lmdb';

@@ -54,7 +54,7 @@ export interface ProjectionReaderOptions {
   timeoutMs?: number;
 }
 
-export interface ReadOptions {
+export interface ViewReadOptions {
   /** Answer only once the partition has applied every event of its shard up to this log position (a command result's `position`). */
   after?: number;
   timeoutMs?: number;
@@ -92,7 +92,7 @@ export class ProjectionReader {
   }
 
   /** The value of `key` in the partition of the aggregate's shard, from the shard's owner. */
-  async get<V = unknown>(aggregate: { aggregateType: string; aggregateId: string }, key: Key, options: ReadOptions = {}): Promise<V | undefined> {
+  async get<V = unknown>(aggregate: { aggregateType: string; aggregateId: string }, key: Key, options: ViewReadOptions = {}): Promise<V | undefined> {
     const shard = this.shardOf(aggregate.aggregateType, aggregate.aggregateId);
     const until = Date.now() + (options.timeoutMs ?? this.timeoutMs);
     const a = await this.ask(shard, { op: 'get', key, ...(options.after === undefined ? {} : { after: options.after }) }, until);
@@ -104,7 +104,7 @@ export class ProjectionReader {
    * row exactly once, from the owner of its shard. Fails with a retryable ConcurrencyError
    * (SHARD_NOT_OWNED) when some shard has no owner within the timeout.
    */
-  async scan<V = unknown>(options: ReadOptions & { start?: Key; end?: Key; limit?: number } = {}): Promise<ViewRow<V>[]> {
+  async scan<V = unknown>(options: ViewReadOptions & { start?: Key; end?: Key; limit?: number } = {}): Promise<ViewRow<V>[]> {
     const until = Date.now() + (options.timeoutMs ?? this.timeoutMs);
     const { start, end, limit, after } = options;
     const req = { op: 'scan' as const, ...(start === undefined ? {} : { start }), ...(end === undefined ? {} : { end }), ...(limit === undefined ? {} : { limit }), ...(after === undefined ? {} : { after }) };
