@@ -177,13 +177,26 @@ export class ScaledProjection {
       onStreamReset: () => db.clearAsync(),
     });
     const c = consumer;
-    const cursor = await subjectCursor(this.nc, this.stream, `${this.prefix}.log.${shard}`);
-    const readyAt = await cursor.last().catch(() => null) ?? 0;
+    let cursor: SubjectCursor;
+    let readyAt: number;
+    try {
+      cursor = await subjectCursor(this.nc, this.stream, `${this.prefix}.log.${shard}`);
+      readyAt = await cursor.last() ?? 0;
+    } catch (e) {
+      await c.stop(0).catch(() => {});
+      throw e;
+    }
     const unlisten = c.onCommitted((events) => { for (const l of this.listeners) l(events); });
     const sub = this.nc.subscribe(viewSubject(this.prefix, this.name, this.version, shard), {
       callback: (err, msg) => {
         if (err !== null) return;
-        void this.answer(part, msg.data).then((a) => msg.respond(text.encode(JSON.stringify(a))));
+        void this.answer(part, msg.data).then((a) => {
+          try {
+            msg.respond(text.encode(JSON.stringify(a)));
+          } catch {
+            // the connection is closing
+          }
+        });
       },
     });
     const part: Partition = { shard, db, consumer: c, cursor, readyAt, unsubscribe: () => { sub.unsubscribe(); unlisten(); } };

@@ -50,6 +50,8 @@ export class ShardGroup {
   /** acquired/release run one at a time. */
   private chain: Promise<unknown> = Promise.resolve();
   private readonly cleanup: (() => void)[] = [];
+  /** Shards whose `acquired` runs now: a loss of one waits for it, so that what it started is stopped. */
+  private readonly acquiring = new Map<number, Promise<void>>();
   private leases: LeaseGroup | null = null;
 
   private constructor(private readonly o: ShardGroupOptions, readonly count: number) {}
@@ -86,9 +88,9 @@ export class ShardGroup {
       member: o.instance,
       count: this.count,
       ttlMs: o.scaleOut.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS,
-      acquired: (shard) => this.serial(() => o.acquired(shard)),
+      acquired: (shard) => this.acquire(shard),
       release: (shard) => this.serial(() => o.release(shard)),
-      lost: (shard) => o.lost(shard),
+      lost: (shard) => (this.acquiring.get(shard)?.catch(() => {}) ?? Promise.resolve()).then(() => o.lost(shard)),
       onError: o.onError,
     });
     this.leases = leases;
@@ -100,6 +102,13 @@ export class ShardGroup {
         { consumer: o.group, heldBy: single });
     }
     await leases.start();
+  }
+
+  private acquire(shard: number): Promise<void> {
+    const p = this.serial(() => this.o.acquired(shard));
+    this.acquiring.set(shard, p);
+    void p.catch(() => {}).finally(() => { if (this.acquiring.get(shard) === p) this.acquiring.delete(shard); });
+    return p;
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
