@@ -63,6 +63,8 @@ interface Partition {
   cursor: SubjectCursor;
   /** Reads wait until the partition reached the shard's log end as it was when the shard was taken. */
   readyAt: number;
+  /** The checkpoint saved last. */
+  saved: number;
   unsubscribe: () => void;
 }
 
@@ -75,6 +77,7 @@ export function partitionView(stream: string, name: string, version: number, sha
   return `view/${stream}/${name}/v${version}/p${shard}`;
 }
 
+const CHECKPOINT_EVERY_MS = 100;
 const text = new TextEncoder();
 const untext = new TextDecoder();
 
@@ -88,6 +91,7 @@ export class ScaledProjection {
   private readonly listeners = new Set<(events: EventEnvelope[]) => void>();
   private group: ShardGroup | null = null;
   private unprobe: (() => void) | null = null;
+  private timer: NodeJS.Timeout | null = null;
   private http: ConsumerOpsServer | null = null;
   private stopped: Promise<void> | null = null;
   private stopTimeoutMs = 10_000;
@@ -132,6 +136,8 @@ export class ScaledProjection {
       onError: this.onError,
     });
     this.shardCount = this.group.count;
+    this.timer = setInterval(() => void this.saveCheckpoints().catch(this.onError), CHECKPOINT_EVERY_MS);
+    this.timer.unref();
     if (this.options.probe !== false) {
       const self = this;
       this.unprobe = registerProbe({
@@ -170,7 +176,8 @@ export class ScaledProjection {
       metricsAs: { name: this.name, version: this.version },
       handler: (event, ctx) => {
         // The checkpoint commits with the rows: every message up to it is applied and committed.
-        ctx.put(meta, 'checkpoint', consumer?.position ?? checkpoint);
+        const p = consumer?.position ?? checkpoint;
+        if (p > (ctx.get<number>(meta, 'checkpoint') ?? 0)) ctx.put(meta, 'checkpoint', p);
         return apply(event, new TaskView(ctx, db));
       },
       // The stream was re-created: its events are new, so is the partition.
@@ -199,7 +206,7 @@ export class ScaledProjection {
         });
       },
     });
-    const part: Partition = { shard, db, consumer: c, cursor, readyAt, unsubscribe: () => { sub.unsubscribe(); unlisten(); } };
+    const part: Partition = { shard, db, consumer: c, cursor, readyAt, saved: checkpoint, unsubscribe: () => { sub.unsubscribe(); unlisten(); } };
     this.partitions.set(shard, part);
   }
 
@@ -213,6 +220,20 @@ export class ScaledProjection {
     const p = part.consumer.position;
     await part.consumer.stop(timeoutMs);
     if (p > 0) await part.consumer.state.putMeta('checkpoint', Math.max(p, part.consumer.position)).catch(this.onError);
+  }
+
+  /**
+   * Between tasks the pipeline's position moves on as their acks land, after the commit that
+   * wrote the checkpoint: save it now and then, so that a restart after a crash re-reads little.
+   * Never more than what is committed, so always safe to resume from.
+   */
+  private async saveCheckpoints(): Promise<void> {
+    for (const part of this.partitions.values()) {
+      const p = part.consumer.position;
+      if (p <= part.saved) continue;
+      part.saved = p;
+      await part.consumer.state.putMeta('checkpoint', p);
+    }
   }
 
   /** Wait until every message of the shard's log up to `after` is applied; TimeoutError after `waitMs`. */
@@ -352,6 +373,7 @@ export class ScaledProjection {
   stop(timeoutMs = 10_000): Promise<void> {
     this.stopTimeoutMs = timeoutMs;
     this.stopped ??= (async () => {
+      if (this.timer !== null) clearInterval(this.timer);
       this.unprobe?.();
       await this.http?.close();
       await this.group?.stop();
