@@ -8,6 +8,7 @@
  *       view/<stream>/<name>/v<version>/p<shard>   its rows                               │
  *       c/<stream>/<consumer>_p<shard>/meta        its checkpoint, written in the same     │
  *                                                  transaction as its rows and de-dup marks│
+ *                                                  (and every 100 ms as acks land)         │
  *       JetStream consumer `<consumer>_p<shard>_s<shard>` on `<prefix>.log.<shard>`,       │
  *         re-created from the checkpoint + 1 whenever the shard is taken                   │
  *       serves reads on `<prefix>.view.<name>.v<version>.<shard>` (view-reader.ts)          │

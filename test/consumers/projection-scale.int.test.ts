@@ -308,6 +308,11 @@ describe('project with scaleOut', () => {
         expect(p.get(reader.shardOf('Account', id), id)).toBe(2);
       }
       expect(applied).toHaveLength(ids.length * 2);
+      const t0 = performance.now();
+      for (let i = 0; i < 200; i++) await reader.get({ aggregateType: 'Account', aggregateId: ids[i % ids.length]! }, ids[i % ids.length]!, { after: position });
+      const t1 = performance.now();
+      for (let i = 0; i < 20; i++) await reader.scan();
+      console.log(`reader over NATS, one instance, ${SHARDS} shards: get with after ${((t1 - t0) / 200).toFixed(2)} ms, scan of ${ids.length} rows ${((performance.now() - t1) / 20).toFixed(2)} ms (sequential, mean)`);
       const stats = p.stats();
       expect(stats.shards).toEqual(range1(SHARDS).map((i) => i - 1));
       expect(stats.handled).toBe(ids.length * 2);
@@ -322,6 +327,30 @@ describe('project with scaleOut', () => {
       await node.stop();
     }
     expect(p.status().ok).toBe(false);
+  }, 30_000);
+
+  it('answers a read whose partition cannot reach `after` in time with a TimeoutError, and the same read once it has', async () => {
+    const { node, stream, subjectPrefix } = await setup('PSCALEW');
+    const p = await project({
+      name: NAME, nc, stream, subjectPrefix, dataDir: tempDir(), scaleOut: { instance: 'slow', leaseTtlMs: LEASE_TTL_MS }, aggregateTypes: ['Account'], batchSize: 1,
+      apply: async (e, view) => {
+        await sleep(100);
+        view.update<number>(e.aggregateId, (n = 0) => n + 1);
+      },
+    });
+    try {
+      await until('the instance to own every shard', () => p.shards.length === SHARDS, 10_000);
+      const position = await send(node, ['acct-w-1'], 9);
+      const reader = p.reader();
+      const ref = { aggregateType: 'Account', aggregateId: 'acct-w-1' };
+      const late = await reader.get(ref, 'acct-w-1', { after: position, timeoutMs: 300 }).then(() => null, (e: unknown) => e);
+      expect(isTroupeError(late, 'TIMEOUT')).toBe(true);
+      expect((late as { retryable: boolean }).retryable).toBe(true);
+      expect(await reader.get(ref, 'acct-w-1', { after: position, timeoutMs: 10_000 })).toBe(10);
+    } finally {
+      await p.stop();
+      await node.stop();
+    }
   }, 30_000);
 
   it('refuses takeOver with scaleOut, and a malformed scaleOut', async () => {
