@@ -161,6 +161,7 @@ export class ScaledProjection {
     const checkpoint = state.getMeta<number>('checkpoint') ?? 0;
     const apply = options.apply;
     let consumer: Consumer | null = null;
+    const checkpointed = new WeakSet<object>();
     consumer = await consume({
       name, shard, startAfter: checkpoint,
       store: this.store, nc: this.nc, stream: this.stream, subjectPrefix: this.prefix,
@@ -176,9 +177,13 @@ export class ScaledProjection {
       probe: false,
       metricsAs: { name: this.name, version: this.version },
       handler: (event, ctx) => {
-        // The checkpoint commits with the rows: every message up to it is applied and committed.
-        const p = consumer?.position ?? checkpoint;
-        if (p > (ctx.get<number>(meta, 'checkpoint') ?? 0)) ctx.put(meta, 'checkpoint', p);
+        // The checkpoint commits with the rows, once per task: every message up to it is applied
+        // and committed. (Before consume() resolved, 0: the stream may have turned out new.)
+        if (!checkpointed.has(ctx)) {
+          checkpointed.add(ctx);
+          const p = consumer?.position ?? 0;
+          if (p > (ctx.get<number>(meta, 'checkpoint') ?? 0)) ctx.put(meta, 'checkpoint', p);
+        }
         return apply(event, new TaskView(ctx, db));
       },
       // The stream was re-created: its events are new, so is the partition.
@@ -207,7 +212,7 @@ export class ScaledProjection {
         });
       },
     });
-    const part: Partition = { shard, db, consumer: c, cursor, readyAt, saved: checkpoint, unsubscribe: () => { sub.unsubscribe(); unlisten(); } };
+    const part: Partition = { shard, db, consumer: c, cursor, readyAt, saved: c.position, unsubscribe: () => { sub.unsubscribe(); unlisten(); } };
     this.partitions.set(shard, part);
   }
 
