@@ -76,7 +76,7 @@ export interface ProjectionOptions {
   /**
    * Run several instances of this projection version (in as many processes) that share its
    * work: each owns a subset of the log's shards, and each owned shard is a partition of the
-   * view in the instance's LMDB, served to readers over NATS (`projectionReader`). Fits views
+   * view in the instance's LMDB, served to readers over NATS (`reader()`). Fits views
    * whose rows belong to one aggregate (or partial rows a reader combines); a view that needs
    * every event in one place stays unscaled. Not with `takeOver` (readers name the version).
    */
