@@ -57,6 +57,8 @@ export { DeadLetterQueue } from './consumers/dlq.ts';
 export type { DeadLetter, DeadLetterRecord, DeadLetterStats, DeadLetterQueueOptions, AlertOptions } from './consumers/dlq.ts';
 export { project } from './consumers/projection.ts';
 export type { Projection, ProjectionOptions, View } from './consumers/projection.ts';
+export type { ScaledProjection, ScaledProjectionStats, PartitionStats } from './consumers/partitions.ts';
+export type { ProjectionReader, ProjectionReaderOptions, ViewReadOptions, ViewRow } from './consumers/view-reader.ts';
 export { QueryBus } from './consumers/query.ts';
 export type { QueryDefinition, QueryOptions, QueryStats, AggregateRef, PositionSource, EventSource } from './consumers/query.ts';
 export { workflow, saga, commandIdFor } from './consumers/saga.ts';

@@ -32,6 +32,8 @@ export { isEncrypted, isSealed } from './contracts/sensitive.ts';
 // Consumer storage: one LMDB store shared by consumers, projections read from another process.
 export { ConsumerStore } from './consumers/consumer-store.ts';
 export { ReadModel } from './consumers/projection.ts';
+// A scaled-out projection's reader on its own connection (an instance gives one with `reader()`).
+export { projectionReader } from './consumers/view-reader.ts';
 
 // Tracing switched on or off after start (tests).
 export { refreshTracing } from './ops/tracing.ts';

@@ -1,10 +1,12 @@
 /**
  * `troupe cluster status`: the cluster as NATS KV records it (node/membership.ts) — nodes with
- * their state, version and shards, moves under way, lease ages. Reads the buckets directly, so
+ * their state, version and shards, moves under way, lease ages; the instances of consumers and
+ * scaled projections with the shards each holds. Reads the buckets directly, so
  * it works with no node of its own and while nodes come and go. Text by default, JSON with --json.
  */
 import { connectNats } from '../journal/journal.ts';
 import { readClusterStatus, type ClusterStatus } from '../node/membership.ts';
+import { consumerStatus } from '../consumers/overview.ts';
 import { DEFAULT_NATS_URL, DEFAULT_STREAM } from '../options.ts';
 import { describeServers, resolveNatsAuth } from '../connection.ts';
 import { isTroupeError } from '../errors.ts';
@@ -28,6 +30,18 @@ export function renderClusterStatus(st: ClusterStatus): string {
   if (st.unowned.length > 0) lines.push(`  without an owner: ${st.unowned.join(', ')}`);
   for (const m of st.moves) lines.push(`  moving: shard ${m.shard} ${m.kind} on ${m.node} for ${m.ms} ms`);
   for (const b of st.blocked ?? []) lines.push(`  blocked: shard ${b.shard} (no live node can read its log: ${b.reason})`);
+  for (const g of st.consumers ?? []) {
+    const what = g.projection === undefined ? `consumer ${g.name}` : `projection ${g.projection.name} v${g.projection.version}`;
+    if (g.members.length === 0) {
+      if (g.exclusive !== null) lines.push(`  ${what}: one instance (${g.exclusive.member})`);
+      continue;
+    }
+    const held = g.members.map((m) => {
+      const shards = g.shards.filter((s) => s.member === m.member).map((s) => s.shard);
+      return `${m.member} [${shards.join(',')}]`;
+    });
+    lines.push(`  ${what}: ${g.members.length} instance(s), ${g.shards.length} shard(s) held: ${held.join('  ')}`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -42,6 +56,7 @@ export async function clusterStatus(flags: ClusterFlags): Promise<void> {
     let st: ClusterStatus;
     try {
       st = await readClusterStatus(nc, stream);
+      st.consumers = await consumerStatus(nc, stream).catch(() => []);
     } catch (e) {
       throw new CliError(`no Troupe stream ${stream} on ${describeServers(url)} (${(e as Error).message}); name it with --stream`, EXIT_RETRYABLE, { cause: e });
     }

@@ -102,9 +102,9 @@ export function projections(flags: ConsoleFlags): Promise<void> {
       if (flags.json === true) return print(list);
       if (list.length === 0) return void process.stdout.write(`no projection reads ${stream}\n`);
       process.stdout.write(table(['NAME', 'VERSION', 'STORE', 'ACTIVE', 'POSITION', 'LAG', 'PROGRESS'], list.map((p) => [
-        p.name, `v${p.version}`, p.store, p.active === null ? '?' : p.active ? 'yes' : 'no', `${p.position}/${p.lastSeq}`, p.lag, bar(p.progress),
+        p.name, `v${p.version}`, p.store, p.shards !== undefined ? `scaled out: shards ${p.shards.join(',')}` : p.active === null ? '?' : p.active ? 'yes' : 'no', `${p.position}/${p.lastSeq}`, p.lag, bar(p.progress),
       ])));
-      if (list.some((p) => p.active === null)) process.stdout.write('ACTIVE ? : which version readers use is recorded in the LMDB of the process that builds the view; pass its --data-dir\n');
+      if (list.some((p) => p.active === null && p.shards === undefined)) process.stdout.write('ACTIVE ? : which version readers use is recorded in the LMDB of the process that builds the view; pass its --data-dir\n');
     } finally {
       await store?.close();
     }
@@ -125,6 +125,9 @@ export function rebuild(name: string, flags: ConsoleFlags): Promise<void> {
       if (versions.length > 1) throw new CliError(`projection ${name} runs in versions ${versions.map((v) => `v${v}`).join(', ')}: name one with --version`, EXIT_USAGE);
       if (versions.length === 0) throw new CliError(`no running projection ${name} reads ${stream} (see \`troupe projections\`): a projection is rebuilt by its own process, so start it first`, EXIT_RETRYABLE);
       version = versions[0]!;
+    }
+    if (running.some((p) => p.version === version && p.shards !== undefined)) {
+      throw new CliError(`projection ${name} v${version} is scaled out: its partitions are not rebuilt in place; start v${version + 1} beside it, move the readers, then stop v${version}`, EXIT_USAGE);
     }
     // The rebuild creates the projection's JetStream consumer again: that is how its start is seen.
     const before = new Set(running.filter((p) => p.version === version).map((p) => p.created));

@@ -154,6 +154,19 @@ export interface ResolvedConsumeOptions {
   rateLimit: TokenBucket | null;
 }
 
+/** Check `scaleOut` of a consumer or projection (`owner` names it in the message). */
+export function validateScaleOut(owner: string, scaleOut: unknown): void {
+  if (scaleOut === undefined || scaleOut === true) return;
+  if (typeof scaleOut !== 'object' || scaleOut === null) throw new InvalidOptionError(`options.scaleOut of ${owner} must be true or an object, got ${JSON.stringify(scaleOut)}`, { field: 'scaleOut' });
+  const { instance, leaseTtlMs } = scaleOut as ScaleOutOptions;
+  if (instance !== undefined && (typeof instance !== 'string' || !NAME.test(instance))) {
+    throw new InvalidOptionError(`options.scaleOut.instance must be 1-128 letters, digits, _ or -, got ${JSON.stringify(instance)}`, { field: 'scaleOut.instance' });
+  }
+  if (leaseTtlMs !== undefined && (typeof leaseTtlMs !== 'number' || !Number.isInteger(leaseTtlMs) || leaseTtlMs < 300)) {
+    throw new InvalidOptionError(`options.scaleOut.leaseTtlMs must be an integer >= 300, got ${JSON.stringify(leaseTtlMs)}`, { field: 'scaleOut.leaseTtlMs' });
+  }
+}
+
 export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsumeOptions {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionError('consume(options): options must be an object');
   if (typeof options.name !== 'string' || !NAME.test(options.name)) {
@@ -174,17 +187,7 @@ export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsume
       throw new InvalidOptionError(`options.${list} must be a non-empty array of names, got ${JSON.stringify(v)}`, { field: list });
     }
   }
-  if (options.scaleOut !== undefined && options.scaleOut !== true) {
-    const so = options.scaleOut as unknown;
-    if (typeof so !== 'object' || so === null) throw new InvalidOptionError(`options.scaleOut of consumer ${options.name} must be true or an object, got ${JSON.stringify(so)}`, { field: 'scaleOut' });
-    const { instance, leaseTtlMs } = so as ScaleOutOptions;
-    if (instance !== undefined && (typeof instance !== 'string' || !NAME.test(instance))) {
-      throw new InvalidOptionError(`options.scaleOut.instance must be 1-128 letters, digits, _ or -, got ${JSON.stringify(instance)}`, { field: 'scaleOut.instance' });
-    }
-    if (leaseTtlMs !== undefined && (typeof leaseTtlMs !== 'number' || !Number.isInteger(leaseTtlMs) || leaseTtlMs < 300)) {
-      throw new InvalidOptionError(`options.scaleOut.leaseTtlMs must be an integer >= 300, got ${JSON.stringify(leaseTtlMs)}`, { field: 'scaleOut.leaseTtlMs' });
-    }
-  }
+  validateScaleOut(`consumer ${options.name}`, options.scaleOut);
   if (options.http !== undefined) {
     const h = options.http as unknown;
     const port = (h as { port?: unknown } | null)?.port;
@@ -201,7 +204,7 @@ export function validateConsumeOptions(options: ConsumeOptions): ResolvedConsume
     }
   }
   if (options.scaleOut !== undefined && options.startAfter !== undefined) {
-    throw new InvalidOptionError(`consumer ${options.name}: scaleOut does not apply to a projection (every instance of a projection builds its whole read model)`, { field: 'scaleOut' });
+    throw new InvalidOptionError(`consumer ${options.name}: scaleOut and startAfter do not go together (a scaled-out projection is project({ scaleOut }))`, { field: 'scaleOut' });
   }
   return {
     stream: options.stream ?? DEFAULT_STREAM,

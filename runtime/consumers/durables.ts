@@ -77,6 +77,31 @@ export async function durableInfo(nc: NatsConnection, stream: string, durable: s
   }
 }
 
+/**
+ * Where messages of one log subject lie (a scaled projection's partition: `<prefix>.log.<shard>`):
+ * the first one after a position, the last one now. null when there is none.
+ */
+export interface SubjectCursor {
+  nextAfter(after: number): Promise<number | null>;
+  last(): Promise<number | null>;
+}
+
+export async function subjectCursor(nc: NatsConnection, stream: string, subject: string): Promise<SubjectCursor> {
+  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+  const seqOf = async (req: Record<string, unknown>): Promise<number | null> => {
+    try {
+      return (await jsm.streams.getMessage(stream, req as unknown as MsgRequest))?.seq ?? null;
+    } catch (e) {
+      if (e instanceof JetStreamApiError && e.code === 10037) return null; // no message found
+      throw e;
+    }
+  };
+  return {
+    nextAfter: (after) => seqOf({ seq: after + 1, next_by_subj: subject }),
+    last: () => seqOf({ last_by_subj: subject }),
+  };
+}
+
 /** cockatiel's CircuitState as a number for the breaker gauge: 0 closed, 1 open, 2 half-open, 3 isolated. */
 export function breakerState(state: CircuitState): number {
   switch (state) {

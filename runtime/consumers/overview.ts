@@ -7,6 +7,7 @@
  *   <name>                         a consumer (one instance, its lease `x`)
  *   <name>_s<shard>                one shard of a scaled-out consumer (a lease group)
  *   proj_<name>_v<version>_<tag>   a projection version, built in the LMDB whose path hashes to <tag>
+ *   proj_<name>_v<version>_<tag>_p<shard>_s<shard>   one partition of a scaled-out projection version (partitions.ts)
  *
  * Lag is num_pending + num_ack_pending: log messages not yet acknowledged. The rate is log
  * messages acknowledged per second, measured between two reads `sampleMs` apart (a log
@@ -19,6 +20,8 @@ import { resolve, join } from 'node:path';
 import { jetstreamManager, type ConsumerInfo as JsConsumerInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '../journal/journal.ts';
 import { consumerStatus } from './scaled.ts';
+
+export { consumerStatus };
 import { subjectToken, type DeadLetterQueue } from './dlq.ts';
 import { JournalUnavailableError, fromWire, toWire, type WireError } from '../errors.ts';
 
@@ -170,9 +173,12 @@ export interface ProjectionVersionOverview {
   progress: number;
   /** When its JetStream consumer was created (ISO): a rebuild or restart creates it again. */
   created: string;
+  /** A scaled-out projection: the shards whose partitions are built in this store (position is the highest over them). */
+  shards?: number[];
 }
 
 const PROJECTION = /^proj_([A-Za-z0-9_-]{1,64})_v(\d+)_([0-9a-f]{10})$/;
+const PARTITION = /^proj_([A-Za-z0-9_-]{1,64})_v(\d+)_([0-9a-f]{10})_p(\d+)_s\d+$/;
 const SHARD = /^(.+)_s(\d+)$/;
 
 async function durables(nc: NatsConnection, stream: string): Promise<{ infos: JsConsumerInfo[]; lastSeq: number }> {
@@ -184,7 +190,7 @@ async function durables(nc: NatsConnection, stream: string): Promise<{ infos: Js
 }
 
 function groupOf(durable: string, scaledNames: ReadonlySet<string>): { name: string; kind: ConsumerOverview['kind'] } {
-  const p = PROJECTION.exec(durable);
+  const p = PROJECTION.exec(durable) ?? PARTITION.exec(durable);
   if (p !== null) return { name: p[1]!, kind: 'projection' };
   const s = SHARD.exec(durable);
   if (s !== null && scaledNames.has(s[1]!)) return { name: s[1]!, kind: 'scaled' };
@@ -217,7 +223,7 @@ export async function consumerOverview(nc: NatsConnection, stream: string, optio
     const key = `${kind}:${name}`;
     let o = out.get(key);
     if (o === undefined) {
-      const lease = leases.find((l) => l.name === name);
+      const lease = leases.find((l) => (kind === 'projection' ? l.projection?.name === name : l.name === name));
       const instances = lease === undefined ? null
         : lease.members.length > 0 ? lease.members.map((m) => m.member)
           : lease.exclusive !== null ? [lease.exclusive.member] : [];
@@ -257,16 +263,39 @@ export function projectionStoreTag(dataDir: string): string {
 export async function projectionOverview(nc: NatsConnection, stream: string, activeOf?: (name: string, store: string) => number | undefined): Promise<ProjectionVersionOverview[]> {
   const { infos, lastSeq } = await durables(nc, stream);
   const out: ProjectionVersionOverview[] = [];
+  const partitioned = new Map<string, ProjectionVersionOverview>();
   for (const c of infos) {
     const m = PROJECTION.exec(c.name);
-    if (m === null) continue;
-    const [, name, v, store] = m as unknown as [string, string, string, string];
+    const part = m === null ? PARTITION.exec(c.name) : null;
+    if (m === null && part === null) continue;
+    const [, name, v, store] = (m ?? part) as unknown as [string, string, string, string];
     const position = c.ack_floor.stream_seq;
     const active = activeOf?.(name, store);
+    const lag = c.num_pending + c.num_ack_pending;
+    if (part !== null) {
+      // One row per store for a scaled-out version: its partitions together.
+      const key = `${name}/${v}/${store}`;
+      const row = partitioned.get(key);
+      if (row === undefined) {
+        const r: ProjectionVersionOverview = { name, version: Number(v), store, active: null, position, lastSeq, created: String(c.created), lag, progress: 0, shards: [Number(part[4])] };
+        partitioned.set(key, r);
+        out.push(r);
+      } else {
+        row.position = Math.max(row.position, position);
+        row.lag += lag;
+        row.shards!.push(Number(part[4]));
+        if (String(c.created) < row.created) row.created = String(c.created);
+      }
+      continue;
+    }
     out.push({
       name, version: Number(v), store, active: activeOf === undefined || active === undefined ? null : active === Number(v),
-      position, lastSeq, created: String(c.created), lag: c.num_pending + c.num_ack_pending, progress: lastSeq === 0 || c.num_pending + c.num_ack_pending === 0 ? 1 : Math.min(1, position / lastSeq),
+      position, lastSeq, created: String(c.created), lag, progress: lastSeq === 0 || lag === 0 ? 1 : Math.min(1, position / lastSeq),
     });
+  }
+  for (const r of partitioned.values()) {
+    r.shards!.sort((a, b) => a - b);
+    r.progress = lastSeq === 0 || r.lag === 0 ? 1 : Math.min(1, r.position / lastSeq);
   }
   return out.sort((a, b) => a.name.localeCompare(b.name) || a.store.localeCompare(b.store) || a.version - b.version);
 }

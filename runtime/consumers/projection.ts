@@ -16,6 +16,9 @@
  * Versions: v2 starts beside v1 (its own view and consumer), builds from the start of the
  * log, and becomes the active version once its checkpoint has passed both v1's and the end
  * of the log as it was when v2 started. `ReadModel` always reads the active version.
+ *
+ * With `scaleOut`, the instances of a version share the log's shards instead, each owned shard a
+ * partition of the view served over NATS (partitions.ts, view-reader.ts).
  */
 import { createHash } from 'node:crypto';
 import type { Database } from 'lmdb';
@@ -25,11 +28,12 @@ import { consume, type Consumer } from './consume.ts';
 import { ConsumerStore, type Key } from './consumer-store.ts';
 import { InvalidOptionError } from '../errors.ts';
 import type { RetryOptions } from './flow.ts';
-import type { ProbeOptions } from './consume-options.ts';
+import { validateScaleOut, type ProbeOptions, type ScaleOutOptions } from './consume-options.ts';
 import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import { serveRebuilds } from './overview.ts';
 import type { EventTransform, HandlerContext } from './pipeline.ts';
+import { ScaledProjection } from './partitions.ts';
 
 export interface View {
   /** The value of `key`, as this task left it. */
@@ -69,6 +73,14 @@ export interface ProjectionOptions {
   probe?: false | ProbeOptions;
   /** Serve /health, /ready and /metrics for this process's consumers on this port (as `consume({ http })`). */
   http?: { port: number; host?: string };
+  /**
+   * Run several instances of this projection version (in as many processes) that share its
+   * work: each owns a subset of the log's shards, and each owned shard is a partition of the
+   * view in the instance's LMDB, served to readers over NATS (`reader()`). Fits views
+   * whose rows belong to one aggregate (or partial rows a reader combines); a view that needs
+   * every event in one place stays unscaled. Not with `takeOver` (readers name the version).
+   */
+  scaleOut?: true | ScaleOutOptions;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -78,23 +90,33 @@ function registryOf(store: ConsumerStore): Database<{ active: number }, string> 
   return store.db<{ active: number }, string>('projections');
 }
 
-function viewName(stream: string, name: string, version: number): string {
+export function viewName(stream: string, name: string, version: number): string {
   return `view/${stream}/${name}/v${version}`;
 }
 
-function consumerName(store: ConsumerStore, name: string, version: number): string {
+/** The JetStream consumer (and records) of a projection version built in `store`. */
+export function projectionConsumerName(store: ConsumerStore, name: string, version: number): string {
   const tag = createHash('sha256').update(store.path).digest('hex').slice(0, 10);
   return `proj_${name}_v${version}_${tag}`;
 }
 
-/** Start (or resume) a projection. */
-export async function project(options: ProjectionOptions): Promise<Projection> {
+/**
+ * Start (or resume) a projection. With `scaleOut`, resolves once the instance joined its
+ * version's group (it may own no shard yet).
+ */
+export function project(options: ProjectionOptions & { scaleOut: true | ScaleOutOptions }): Promise<ScaledProjection>;
+export function project(options: ProjectionOptions): Promise<Projection>;
+export async function project(options: ProjectionOptions): Promise<Projection | ScaledProjection> {
   if (typeof options?.name !== 'string' || !NAME.test(options.name)) {
     throw new InvalidOptionError(`options.name must be 1-64 letters, digits, _ or -, got ${JSON.stringify(options?.name)}`, { field: 'name' });
   }
   const version = options.version ?? 1;
   if (!Number.isInteger(version) || version < 1) throw new InvalidOptionError(`options.version must be an integer >= 1, got ${JSON.stringify(version)}`, { field: 'version' });
   if (typeof options.apply !== 'function') throw new InvalidOptionError(`options.apply of projection ${options.name} must be a function`, { field: 'apply' });
+  validateScaleOut(`projection ${options.name}`, options.scaleOut);
+  if (options.scaleOut !== undefined && options.takeOver === true) {
+    throw new InvalidOptionError(`projection ${options.name}: takeOver does not apply with scaleOut (a scaled projection has no active version to switch; readers name the version they read: build v2 beside v1, move the readers, then stop v1)`, { field: 'takeOver' });
+  }
   let store = options.store;
   let ownsStore = false;
   if (store === undefined) {
@@ -103,6 +125,13 @@ export async function project(options: ProjectionOptions): Promise<Projection> {
     }
     store = ConsumerStore.open(options.dataDir);
     ownsStore = true;
+  }
+  if (options.scaleOut !== undefined) {
+    const own = store;
+    return ScaledProjection.start(options, version, store, ownsStore ? [() => own.close()] : []).catch(async (e: unknown) => {
+      if (ownsStore) await own.close();
+      throw e;
+    });
   }
   const p = new Projection(options, version, store, ownsStore);
   try {
@@ -136,7 +165,7 @@ export class Projection {
     this.name = options.name;
     this.stream = options.stream ?? DEFAULT_STREAM;
     this.db = store.db(viewName(this.stream, this.name, version));
-    this.consumerName = consumerName(store, this.name, version);
+    this.consumerName = projectionConsumerName(store, this.name, version);
     let resolve!: () => void;
     this.activation = { promise: new Promise<void>((r) => { resolve = r; }), resolve };
   }
@@ -226,7 +255,7 @@ export class Projection {
       return;
     }
     if (current > this.version) return;
-    const activeCheckpoint = this.store.db<number, string>(`c/${this.stream}/${consumerName(this.store, this.name, current)}/meta`).get('checkpoint') ?? 0;
+    const activeCheckpoint = this.store.db<number, string>(`c/${this.stream}/${projectionConsumerName(this.store, this.name, current)}/meta`).get('checkpoint') ?? 0;
     if (p >= this.builtFrom && p >= activeCheckpoint) {
       await registry.put(this.registryKey, { active: this.version });
       this.activation.resolve();
@@ -326,7 +355,8 @@ export class Projection {
   }
 }
 
-class TaskView implements View {
+/** @internal A task's writes to a view (partitions.ts writes its partitions through it too). */
+export class TaskView implements View {
   constructor(private readonly ctx: HandlerContext, private readonly db: Database) {}
 
   get<V = unknown>(key: Key): V | undefined {

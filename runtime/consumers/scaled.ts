@@ -22,25 +22,22 @@
  * What a handler writes through its context (`ctx.put`, `ctx.setVersion`) stays in the
  * instance's own LMDB: it is shared only by instances that open the same data dir.
  */
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import type { EventEnvelope } from '../journal/codec.ts';
 import { connectNats, type NatsConnection } from '../journal/journal.ts';
-import { LeaseGroup, listLeaseBuckets, readLeaseGroup, type LeaseGroupStatus } from '../journal/leases.ts';
-import { ConcurrencyError, TimeoutError } from '../errors.ts';
+import { listLeaseBuckets, readLeaseGroup, type LeaseGroupStatus } from '../journal/leases.ts';
+import { TimeoutError } from '../errors.ts';
 import { resolveNatsAuth } from '../connection.ts';
 import { DEFAULT_STREAM } from '../options.ts';
 import { DeadLetterQueue } from './dlq.ts';
-import { DEFAULT_LEASE_TTL_MS, validateConsumeOptions, type ConsumeOptions, type ScaleOutOptions } from './consume-options.ts';
+import { validateConsumeOptions, type ConsumeOptions } from './consume-options.ts';
 import { ConsumerStore, DEFAULT_DEDUP_TTL_MS } from './consumer-store.ts';
-import { consume, streamShardCount, type Consumer } from './consume.ts';
+import { consume, type Consumer } from './consume.ts';
 import { breakerState, consumerLeaseBucket, registerProbe, durableInfo, scaledLag, shardDurable, type ConsumerInfo, type ConsumerLag } from './durables.ts';
 import { DEFAULT_SUBJECT_PREFIX } from '../options.ts';
 import type { ConsumerGauges, HealthCheckResult } from '../ops/metrics.ts';
 import { serveConsumerOps, type ConsumerOpsServer } from '../ops/consumer-ops.ts';
 import type { PipelineStats } from './pipeline.ts';
-import { ShardNeeds } from '../journal/shard-needs.ts';
-import { readsOf } from '../contracts/registry.ts';
+import { defaultInstance, scaleOutOf, ShardGroup } from './shard-group.ts';
 
 export interface ScaledConsumerStats extends PipelineStats {
   name: string;
@@ -49,22 +46,25 @@ export interface ScaledConsumerStats extends PipelineStats {
   shards: number[];
 }
 
+/** A lease group of a stream: a consumer name's, or a scaled-out projection version's (`projection`). */
+export type ConsumerGroupStatus = LeaseGroupStatus & { name: string; projection?: { name: string; version: number } };
+
+const PROJECTION_GROUP = /^proj_([A-Za-z0-9_-]{1,64})_v(\d+)$/;
+
 /**
  * The instances of every consumer of a stream and the shards each reads (for `troupe cluster
- * status` and `/cluster`): scaled-out groups, and the one instance of each plain consumer.
+ * status` and `/cluster`): scaled-out groups, the one instance of each plain consumer, and the
+ * instances of scaled-out projections with the shards whose partitions each owns.
  */
-export async function consumerStatus(nc: NatsConnection, stream: string): Promise<(LeaseGroupStatus & { name: string })[]> {
+export async function consumerStatus(nc: NatsConnection, stream: string): Promise<ConsumerGroupStatus[]> {
   const prefix = consumerLeaseBucket(stream, '');
-  const out: (LeaseGroupStatus & { name: string })[] = [];
+  const out: ConsumerGroupStatus[] = [];
   for (const bucket of await listLeaseBuckets(nc, prefix)) {
     const name = bucket.slice(prefix.length);
-    out.push({ name, ...await readLeaseGroup(nc, bucket, name) });
+    const p = PROJECTION_GROUP.exec(name);
+    out.push({ name, ...(p === null ? {} : { projection: { name: p[1]!, version: Number(p[2]) } }), ...await readLeaseGroup(nc, bucket, name) });
   }
   return out;
-}
-
-function defaultInstance(): string {
-  return `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
 }
 
 export class ScaledConsumer {
@@ -74,9 +74,8 @@ export class ScaledConsumer {
   private readonly consumers = new Map<number, Consumer>();
   private readonly listeners = new Set<(events: EventEnvelope[]) => void>();
   private readonly unlisten = new Map<number, () => void>();
-  private leases: LeaseGroup | null = null;
-  /** Shard consumers start and stop one at a time: they share the store's records. */
-  private chain: Promise<unknown> = Promise.resolve();
+  /** Shard consumers start and stop one at a time (they share the store's records): the group runs them so. */
+  private group: ShardGroup | null = null;
   private unprobe: (() => void) | null = null;
   private http: ConsumerOpsServer | null = null;
   private stopped: Promise<void> | null = null;
@@ -95,8 +94,7 @@ export class ScaledConsumer {
     private readonly cleanup: (() => Promise<unknown>)[],
   ) {
     this.name = options.name;
-    const so: ScaleOutOptions = options.scaleOut === true || options.scaleOut === undefined ? {} : options.scaleOut;
-    this.instance = so.instance ?? defaultInstance();
+    this.instance = scaleOutOf(options.scaleOut).instance ?? defaultInstance();
     this.onError = options.onError ?? ((e) => process.emitWarning(`troupe consumer ${options.name} (${this.instance}): ${(e as Error)?.message ?? String(e)}`));
   }
 
@@ -140,52 +138,18 @@ export class ScaledConsumer {
   }
 
   private async join(): Promise<void> {
-    this.shardCount = await streamShardCount(this.nc, this.stream);
-    const so = this.options.scaleOut === true || this.options.scaleOut === undefined ? {} : this.options.scaleOut;
-    // Mixed versions: with the definitions it reads announced, a shard goes only to an instance that can read its log.
-    let needs: ShardNeeds | null = null;
-    if (so.actors !== undefined) {
-      needs = await ShardNeeds.find(this.nc, this.stream) ?? await ShardNeeds.open(this.nc, this.stream, 1).catch(() => null);
-      if (needs !== null) {
-        await needs.watch();
-        const n = needs;
-        this.cleanup.unshift(async () => n.close());
-      }
-    }
-    const versions = needs === null ? {} : { reads: readsOf(so.actors ?? []), needsOf: (shard: number) => needs.needsOf(shard) };
-    this.leases = await LeaseGroup.open(this.nc, {
-      ...versions,
-      bucket: consumerLeaseBucket(this.stream, this.name),
-      group: this.name,
-      member: this.instance,
-      count: this.shardCount,
-      ttlMs: so.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS,
-      acquired: (shard) => this.serial(() => this.open(shard)),
-      release: (shard) => this.serial(() => this.close(shard, this.stopTimeoutMs)),
+    this.group = await ShardGroup.join({
+      nc: this.nc, stream: this.stream, group: this.name, label: `consumer ${this.name}`, instance: this.instance, scaleOut: scaleOutOf(this.options.scaleOut),
+      acquired: (shard) => this.open(shard),
+      release: (shard) => this.close(shard, this.stopTimeoutMs),
       // Another instance may already read the shard: stop at once.
       lost: (shard) => this.close(shard, 0),
       onError: this.onError,
     });
-    if (needs !== null) {
-      const leases = this.leases;
-      needs.onChange = () => leases.needsChanged();
-    }
+    this.shardCount = this.group.count;
     if (this.options.probe !== false) {
       this.unprobe = registerProbe(this, this.options.probe);
     }
-    const single = await this.leases.exclusiveHolder();
-    if (single !== null) {
-      throw new ConcurrencyError('CONCURRENCY',
-        `consumer ${this.name} already runs as one instance (${single}) without scaleOut; stop it, then start every instance with options.scaleOut`,
-        { consumer: this.name, heldBy: single });
-    }
-    await this.leases.start();
-  }
-
-  private serial<T>(f: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(f, f);
-    this.chain = next.catch(() => {});
-    return next;
   }
 
   private async open(shard: number): Promise<void> {
@@ -211,7 +175,7 @@ export class ScaledConsumer {
 
   /** The live instances of this consumer name, as seen at the last lease round. */
   get instances(): readonly string[] {
-    return this.leases?.live ?? [];
+    return this.group?.live ?? [];
   }
 
   stats(): ScaledConsumerStats {
@@ -305,8 +269,7 @@ export class ScaledConsumer {
     this.stopped ??= (async () => {
       this.unprobe?.();
       await this.http?.close();
-      await this.leases?.stop().catch(this.onError);
-      await this.chain;
+      await this.group?.stop();
       for (const s of [...this.consumers.keys()]) await this.close(s, 0).catch(this.onError);
       for (const c of this.cleanup) await c().catch(() => {});
     })();

@@ -21,6 +21,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { SHARDS_METADATA, type NatsConnection } from '../journal/journal.ts';
 import type { LeaseHolder, Move } from './ownership.ts';
 import { ShardNeeds } from '../journal/shard-needs.ts';
+import type { LeaseGroupStatus } from '../journal/leases.ts';
 import { blockedReason, eligibleOwnerOf, type BlockedShard, type Candidate, type Reads } from '../placement.ts';
 
 /** The version of the troupe package (runtime/node/ and dist/node/ are both two folders deep). */
@@ -254,7 +255,15 @@ export interface ClusterStatus {
   moves: (Move & { node: string; ms: number })[];
   /** Shards whose logs hold event versions no live node can read: unplaced until a node that can joins (mixed versions). */
   blocked?: BlockedShard[];
+  /**
+   * The consumers that run against the stream, from their lease buckets: the instances of each
+   * scaled-out consumer and projection (`projection` names its version) and the shards each holds.
+   */
+  consumers?: ConsumerGroup[];
 }
+
+/** One consumer name's (or scaled projection version's) lease group. */
+export type ConsumerGroup = LeaseGroupStatus & { name: string; projection?: { name: string; version: number } };
 
 async function bucket(nc: NatsConnection, name: string): Promise<KV | null> {
   try {

@@ -26,6 +26,7 @@ import { Ownership } from './ownership.ts';
 import { offerCheckpoints, serveHandOffs } from './handoff.ts';
 import { ShardNeeds } from '../journal/shard-needs.ts';
 import { Membership, readClusterStatus, troupeVersion, type ClusterStatus } from './membership.ts';
+import { consumerStatus } from '../consumers/overview.ts';
 import { WorkerPool } from './pool.ts';
 import { resolveMasterKeys } from '../contracts/crypto.ts';
 import { loadRegistry, type Registry } from '../contracts/registry.ts';
@@ -361,14 +362,19 @@ export class Troupe implements ServedNode {
 
   /**
    * The cluster as this node sees it (GET /cluster, `troupe cluster status`): every node with
-   * its state, version and shards, every lease with its age, moves under way.
+   * its state, version and shards, every lease with its age, moves under way; and the consumers
+   * and scaled projections that run against the stream, with the shards each instance holds.
    */
   async cluster(): Promise<ClusterStatus & { self: string }> {
     if (this.membership === null) {
       // No leases (options.ownership 'none'): this node writes every shard, fenced by the log alone.
-      return { self: this.options.nodeName, stream: this.options.stream, shards: this.options.shards, nodes: [], leases: [], unowned: [], moves: [], blocked: [] };
+      return {
+        self: this.options.nodeName, stream: this.options.stream, shards: this.options.shards, nodes: [], leases: [], unowned: [], moves: [], blocked: [],
+        consumers: await consumerStatus(this.nc, this.options.stream).catch(() => []),
+      };
     }
-    return { self: this.options.nodeName, ...await readClusterStatus(this.nc, this.options.stream) };
+    const [st, consumers] = await Promise.all([readClusterStatus(this.nc, this.options.stream), consumerStatus(this.nc, this.options.stream).catch(() => [])]);
+    return { self: this.options.nodeName, ...st, consumers };
   }
 
   /** Shards this node writes. */

@@ -26,4 +26,22 @@ describe('troupe cluster status', () => {
     expect(lines[2]).toMatch(/^ {2}node-2 +draining +v0\.3\.0 +1 shards {2}heartbeat 40 ms ago {2}oldest lease renewal 100 ms ago$/);
     expect(lines.slice(3)).toEqual(['  without an owner: 3', '  moving: shard 2 hand-off on node-2 for 35 ms']);
   });
+
+  it('lists the instances of scaled consumers and projections with the shards each holds, and the one instance of a plain consumer', () => {
+    const lines = renderClusterStatus({
+      ...status,
+      consumers: [
+        { name: 'billing', group: 'billing', ttlMs: 10_000, members: [], shards: [], exclusive: { member: 'host-1', ageMs: 10 } },
+        {
+          name: 'proj_balances_v2', projection: { name: 'balances', version: 2 }, group: 'proj_balances_v2', ttlMs: 3_000, exclusive: null,
+          members: [{ member: 'a', since: 0, at: 0 }, { member: 'b', since: 0, at: 0 }],
+          shards: [{ shard: 0, member: 'b', ageMs: 5 }, { shard: 1, member: 'a', ageMs: 5 }, { shard: 2, member: 'b', ageMs: 5 }],
+        },
+      ],
+    }).trimEnd().split('\n');
+    expect(lines.slice(-2)).toEqual([
+      '  consumer billing: one instance (host-1)',
+      '  projection balances v2: 2 instance(s), 3 shard(s) held: a [1]  b [0,2]',
+    ]);
+  });
 });
