@@ -128,7 +128,7 @@ export class Appender {
     }
     store.advanceCheckpoint(host.shard, position);
     // Once these puts are committed LMDB answers duplicates; until then the shard's memory does.
-    if (remembered !== null) {
+    if (remembered !== null && remembered.length > 0) {
       const done = remembered;
       store.whenIndexed(() => ids.indexed(done));
     }

@@ -8,16 +8,20 @@
  * re-send after that is processed again.
  *
  *   in flight  decided, its append not yet acknowledged: a re-send waits for that append
- *   recent     acknowledged, its LMDB record maybe not committed yet (store.ts batches index writes)
+ *   recent     acknowledged, its LMDB record not committed yet (store.ts batches index writes):
+ *              the store's queue of records answers (Store.queuedCommand), indexed only once
+ *              someone asks; a GIVEN id's record is also kept here, in `recentGiven`
  *   stored     LMDB (journal/store.ts), learned again from the log when a shard catches up
  *
  * The maps are keyed by commandId alone, so no key string is built per command; an id used by
- * two actors at once (rare) puts the second under a composite key in `others`. Per command,
- * the maps cost what they cost when the key was the commandId alone: an id the node made
- * (GENERATED) touches none of them; an id TroupeClient made (FRESH) is unique, so it is set
- * without a look first, and looked up only among the GIVEN ids (a retry that overtook it),
- * kept in maps of their own that are empty most of the time; and while no id is shared, a
- * delete is one Map operation.
+ * two actors at once (rare) puts the second under a composite key in `others`. An id the node
+ * made (GENERATED) touches none of them. An id TroupeClient made (FRESH) is unique: it is set
+ * in flight without a look first, and looked up only among the GIVEN ids (a retry that
+ * overtook it), kept in maps of their own that are empty most of the time; once stored it is
+ * in no map (its record waits in the store's queue). While no id is shared, a delete is one
+ * Map operation. Per FRESH command: one set and one delete on a map of the commits in flight;
+ * a map of every command of the last second or two cost more in garbage collection than in
+ * its own operations.
  */
 import { readMessage, type Journal } from '../journal/journal.ts';
 import { decodeCommits } from '../journal/codec.ts';
@@ -85,10 +89,14 @@ class RecordsByCommand extends ByCommand<CommandRecord> {
 }
 
 export class CommandIds {
-  /** In flight and recent commands of FRESH ids; ...Given: of GIVEN ids (retries, ids the caller chose), usually empty. */
+  /** Commits in flight of FRESH ids; of GIVEN ids (retries, ids the caller chose: usually none). */
   private readonly inFlight = new PendingByCommand();
-  private readonly recent = new RecordsByCommand();
   private readonly inFlightGiven = new PendingByCommand();
+  /**
+   * Stored commands of GIVEN ids whose LMDB records are not committed yet. A FRESH id's record
+   * is found in the store's queue (Store.queuedCommand) until LMDB has it: only a GIVEN id ever
+   * looks for one there, so a FRESH command costs no map of its own once stored.
+   */
   private readonly recentGiven = new RecordsByCommand();
 
   constructor(private readonly store: Store, private readonly journal: Journal, private readonly resultOf: (pc: PendingCommit) => CommandResult) {}
@@ -116,7 +124,7 @@ export class CommandIds {
       (pending.failFollowers ??= []).push((e) => cmd.reply(e, null));
       return true;
     }
-    const rec = this.recentGiven.get(type, id, commandId) ?? (given ? this.recent.get(type, id, commandId) ?? this.store.getCommand(type, id, commandId) : undefined);
+    const rec = this.recentGiven.get(type, id, commandId) ?? (given ? this.store.queuedCommand(type, id, commandId) ?? this.store.getCommand(type, id, commandId) : undefined);
     if (rec === undefined) return false;
     this.storedResult(cmd.commandId, rec).then((r) => cmd.reply(null, r), (e) => cmd.reply(toWire(e), null));
     return true;
@@ -129,31 +137,30 @@ export class CommandIds {
   }
 
   /**
-   * Its append was acknowledged at `position`: LMDB learns it (batched); `recent` answers until
-   * then. Pushes commandId and record to `done`, what `indexed` takes once LMDB has them (so
-   * the wait holds two references per command, not the commit with its command and events).
+   * Its append was acknowledged at `position`: LMDB learns it (queued, batched; the queue
+   * answers lookups until then). A GIVEN id's record also goes to `recentGiven`, and its
+   * commandId and record to `done`, what `indexed` takes once LMDB has them (so the wait holds
+   * two references per command, not the commit with its command and events).
    */
   stored(pc: PendingCommit, position: number, now: number, done: unknown[]): void {
     const type = pc.cell.reg.def.type;
     const id = pc.cell.id;
-    const given = pc.cmd.idUse === IdUse.GIVEN;
     const rec: CommandRecord = [type, id, pc.firstSeq, pc.lastSeq, position];
-    if (given) {
+    if (pc.cmd.idUse === IdUse.GIVEN) {
       this.inFlightGiven.delete(type, id, pc.commandId);
       this.recentGiven.set(pc.commandId, rec, false);
+      done.push(pc.commandId, rec);
     } else {
       this.inFlight.delete(type, id, pc.commandId);
-      this.recent.set(pc.commandId, rec, true);
     }
     this.store.rememberCommand(pc.commandId, rec, now);
-    done.push(pc.commandId, rec, given);
   }
 
-  /** The LMDB records of these commands (`stored`'s `done`: commandId, record, given, ...) are committed: forget them here. */
+  /** The LMDB records of these GIVEN ids (`stored`'s `done`: commandId, record, ...) are committed: forget them here. */
   indexed(done: readonly unknown[]): void {
-    for (let i = 0; i < done.length; i += 3) {
+    for (let i = 0; i < done.length; i += 2) {
       const rec = done[i + 1] as CommandRecord;
-      (done[i + 2] === true ? this.recentGiven : this.recent).delete(rec[COMMAND_RECORD.type], rec[COMMAND_RECORD.id], done[i] as string);
+      this.recentGiven.delete(rec[COMMAND_RECORD.type], rec[COMMAND_RECORD.id], done[i] as string);
     }
   }
 
@@ -169,7 +176,6 @@ export class CommandIds {
   }
 
   clearRecent(): void {
-    this.recent.clear();
     this.recentGiven.clear();
   }
 

@@ -135,7 +135,15 @@ describe('TroupeClient', () => {
       ]]), { timeout: 10_000 })).data);
       const outcomes = [0, 1, 2, 3].map((i) => readOutcome(both, i * OUTCOME_STRIDE, '', 'Account', 'c9'));
       expect(outcomes.map((o) => [o.version, o.duplicate])).toEqual([[3, false], [3, true], [4, false], [4, true]]);
-      expect(await client.query('Account', 'c9')).toMatchObject({ state: { balance: 10 }, version: 4 });
+      // The usual order: the first send stored, then its retry (its record not in LMDB yet, then in LMDB).
+      const first = decode<unknown[]>((await nc.request(subject, encode([FLAT, ['c9-dep5', 'Deposit', 'Account', 'c9', { amount: 5 }, null, null, null, null, true]]), { timeout: 10_000 })).data);
+      const retryOf = async () => decode<unknown[]>((await nc.request(subject, encode([FLAT, ['c9-dep5', 'Deposit', 'Account', 'c9', { amount: 5 }, null, null, null, null, false]]), { timeout: 10_000 })).data);
+      const stored = readOutcome(first, 0, 'c9-dep5', 'Account', 'c9');
+      expect(stored).toMatchObject({ version: 5, duplicate: false });
+      expect(readOutcome(await retryOf(), 0, 'c9-dep5', 'Account', 'c9')).toEqual({ ...stored, duplicate: true });
+      await new Promise((r) => setTimeout(r, 1_500)); // the store's index window (1 s) is written
+      expect(readOutcome(await retryOf(), 0, 'c9-dep5', 'Account', 'c9')).toEqual({ ...stored, duplicate: true });
+      expect(await client.query('Account', 'c9')).toMatchObject({ state: { balance: 15 }, version: 5 });
     } finally {
       await nc.close();
     }
