@@ -127,7 +127,8 @@ export class Appender {
       if (pc.followers !== null) for (const f of pc.followers) f();
     }
     store.advanceCheckpoint(host.shard, position);
-    // Once these puts are committed LMDB answers duplicates; until then the shard's memory does.
+    // Once these puts are committed LMDB answers duplicates; until then the store's queue does
+    // (and, for GIVEN ids, the shard's memory: forgotten here once LMDB has them).
     if (remembered !== null && remembered.length > 0) {
       const done = remembered;
       store.whenIndexed(() => ids.indexed(done));
