@@ -54,6 +54,14 @@ export interface BenchRow {
   readonly serverCpuSeconds?: number | null;
   /** CPU microseconds per phase-2 command (per message for the ceiling), all measured processes. */
   readonly cpuUsPerCmd?: number | null;
+  /**
+   * CPU microseconds per phase-2 command of the Troupe node process alone: in-process, the
+   * process that drives and serves the commands (all its threads); remote, the node process,
+   * without its client process and nats-server.
+   */
+  readonly nodeCpuUsPerCmd?: number | null;
+  /** Remote variants: CPU microseconds per phase-2 command of the client process. */
+  readonly clientCpuUsPerCmd?: number | null;
   /** When the variant ran in several rounds: each round's numbers (the row shows the median round). */
   readonly rounds?: readonly Pick<BenchRow, 'cmdsPerSec' | 'eventsPerSec' | 'p50Ms' | 'p99Ms' | 'p999Ms' | 'peakRssMb' | 'verifyOk'>[];
   /** Worker threads of the Troupe node, where it applies. */

@@ -68,6 +68,13 @@ export function computeRatios(rows: readonly BenchRow[]): RatioRow[] {
   add('Troupe in-process C=4096 / plain C=4096', ip4096, plain4096, cmds, 'cmds/s');
   add('Troupe in-process C=4096 p99 / plain C=4096 p99', ip4096, plain4096, p99, '', (n) => ms(n));
   add('Troupe remote C=4096 / in-process C=4096', remote4096, ip4096, cmds, 'cmds/s');
+  // The node's own CPU per command, apart from the client process that shares the machine in
+  // the remote run (in-process: the whole process, which also drives the commands).
+  if (remote4096?.nodeCpuUsPerCmd != null) {
+    const us = (n: number | null | undefined) => (n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(1));
+    add('Troupe node CPU/cmd remote C=4096 / in-process C=4096', remote4096, ip4096, (r) => r.nodeCpuUsPerCmd ?? null,
+      `µs/cmd; client ${us(remote4096.clientCpuUsPerCmd)}`, us);
+  }
   add('workers 1 / workers 2 (in-process C=4096)', findRow(rows, 'workers-1'), findRow(rows, 'workers-2'), cmds, 'cmds/s');
   for (const [v, label] of [['sync-always', 'sync_interval: always'], ['r3', 'R3 cluster']] as const) {
     const t = findRow(rows, v);

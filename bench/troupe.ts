@@ -535,6 +535,12 @@ export async function runRemote(
 // Rows
 // ---------------------------------------------------------------------------------------------
 
+/** CPU µs per command of the processes labelled `label` (null when none was sampled). */
+function cpuUsOf(r: ResourceReport, label: string, commands: number): number | null {
+  const cs = r.children.filter((c) => c.label === label);
+  return cs.length === 0 || commands <= 0 ? null : (cs.reduce((s, c) => s + c.cpuSeconds, 0) * 1e6) / commands;
+}
+
 function serverCpuOf(r: ResourceReport): number | null {
   const servers = r.children.filter((c) => c.label === 'nats-server');
   return servers.length === 0 ? null : servers.reduce((s, c) => s + c.cpuSeconds, 0);
@@ -573,6 +579,7 @@ export function ledgerRow(v: VerifiedRun<LedgerRunResult>, extraNotes: string[] 
     peakRssMb: r.hwmMb,
     cpuSeconds: r.resources.totalCpuSeconds,
     cpuUsPerCmd: r.commandCount > 0 ? (r.resources.totalCpuSeconds * 1e6) / r.commandCount : null,
+    nodeCpuUsPerCmd: r.commandCount > 0 ? ((r.resources.totalCpuSeconds - (serverCpuOf(r.resources) ?? 0)) * 1e6) / r.commandCount : null,
     serverCpuSeconds: serverCpuOf(r.resources),
     jetstreamMessages: r.jetstreamMessages,
     verifyOk: v.verifyOk,
@@ -604,6 +611,8 @@ export function remoteRow(v: VerifiedRun<RemoteRunResult>): BenchRow {
     peakRssMb: r.nodeHwmMb,
     cpuSeconds: r.cpuSeconds,
     cpuUsPerCmd: r.commandCount > 0 ? (r.cpuSeconds * 1e6) / r.commandCount : null,
+    nodeCpuUsPerCmd: cpuUsOf(r.resources, 'node', r.commandCount),
+    clientCpuUsPerCmd: cpuUsOf(r.resources, 'client', r.commandCount),
     serverCpuSeconds: serverCpuOf(r.resources),
     jetstreamMessages: r.jetstreamMessages,
     verifyOk: v.verifyOk,

@@ -21,8 +21,8 @@ const rows: BenchRow[] = [
   row('plain', 64, 10_000, 10_878, 9_606, 11.3),
   row('plain', 4096, 10_000, 9_009, 7_956, 1315),
   row('in-process', 64, 10_000, 26_990, 23_834, 12.4),
-  row('in-process', 4096, 10_000, 47_655, 42_084, 210),
-  row('remote', 4096, 10_000, 30_656, 27_072, 312),
+  { ...row('in-process', 4096, 10_000, 47_655, 42_084, 210), nodeCpuUsPerCmd: 16.4 },
+  { ...row('remote', 4096, 10_000, 30_656, 27_072, 312), nodeCpuUsPerCmd: 23.1, clientCpuUsPerCmd: 8.2 },
   row('ceiling-sync-always', 4000, null, null, 4_607, 1704),
   row('sync-always', 4096, 10_000, 44_054, 38_904, 208),
   row('scale-1m', 4096, 1_000_000, 24_614, 17_314, 316),
@@ -54,6 +54,12 @@ describe('bench terminal report', () => {
     expect(text).toMatch(/^Goals:$/m);
     expect(text).not.toMatch(/issue/i);
     expect(text).toContain('goal: ≥ 150,000 cmds/s');
+  });
+
+  it('shows the node CPU per command of remote against in-process next to the raw ratio', () => {
+    const text = formatTerminal(report('full'));
+    expect(text).toMatch(/Troupe remote C=4096 \/ in-process C=4096 +0\.64×/);
+    expect(text).toMatch(/Troupe node CPU\/cmd remote C=4096 \/ in-process C=4096 +1\.41× +23\.1 \/ 16\.4 µs\/cmd; client 8\.2$/m);
   });
 
   it('says a quick run is a smoke test and not a performance claim', () => {

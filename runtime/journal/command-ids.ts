@@ -91,3 +91,44 @@ export class CommandIds {
     return out;
   }
 }
+
+/**
+ * Records of processed commands on their way to LMDB (a window queued, or being written), in
+ * one flat array: commandId, record, time, ... A lookup reads them before LMDB can: the node's
+ * memory then needs no map of its own per command. Lookups are rare (a retry, an id the caller
+ * chose), so the index by commandId is built at the first one, and extended at each next one
+ * by what was queued since: nothing is indexed while nobody asks.
+ */
+export class QueuedCommands {
+  readonly flat: unknown[] = [];
+  private index: Map<string, number> | null = null;
+  private indexed = 0;
+
+  push(commandId: string, rec: CommandRecord, now: number): void {
+    this.flat.push(commandId, rec, now);
+  }
+
+  get length(): number {
+    return this.flat.length / 3;
+  }
+
+  /** The record of `commandId` on actor (type, id), if it is here. */
+  find(type: string, id: string, commandId: string): CommandRecord | undefined {
+    const flat = this.flat;
+    if (flat.length === 0) return undefined;
+    const index = (this.index ??= new Map());
+    for (let i = this.indexed; i < flat.length; i += 3) index.set(flat[i] as string, i);
+    this.indexed = flat.length;
+    const at = index.get(commandId);
+    if (at === undefined) return undefined;
+    const rec = flat[at + 1] as CommandRecord;
+    if (rec[COMMAND_RECORD.type] === type && rec[COMMAND_RECORD.id] === id) return rec;
+    // The same commandId on another actor (rare): look through them all.
+    for (let i = 0; i < flat.length; i += 3) {
+      const r = flat[i + 1] as CommandRecord;
+      if (flat[i] === commandId && r[COMMAND_RECORD.type] === type && r[COMMAND_RECORD.id] === id) return r;
+    }
+    return undefined;
+  }
+}
+

@@ -20,7 +20,7 @@ import { open, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Checkpoints } from './checkpoints.ts';
-import { CommandIds, type CommandRecord } from './command-ids.ts';
+import { CommandIds, QueuedCommands, type CommandRecord } from './command-ids.ts';
 import { HistoryIndex, IndexWindow } from './history-index.ts';
 import { Snapshots, type SealedSnapshot, type Snapshot } from './snapshots.ts';
 import { TimerIndex } from './timers.ts';
@@ -129,7 +129,9 @@ export class Store {
   private window = new IndexWindow();
   /** Windows not yet committed, newest first: historyAfter() reads them from memory. */
   private uncommitted: IndexWindow[] = [this.window];
-  private queuedCommands: unknown[] = [];
+  private queuedCommands = new QueuedCommands();
+  /** Queued command records being written, not committed yet: queuedCommand() reads them too. */
+  private issuingCommands: QueuedCommands[] = [];
   private readonly queuedCheckpoints = new Map<number, number>();
   private afterIndexed: (() => void)[] = [];
   private indexTimer: NodeJS.Timeout | null = null;
@@ -149,6 +151,13 @@ export class Store {
   rememberCommand(commandId: string, rec: CommandRecord, now: number): void {
     this.queuedCommands.push(commandId, rec, now);
     this.scheduleIndex();
+  }
+
+  /** A remembered command whose record LMDB does not hold yet (queued, or being written). */
+  queuedCommand(type: string, id: string, commandId: string): CommandRecord | undefined {
+    let rec = this.queuedCommands.find(type, id, commandId);
+    for (let i = 0; rec === undefined && i < this.issuingCommands.length; i++) rec = this.issuingCommands[i]!.find(type, id, commandId);
+    return rec;
   }
 
   advanceCheckpoint(shard: number, seq: number): void {
@@ -181,7 +190,8 @@ export class Store {
     const callbacks = this.afterIndexed;
     this.window = new IndexWindow();
     this.uncommitted.unshift(this.window);
-    this.queuedCommands = [];
+    this.queuedCommands = new QueuedCommands();
+    if (commands.length > 0) this.issuingCommands.push(commands);
     this.afterIndexed = [];
     const checkpoints = [...this.queuedCheckpoints];
     this.queuedCheckpoints.clear();
@@ -191,6 +201,8 @@ export class Store {
       // Committed: LMDB answers for this window now.
       const i = this.uncommitted.indexOf(window);
       if (i >= 0) this.uncommitted.splice(i, 1);
+      const k = this.issuingCommands.indexOf(commands);
+      if (k >= 0) this.issuingCommands.splice(k, 1);
       for (const fn of callbacks) fn();
     });
     this.indexing = done.catch(() => {});
@@ -201,7 +213,8 @@ export class Store {
    * A window's puts, INDEX_SLICE_MS of them per event-loop turn; its checkpoints go last, then
    * wait for the commit.
    */
-  private async issue(window: IndexWindow, commands: unknown[], checkpoints: [number, number][]): Promise<void> {
+  private async issue(window: IndexWindow, queued: QueuedCommands, checkpoints: [number, number][]): Promise<void> {
+    const commands = queued.flat;
     let n = 0;
     // The open window is uncommitted too; so is this one.
     const slice = () => performance.now() + INDEX_SLICE_MS * Math.max(1, this.uncommitted.length - 1);

@@ -106,7 +106,7 @@ export class Appender {
     const ids = host.commandIds;
     const position = ack.seq;
     const now = Date.now();
-    let remembered = false;
+    let remembered: unknown[] | null = null;
     for (let i = 0; i < batch.length; i++) {
       const pc = batch[i]!;
       const cell = pc.cell;
@@ -120,16 +120,19 @@ export class Appender {
       // A commit of timer ops alone has no events: nothing to replay, so no history entry.
       if (pc.wire.length > 0) store.indexCommit(cell.reg.def.type, cell.id, pc.lastSeq, position);
       if (pc.cmd.idUse !== IdUse.GENERATED) {
-        ids.stored(pc, position, now);
-        remembered = true;
+        ids.stored(pc, position, now, remembered ??= []);
       }
       snapshotIfDue(store, cell, position);
       pc.cmd.replyStored(pc, position, host.ctx.ids.prefix);
       if (pc.followers !== null) for (const f of pc.followers) f();
     }
     store.advanceCheckpoint(host.shard, position);
-    // Once these puts are committed LMDB answers duplicates; until then the shard's memory does.
-    if (remembered) store.whenIndexed(() => ids.indexed(batch));
+    // Once these puts are committed LMDB answers duplicates; until then the store's queue does
+    // (and, for GIVEN ids, the shard's memory: forgotten here once LMDB has them).
+    if (remembered !== null && remembered.length > 0) {
+      const done = remembered;
+      store.whenIndexed(() => ids.indexed(done));
+    }
     // Through the flush loop, not at once: the next messages of all shards then leave in one socket write.
     if (this.buffer.length > 0) host.ctx.scheduleFlush(host);
   }

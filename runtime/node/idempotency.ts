@@ -8,14 +8,20 @@
  * re-send after that is processed again.
  *
  *   in flight  decided, its append not yet acknowledged: a re-send waits for that append
- *   recent     acknowledged, its LMDB record maybe not committed yet (store.ts batches index writes)
+ *   recent     acknowledged, its LMDB record not committed yet (store.ts batches index writes):
+ *              the store's queue of records answers (Store.queuedCommand), indexed only once
+ *              someone asks; a GIVEN id's record is also kept here, in `recentGiven`
  *   stored     LMDB (journal/store.ts), learned again from the log when a shard catches up
  *
  * The maps are keyed by commandId alone, so no key string is built per command; an id used by
- * two actors at once (rare) puts the second under a composite key in `others`. Per command,
- * the maps cost what they cost when the key was the commandId alone: an id the node made
- * (GENERATED) touches none of them; an id TroupeClient made (FRESH) is unique, so it is set
- * without a look first; and while no id is shared, a delete is one Map operation.
+ * two actors at once (rare) puts the second under a composite key in `others`. An id the node
+ * made (GENERATED) touches none of them. An id TroupeClient made (FRESH) is unique: it is set
+ * in flight without a look first, and looked up only among the GIVEN ids (a retry that
+ * overtook it), kept in maps of their own that are empty most of the time; once stored it is
+ * in no map (its record waits in the store's queue). While no id is shared, a delete is one
+ * Map operation. Per FRESH command: one set and one delete on a map of the commits in flight;
+ * a map of every command of the last second or two cost more in garbage collection than in
+ * its own operations.
  */
 import { readMessage, type Journal } from '../journal/journal.ts';
 import { decodeCommits } from '../journal/codec.ts';
@@ -35,6 +41,7 @@ abstract class ByCommand<V> {
   protected abstract idOf(v: V): string;
 
   get(type: string, id: string, commandId: string): V | undefined {
+    if (this.first.size === 0 && this.others.size === 0) return undefined;
     const v = this.first.get(commandId);
     if (v !== undefined && this.typeOf(v) === type && this.idOf(v) === id) return v;
     return this.others.size === 0 ? undefined : this.others.get(otherKey(type, id, commandId));
@@ -82,8 +89,15 @@ class RecordsByCommand extends ByCommand<CommandRecord> {
 }
 
 export class CommandIds {
+  /** Commits in flight of FRESH ids; of GIVEN ids (retries, ids the caller chose: usually none). */
   private readonly inFlight = new PendingByCommand();
-  private readonly recent = new RecordsByCommand();
+  private readonly inFlightGiven = new PendingByCommand();
+  /**
+   * Stored commands of GIVEN ids whose LMDB records are not committed yet. A FRESH id's record
+   * is found in the store's queue (Store.queuedCommand) until LMDB has it: only a GIVEN id ever
+   * looks for one there, so a FRESH command costs no map of its own once stored.
+   */
+  private readonly recentGiven = new RecordsByCommand();
 
   constructor(private readonly store: Store, private readonly journal: Journal, private readonly resultOf: (pc: PendingCommit) => CommandResult) {}
 
@@ -99,15 +113,18 @@ export class CommandIds {
     if (idUse === IdUse.GENERATED) return false;
     const type = cmd.aggregateType;
     const id = cmd.aggregateId;
-    const pending = this.inFlight.get(type, id, cmd.commandId);
+    const commandId = cmd.commandId;
+    const given = idUse === IdUse.GIVEN;
+    // FRESH: its retry (GIVEN) may have overtaken it (another queue, another path): the
+    // shard's memory of GIVEN ids answers that, and costs nothing while it is empty. A FRESH
+    // id is sent fresh once, so no other FRESH command holds it. LMDB is read for GIVEN ids only.
+    const pending = this.inFlightGiven.get(type, id, commandId) ?? (given ? this.inFlight.get(type, id, commandId) : undefined);
     if (pending !== undefined) {
       (pending.followers ??= []).push(() => cmd.reply(null, this.resultOf(pending)));
       (pending.failFollowers ??= []).push((e) => cmd.reply(e, null));
       return true;
     }
-    // FRESH: its retry may have overtaken it (another queue, another path): the shard's memory
-    // answers that at the cost of a Map lookup; LMDB is read for GIVEN ids only.
-    const rec = this.recent.get(type, id, cmd.commandId) ?? (idUse === IdUse.GIVEN ? this.store.getCommand(type, id, cmd.commandId) : undefined);
+    const rec = this.recentGiven.get(type, id, commandId) ?? (given ? this.store.queuedCommand(type, id, commandId) ?? this.store.getCommand(type, id, commandId) : undefined);
     if (rec === undefined) return false;
     this.storedResult(cmd.commandId, rec).then((r) => cmd.reply(null, r), (e) => cmd.reply(toWire(e), null));
     return true;
@@ -115,23 +132,35 @@ export class CommandIds {
 
   /** A commit decided for a command whose id is recorded (GIVEN or FRESH). */
   began(pc: PendingCommit): void {
-    this.inFlight.set(pc.commandId, pc, pc.cmd.idUse !== IdUse.GIVEN);
+    if (pc.cmd.idUse === IdUse.GIVEN) this.inFlightGiven.set(pc.commandId, pc, false);
+    else this.inFlight.set(pc.commandId, pc, true);
   }
 
-  /** Its append was acknowledged at `position`: LMDB learns it (batched); `recent` answers until then. */
-  stored(pc: PendingCommit, position: number, now: number): void {
+  /**
+   * Its append was acknowledged at `position`: LMDB learns it (queued, batched; the queue
+   * answers lookups until then). A GIVEN id's record also goes to `recentGiven`, and its
+   * commandId and record to `done`, what `indexed` takes once LMDB has them (so the wait holds
+   * two references per command, not the commit with its command and events).
+   */
+  stored(pc: PendingCommit, position: number, now: number, done: unknown[]): void {
     const type = pc.cell.reg.def.type;
-    this.inFlight.delete(type, pc.cell.id, pc.commandId);
-    const rec: CommandRecord = [type, pc.cell.id, pc.firstSeq, pc.lastSeq, position];
-    this.recent.set(pc.commandId, rec, pc.cmd.idUse !== IdUse.GIVEN);
+    const id = pc.cell.id;
+    const rec: CommandRecord = [type, id, pc.firstSeq, pc.lastSeq, position];
+    if (pc.cmd.idUse === IdUse.GIVEN) {
+      this.inFlightGiven.delete(type, id, pc.commandId);
+      this.recentGiven.set(pc.commandId, rec, false);
+      done.push(pc.commandId, rec);
+    } else {
+      this.inFlight.delete(type, id, pc.commandId);
+    }
     this.store.rememberCommand(pc.commandId, rec, now);
   }
 
-  /** The LMDB records of these commits are committed: forget them here. */
-  indexed(batch: readonly PendingCommit[]): void {
-    for (let i = 0; i < batch.length; i++) {
-      const pc = batch[i]!;
-      if (pc.cmd.idUse !== IdUse.GENERATED) this.recent.delete(pc.cell.reg.def.type, pc.cell.id, pc.commandId);
+  /** The LMDB records of these GIVEN ids (`stored`'s `done`: commandId, record, ...) are committed: forget them here. */
+  indexed(done: readonly unknown[]): void {
+    for (let i = 0; i < done.length; i += 2) {
+      const rec = done[i + 1] as CommandRecord;
+      this.recentGiven.delete(rec[COMMAND_RECORD.type], rec[COMMAND_RECORD.id], done[i] as string);
     }
   }
 
@@ -143,10 +172,11 @@ export class CommandIds {
   /** The shard re-opens from the log: what was in flight failed; LMDB knows the rest. */
   clearInFlight(): void {
     this.inFlight.clear();
+    this.inFlightGiven.clear();
   }
 
   clearRecent(): void {
-    this.recent.clear();
+    this.recentGiven.clear();
   }
 
   private async storedResult(commandId: string, rec: CommandRecord): Promise<CommandResult> {

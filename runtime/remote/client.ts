@@ -222,10 +222,25 @@ export class TroupeClient {
       ? new SendTrace({ commandId, type, aggregateType, aggregateId, correlationId: meta?.correlationId, causationId: meta?.causationId })
       : null;
     const token = meta?.token ?? this.options.token ?? null;
-    const enqueue = (shards: number) => new Promise<CommandResult>((resolve, reject) => {
-      const shard = shardOf(aggregateType, aggregateId, shards);
-      const batch = this.batchFor(shard, token);
-      pushRequest(batch.flat, commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
+    if (this.shardCount !== null) return this.enqueue(this.shardCount, aggregateType, aggregateId, type, body, commandId, meta, t, token);
+    // The stream was not there at connect: learn the count first. No stream means no node ever
+    // started on this prefix: that fails at once (retryable), it is not waited out.
+    return this.shards().then((shards) => this.enqueue(shards, aggregateType, aggregateId, type, body, commandId, meta, t, token), (e: unknown) => {
+      t?.end(e, null);
+      throw e;
+    });
+  }
+
+  /** A command into its shard's batch of this turn (a method, not a closure per command: the client's hot path). */
+  private enqueue(
+    shards: number, aggregateType: string, aggregateId: string, type: string, body: unknown, commandId: string,
+    meta: CommandMetadata | undefined, t: SendTrace | null, token: string | null,
+  ): Promise<CommandResult> {
+    const batch = this.batchFor(shardOf(aggregateType, aggregateId, shards), token);
+    pushRequest(batch.flat, commandId, type, aggregateType, aggregateId, body, meta?.userId ?? null, meta?.correlationId ?? null, meta?.causationId ?? null, t === null ? null : t.traceparent, meta?.commandId === undefined);
+    batch.tries.push(1);
+    batch.since.push(Date.now());
+    const done = new Promise<CommandResult>((resolve, reject) => {
       if (t === null) {
         batch.resolves.push(resolve);
         batch.rejects.push(reject);
@@ -233,17 +248,9 @@ export class TroupeClient {
         batch.resolves.push((r) => { t.end(null, r); resolve(r); });
         batch.rejects.push((e) => { t.end(e, null); reject(e); });
       }
-      batch.tries.push(1);
-      batch.since.push(Date.now());
-      this.added(batch);
     });
-    if (this.shardCount !== null) return enqueue(this.shardCount);
-    // The stream was not there at connect: learn the count first. No stream means no node ever
-    // started on this prefix: that fails at once (retryable), it is not waited out.
-    return this.shards().then(enqueue, (e: unknown) => {
-      t?.end(e, null);
-      throw e;
-    });
+    this.added(batch);
+    return done;
   }
 
   /** The shard's batch of this turn; one request carries one token, so a command with another one sends the batch first. */

@@ -137,6 +137,28 @@ describe('Store command ids', () => {
     expect(s.getCommand('Account', 'a1', 'c-2', now)).toBeUndefined();
   });
 
+  it('answers a remembered command from its queue until LMDB holds it, then from LMDB', async () => {
+    const s = open(60_000);
+    const now = Date.now();
+    s.rememberCommand('c-1', ['Account', 'a1', 1, 1, 10], now);
+    s.rememberCommand('c-1', ['Account', 'a2', 3, 4, 11], now); // the same id on another actor
+    expect(s.queuedCommand('Account', 'a1', 'c-1')).toEqual(['Account', 'a1', 1, 1, 10]);
+    expect(s.queuedCommand('Account', 'a2', 'c-1')).toEqual(['Account', 'a2', 3, 4, 11]);
+    s.rememberCommand('c-2', ['Account', 'a1', 2, 2, 12], now); // queued after the first lookup
+    expect(s.queuedCommand('Account', 'a1', 'c-2')).toEqual(['Account', 'a1', 2, 2, 12]);
+    expect(s.queuedCommand('Entity', 'a1', 'c-1')).toBeUndefined();
+    expect(s.queuedCommand('Account', 'a1', 'c-3')).toBeUndefined();
+    expect(s.getCommand('Account', 'a1', 'c-1', now)).toBeUndefined();
+
+    // Being written: still answered from the queue; committed: from LMDB, no longer queued.
+    const written = s.flushIndex();
+    expect(s.queuedCommand('Account', 'a2', 'c-1')).toEqual(['Account', 'a2', 3, 4, 11]);
+    await written;
+    expect(s.queuedCommand('Account', 'a2', 'c-1')).toBeUndefined();
+    expect(s.getCommand('Account', 'a2', 'c-1', now)).toEqual(['Account', 'a2', 3, 4, 11]);
+    expect(s.getCommand('Account', 'a1', 'c-2', now)).toEqual(['Account', 'a1', 2, 2, 12]);
+  });
+
   it('forgets a processed command after one to two TTLs, once old epochs are expired', async () => {
     const ttl = 60_000;
     const s = open(ttl);

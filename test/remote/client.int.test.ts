@@ -113,6 +113,42 @@ describe('TroupeClient', () => {
     }
   });
 
+  it('answers a first send that its retry overtook once: the retry is stored, the late first send gets its result', async () => {
+    const nc = await natsConnect(nats.url);
+    try {
+      await client.send('Account', 'c9', 'OpenAccount', {});
+      const subject = `${subjectPrefix}.cmd`;
+      // FLAT: [commandId, type, aggregateType, aggregateId, payload, userId, correlationId, causationId, traceparent, fresh]
+      const send = async (fresh: boolean) => decode<unknown[]>((await nc.request(subject, encode([FLAT, ['c9-dep', 'Deposit', 'Account', 'c9', { amount: 7 }, null, null, null, null, fresh]]), { timeout: 10_000 })).data);
+      const retry = await send(false);
+      const late = await send(true);
+      expect([retry[1], late[1]]).toEqual([null, null]);
+      const result = readOutcome(retry, 0, 'c9-dep', 'Account', 'c9');
+      expect(result).toMatchObject({ version: 2, duplicate: false });
+      expect(readOutcome(late, 0, 'c9-dep', 'Account', 'c9')).toEqual({ ...result, duplicate: true });
+      // Both in one request: the first send after its retry, the retry after its first send.
+      const both = decode<unknown[]>((await nc.request(subject, encode([FLAT, [
+        'c9-dep2', 'Deposit', 'Account', 'c9', { amount: 1 }, null, null, null, null, false,
+        'c9-dep2', 'Deposit', 'Account', 'c9', { amount: 1 }, null, null, null, null, true,
+        'c9-dep3', 'Deposit', 'Account', 'c9', { amount: 2 }, null, null, null, null, true,
+        'c9-dep3', 'Deposit', 'Account', 'c9', { amount: 2 }, null, null, null, null, false,
+      ]]), { timeout: 10_000 })).data);
+      const outcomes = [0, 1, 2, 3].map((i) => readOutcome(both, i * OUTCOME_STRIDE, '', 'Account', 'c9'));
+      expect(outcomes.map((o) => [o.version, o.duplicate])).toEqual([[3, false], [3, true], [4, false], [4, true]]);
+      // The usual order: the first send stored, then its retry (its record not in LMDB yet, then in LMDB).
+      const first = decode<unknown[]>((await nc.request(subject, encode([FLAT, ['c9-dep5', 'Deposit', 'Account', 'c9', { amount: 5 }, null, null, null, null, true]]), { timeout: 10_000 })).data);
+      const retryOf = async () => decode<unknown[]>((await nc.request(subject, encode([FLAT, ['c9-dep5', 'Deposit', 'Account', 'c9', { amount: 5 }, null, null, null, null, false]]), { timeout: 10_000 })).data);
+      const stored = readOutcome(first, 0, 'c9-dep5', 'Account', 'c9');
+      expect(stored).toMatchObject({ version: 5, duplicate: false });
+      expect(readOutcome(await retryOf(), 0, 'c9-dep5', 'Account', 'c9')).toEqual({ ...stored, duplicate: true });
+      await new Promise((r) => setTimeout(r, 1_500)); // the store's index window (1 s) is written
+      expect(readOutcome(await retryOf(), 0, 'c9-dep5', 'Account', 'c9')).toEqual({ ...stored, duplicate: true });
+      expect(await client.query('Account', 'c9')).toMatchObject({ state: { balance: 15 }, version: 5 });
+    } finally {
+      await nc.close();
+    }
+  });
+
   it('refuses a payload that is not a plain object before sending it, with MALFORMED_COMMAND', async () => {
     await client.send('Account', 'c7', 'OpenAccount', {});
     const watcher = await natsConnect(nats.url);
