@@ -58,6 +58,7 @@ export type { DeadLetter, DeadLetterRecord, DeadLetterStats, DeadLetterQueueOpti
 export { project } from './consumers/projection.ts';
 export type { Projection, ProjectionOptions, View } from './consumers/projection.ts';
 export type { ScaledProjection, ScaledProjectionStats, PartitionStats } from './consumers/partitions.ts';
+export { projectionReader } from './consumers/view-reader.ts';
 export type { ProjectionReader, ProjectionReaderOptions, ViewReadOptions, ViewRow } from './consumers/view-reader.ts';
 export { QueryBus } from './consumers/query.ts';
 export type { QueryDefinition, QueryOptions, QueryStats, AggregateRef, PositionSource, EventSource } from './consumers/query.ts';

@@ -33,7 +33,6 @@ export { isEncrypted, isSealed } from './contracts/sensitive.ts';
 export { ConsumerStore } from './consumers/consumer-store.ts';
 export { ReadModel } from './consumers/projection.ts';
 // A scaled-out projection's reader on its own connection (an instance gives one with `reader()`).
-export { projectionReader } from './consumers/view-reader.ts';
 
 // Tracing switched on or off after start (tests).
 export { refreshTracing } from './ops/tracing.ts';

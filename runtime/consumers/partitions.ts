@@ -363,7 +363,7 @@ export class ScaledProjection {
    * on this instance's NATS connection.
    */
   reader(options: { timeoutMs?: number } = {}): ProjectionReader {
-    return new ProjectionReader({ name: this.name, version: this.version, nc: this.nc, stream: this.stream, subjectPrefix: this.prefix, ...options }, this.version, this.shardCount);
+    return new ProjectionReader(this.nc, false, { name: this.name, version: this.version, nc: this.nc, stream: this.stream, subjectPrefix: this.prefix, ...options }, this.version, this.shardCount);
   }
 
   /** `http://host:port` of the endpoints this projection serves (options.http), or null. */

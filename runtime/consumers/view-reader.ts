@@ -15,7 +15,8 @@
  *
  * Requests and answers are JSON: keys and values of a scaled projection's view must be JSON.
  */
-import type { NatsConnection } from '../journal/journal.ts';
+import { connectNats, type NatsConnection } from '../journal/journal.ts';
+import { resolveNatsAuth, type NatsAuthOptions } from '../connection.ts';
 import { ConcurrencyError, InvalidOptionError, fromWire, type WireError } from '../errors.ts';
 import { shardOf } from '../envelope.ts';
 import { DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX } from '../options.ts';
@@ -47,7 +48,12 @@ export interface ProjectionReaderOptions {
   /** The projection's name and version (default 1). */
   name: string;
   version?: number;
-  nc: NatsConnection;
+  /** An open connection (the reader leaves it open), or `servers` (and `nats`) to open its own. */
+  nc?: NatsConnection;
+  /** NATS servers, comma separated. Default `NATS_URL`, else nats://127.0.0.1:4222. */
+  servers?: string;
+  /** How to authenticate to NATS (default: the NATS_* environment). */
+  nats?: NatsAuthOptions;
   stream?: string;
   subjectPrefix?: string;
   /** How long a read may take, waits for `after` and for a shard's owner included. Default 5,000 ms. */
@@ -73,7 +79,14 @@ export async function projectionReader(options: ProjectionReaderOptions): Promis
   const version = options.version ?? 1;
   if (!Number.isInteger(version) || version < 1) throw new InvalidOptionError(`options.version must be an integer >= 1, got ${JSON.stringify(version)}`, { field: 'version' });
   const stream = options.stream ?? DEFAULT_STREAM;
-  return new ProjectionReader(options, version, await streamShardCount(options.nc, stream));
+  const own = options.nc === undefined;
+  const nc = options.nc ?? await connectNats(options.servers ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222', `troupe-reader-${options.name}`, resolveNatsAuth(options.nats));
+  try {
+    return new ProjectionReader(nc, own, options, version, await streamShardCount(nc, stream));
+  } catch (e) {
+    if (own) await nc.close().catch(() => {});
+    throw e;
+  }
 }
 
 export class ProjectionReader {
@@ -81,9 +94,14 @@ export class ProjectionReader {
   private readonly timeoutMs: number;
 
   /** @internal use projectionReader() */
-  constructor(private readonly o: ProjectionReaderOptions, readonly version: number, readonly shardCount: number) {
+  constructor(private readonly nc: NatsConnection, private readonly ownsConnection: boolean, private readonly o: ProjectionReaderOptions, readonly version: number, readonly shardCount: number) {
     this.prefix = o.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX;
     this.timeoutMs = o.timeoutMs ?? 5_000;
+  }
+
+  /** Close the reader's own NATS connection (one it was given stays open). */
+  async close(): Promise<void> {
+    if (this.ownsConnection) await this.nc.close();
   }
 
   /** The shard (so the partition) an aggregate's rows belong to: the node's own placement of the aggregate. */
@@ -124,7 +142,7 @@ export class ProjectionReader {
       let answer: ViewAnswer;
       try {
         // The partition may wait for `after` up to its part; the rest covers the way back.
-        const m = await this.o.nc.request(subject, text.encode(JSON.stringify({ ...req, waitMs: Math.max(0, left - 100) })), { timeout: left });
+        const m = await this.nc.request(subject, text.encode(JSON.stringify({ ...req, waitMs: Math.max(0, left - 100) })), { timeout: left });
         answer = JSON.parse(untext.decode(m.data)) as ViewAnswer;
       } catch (e) {
         // Nobody subscribes (the shard moves, or has no instance), or the one that did died

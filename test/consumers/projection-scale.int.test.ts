@@ -11,6 +11,7 @@ import { consumerOverview, projectionOverview } from '../../runtime/consumers/ov
 import { project } from '../../runtime/consumers/projection.ts';
 import { projectionReader, viewSubject, type ProjectionReader, type ViewAnswer } from '../../runtime/consumers/view-reader.ts';
 import { shardOf } from '../../runtime/envelope.ts';
+import { projectionReader as publicReader } from '../../runtime/index.ts';
 import { isTroupeError } from '../../runtime/errors.ts';
 import { placeShards } from '../../runtime/placement.ts';
 import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
@@ -160,6 +161,13 @@ describe('project with scaleOut', () => {
       expect(rows.map((r) => r.key).sort()).toEqual([...ids].sort());
       for (const r of rows) expect(r.shard).toBe(shardOf('Account', String(r.key), SHARDS));
       expect(new Set(rows.map((r) => r.value.by))).toEqual(new Set([A, B]));
+      // A process that runs no instance reads through the front door, on a connection of its own.
+      const own = await publicReader({ name: NAME, servers: nats.url, stream: env.stream, subjectPrefix: env.subjectPrefix });
+      try {
+        expectApplied(await own.get<Row>({ aggregateType: 'Account', aggregateId: ids[0]! }, ids[0]!, { after: one.position }), 6, sum(4) + 10);
+      } finally {
+        await own.close();
+      }
       // `troupe consumers` and `troupe projections`: one projection, its instances, a row per store with its partitions.
       const overview = (await consumerOverview(nc, env.stream)).filter((o) => o.name === NAME);
       expect(overview.map((o) => [o.kind, o.instances, o.durables])).toEqual([['projection', [A, B], SHARDS]]);
