@@ -49,7 +49,8 @@ describe('graceful shutdown', () => {
       expect(http, stdout).toBeDefined();
       expect((await fetch(`${http}/ready`)).status).toBe(200);
 
-      client = await TroupeClient.connect({ servers: nats.url, timeoutMs: 8_000 });
+      // Retries for 3 s at most: a send after the node exited fails then, instead of retrying for the default 30 s.
+      client = await TroupeClient.connect({ servers: nats.url, timeoutMs: 8_000, retry: { totalMs: 3_000 } });
       const accounts = Array.from({ length: 40 }, (_, i) => `sd-${i}`);
       await Promise.all(accounts.map((a) => client!.send('Account', a, 'OpenAccount', {}, { commandId: `open-${a}` })));
 

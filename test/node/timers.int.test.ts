@@ -201,7 +201,7 @@ describe('durable timers', () => {
   it('fires a periodic timer once, with missed ≥ 5 and its first due time, after its node was down for 5 periods', async () => {
     const s = freshStream('TIMEV');
     const dataDir = tempDir();
-    const every = 3000;
+    const every = 2000;
     const { child, exited, timers } = await childNode(nats.url, dataDir, s, [['r8', 'Remind', { key: 'tick', every, note: 'periodic' }]]);
     child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
