@@ -52,13 +52,21 @@ function luhn(match: string): boolean {
 
 const W = (words: string) => new RegExp(`(^|_)(${words})(_|$)`);
 
+/**
+ * A card number as people write one: 13–19 digits in a row, four groups of four (a fifth of 1–3
+ * digits for 19-digit cards), or 4-6-5 (American Express), groups split by one space or hyphen.
+ * Not any run of digits and hyphens: a UUID-shaped id whose groups happen to be digits
+ * (8-4-4-4-12, like Troupe's event and command ids) is no card number, even when Luhn holds.
+ */
+const CARD_NUMBER = /(?<![\w-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ -])\d{6}\2\d{5})(?![\w-])/;
+
 /** Every pattern Troupe knows, by name. DEFAULT_GUARD_PATTERNS is a subset with few false positives. */
 export const GUARD_PATTERNS = Object.freeze({
   password: { name: 'password', describe: 'a password', field: W('password|passwd|passphrase|pwd') },
   secret: { name: 'secret', describe: 'a secret or credential', field: W('secret|client_secret|credentials?|private_key|api_key|apikey|access_key|secret_key|signing_key') },
   token: { name: 'token', describe: 'an access token', field: W('token|access_token|refresh_token|auth_token|session_token|bearer_token|id_token') },
   ssn: { name: 'ssn', describe: 'personal data (a social security number)', field: W('ssn|social_security(_number)?|national_id|tax_id'), value: /\b\d{3}-\d{2}-\d{4}\b/ },
-  cardNumber: { name: 'card-number', describe: 'a payment card number', field: W('card_number|credit_card|cc_number|pan|cvv|cvc|card_cvv'), value: /\b(?:\d[ -]?){12,18}\d\b/, check: luhn },
+  cardNumber: { name: 'card-number', describe: 'a payment card number', field: W('card_number|credit_card|cc_number|pan|cvv|cvc|card_cvv'), value: CARD_NUMBER, check: luhn },
   email: { name: 'email', describe: 'personal data (an email address)', field: W('email|email_address|e_mail'), value: /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/ },
   birthDate: { name: 'birth-date', describe: 'personal data (a date of birth)', field: W('dob|date_of_birth|birth_date|birthdate|birthday') },
   phone: { name: 'phone', describe: 'personal data (a phone number)', field: W('phone|phone_number|mobile|telephone'), value: /(?:^|[^\d])\+\d[\d ().-]{7,}\d/ },

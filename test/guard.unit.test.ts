@@ -32,6 +32,13 @@ describe('the guard\'s patterns', () => {
     expect(matchValue('pay with 4111 1111 1111 1111 please', P)?.name).toBe('card-number');
     expect(matchValue('4111-1111-1111-1111', P)?.name).toBe('card-number');
     expect(matchValue('order 4111 1111 1111 1112', P)).toBeUndefined();
+    expect(matchValue('3782 822463 10005', P)?.name).toBe('card-number');
+  });
+
+  it('takes no id shaped like Troupe\'s event and command ids for a card number, even when its digits pass Luhn', () => {
+    // 39410522-8863-4071: 16 digits, Luhn-valid; a process manager's event once carried such a causationId.
+    expect(matchValue('39410522-8863-4071-9215-000000000b94', P)).toBeUndefined();
+    expect(matchValue('caused by 39410522-8863-4071-9215-000000000094', P)).toBeUndefined();
     expect(matchValue('build 20250101123456', P)).toBeUndefined();
   });
 
