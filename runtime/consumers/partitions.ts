@@ -36,7 +36,7 @@ import { consume, type Consumer } from './consume.ts';
 import type { ConsumerStore, Key } from './consumer-store.ts';
 import { registerProbe, subjectCursor, type ConsumerLag, type SubjectCursor } from './durables.ts';
 import type { PipelineStats } from './pipeline.ts';
-import { TaskView, projectionConsumerName, type ProjectionOptions } from './projection.ts';
+import { TaskView, deliveryOptions, projectionConsumerName, type ProjectionOptions } from './projection.ts';
 import { defaultInstance, scaleOutOf, ShardGroup } from './shard-group.ts';
 import { ProjectionReader, viewSubject, type ViewAnswer, type ViewRequest } from './view-reader.ts';
 
@@ -165,12 +165,7 @@ export class ScaledProjection {
     consumer = await consume({
       name, shard, startAfter: checkpoint,
       store: this.store, nc: this.nc, stream: this.stream, subjectPrefix: this.prefix,
-      ...(options.eventTypes === undefined ? {} : { eventTypes: options.eventTypes }),
-      ...(options.aggregateTypes === undefined ? {} : { aggregateTypes: options.aggregateTypes }),
-      ...(options.transform === undefined ? {} : { transform: options.transform }),
-      ...(options.retry === undefined ? {} : { retry: options.retry }),
-      ...(options.ackWaitMs === undefined ? {} : { ackWaitMs: options.ackWaitMs }),
-      ...(options.maxAckPending === undefined ? {} : { maxAckPending: options.maxAckPending }),
+      ...deliveryOptions(options),
       onError: this.onError,
       batchSize: options.batchSize ?? 500,
       concurrency: 1,

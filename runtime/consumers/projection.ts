@@ -94,6 +94,20 @@ export function viewName(stream: string, name: string, version: number): string 
   return `view/${stream}/${name}/v${version}`;
 }
 
+type Delivery = Pick<ProjectionOptions, 'eventTypes' | 'aggregateTypes' | 'transform' | 'retry' | 'ackWaitMs' | 'maxAckPending'>;
+
+/** @internal What a projection passes on to its consumers as given: which events, how they are delivered and retried. */
+export function deliveryOptions(options: ProjectionOptions): Delivery {
+  const out: Delivery = {};
+  if (options.eventTypes !== undefined) out.eventTypes = options.eventTypes;
+  if (options.aggregateTypes !== undefined) out.aggregateTypes = options.aggregateTypes;
+  if (options.transform !== undefined) out.transform = options.transform;
+  if (options.retry !== undefined) out.retry = options.retry;
+  if (options.ackWaitMs !== undefined) out.ackWaitMs = options.ackWaitMs;
+  if (options.maxAckPending !== undefined) out.maxAckPending = options.maxAckPending;
+  return out;
+}
+
 /** The JetStream consumer (and records) of a projection version built in `store`. */
 export function projectionConsumerName(store: ConsumerStore, name: string, version: number): string {
   const tag = createHash('sha256').update(store.path).digest('hex').slice(0, 10);
@@ -208,12 +222,7 @@ export class Projection {
       name: this.consumerName, startAfter,
       store: this.store, ...(options.nc === undefined ? {} : { nc: options.nc }), ...(options.servers === undefined ? {} : { servers: options.servers }),
       stream: this.stream, ...(options.subjectPrefix === undefined ? {} : { subjectPrefix: options.subjectPrefix }),
-      ...(options.eventTypes === undefined ? {} : { eventTypes: options.eventTypes }),
-      ...(options.aggregateTypes === undefined ? {} : { aggregateTypes: options.aggregateTypes }),
-      ...(options.transform === undefined ? {} : { transform: options.transform }),
-      ...(options.retry === undefined ? {} : { retry: options.retry }),
-      ...(options.ackWaitMs === undefined ? {} : { ackWaitMs: options.ackWaitMs }),
-      ...(options.maxAckPending === undefined ? {} : { maxAckPending: options.maxAckPending }),
+      ...deliveryOptions(options),
       ...(options.onError === undefined ? {} : { onError: options.onError }),
       batchSize: options.batchSize ?? 500,
       concurrency: 1,

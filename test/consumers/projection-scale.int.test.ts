@@ -17,7 +17,7 @@ import { placeShards } from '../../runtime/placement.ts';
 import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { Troupe } from '../../runtime/node/system.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
-import { freshStream, natsConnect, range1, sleep } from '../helpers/troupe.ts';
+import { freshStream, natsConnect, range1, sleep, until } from '../helpers/troupe.ts';
 
 const childScript = fileURLToPath(new URL('../fixtures/scaled-projection-child.ts', import.meta.url));
 const SHARDS = 8;
@@ -35,14 +35,6 @@ interface Child {
   /** Events applied, and events skipped as applied before, by this instance so far (over the partitions it owns now). */
   applied: () => { handled: number; duplicates: number };
   exited: Promise<{ code: number | null; signal: string | null }>;
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 describe('project with scaleOut', () => {

@@ -19,7 +19,7 @@ import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { Troupe } from '../../runtime/node/system.ts';
 import { isTroupeError } from '../../runtime/errors.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
-import { freshStream, natsConnect, range1, sleep } from '../helpers/troupe.ts';
+import { freshStream, natsConnect, range1, until } from '../helpers/troupe.ts';
 
 const childScript = fileURLToPath(new URL('../fixtures/scaled-consumer-child.ts', import.meta.url));
 const SHARDS = 8;
@@ -32,14 +32,6 @@ interface Child {
   out: () => string;
   shards: () => number[];
   exited: Promise<{ code: number | null; signal: string | null }>;
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 describe('consume with scaleOut', () => {

@@ -154,6 +154,15 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Call `fn` until it resolves; rethrow its last error after `timeoutMs`. */
+/** Poll `cond` every 50 ms until it holds; throws naming `what` after `timeoutMs`. */
+export async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
 export async function eventually<T>(fn: () => Promise<T>, timeoutMs: number, onError?: (e: unknown) => void): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
