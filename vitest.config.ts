@@ -12,9 +12,9 @@ const ALONE = [
   'test/node/cluster.int.test.ts', 'test/node/moves.int.test.ts', 'test/node/timers.int.test.ts', 'test/node/timers-move.int.test.ts',
   'test/node/failover-dupes.int.test.ts', 'test/node/outage.int.test.ts', 'test/node/recovery.int.test.ts',
   'test/consumers/scale.int.test.ts', 'test/consumers/projection-scale.int.test.ts',
-  'test/remote/flood.int.test.ts', 'test/remote/routing.int.test.ts', 'test/remote/worker-serving.int.test.ts',
+  'test/remote/flood.int.test.ts', 'test/remote/routing.int.test.ts',
   'test/ops/dashboard.int.test.ts', 'test/package/package.int.test.ts', 'test/bench.int.test.ts',
-  'test/cli/shutdown.int.test.ts', 'test/cli/ops.int.test.ts',
+  'test/cli/shutdown.int.test.ts',
 ];
 
 const int = {
