@@ -13,7 +13,7 @@
 import { connect, credsAuthenticator, headers, nkeyAuthenticator, nuid, type MsgHdrs, type NatsConnection, type Msg, type Subscription } from '@nats-io/transport-node';
 import {
   DeliverPolicy, DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType, jetstream, jetstreamManager,
-  type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
+  type ConsumerMessages, type JetStreamClient, type JetStreamManager, type StoredMsg, type StreamInfo,
 } from '@nats-io/jetstream';
 import { SHARDS_METADATA } from '../envelope.ts';
 import { connectFailure, loginRefusal, natsConnectOptions, resolveNatsAuth, type NatsAuth } from '../connection.ts';
@@ -248,22 +248,33 @@ export async function readSubject(journal: Journal, subject: string, from: numbe
   try {
     // Creating the ordered consumer can hang too (seen right after the stream elected a new
     // leader, until the client's 10 s timeout): it gets READ_IDLE_MS, as each message does.
+    // Readers an election superseded (untilElected asked again), or made after the timeout, are stopped.
+    const made: ConsumerMessages[] = [];
+    let chosen: ConsumerMessages | null = null;
+    let settled = false;
     const setup = untilElected(journal, async () => {
       const consumer = await journal.js.consumers.get(journal.config.stream, {
         filter_subjects: [subject],
         deliver_policy: DeliverPolicy.StartSequence,
         opt_start_seq: from,
       });
-      return consumer.consume({ max_messages: 512 });
+      const m = await consumer.consume({ max_messages: 512 });
+      made.push(m);
+      if (settled && m !== chosen) m.stop();
+      return m;
     });
     let late: ReturnType<typeof setTimeout> | undefined;
     const messages = await Promise.race([setup, new Promise<never>((_, reject) => {
       late = setTimeout(() => {
-        setup.then((m) => m.stop(), () => {});
+        settled = true;
+        for (const m of made) m.stop();
         journal.readerStalledAt = Date.now();
         reject(new Error(`no reader within ${READ_IDLE_MS} ms`));
       }, READ_IDLE_MS);
     })]).finally(() => clearTimeout(late));
+    chosen = messages;
+    settled = true;
+    for (const m of made) if (m !== messages) m.stop();
     // A reader that stops receiving would wait for the ordered consumer's own reset (~10 s):
     // give up after READ_IDLE_MS without a message instead; the caller tries again (a shard
     // re-opens, an actor activates, on its next command).
