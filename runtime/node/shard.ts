@@ -105,6 +105,10 @@ export interface CatchUp {
 }
 
 type ShardState = 'opening' | 'ready' | 'broken' | 'closed';
+
+/** A broken shard's first try to open again by itself, and the longest wait between tries (Shard.reopenSoon). */
+const REOPEN_FIRST_MS = 250;
+const REOPEN_MAX_MS = 5_000;
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /**
@@ -118,6 +122,8 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
   generation = 0;
   /** The last catch-up (null before the first one ended). */
   lastCatchUp: CatchUp | null = null;
+  private reopenTimer: NodeJS.Timeout | null = null;
+  private reopenDelay = REOPEN_FIRST_MS;
   readonly cells = new CellMap();
   readonly subject: string;
   readonly commandIds: CommandIds;
@@ -207,10 +213,12 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       this.commandIds.clearRecent();
       recent.hold();
       this.state = 'ready';
+      this.reopenDelay = REOPEN_FIRST_MS;
       this.timers.load();
       this.ctx.clock?.arm();
     } catch (e) {
       this.state = 'broken';
+      this.reopenSoon();
       this.recentLog.clear();
       const err = toWire(e instanceof TroupeError ? e : new JournalUnavailableError(`shard ${this.shard} cannot catch up with the log: ${(e as Error).message}`, { shard: this.shard }, e));
       const stash = this.stash;
@@ -486,6 +494,23 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
       if (pc.failFollowers !== null) for (const f of pc.failFollowers) f(error);
     }
     if (this.stash.length > 0) this.open().catch(() => {});
+    else this.reopenSoon();
+  }
+
+  /**
+   * A broken shard opens again by itself, not only on its next command: its durable timers must
+   * fire with no command to wake it (a catch-up that failed, e.g. while the stream elected a
+   * leader, or an append that failed). After REOPEN_FIRST_MS, doubling up to REOPEN_MAX_MS.
+   */
+  private reopenSoon(): void {
+    if (this.reopenTimer !== null || this.state === 'closed') return;
+    const delay = this.reopenDelay;
+    this.reopenDelay = Math.min(REOPEN_MAX_MS, delay * 2);
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      if (this.state === 'broken') this.open().catch(() => {});
+    }, delay);
+    this.reopenTimer.unref();
   }
 
   // ── reads ───────────────────────────────────────────────────────────────────────────────
@@ -534,6 +559,8 @@ export class ShardHost implements DecideStep<InboundCommand>, TimedShard {
   close(): void {
     const err = toWire(new StoppedError(undefined, { shard: this.shard }));
     this.state = 'closed';
+    if (this.reopenTimer !== null) clearTimeout(this.reopenTimer);
+    this.reopenTimer = null;
     this.generation++;
     this.timers.clear();
     this.recentLog.clear();
