@@ -55,10 +55,28 @@ export function serveHandOffs(nc: NatsConnection, prefix: string, node: string, 
 }
 
 /**
- * Offer the checkpoints of shards to their next owners (`byNode`: node → shards) and wait until
- * each restored them, or OFFER_TIMEOUT_MS. Resolves with the shards whose next owner restored them.
+ * Offer the checkpoints of `shards` to the nodes placement gives them next (`nextOwner`), and
+ * wait until each restored them, or OFFER_TIMEOUT_MS. Resolves with what was offered and what
+ * was restored, or null when no shard goes to another node.
  */
-export async function offerCheckpoints(nc: NatsConnection, prefix: string, from: string, byNode: ReadonlyMap<string, number[]>): Promise<number[]> {
+export async function offerToNextOwners(nc: NatsConnection, prefix: string, self: string, shards: readonly number[], nextOwner: (shard: number) => string | undefined):
+  Promise<{ shards: readonly number[]; restored: number[]; ms: number } | null> {
+  const byNode = new Map<string, number[]>();
+  for (const s of shards) {
+    const next = nextOwner(s);
+    if (next === undefined || next === self) continue;
+    const list = byNode.get(next);
+    if (list === undefined) byNode.set(next, [s]);
+    else list.push(s);
+  }
+  if (byNode.size === 0) return null;
+  const started = Date.now();
+  const restored = await offerCheckpoints(nc, prefix, self, byNode);
+  return { shards, restored, ms: Date.now() - started };
+}
+
+/** Offer the checkpoints to each node of `byNode` (node → shards); resolves with the shards restored. */
+async function offerCheckpoints(nc: NatsConnection, prefix: string, from: string, byNode: ReadonlyMap<string, number[]>): Promise<number[]> {
   const answers = await Promise.all([...byNode].map(async ([node, shards]) => {
     try {
       const reply = await nc.request(handOffSubject(prefix, node), JSON.stringify({ from, shards } satisfies Offer), { timeout: OFFER_TIMEOUT_MS });

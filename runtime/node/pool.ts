@@ -303,6 +303,18 @@ export class WorkerPool {
     return transferList === undefined ? this.pool.run(task) : this.pool.run(task, { transferList });
   }
 
+  /** Run `task(list)` on each worker for the shards of `shards` it hosts; resolves with their answers. */
+  runOnShards(shards: readonly number[], task: (list: number[]) => WorkerTask): Promise<unknown[]> {
+    const bySlot = new Map<number, number[]>();
+    for (const s of shards) {
+      const slot = this.slotOf(s);
+      const list = bySlot.get(slot);
+      if (list === undefined) bySlot.set(slot, [s]);
+      else list.push(s);
+    }
+    return Promise.all([...bySlot].map(([slot, list]) => this.runOn(slot, task(list))));
+  }
+
   /** Run a task on every worker; resolves with their answers in slot order. */
   runOnAll(task: WorkerTask): Promise<unknown[]> {
     return Promise.all(this.slots.map((_, slot) => this.runOn(slot, { ...task })));

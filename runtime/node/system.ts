@@ -5,11 +5,11 @@
  * the LMDB cache describes this stream → take shard leases → start the worker pool → open the
  * owned shards (catch-up from checkpoint) → serve commands over NATS.
  *
- * Why one file of ~650 lines: it is the node's one public class, and its methods are the
+ * Why one file of ~660 lines: it is the node's one public class, and its methods are the
  * sequences that tie the parts together in order (start, stop, gaining and handing off a shard,
  * the door every command and read passes: validate, authenticate, rate-limit, authorize,
  * SHARD_NOT_OWNED). The parts themselves have their files: ownership and placement
- * (ownership.ts, membership.ts), the workers (pool.ts, worker.ts), the request service
+ * (ownership.ts, membership.ts), planned hand-offs between nodes (handoff.ts), the workers (pool.ts, worker.ts), the request service
  * (remote/service.ts), health and metrics (health.ts), the operator console (console.ts,
  * series.ts), timers (timers.ts).
  */
@@ -23,7 +23,7 @@ import { RateLimiter } from '../rate-limit.ts';
 import { assertServerVersion, connectNats, ensureStream, openJournal, type Journal, type NatsConnection } from '../journal/journal.ts';
 import { resolveOptions, type ResolvedOptions, type TroupeOptions } from '../options.ts';
 import { Ownership } from './ownership.ts';
-import { offerCheckpoints, serveHandOffs } from './handoff.ts';
+import { offerToNextOwners, serveHandOffs } from './handoff.ts';
 import { ShardNeeds } from '../journal/shard-needs.ts';
 import { Membership, readClusterStatus, troupeVersion, type ClusterStatus } from './membership.ts';
 import { consumerStatus } from '../consumers/overview.ts';
@@ -181,7 +181,11 @@ export class Troupe implements ServedNode {
       node.limiter = limiter;
       if (ownership !== null && membership !== null) {
         node.place(ownership, membership, needs);
-        const stopHandOffs = serveHandOffs(nc, options.subjectPrefix, options.nodeName, (offer) => node.restoreOffered(offer.shards));
+        // Checkpoints offered to this node: restore those of the shards it awaits, in their workers.
+        const stopHandOffs = serveHandOffs(nc, options.subjectPrefix, options.nodeName, async ({ shards }) => {
+          const awaited = shards.filter((s) => s < options.shards && ownership!.awaits(s));
+          return (await pool.runOnShards(awaited, (list) => ({ kind: 'prefetch', shards: list })).catch(() => []) as number[][]).flat();
+        });
         cleanup.unshift(async () => stopHandOffs());
       }
       else if (ownership !== null) {
@@ -249,14 +253,7 @@ export class Troupe implements ServedNode {
   private commandsInWorkers(): WorkerCommands | null {
     if (this.verifier !== null || this.nodeRule !== null || this.limiter !== null || refreshTracing()) return null;
     if (process.env.TROUPE_REMOTE_COMMANDS !== 'worker') return null;
-    const run = (kind: 'serve' | 'unserve', shards: readonly number[]) => {
-      const bySlot = new Map<number, number[]>();
-      for (const s of shards) {
-        const slot = this.pool.slotOf(s);
-        bySlot.set(slot, [...(bySlot.get(slot) ?? []), s]);
-      }
-      return Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind, shards: list }))).then(() => {});
-    };
+    const run = (kind: 'serve' | 'unserve', shards: readonly number[]) => this.pool.runOnShards(shards, (list) => ({ kind, shards: list })).then(() => {});
     return { serve: (shards) => run('serve', shards), drop: (shards) => run('unserve', shards) };
   }
 
@@ -320,12 +317,12 @@ export class Troupe implements ServedNode {
 
   /** Before their leases are released: share the shards' checkpoints, then unsubscribe their subjects, let queued commands reach the worker, finish their appends, snapshot their actors. */
   private async handOffShards(shards: number[]): Promise<void> {
-    const bySlot = new Map<number, number[]>();
-    for (const s of shards) bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
-    // Share their checkpoints while still serving (the next owners read the few commits after them
-    // from the log), so the cut-over below is only the drain: no checkpoint is written in it.
-    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'share', shards: list }).catch(() => {})));
-    await this.offerCheckpoints(shards);
+    // Share their checkpoints while still serving, and let the next owners restore them now
+    // (handoff.ts): the cut-over below is only the drain, and the next owners read only the few
+    // commits after the checkpoints from the log.
+    await this.pool.runOnShards(shards, (list) => ({ kind: 'share', shards: list })).catch(() => {});
+    const offered = await offerToNextOwners(this.nc, this.options.subjectPrefix, this.options.nodeName, shards, (s) => this.ownership?.nextOwner(s));
+    if (offered !== null && this.log.info) this.log.logger.info(offered, 'offered shard checkpoints to their next owners');
     // Stop taking their requests (those already received are answered), then drain.
     await this.service?.drop(shards);
     const dropped = Date.now();
@@ -333,31 +330,7 @@ export class Troupe implements ServedNode {
     const slots = [...new Set(shards.map((s) => this.pool.slotOf(s)))];
     const until = Date.now() + this.options.ackTimeoutMs;
     while (slots.some((slot) => (this.pool.slotDepths()[slot]?.queued ?? 0) > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'release', shards: list }).catch(() => {})));
-  }
-
-  /** Let the next owners restore the shared checkpoints now, while this node still serves (handoff.ts). */
-  private async offerCheckpoints(shards: number[]): Promise<void> {
-    const byNode = new Map<string, number[]>();
-    for (const s of shards) {
-      const next = this.ownership?.nextOwner(s);
-      if (next !== undefined && next !== this.options.nodeName) byNode.set(next, [...(byNode.get(next) ?? []), s]);
-    }
-    if (byNode.size === 0) return;
-    const started = Date.now();
-    const restored = await offerCheckpoints(this.nc, this.options.subjectPrefix, this.options.nodeName, byNode);
-    if (this.log.info) this.log.logger.info({ shards, restored, ms: Date.now() - started }, 'offered shard checkpoints to their next owners');
-  }
-
-  /** Checkpoints offered to this node (handoff.ts): restore those of shards it awaits. */
-  private async restoreOffered(shards: number[]): Promise<number[]> {
-    const bySlot = new Map<number, number[]>();
-    for (const s of shards) {
-      if (s >= this.options.shards || this.ownership?.awaits(s) !== true) continue;
-      bySlot.set(this.pool.slotOf(s), [...(bySlot.get(this.pool.slotOf(s)) ?? []), s]);
-    }
-    const restored = await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'prefetch', shards: list }).catch(() => [])));
-    return (restored as number[][]).flat();
+    await this.pool.runOnShards(shards, (list) => ({ kind: 'release', shards: list })).catch(() => {});
   }
 
   /**
@@ -383,12 +356,7 @@ export class Troupe implements ServedNode {
   }
 
   private async openShards(shards: number[]): Promise<void> {
-    const bySlot = new Map<number, number[]>();
-    for (const s of shards) {
-      const slot = this.pool.slotOf(s);
-      bySlot.set(slot, [...(bySlot.get(slot) ?? []), s]);
-    }
-    await Promise.all([...bySlot].map(([slot, list]) => this.pool.runOn(slot, { kind: 'open', shards: list })));
+    await this.pool.runOnShards(shards, (list) => ({ kind: 'open', shards: list }));
   }
 
   /**

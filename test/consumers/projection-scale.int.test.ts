@@ -2,10 +2,9 @@
 // owned shard a partition of the view in the owner's LMDB, served over NATS to a reader. The
 // instances run in child processes (test/fixtures/scaled-projection-child.ts); each view row
 // counts the events applied to it and records any that did not follow the previous one.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../../actors/index.ts';
 import { consumerOverview, projectionOverview } from '../../runtime/consumers/overview.ts';
 import { project } from '../../runtime/consumers/projection.ts';
@@ -14,9 +13,9 @@ import { shardOf } from '../../runtime/envelope.ts';
 import { projectionReader as publicReader } from '../../runtime/index.ts';
 import { isTroupeError } from '../../runtime/errors.ts';
 import { placeShards } from '../../runtime/placement.ts';
-import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { Troupe } from '../../runtime/node/system.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
+import { useScaledChildren, type ScaledChild } from '../helpers/children.ts';
 import { freshStream, natsConnect, range1, sleep, until } from '../helpers/troupe.ts';
 
 const childScript = fileURLToPath(new URL('../fixtures/scaled-projection-child.ts', import.meta.url));
@@ -28,26 +27,18 @@ const NAME = 'balances';
 
 interface Row { balance: number; n: number; lastSeq: number; bad: string[]; by: string }
 
-interface Child {
-  proc: ChildProcess;
-  out: () => string;
-  shards: () => number[];
+interface Child extends ScaledChild {
   /** Events applied, and events skipped as applied before, by this instance so far (over the partitions it owns now). */
   applied: () => { handled: number; duplicates: number };
-  exited: Promise<{ code: number | null; signal: string | null }>;
 }
 
 describe('project with scaleOut', () => {
   const nats = useNatsServer();
   let nc: NatsConnection;
-  const children: Child[] = [];
+  const children = useScaledChildren();
 
   beforeAll(async () => {
     nc = await natsConnect(nats.url);
-  });
-  afterEach(() => {
-    if (process.env.DEBUG_CHILD) for (const c of children) console.log(c.out());
-    for (const c of children.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
   });
   afterAll(async () => {
     await nc?.close();
@@ -61,26 +52,14 @@ describe('project with scaleOut', () => {
   }
 
   function start(env: { stream: string; subjectPrefix: string }, instance: string, dataDir = tempDir(), slowMs = 0): Child {
-    const proc = spawn(process.execPath, ['--import', 'tsx', childScript, nats.url, env.stream, env.subjectPrefix, dataDir, NAME, instance, String(slowMs)], { cwd: REPO_ROOT });
-    let out = '';
-    proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
-    proc.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-    const child: Child = {
-      proc, out: () => out, exited,
-      shards: () => {
-        const lines = out.match(/^shards .*$/gm);
-        const last = lines?.[lines.length - 1]?.slice(7) ?? '';
-        return last === '' ? [] : last.split(',').map(Number);
-      },
+    const child = children.start(childScript, [nats.url, env.stream, env.subjectPrefix, dataDir, NAME, instance, String(slowMs)]);
+    return Object.assign(child, {
       applied: () => {
-        const lines = out.match(/^applied .*$/gm);
+        const lines = child.out().match(/^applied .*$/gm);
         const [handled, duplicates] = (lines?.[lines.length - 1]?.slice(8) ?? '0 0').split(' ').map(Number) as [number, number];
         return { handled, duplicates };
       },
-    };
-    children.push(child);
-    return child;
+    });
   }
 
   /** Open the accounts and deposit 1..deposits into each; the highest log position of the commands. */

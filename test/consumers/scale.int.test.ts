@@ -2,23 +2,22 @@
 // instances run in two child processes (test/fixtures/scaled-consumer-child.ts) against one
 // nats-server; each applies events to a sink shared in NATS KV with the version check, and
 // records every delivery in a file.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actorModules } from '../../actors/index.ts';
 import { consume, consumerStatus, type ScaledConsumer } from '../../runtime/consumers/consume.ts';
 import { workflow } from '../../runtime/consumers/saga.ts';
 import type { Command, CommandResult } from '../../runtime/envelope.ts';
 import type { EventEnvelope } from '../../runtime/journal/codec.ts';
 import { placeShards } from '../../runtime/placement.ts';
-import { REPO_ROOT } from '../../runtime/testing/nats-server.ts';
 import { Troupe } from '../../runtime/node/system.ts';
 import { isTroupeError } from '../../runtime/errors.ts';
 import { tempDir, useNatsServer } from '../helpers/nats.ts';
+import { useScaledChildren, type ScaledChild } from '../helpers/children.ts';
 import { freshStream, natsConnect, range1, until } from '../helpers/troupe.ts';
 
 const childScript = fileURLToPath(new URL('../fixtures/scaled-consumer-child.ts', import.meta.url));
@@ -27,24 +26,13 @@ const LEASE_TTL_MS = 3_000;
 const A = 'inst-a';
 const B = 'inst-b';
 
-interface Child {
-  proc: ChildProcess;
-  out: () => string;
-  shards: () => number[];
-  exited: Promise<{ code: number | null; signal: string | null }>;
-}
-
 describe('consume with scaleOut', () => {
   const nats = useNatsServer();
   let nc: NatsConnection;
-  const children: Child[] = [];
+  const children = useScaledChildren();
 
   beforeAll(async () => {
     nc = await natsConnect(nats.url);
-  });
-  afterEach(() => {
-    if (process.env.DEBUG_CHILD) for (const c of children) console.log(c.out());
-    for (const c of children.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
   });
   afterAll(async () => {
     await nc?.close();
@@ -60,22 +48,8 @@ describe('consume with scaleOut', () => {
     return { node, stream, subjectPrefix, sink, sinkBucket, deliveries };
   }
 
-  function start(env: { stream: string; subjectPrefix: string; sinkBucket: string; deliveries: string }, name: string, instance: string, slowMs: number): Child {
-    const proc = spawn(process.execPath, ['--import', 'tsx', childScript, nats.url, env.stream, env.subjectPrefix, tempDir(), name, instance, String(slowMs), env.sinkBucket, env.deliveries], { cwd: REPO_ROOT });
-    let out = '';
-    proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
-    proc.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-    const child: Child = {
-      proc, out: () => out, exited,
-      shards: () => {
-        const lines = out.match(/^shards .*$/gm);
-        const last = lines?.[lines.length - 1]?.slice(7) ?? '';
-        return last === '' ? [] : last.split(',').map(Number);
-      },
-    };
-    children.push(child);
-    return child;
+  function start(env: { stream: string; subjectPrefix: string; sinkBucket: string; deliveries: string }, name: string, instance: string, slowMs: number): ScaledChild {
+    return children.start(childScript, [nats.url, env.stream, env.subjectPrefix, tempDir(), name, instance, String(slowMs), env.sinkBucket, env.deliveries]);
   }
 
   async function send(node: Troupe, ids: readonly string[], deposits: number): Promise<void> {
