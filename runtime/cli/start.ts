@@ -117,6 +117,26 @@ export async function start(flags: StartFlags): Promise<void> {
   process.env.TROUPE_DATA_DIR = root;
   // The entry point sets up the OpenTelemetry SDK (traces, when OTEL_* variables ask for them).
   const traced = await startTracingSdk({ serviceName: 'troupe' });
+  // Signals are handled from here on, so none kills the process half-way: one that arrives
+  // while the node starts waits for it, then stops it (a supervisor may signal as soon as it
+  // reads the banner, or before); a second one during start exits at once.
+  let stopOn: ((signal: string, handOff: boolean) => void) | null = null;
+  let early: { signal: string; handOff: boolean } | null = null;
+  const onSignal = (signal: string, handOff: boolean) => {
+    if (stopOn !== null) return stopOn(signal, handOff);
+    if (early !== null) {
+      process.stderr.write(`troupe: ${signal} again while starting: exiting now\n`);
+      process.exit(1);
+    }
+    early = { signal, handOff };
+    process.stdout.write(`${signal}: stopping as soon as the node has started (${signal} again exits now)\n`);
+  };
+  // SIGTERM, SIGINT: hand every shard off to the other nodes, then exit. SIGUSR2: stop to
+  // restart under the same name: keep the leases, so the others move none of the shards while
+  // the node is away (up to restartGraceMs); restarted, it takes them back at once.
+  process.on('SIGINT', () => onSignal('SIGINT', true));
+  process.on('SIGTERM', () => onSignal('SIGTERM', true));
+  process.on('SIGUSR2', () => onSignal('SIGUSR2', false));
   let server: NatsServerHandle | null = null;
   let secured: SecureFiles | undefined;
   if (flags.secure === true) {
@@ -150,24 +170,7 @@ export async function start(flags: StartFlags): Promise<void> {
     }
     throw e;
   }
-  const definitions = await definitionsOf(node.options.actors);
-  process.stdout.write(banner({
-    nodeName: node.nodeName,
-    workers: node.options.workers,
-    ownedShards: node.ownedShards.length,
-    shards: node.options.shards,
-    definitions: definitions.filter((d) => node.actorTypes().includes(d.type)),
-    natsUrl: describeServers(node.options.servers),
-    localNats: server !== null ? { version: server.version, storeDir: server.storeDir, ...(secured !== undefined ? { secured: secured.dir } : {}) } : undefined,
-    dataDir: root,
-    configFile: config?.path,
-    httpUrl: node.httpUrl,
-    traces: traced,
-  }));
   let stopping = false;
-  // SIGTERM, SIGINT: hand every shard off to the other nodes, then exit. SIGUSR2: stop to
-  // restart under the same name: keep the leases, so the others move none of the shards while
-  // the node is away (up to restartGraceMs); restarted, it takes them back at once.
   const shutdown = async (signal: string, handOff: boolean) => {
     if (stopping) {
       process.stdout.write(`${signal}: already stopping (in-flight commits finish first)\n`);
@@ -186,7 +189,25 @@ export async function start(flags: StartFlags): Promise<void> {
     process.stdout.write('stopped cleanly\n');
     process.exit(0);
   };
-  process.on('SIGINT', () => void shutdown('SIGINT', true));
-  process.on('SIGTERM', () => void shutdown('SIGTERM', true));
-  process.on('SIGUSR2', () => void shutdown('SIGUSR2', false));
+  stopOn = (signal, handOff) => void shutdown(signal, handOff);
+  // Set by onSignal while the node started (the compiler cannot see the handler's writes).
+  const pending = early as { signal: string; handOff: boolean } | null;
+  if (pending !== null) {
+    stopOn(pending.signal, pending.handOff);
+    return;
+  }
+  const definitions = await definitionsOf(node.options.actors);
+  process.stdout.write(banner({
+    nodeName: node.nodeName,
+    workers: node.options.workers,
+    ownedShards: node.ownedShards.length,
+    shards: node.options.shards,
+    definitions: definitions.filter((d) => node.actorTypes().includes(d.type)),
+    natsUrl: describeServers(node.options.servers),
+    localNats: server !== null ? { version: server.version, storeDir: server.storeDir, ...(secured !== undefined ? { secured: secured.dir } : {}) } : undefined,
+    dataDir: root,
+    configFile: config?.path,
+    httpUrl: node.httpUrl,
+    traces: traced,
+  }));
 }
